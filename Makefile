@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap
+# .venv first; a second run installs nothing.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+REQS := $(wildcard requirements/*.txt) setup.py
+
+.PHONY: demo test test-slow bench venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): $(REQS) scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+
+demo: $(STAMP)
+	$(PY) -m neurocodec_jax.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q --durations=15
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean-venv:
+	rm -rf .venv

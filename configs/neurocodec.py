@@ -1,0 +1,175 @@
+"""NeuroCodec configurations (ml-collections).
+
+Select a preset with ``--config configs/neurocodec.py:<preset>`` and override any
+field with ``--config.<field>=<value>``. Presets:
+
+* ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels.
+* ``kul``: KU Leuven data, 16 kHz DAC, 64 EEG channels, split by subject.
+* ``demo``: the synthetic AAD dataset and a small random-weight DAC, sized to
+  train in minutes on two CPU cores.
+
+Top-level keys keep the names of the original ``configs/neurocodec.yaml``;
+everything the original hard-coded lives in the nested groups. The returned
+config is locked: setting an unknown key raises an error naming it.
+"""
+
+import ml_collections
+
+PRESETS = ("cocktail", "kul", "demo")
+
+# DAC's released architectures (dac/model/dac.py and its model cards).
+DAC_ARCHS = {
+    "44khz": dict(sample_rate=44100, encoder_dim=64, encoder_rates=(2, 4, 8, 8),
+                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 8, 4, 2),
+                  n_codebooks=9, codebook_size=1024, codebook_dim=8),
+    "24khz": dict(sample_rate=24000, encoder_dim=64, encoder_rates=(2, 4, 5, 8),
+                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 5, 4, 2),
+                  n_codebooks=32, codebook_size=1024, codebook_dim=8),
+    "16khz": dict(sample_rate=16000, encoder_dim=64, encoder_rates=(2, 4, 5, 8),
+                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 5, 4, 2),
+                  n_codebooks=12, codebook_size=1024, codebook_dim=8),
+}
+
+# A small DAC for tests and the demo: random weights, 16 kHz, hop 320.
+DEMO_CODEC = dict(sample_rate=16000, encoder_dim=8, encoder_rates=(2, 4, 5, 8),
+                  latent_dim=64, decoder_dim=64, decoder_rates=(8, 5, 4, 2),
+                  n_codebooks=4, codebook_size=256, codebook_dim=8)
+
+
+def _codec(model_type: str, random: bool) -> ml_collections.ConfigDict:
+  arch = dict(DEMO_CODEC if random else DAC_ARCHS[model_type])
+  return ml_collections.ConfigDict(dict(
+      model_type=model_type,
+      # Path to a DAC ``.pth``; None looks in DAC's download cache. Never
+      # replaced by random weights unless ``random`` is True.
+      weights=ml_collections.FieldReference(None, field_type=str),
+      random=random,       # build DAC with ``arch`` sizes and random weights
+      arch=arch,           # sizes used to build (random) or to check (loaded)
+      device="auto",       # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+      cache_dir=ml_collections.FieldReference(None, field_type=str),
+      precompute_batch_size=8,
+      store_z=False,       # also store continuous z next to the codes
+      n_quantizers_eval=arch["n_codebooks"],
+  ))
+
+
+def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
+  """Returns the locked config for ``preset`` (one of ``PRESETS``)."""
+  preset = preset or "cocktail"
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown preset {preset!r}; expected one of {PRESETS}.")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+
+  # ---- keys of the original configs/neurocodec.yaml --------------------------
+  c.activation = "snake"          # "snake" | "prelu"
+  c.normalize_latents = True      # L2-normalize prediction and target (cosine)
+  c.lambda_recon = 1.0
+  c.lambda_env = 0.0
+  c.lambda_mel = 15.0
+  c.lambda_adv = 1.0
+  c.lambda_feat = 2.0
+  c.hidden_dim = 256
+  c.num_layers = 4
+  c.batch_size = 8
+  c.lr = 1e-3
+  c.epochs = 50
+  c.eeg_channels = 128
+  c.backbone = "mamba"            # "mamba" | "transformer"
+  c.noise_cue = False             # evaluation ablation: EEG -> matched noise
+  c.root = "data/cocktail"
+  c.checkpoint_dir = "checkpoints/neurocodec"
+  c.seed = 42
+
+  # ---- data ------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict(dict(
+      segment_seconds=2.0,
+      eeg_rate=128,
+      # "auto": volts detected from the data's scale are converted to
+      # microvolts (x 1e6); "volts": always convert; "microvolts": never.
+      eeg_units="auto",
+      train_split="train", val_split="val", test_split="test",
+      num_workers=0,           # grain worker processes (0: in the main process)
+      check_finite=True,       # reject non-finite values on read
+  ))
+
+  # ---- frozen codec ----------------------------------------------------------
+  c.codec = _codec("44khz", random=False)
+
+  # ---- model -----------------------------------------------------------------
+  c.model = ml_collections.ConfigDict(dict(
+      num_heads=8,
+      dropout=0.3,
+      d_state=16, d_conv=4, expand=2,
+      dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4,
+      scan_backend="associative",   # "sequential" | "associative" | "chunked"
+      eeg_dim=64,                   # EEG encoder width (original: 64)
+      cheb_k=3,
+      max_len=5000,                 # positional-encoding table length
+      stream_lookahead=0,           # EEG frames past "now" visible when streaming
+      transformer_ff_dim=1024,      # 'transformer' backbone feed-forward width
+  ))
+
+  # ---- discriminators and waveform losses (DAC's training setting) ------------
+  c.disc = ml_collections.ConfigDict(dict(
+      rates=(),
+      periods=(2, 3, 5, 7, 11),
+      fft_sizes=(2048, 1024, 512),
+      bands=((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)),
+      lr=1e-4,
+      grad_clip=10.0,
+  ))
+  c.mel = ml_collections.ConfigDict(dict(
+      n_mels=(5, 10, 20, 40, 80, 160, 320),
+      window_lengths=(32, 64, 128, 256, 512, 1024, 2048),
+      clamp_eps=1e-5, mag_weight=0.0, log_weight=1.0, pow=1.0,
+  ))
+
+  # ---- optimisation and bookkeeping --------------------------------------------
+  c.train = ml_collections.ConfigDict(dict(
+      weight_decay=5e-2,
+      grad_clip=1.0,
+      schedule="plateau",          # "plateau" | "constant" | "cosine"
+      plateau_factor=0.5,
+      plateau_patience=5,
+      warmup_steps=0,
+      max_steps=-1,                # -1: epochs * steps_per_epoch
+      log_every=10,
+      checkpoint_every=200,
+      eval_every=-1,               # -1: once per epoch
+      keep_checkpoints=2,
+      nonfinite="stop",            # "stop" | "skip"
+      tensorboard=False,
+      wandb=False,
+  ))
+
+  # ---- synthetic AAD dataset (demo and tests) --------------------------------
+  c.synthetic = ml_collections.ConfigDict(dict(
+      n_train=256, n_val=32, n_test=64,
+      subjects=4,
+      eeg_snr_db=-15.0,     # easier than real EEG (~-25) so the demo learns in minutes
+      seed=1234,
+  ))
+
+  if preset == "kul":
+    c.root = "data/kul"
+    c.eeg_channels = 64
+    c.codec = _codec("16khz", random=False)
+    c.checkpoint_dir = "checkpoints/neurocodec_kul"
+  elif preset == "demo":
+    c.root = "data/synthetic_demo"
+    c.checkpoint_dir = "checkpoints/neurocodec_demo"
+    c.eeg_channels = 32
+    c.codec = _codec("16khz", random=True)
+    c.hidden_dim = 64
+    c.num_layers = 2
+    c.batch_size = 8
+    c.epochs = 20
+    c.model.num_heads = 4
+    c.model.dropout = 0.1
+    c.model.eeg_dim = 32
+    c.model.transformer_ff_dim = 128
+    c.disc.fft_sizes = (512, 256, 128)
+    c.train.checkpoint_every = 100
+  c.lock()
+  return c
