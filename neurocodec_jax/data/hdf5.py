@@ -221,16 +221,17 @@ class AADSource:
     ``eeg``: ``[C, T_eeg]`` in microvolts;
     ``subject``: int32 scalar (-1 when ``subjects_<split>.h5`` is absent);
     ``index``: int32 scalar, the example's row in the split;
-    ``noisy_codes``, ``clean_codes``: int32 ``[n_codebooks, frames]`` from a
-    precomputed codes file (see ``codec_bridge.precompute``).
+    ``noisy_codes``, ``clean_codes``, ``unattended_codes``: int32
+    ``[n_codebooks, frames]`` from a precomputed codes file
+    (see ``codec_bridge.precompute``).
   """
 
   AUDIO_FIELDS = ("noisy", "clean", "unattended")
+  CODE_FIELDS = ("noisy_codes", "clean_codes", "unattended_codes")
 
   def __init__(self, info: SplitInfo, fields: Sequence[str] = ("noisy", "clean", "eeg"),
                codes_path: str | None = None, check_finite: bool = True):
-    known = set(self.AUDIO_FIELDS) | {"eeg", "subject", "index", "noisy_codes",
-                                      "clean_codes"}
+    known = set(self.AUDIO_FIELDS) | {"eeg", "subject", "index"} | set(self.CODE_FIELDS)
     unknown = set(fields) - known
     if unknown:
       raise ValueError(f"Unknown fields {sorted(unknown)}; known: {sorted(known)}.")
