@@ -1,0 +1,42 @@
+"""Speech envelope at the EEG rate and the negative-Pearson envelope loss.
+
+Envelope (a standard AAD choice): the magnitude of the waveform, block-averaged
+over windows of ``sample_rate / eeg_rate`` samples centred on each EEG sample
+(a boxcar low-pass at ~eeg_rate/2 followed by sampling), compressed with power 0.6.
+The EEG encoder's valid k8 convolution drops the first 7 EEG samples' worth of
+output alignment, so the trainer compares the head's ``T_eeg - 7`` outputs with
+the LAST ``T_eeg - 7`` envelope samples (the conv's output t sees EEG t..t+7).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def speech_envelope(audio: jax.Array, sample_rate: int, eeg_rate: int,
+                    n_frames: int) -> jax.Array:
+  """``[batch, T]`` audio -> ``[batch, n_frames]`` envelope at ``eeg_rate``."""
+  step = sample_rate / eeg_rate
+  width = int(round(step))
+  mag = jnp.abs(audio)
+  csum = jnp.pad(jnp.cumsum(mag, axis=-1), ((0, 0), (1, 0)))
+  centres = jnp.round((jnp.arange(n_frames) + 0.5) * step).astype(jnp.int32)
+  lo = jnp.clip(centres - width // 2, 0, audio.shape[-1])
+  hi = jnp.clip(lo + width, 0, audio.shape[-1])
+  mean = (csum[:, hi] - csum[:, lo]) / jnp.maximum(hi - lo, 1)
+  return jnp.maximum(mean, 0.0) ** 0.6
+
+
+def pearson(x: jax.Array, y: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """Pearson correlation over the last axis: ``[batch, T] -> [batch]``."""
+  x = x - x.mean(-1, keepdims=True)
+  y = y - y.mean(-1, keepdims=True)
+  return (x * y).sum(-1) / (jnp.sqrt((x ** 2).sum(-1) * (y ** 2).sum(-1)) + eps)
+
+
+def envelope_loss(pred_env: jax.Array, target_env: jax.Array) -> jax.Array:
+  """Negative Pearson correlation over time, mean over the batch."""
+  if pred_env.shape != target_env.shape:
+    raise ValueError(f"envelope loss: {pred_env.shape} vs {target_env.shape}.")
+  return -jnp.mean(pearson(pred_env, target_env))

@@ -1,0 +1,199 @@
+"""DAC's discriminators in Flax: MPD, MSD, MRD, as ``dac.model.discriminator``.
+
+Input ``[batch, 1, T]``; output a list (one per sub-discriminator, in DAC's order:
+MPDs, MSDs, MRDs) of lists of feature maps, the last being the score. Every conv is
+weight-normed (``w = g * v / ||v||``, parameters ``weight_v``, ``weight_g``, ``bias``
+in torch's layout) and followed by LeakyReLU(0.1), except each ``conv_post``.
+The input is made zero-mean and peak-normalized to 0.8 first.
+
+Details matched to DAC 1.0.0 (checked by tests/test_discriminators.py):
+  * MPD pads the signal on the right to a multiple of the period with reflect
+    padding of ``period - T % period`` samples (a full period when T is already a
+    multiple, as DAC does), folds it to ``[B, 1, T / p, p]`` and convolves (5, 1).
+  * MRD: audiotools STFT with ``match_stride=True``: hann window, hop = window / 4,
+    reflect pad ``(w - hop) / 2`` left and that plus the round-up to a hop
+    multiple right, then the centred STFT (another ``w / 2`` reflect pad), first
+    and last two frames dropped; real/imag as 2 channels of ``[B, 2, time, freq]``;
+    bands ``int(lo * (w/2 + 1)) : int(hi * (w/2 + 1))``, each through its own conv
+    stack, concatenated over frequency before ``conv_post``.
+  * MSD at rate 1 runs on the raw input. At rates > 1 DAC resamples with julius;
+    ours uses scipy's polyphase resampling via a fixed FIR (not parity-tested;
+    DAC's released models use no MSD).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurocodec_jax import audio
+
+HIGHEST = jax.lax.Precision.HIGHEST
+BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+
+
+class WNConv(nn.Module):
+  """Weight-normed conv over ``[B, C, *spatial]`` with torch-layout parameters."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = None
+  padding: Sequence[int] = None
+  groups: int = 1
+  act: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    nd = len(self.kernel_size)
+    in_ch = x.shape[1]
+    shape = (self.features, in_ch // self.groups, *self.kernel_size)
+    fan_in = shape[1] * math.prod(self.kernel_size)
+    bound = 1 / math.sqrt(fan_in)      # torch's default conv init bounds
+    v = self.param("weight_v", nn.initializers.uniform(2 * bound), shape)
+    v = v - bound if self.is_initializing() else v
+    g = self.param("weight_g", lambda _: jnp.linalg.norm(
+        v.reshape(self.features, -1), axis=1).reshape(self.features, *([1] * (nd + 1))))
+    b = self.param("bias", lambda k: jax.random.uniform(k, (self.features,), minval=-bound,
+                                                        maxval=bound))
+    w = g * v / jnp.linalg.norm(v.reshape(self.features, -1), axis=1).reshape(g.shape)
+    spatial = "HW"[:nd] if nd == 2 else "H"
+    dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
+    y = jax.lax.conv_general_dilated(
+        x, w, window_strides=tuple(self.strides or (1,) * nd),
+        padding=[(p, p) for p in (self.padding or (0,) * nd)], dimension_numbers=dn,
+        feature_group_count=self.groups, precision=HIGHEST)
+    y = y + b.reshape(1, -1, *([1] * nd))
+    return nn.leaky_relu(y, 0.1) if self.act else y
+
+
+class MPD(nn.Module):
+  """Multi-period discriminator for one period."""
+  period: int
+
+  @nn.compact
+  def __call__(self, x):                       # [B, 1, T]
+    t = x.shape[-1]
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, self.period - t % self.period)), mode="reflect")
+    x = x.reshape(x.shape[0], 1, -1, self.period)
+    fmap = []
+    for i, (ch, stride) in enumerate(((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))):
+      x = WNConv(ch, (5, 1), (stride, 1), (2, 0), name=f"conv_{i}")(x)
+      fmap.append(x)
+    fmap.append(WNConv(1, (3, 1), (1, 1), (1, 0), act=False, name="conv_post")(x))
+    return fmap
+
+
+def _resample_fir(x: jax.Array, rate: int) -> jax.Array:
+  from scipy import signal as sps  # pylint: disable=g-import-not-at-top
+  taps = sps.firwin(16 * rate + 1, 1.0 / rate).astype(np.float32)
+  y = jax.lax.conv_general_dilated(x, jnp.asarray(taps)[None, None], (1,),
+                                   [(len(taps) // 2, len(taps) // 2)],
+                                   dimension_numbers=("NCH", "OIH", "NCH"), precision=HIGHEST)
+  return y[..., ::rate]
+
+
+class MSD(nn.Module):
+  """Multi-scale (waveform) discriminator at ``sample_rate / rate``."""
+  rate: int = 1
+
+  @nn.compact
+  def __call__(self, x):                       # [B, 1, T]
+    if self.rate > 1:
+      x = _resample_fir(x, self.rate)
+    layers = ((16, 15, 1, 1, 7), (64, 41, 4, 4, 20), (256, 41, 4, 16, 20),
+              (1024, 41, 4, 64, 20), (1024, 41, 4, 256, 20), (1024, 5, 1, 1, 2))
+    fmap = []
+    for i, (ch, k, s, groups, pad) in enumerate(layers):
+      x = WNConv(ch, (k,), (s,), (pad,), groups=groups, name=f"conv_{i}")(x)
+      fmap.append(x)
+    fmap.append(WNConv(1, (3,), (1,), (1,), act=False, name="conv_post")(x))
+    return fmap
+
+
+def mrd_spectrogram(x: jax.Array, window_length: int) -> jax.Array:
+  """``[B, 1, T]`` -> ``[B, 2, frames, bins]`` (real, imag) as DAC's MRD sees it."""
+  hop = window_length // 4
+  t = x.shape[-1]
+  right = math.ceil(t / hop) * hop - t
+  pad = (window_length - hop) // 2
+  x = jnp.pad(x[:, 0], ((0, 0), (pad, pad + right)), mode="reflect")
+  spec = audio.stft(x, window_length, hop, "hann")[..., 2:-2]     # [B, bins, frames]
+  spec = jnp.stack([spec.real, spec.imag], axis=1)                # [B, 2, bins, frames]
+  return jnp.swapaxes(spec, -1, -2)
+
+
+class MRD(nn.Module):
+  """Multi-band complex-spectrogram discriminator for one FFT size."""
+  window_length: int
+  bands: Sequence[Sequence[float]] = BANDS
+
+  @nn.compact
+  def __call__(self, x):
+    spec = mrd_spectrogram(x, self.window_length)
+    n_bins = self.window_length // 2 + 1
+    edges = [(int(lo * n_bins), int(hi * n_bins)) for lo, hi in self.bands]
+    fmap, outs = [], []
+    for b, (lo, hi) in enumerate(edges):
+      band = spec[..., lo:hi]
+      for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+                                     ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+                                     ((3, 3), (1, 1), (1, 1)))):
+        band = WNConv(32, k, s, p, name=f"band_{b}_conv_{i}")(band)
+        fmap.append(band)
+      outs.append(band)
+    x = jnp.concatenate(outs, axis=-1)
+    fmap.append(WNConv(1, (3, 3), (1, 1), (1, 1), act=False, name="conv_post")(x))
+    return fmap
+
+
+class Discriminator(nn.Module):
+  """MPDs, MSDs and MRDs over one waveform, as ``dac.model.discriminator.Discriminator``."""
+  rates: Sequence[int] = ()
+  periods: Sequence[int] = (2, 3, 5, 7, 11)
+  fft_sizes: Sequence[int] = (2048, 1024, 512)
+  sample_rate: int = 44100
+  bands: Sequence[Sequence[float]] = BANDS
+
+  @classmethod
+  def from_config(cls, config) -> "Discriminator":
+    d = config.disc
+    return cls(rates=tuple(d.rates), periods=tuple(d.periods), fft_sizes=tuple(d.fft_sizes),
+               sample_rate=config.codec.arch.sample_rate,
+               bands=tuple(tuple(b) for b in d.bands))
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> list[list[jax.Array]]:
+    if x.ndim != 3 or x.shape[1] != 1:
+      raise ValueError(f"Discriminator expects [batch, 1, T], got {x.shape}.")
+    x = x - x.mean(-1, keepdims=True)
+    x = 0.8 * x / (jnp.abs(x).max(-1, keepdims=True) + 1e-9)
+    discs = ([MPD(p, name=f"disc_{i}") for i, p in enumerate(self.periods)])
+    discs += [MSD(r, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
+    n = len(discs)
+    discs += [MRD(f, self.bands, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
+    return [d(x) for d in discs]
+
+
+def params_from_torch(torch_discriminator) -> dict:
+  """Our parameter tree from a ``dac.model.discriminator.Discriminator``'s weights."""
+  state = {k: v.detach().cpu().numpy() for k, v in torch_discriminator.state_dict().items()}
+  params = {}
+  for i, disc in enumerate(torch_discriminator.discriminators):
+    kind = type(disc).__name__
+    names = {}
+    if kind in ("MPD", "MSD"):
+      for j in range(len(disc.convs)):
+        names[f"conv_{j}"] = f"discriminators.{i}.convs.{j}.0"
+    else:
+      for b, stack in enumerate(disc.band_convs):
+        for j in range(len(stack)):
+          names[f"band_{b}_conv_{j}"] = f"discriminators.{i}.band_convs.{b}.{j}.0"
+    names["conv_post"] = f"discriminators.{i}.conv_post"
+    params[f"disc_{i}"] = {
+        ours: {p: jnp.asarray(state[f"{theirs}.{p}"]) for p in ("weight_v", "weight_g", "bias")}
+        for ours, theirs in names.items()}
+  return params
