@@ -116,6 +116,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       periods=(2, 3, 5, 7, 11),
       fft_sizes=(2048, 1024, 512),
       bands=((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)),
+      width=1.0,           # channel multiplier (1.0 = DAC's discriminator)
       lr=1e-4,
       grad_clip=10.0,
   ))
@@ -170,6 +171,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.model.eeg_dim = 32
     c.model.transformer_ff_dim = 128
     c.disc.fft_sizes = (512, 256, 128)
+    c.disc.width = 0.125     # DAC's discriminator is a GPU-sized critic
     c.train.checkpoint_every = 100
   c.lock()
   return c

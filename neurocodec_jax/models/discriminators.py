@@ -19,6 +19,8 @@ Details matched to DAC 1.0.0 (checked by tests/test_discriminators.py):
   * MSD at rate 1 runs on the raw input. At rates > 1 DAC resamples with julius;
     ours uses scipy's polyphase resampling via a fixed FIR (not parity-tested;
     DAC's released models use no MSD).
+  * ``width`` scales every channel count (1.0: DAC's sizes, what the parity tests
+    and real configs use; the demo uses a narrow discriminator to fit a CPU).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ class WNConv(nn.Module):
     shape = (self.features, in_ch // self.groups, *self.kernel_size)
     fan_in = shape[1] * math.prod(self.kernel_size)
     bound = 1 / math.sqrt(fan_in)      # torch's default conv init bounds
-    v = self.param("weight_v", nn.initializers.uniform(2 * bound), shape)
-    v = v - bound if self.is_initializing() else v
+    v = self.param("weight_v", lambda k, s: jax.random.uniform(k, s, jnp.float32,
+                                                               -bound, bound), shape)
     g = self.param("weight_g", lambda _: jnp.linalg.norm(
         v.reshape(self.features, -1), axis=1).reshape(self.features, *([1] * (nd + 1))))
     b = self.param("bias", lambda k: jax.random.uniform(k, (self.features,), minval=-bound,
@@ -70,9 +72,14 @@ class WNConv(nn.Module):
     return nn.leaky_relu(y, 0.1) if self.act else y
 
 
+def _ch(channels: int, width: float) -> int:
+  return max(1, int(round(channels * width)))
+
+
 class MPD(nn.Module):
   """Multi-period discriminator for one period."""
   period: int
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):                       # [B, 1, T]
@@ -81,7 +88,7 @@ class MPD(nn.Module):
     x = x.reshape(x.shape[0], 1, -1, self.period)
     fmap = []
     for i, (ch, stride) in enumerate(((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))):
-      x = WNConv(ch, (5, 1), (stride, 1), (2, 0), name=f"conv_{i}")(x)
+      x = WNConv(_ch(ch, self.width), (5, 1), (stride, 1), (2, 0), name=f"conv_{i}")(x)
       fmap.append(x)
     fmap.append(WNConv(1, (3, 1), (1, 1), (1, 0), act=False, name="conv_post")(x))
     return fmap
@@ -99,6 +106,7 @@ def _resample_fir(x: jax.Array, rate: int) -> jax.Array:
 class MSD(nn.Module):
   """Multi-scale (waveform) discriminator at ``sample_rate / rate``."""
   rate: int = 1
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):                       # [B, 1, T]
@@ -108,7 +116,8 @@ class MSD(nn.Module):
               (1024, 41, 4, 64, 20), (1024, 41, 4, 256, 20), (1024, 5, 1, 1, 2))
     fmap = []
     for i, (ch, k, s, groups, pad) in enumerate(layers):
-      x = WNConv(ch, (k,), (s,), (pad,), groups=groups, name=f"conv_{i}")(x)
+      groups = min(groups, _ch(ch, self.width), x.shape[1])
+      x = WNConv(_ch(ch, self.width), (k,), (s,), (pad,), groups=groups, name=f"conv_{i}")(x)
       fmap.append(x)
     fmap.append(WNConv(1, (3,), (1,), (1,), act=False, name="conv_post")(x))
     return fmap
@@ -130,6 +139,7 @@ class MRD(nn.Module):
   """Multi-band complex-spectrogram discriminator for one FFT size."""
   window_length: int
   bands: Sequence[Sequence[float]] = BANDS
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
@@ -142,7 +152,7 @@ class MRD(nn.Module):
       for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
                                      ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
                                      ((3, 3), (1, 1), (1, 1)))):
-        band = WNConv(32, k, s, p, name=f"band_{b}_conv_{i}")(band)
+        band = WNConv(_ch(32, self.width), k, s, p, name=f"band_{b}_conv_{i}")(band)
         fmap.append(band)
       outs.append(band)
     x = jnp.concatenate(outs, axis=-1)
@@ -157,13 +167,14 @@ class Discriminator(nn.Module):
   fft_sizes: Sequence[int] = (2048, 1024, 512)
   sample_rate: int = 44100
   bands: Sequence[Sequence[float]] = BANDS
+  width: float = 1.0           # channel multiplier; 1.0 is DAC's (parity) size
 
   @classmethod
   def from_config(cls, config) -> "Discriminator":
     d = config.disc
     return cls(rates=tuple(d.rates), periods=tuple(d.periods), fft_sizes=tuple(d.fft_sizes),
                sample_rate=config.codec.arch.sample_rate,
-               bands=tuple(tuple(b) for b in d.bands))
+               bands=tuple(tuple(b) for b in d.bands), width=d.width)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[list[jax.Array]]:
@@ -171,10 +182,11 @@ class Discriminator(nn.Module):
       raise ValueError(f"Discriminator expects [batch, 1, T], got {x.shape}.")
     x = x - x.mean(-1, keepdims=True)
     x = 0.8 * x / (jnp.abs(x).max(-1, keepdims=True) + 1e-9)
-    discs = ([MPD(p, name=f"disc_{i}") for i, p in enumerate(self.periods)])
-    discs += [MSD(r, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
+    w = self.width
+    discs = ([MPD(p, w, name=f"disc_{i}") for i, p in enumerate(self.periods)])
+    discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
-    discs += [MRD(f, self.bands, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
+    discs += [MRD(f, self.bands, w, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
 
 

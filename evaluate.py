@@ -1,0 +1,62 @@
+"""Evaluate a NeuroCodec checkpoint.
+
+  python evaluate.py --workdir DIR [--split test] [--noise_cue | --shuffle_eeg]
+                     [--num_samples N] [--which best|latest]
+  python evaluate.py --checkpoint DIR/best/STEP --config configs/neurocodec.py:demo
+  python evaluate.py --compare RUN/metrics.json ABLATION/metrics.json
+
+Writes metrics.json and per_example.csv (keys in the README) to
+``<workdir>/eval/<split>_<ablation>/`` unless --out is given.
+"""
+
+import json
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from neurocodec_jax import evaluation
+
+config_flags.DEFINE_config_file("config", None, "Config (with --checkpoint).")
+flags.DEFINE_string("workdir", None, "Training workdir (config.json, best/, checkpoints/).")
+flags.DEFINE_string("checkpoint", None, "A checkpoint step folder, e.g. DIR/best/120.")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of the workdir.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_bool("noise_cue", False, "Replace EEG by noise with each channel's mean/std.")
+flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG.")
+flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
+flags.DEFINE_string("out", None, "Output folder.")
+flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  logging.getLogger().setLevel(logging.INFO)
+  if FLAGS.compare:
+    if len(FLAGS.compare) != 2:
+      raise app.UsageError("--compare takes two metrics.json files.")
+    print(evaluation.compare(*FLAGS.compare))
+    return
+  if FLAGS.noise_cue and FLAGS.shuffle_eeg:
+    raise app.UsageError("Choose one of --noise_cue and --shuffle_eeg.")
+  if FLAGS.checkpoint:
+    if FLAGS.config is None:
+      raise app.UsageError("--checkpoint needs --config.")
+    config = FLAGS.config
+  elif FLAGS.workdir:
+    config = evaluation.load_run_config(FLAGS.workdir)
+  else:
+    raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
+              else "shuffle_eeg" if FLAGS.shuffle_eeg else "none")
+  result = evaluation.evaluate(
+      config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
+      ablation=ablation, out_dir=FLAGS.out, num_samples=FLAGS.num_samples,
+      which=FLAGS.which)
+  print(json.dumps(result["metrics"], indent=2))
+  print(f"wrote {result['out_dir']}/metrics.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,217 @@
+"""The NeuroCodec generator: mixture latents + EEG -> attended-talker latents.
+
+``NeuroCodec.from_config(config)``; ``apply(variables, z_mix, eeg, train=...)``::
+
+  z_mix [batch, latent_dim, frames]   (DAC's z of the mixture, channel first)
+  eeg   [batch, eeg_channels, T_eeg]  (µV)
+  -> z_pred [batch, latent_dim, frames], env_pred [batch, T_eeg - 7]
+
+As the original: the EEG encoder (``eeg_encoder.py``); audio and EEG projections to
+``hidden_dim``, each scaled by sqrt(hidden_dim) plus sinusoidal positional
+encodings, dropout; ``num_layers`` blocks of
+  x += Dropout(MultiHeadAttention(query=LN(x), key=value=EEG features))
+  x += Dropout(Mamba(LN(x)))         (or a causal pre-norm transformer layer)
+then a linear projection to ``latent_dim`` and, with ``normalize_latents``, L2
+normalization over the latent axis. BatchNorm statistics live in ``batch_stats``;
+dropout uses the ``dropout`` rng.
+
+The default forward is unmasked like the original (every latent frame sees the whole
+EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
+:meth:`NeuroCodec.stream`) masks the cross-attention: latent frame i (audio up to
+(i+1) hop / sr seconds) sees EEG feature j only when every EEG sample it depends on
+(j .. j+10: the k8 projection and three k3 convs) has arrived, plus
+``model.stream_lookahead`` EEG samples of look-ahead. A frame with no visible EEG
+feature gets no attention output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurocodec_jax.models.eeg_encoder import EEGEncoder
+from neurocodec_jax.models.layers import sinusoidal_encoding
+from neurocodec_jax.models.mamba import Mamba
+
+EEG_RECEPTIVE_FIELD = 10      # EEG feature j depends on samples j .. j + 10
+
+
+def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
+                lookahead: int = 0) -> np.ndarray:
+  """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
+  arrived = np.ceil((np.arange(n_frames) + 1) * frame_seconds * eeg_rate - 1e-9) - 1 + lookahead
+  return (np.arange(n_eeg)[None, :] + EEG_RECEPTIVE_FIELD) <= arrived[:, None]
+
+
+class CrossAttention(nn.Module):
+  """Multi-head attention from latent frames to EEG features (rows with no key: 0)."""
+  hidden: int
+  heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, q, kv, mask, *, train: bool):
+    attn_mask = None if mask is None else mask[:, None]          # [b, 1, q, k]
+    out = nn.MultiHeadDotProductAttention(
+        num_heads=self.heads, qkv_features=self.hidden, out_features=self.hidden,
+        dropout_rate=self.dropout, deterministic=not train, name="mha")(q, kv, mask=attn_mask)
+    if mask is not None:
+      out = out * jnp.any(mask, axis=-1, keepdims=True).astype(out.dtype)
+    return out
+
+
+class TransformerLayer(nn.Module):
+  """Causal pre-norm transformer encoder layer (torch's norm_first=True, ReLU FF)."""
+  hidden: int
+  heads: int
+  ff_dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)
+    causal = nn.make_causal_mask(jnp.ones(x.shape[:2], bool))
+    h = nn.LayerNorm(epsilon=1e-5)(x)
+    x = x + drop(nn.MultiHeadDotProductAttention(
+        num_heads=self.heads, qkv_features=self.hidden, dropout_rate=self.dropout,
+        deterministic=not train)(h, h, mask=causal))
+    h = nn.LayerNorm(epsilon=1e-5)(x)
+    h = nn.Dense(self.hidden)(drop(nn.relu(nn.Dense(self.ff_dim)(h))))
+    return x + drop(h)
+
+
+class Block(nn.Module):
+  """(pre-LN EEG cross-attention, residual) + (pre-LN Mamba or transformer, residual)."""
+  hidden: int
+  heads: int
+  dropout: float
+  backbone: str
+  mamba: dict
+  ff_dim: int
+
+  def setup(self):
+    self.attn_norm = nn.LayerNorm(epsilon=1e-5)
+    self.attn = CrossAttention(self.hidden, self.heads, self.dropout)
+    self.drop = nn.Dropout(self.dropout)
+    if self.backbone == "mamba":
+      self.mixer_norm = nn.LayerNorm(epsilon=1e-5)
+      self.mixer = Mamba(self.hidden, **self.mamba)
+    elif self.backbone == "transformer":
+      self.mixer = TransformerLayer(self.hidden, self.heads, self.ff_dim, self.dropout)
+    else:
+      raise ValueError(f"backbone must be 'mamba' or 'transformer', got {self.backbone!r}.")
+
+  def __call__(self, x, eeg, mask, *, train: bool):
+    x = x + self.drop(self.attn(self.attn_norm(x), eeg, mask, train=train),
+                      deterministic=not train)
+    if self.backbone == "mamba":
+      return x + self.drop(self.mixer(self.mixer_norm(x)), deterministic=not train)
+    return self.mixer(x, train=train)
+
+  def step(self, x_t, eeg, mask_row, cache):
+    """One frame (eval): ``x_t [b, 1, hidden]``, ``mask_row [b, 1, n_eeg]``."""
+    x_t = x_t + self.attn(self.attn_norm(x_t), eeg, mask_row, train=False)
+    y, cache = self.mixer.step(self.mixer_norm(x_t)[:, 0], cache)
+    return x_t + y[:, None], cache
+
+
+class NeuroCodec(nn.Module):
+  """See the module docstring."""
+  latent_dim: int
+  hidden_dim: int = 256
+  num_layers: int = 4
+  num_heads: int = 8
+  dropout: float = 0.3
+  activation: str = "snake"
+  normalize_latents: bool = True
+  backbone: str = "mamba"
+  mamba: dict = None
+  eeg_dim: int = 64
+  cheb_k: int = 3
+  max_len: int = 5000
+  ff_dim: int = 1024
+  frame_seconds: float = 512 / 44100
+  eeg_rate: int = 128
+  lookahead: int = 0
+
+  @classmethod
+  def from_config(cls, config) -> "NeuroCodec":
+    m, arch = config.model, config.codec.arch
+    return cls(
+        latent_dim=arch.latent_dim, hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers, num_heads=m.num_heads, dropout=m.dropout,
+        activation=config.activation, normalize_latents=config.normalize_latents,
+        backbone=config.backbone,
+        mamba=dict(d_state=m.d_state, d_conv=m.d_conv, expand=m.expand, dt_min=m.dt_min,
+                   dt_max=m.dt_max, dt_init_floor=m.dt_init_floor,
+                   scan_backend=m.scan_backend),
+        eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
+        frame_seconds=float(np.prod(arch.encoder_rates)) / arch.sample_rate,
+        eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead)
+
+  def setup(self):
+    self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout)
+    self.audio_in = nn.Dense(self.hidden_dim)
+    self.eeg_in = nn.Dense(self.hidden_dim)
+    self.drop = nn.Dropout(self.dropout)
+    self.blocks = [Block(self.hidden_dim, self.num_heads, self.dropout, self.backbone,
+                         self.mamba or {}, self.ff_dim) for _ in range(self.num_layers)]
+    self.out = nn.Dense(self.latent_dim)
+    self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
+
+  def _embed(self, proj, x, train, offset=0):
+    """``[b, T, C] -> [b, T, hidden]``: projection * sqrt(hidden) + PE, dropout."""
+    n = x.shape[1]
+    if offset + n > self.max_len:
+      raise ValueError(f"sequence of {offset + n} exceeds model.max_len={self.max_len}.")
+    h = proj(x) * math.sqrt(self.hidden_dim) + self.pe[offset:offset + n]
+    return self.drop(h, deterministic=not train)
+
+  def encode_eeg(self, eeg, *, train: bool):
+    """``(EEG keys/values [b, T_eeg - 7, hidden], envelope [b, T_eeg - 7])``."""
+    feats, env = self.eeg_encoder(eeg, train=train)
+    return self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), train), env
+
+  def _finish(self, x):
+    z = jnp.swapaxes(self.out(x), 1, 2)                         # [b, latent, F]
+    if self.normalize_latents:
+      z = z / jnp.maximum(jnp.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return z
+
+  def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
+    return jnp.asarray(stream_mask(n_frames, n_eeg, self.frame_seconds, self.eeg_rate,
+                                   self.lookahead))
+
+  def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False):
+    if z_mix.shape[1] != self.latent_dim:
+      raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
+    kv, env = self.encode_eeg(eeg, train=train)
+    x = self._embed(self.audio_in, jnp.swapaxes(z_mix, 1, 2), train)
+    mask = None
+    if streaming:
+      mask = jnp.broadcast_to(self.mask(x.shape[1], kv.shape[1]),
+                              (x.shape[0], x.shape[1], kv.shape[1]))
+    for block in self.blocks:
+      x = block(x, kv, mask, train=train)
+    return self._finish(x), env
+
+  def stream(self, z_mix, eeg):
+    """Frame-by-frame eval run with carried Mamba state; equals ``streaming=True``."""
+    if self.backbone != "mamba":
+      raise ValueError("stream() needs the mamba backbone (a recurrent state).")
+    kv, _ = self.encode_eeg(eeg, train=False)
+    b, n_frames = z_mix.shape[0], z_mix.shape[2]
+    mask = self.mask(n_frames, kv.shape[1])
+    caches = [blk.mixer.init_cache(b) for blk in self.blocks]
+    outs = []
+    for t in range(n_frames):
+      x = self._embed(self.audio_in, jnp.swapaxes(z_mix[:, :, t:t + 1], 1, 2), False, t)
+      row = jnp.broadcast_to(mask[t][None, None], (b, 1, kv.shape[1]))
+      for i, blk in enumerate(self.blocks):
+        x, caches[i] = blk.step(x, kv, row, caches[i])
+      outs.append(x)
+    return self._finish(jnp.concatenate(outs, axis=1))

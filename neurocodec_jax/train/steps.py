@@ -1,0 +1,221 @@
+"""Pure train and evaluation steps: ``(state, batch) -> (state, metrics)``.
+
+One generator forward per step, as DAC's trainer: the prediction (latents and,
+when a waveform loss is on, its decoded waveform) is computed once with
+``jax.vjp``; the discriminator is updated first on the detached waveform; the
+generator's losses then use the UPDATED discriminator, and their gradient with
+respect to the prediction is pulled back through the same forward.
+
+Waveform terms (mel, adversarial, feature matching) are traced only when their
+weight is > 0: decoding through the frozen DAC is the costliest part of a step.
+
+State (a plain dict pytree, see :func:`init_state`)::
+
+  step        int32 scalar
+  rng         PRNG key data (uint32 [2]); the step's key is fold_in(rng, step)
+  g           {"params", "batch_stats", "opt"}   generator
+  d           {"params", "opt"} or {}            discriminator (when a GAN term is on)
+  plateau     {"best", "bad_epochs", "scale"}    reduce-on-plateau state
+
+Batch (numpy or sharded jax arrays, leading axis = batch)::
+
+  noisy_codes, clean_codes   int32 [batch, n_codebooks, frames]
+  eeg                        float32 [batch, eeg_channels, eeg_time]  (µV)
+  clean                      float32 [batch, 1, frames * hop]  (when needed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from neurocodec_jax import codec, losses
+from neurocodec_jax.train import optim
+
+PyTree = Any
+
+
+def uses_waveform(config) -> bool:
+  return config.lambda_mel > 0 or config.lambda_adv > 0 or config.lambda_feat > 0
+
+
+def uses_gan(config) -> bool:
+  return config.lambda_adv > 0 or config.lambda_feat > 0
+
+
+def batch_fields(config) -> tuple[str, ...]:
+  """The source fields a training batch needs under ``config``'s loss weights."""
+  fields = ["noisy_codes", "clean_codes", "eeg"]
+  if uses_waveform(config) or config.lambda_env > 0:
+    fields.append("clean")
+  return tuple(fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """Everything a step closes over (static for jit)."""
+  generator: nn.Module
+  discriminator: nn.Module | None
+  decode: Callable[[jax.Array], jax.Array] | None   # [B, D, F] -> [B, 1, F * hop]
+  qparams: PyTree                                   # frozen quantizer
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation | None
+
+
+def init_state(config, models: Models, example: dict, seed: int) -> dict:
+  """Initial train state from one example batch (shapes only matter)."""
+  rng = jax.random.PRNGKey(seed)
+  g_rng, d_rng, drop_rng, state_rng = jax.random.split(rng, 4)
+  z_mix = codec.codes_to_z(models.qparams, jnp.asarray(example["noisy_codes"]))
+  variables = models.generator.init({"params": g_rng, "dropout": drop_rng}, z_mix,
+                                    jnp.asarray(example["eeg"]), train=False)
+  g = dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+  g["opt"] = models.g_tx.init(g["params"])
+  d = {}
+  if models.discriminator is not None:
+    audio = jnp.zeros((1, 1, z_mix.shape[-1] * _hop(config)), jnp.float32)
+    d_params = models.discriminator.init(d_rng, audio)["params"]
+    d = dict(params=d_params, opt=models.d_tx.init(d_params))
+  return dict(step=jnp.asarray(0, jnp.int32), rng=state_rng, g=g, d=d,
+              plateau=optim.init_plateau())
+
+
+def _hop(config) -> int:
+  hop = 1
+  for r in config.codec.arch.encoder_rates:
+    hop *= r
+  return hop
+
+
+def _latents(models: Models, batch: dict):
+  z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+  z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
+  return z_mix, z_tgt
+
+
+def _envelope_target(config, batch, n_frames):
+  env = losses.speech_envelope(batch["clean"][:, 0], config.codec.arch.sample_rate,
+                               config.data.eeg_rate, batch["eeg"].shape[-1])
+  return env[:, -n_frames:]
+
+
+def _finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """The (unjitted) train step for ``config``; see the module docstring."""
+  lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
+             mel=config.lambda_mel, adversarial=config.lambda_adv,
+             features=config.lambda_feat)
+  wave_on, gan_on = uses_waveform(config), uses_gan(config)
+  sample_rate = config.codec.arch.sample_rate
+  mel_settings = dict(config.mel)
+  disc = models.discriminator
+
+  def step(state: dict, batch: dict) -> tuple[dict, dict]:
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    z_mix, z_tgt = _latents(models, batch)
+
+    def forward(g_params):
+      variables = {"params": g_params, "batch_stats": state["g"]["batch_stats"]}
+      (z_pred, env), updates = models.generator.apply(
+          variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
+          mutable=["batch_stats"])
+      wave = models.decode(z_pred) if wave_on else None
+      return (z_pred, env, wave), updates.get("batch_stats", {})
+
+    outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
+    wave = outputs[2]
+    metrics = {}
+
+    d_state = state["d"]
+    if gan_on:
+      real = batch["clean"]
+
+      def d_loss_fn(d_params):
+        fake_maps = disc.apply({"params": d_params}, jax.lax.stop_gradient(wave))
+        real_maps = disc.apply({"params": d_params}, real)
+        return losses.discriminator_loss(fake_maps, real_maps)
+
+      d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_state["params"])
+      d_updates, d_opt = models.d_tx.update(d_grads, d_state["opt"], d_state["params"])
+      d_state = dict(params=optax.apply_updates(d_state["params"], d_updates), opt=d_opt)
+      metrics["d_loss"] = d_loss
+      metrics["d_grad_norm"] = optax.global_norm(d_grads)
+
+    def g_loss_fn(outs):
+      z_pred, env, wave = outs
+      terms = {"latent": losses.latent_loss(z_pred, z_tgt, config.normalize_latents)}
+      if lam["envelope"] > 0:
+        terms["envelope"] = losses.envelope_loss(
+            env, _envelope_target(config, batch, env.shape[-1]))
+      if lam["mel"] > 0:
+        terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
+      if gan_on:
+        fake_maps = disc.apply({"params": d_state["params"]}, wave)
+        real_maps = disc.apply({"params": d_state["params"]}, batch["clean"])
+        terms["adversarial"], terms["features"] = losses.generator_loss(fake_maps, real_maps)
+      total = sum(lam[k] * v for k, v in terms.items())
+      return total, terms
+
+    (g_loss, terms), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outputs)
+    (g_grads,) = pullback(out_grads)
+    g = state["g"]
+    lr = optim.learning_rate(config, state["step"], state["plateau"]["scale"])
+    g_opt = optim.set_learning_rate(g["opt"], lr)
+    g_updates, g_opt = models.g_tx.update(g_grads, g_opt, g["params"])
+    new_g = dict(params=optax.apply_updates(g["params"], g_updates),
+                 batch_stats=batch_stats, opt=g_opt)
+    metrics.update({f"loss_{k}": v for k, v in terms.items()})
+    metrics.update(g_loss=g_loss, g_grad_norm=optax.global_norm(g_grads), lr=lr)
+
+    # A non-finite loss or gradient keeps the previous state (no NaN ever
+    # reaches parameters or a checkpoint); the host stops or skips by config.
+    ok = _finite((g_loss, g_grads, metrics.get("d_loss", 0.0)))
+    new_state = dict(step=state["step"] + 1, rng=state["rng"], g=new_g, d=d_state,
+                     plateau=state["plateau"])
+    keep = lambda new, old: jnp.where(ok, new, old)
+    new_state = dict(new_state,
+                     g=jax.tree.map(keep, new_g, state["g"]),
+                     d=jax.tree.map(keep, d_state, state["d"]))
+    metrics["finite"] = ok
+    return new_state, metrics
+
+  return step
+
+
+def predict(models: Models, state: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+  """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T_eeg - 7])``."""
+  z_mix, _ = _latents(models, batch)
+  variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
+  return models.generator.apply(variables, z_mix, batch["eeg"], train=False)
+
+
+def per_example(loss_fn, *arrays) -> jax.Array:
+  """``[batch]`` values of a batch-mean loss, each example as a batch of one."""
+  return jax.vmap(lambda *xs: loss_fn(*(x[None] for x in xs)))(*arrays)
+
+
+def make_eval_step(config, models: Models) -> Callable[[dict, dict], dict]:
+  """Validation metrics in latent space (the decoded SI-SDR is computed on the host)."""
+
+  def step(state: dict, batch: dict) -> dict:
+    z_pred, env = predict(models, state, batch)
+    _, z_tgt = _latents(models, batch)
+    out = dict(latent=per_example(
+        lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
+               z_pred=z_pred)
+    if config.lambda_env > 0:
+      target = _envelope_target(config, batch, env.shape[-1])
+      out["envelope"] = per_example(losses.envelope_loss, env, target)
+    return out
+
+  return step

@@ -1,0 +1,24 @@
+"""PyTorch references for parity tests and benchmarks (torch appears only here and in
+codec_bridge/).
+
+mamba-ssm imports its CUDA extension unguarded in its package ``__init__``; on a
+machine without it we register an empty module under that name first, and point
+the Mamba module's ``selective_scan_fn`` (CUDA-only) at the pure-PyTorch
+``selective_scan_ref``. With the real extension present nothing is patched.
+"""
+
+import importlib.util
+import sys
+import types
+
+
+def import_mamba_ssm():
+  """Returns ``(selective_scan_ref, Mamba)`` usable on this machine."""
+  cuda_ext = importlib.util.find_spec("selective_scan_cuda") is not None
+  if not cuda_ext and "selective_scan_cuda" not in sys.modules:
+    sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+  from mamba_ssm.ops.selective_scan_interface import selective_scan_ref  # pylint: disable=g-import-not-at-top
+  from mamba_ssm.modules import mamba_simple  # pylint: disable=g-import-not-at-top
+  if not cuda_ext:
+    mamba_simple.selective_scan_fn = selective_scan_ref
+  return selective_scan_ref, mamba_simple.Mamba

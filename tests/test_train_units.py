@@ -1,0 +1,113 @@
+"""Trainer pieces that stand alone: plateau vs PyTorch, LR injection, EEG ablations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from configs import neurocodec
+from neurocodec_jax.data import open_split
+from neurocodec_jax.evaluation import EEGAblation, compare, summarize
+from neurocodec_jax.train import optim
+
+
+def test_plateau_matches_torch_reduce_lr_on_plateau():
+  rng = np.random.default_rng(0)
+  values = np.concatenate([np.linspace(1, 0.5, 6), 0.5 + 0.01 * rng.random(20),
+                           np.linspace(0.49, 0.3, 4), 0.3 + 0.01 * rng.random(15)])
+  param = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.SGD([param], lr=1e-3)
+  ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
+  plateau = optim.init_plateau()
+  for v in values:
+    ref.step(float(v))
+    plateau = optim.plateau_update(plateau, float(v), factor=0.5, patience=5)
+    np.testing.assert_allclose(1e-3 * float(plateau["scale"]), opt.param_groups[0]["lr"],
+                               rtol=1e-6)
+  assert float(plateau["scale"]) < 0.25          # it did reduce, several times
+
+
+def test_learning_rate_is_injected_and_weight_decay_decoupled():
+  config = neurocodec.get_config("demo")
+  tx = optim.generator_optimizer(config)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  state = optim.set_learning_rate(state, 0.5)
+  updates, _ = tx.update({"w": jnp.zeros(3)}, state, params)
+  # Zero gradient: only decoupled weight decay acts, lr * wd * w.
+  np.testing.assert_allclose(updates["w"], -0.5 * config.train.weight_decay, rtol=1e-6)
+
+
+def test_gradient_clipping_at_global_norm():
+  config = neurocodec.get_config("demo")
+  tx = optim.generator_optimizer(config)
+  params = {"w": jnp.zeros(4)}
+  clip_state, _ = tx.init(params)
+  clipped, _ = optax.clip_by_global_norm(config.train.grad_clip).update(
+      {"w": jnp.full(4, 10.0)}, clip_state)
+  np.testing.assert_allclose(optax.global_norm(clipped), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["plateau", "constant", "cosine"])
+def test_schedules(kind):
+  config = neurocodec.get_config("demo")
+  config.train.schedule = kind
+  config.train.max_steps = 100
+  lr = lambda s: float(optim.learning_rate(config, jnp.asarray(s), jnp.asarray(0.5)))
+  expected = dict(plateau=(0.5 * config.lr, 0.5 * config.lr),
+                  constant=(config.lr, config.lr), cosine=(config.lr, 0.0))[kind]
+  np.testing.assert_allclose([lr(0), lr(100)], expected, atol=1e-9)
+
+
+def test_unknown_schedule_rejected():
+  config = neurocodec.get_config("demo")
+  config.train.schedule = "linear"
+  with pytest.raises(ValueError, match="train.schedule"):
+    optim.learning_rate(config, jnp.asarray(0), jnp.asarray(1.0))
+
+
+def test_noise_cue_replaces_eeg_with_matched_noise(tiny_dataset):
+  _, config = tiny_dataset
+  source = open_split(config, "test", fields=("eeg", "index"))
+  ablated = EEGAblation(source, "noise_cue", seed=0)
+  for i in range(len(source)):
+    real, fake = source[i]["eeg"], ablated[i]["eeg"]
+    assert fake.shape == real.shape and fake.dtype == np.float32
+    assert not np.allclose(fake, real)
+    np.testing.assert_allclose(fake.mean(1), real.mean(1), atol=0.35 * real.std())
+    np.testing.assert_allclose(fake.std(1), real.std(1), rtol=0.25)
+    # Noise carries none of the trial's time course.
+    assert abs(np.corrcoef(fake.ravel(), real.ravel())[0, 1]) < 0.2
+  np.testing.assert_array_equal(ablated[3]["eeg"], EEGAblation(source, "noise_cue")[3]["eeg"])
+
+
+def test_shuffle_eeg_gives_another_trials_eeg(tiny_dataset):
+  _, config = tiny_dataset
+  source = open_split(config, "test", fields=("eeg", "index"))
+  ablated = EEGAblation(source, "shuffle_eeg", seed=1)
+  partners = []
+  for i in range(len(source)):
+    eeg = ablated[i]["eeg"]
+    j = int(ablated.partner[i])
+    assert j != i
+    np.testing.assert_array_equal(eeg, source[j]["eeg"])
+    assert ablated[i]["index"] == i                  # everything else is the trial's own
+    partners.append(j)
+  assert sorted(partners) == list(range(len(source)))
+
+
+def test_summary_identification_rates_and_compare(tmp_path):
+  rows = [dict(index=i, subject=0, si_sdr=s, si_sdr_unattended=u, cos_attended=ca,
+               cos_unattended=cu, pesq_wb=float("nan") if i == 0 else 2.0)
+          for i, (s, u, ca, cu) in enumerate([(5, 1, .9, .2), (2, 3, .8, .1), (4, 0, .1, .5)])]
+  out = summarize(rows)
+  assert out["id_si_sdr"] == pytest.approx(2 / 3) and out["id_latent"] == pytest.approx(2 / 3)
+  assert out["pesq_wb"] == 2.0 and out["si_sdr"] == pytest.approx(11 / 3)
+  import json
+  a, b = tmp_path / "a.json", tmp_path / "b.json"
+  a.write_text(json.dumps(dict(ablation="none", metrics=dict(si_sdr=5.0))))
+  b.write_text(json.dumps(dict(ablation="noise_cue", metrics=dict(si_sdr=-1.5))))
+  table = compare(str(a), str(b))
+  assert "si_sdr" in table and "6.5000" in table
