@@ -14,8 +14,10 @@ import types
 
 def import_mamba_ssm():
   """Returns ``(selective_scan_ref, Mamba)`` usable on this machine."""
-  cuda_ext = importlib.util.find_spec("selective_scan_cuda") is not None
-  if not cuda_ext and "selective_scan_cuda" not in sys.modules:
+  stub = sys.modules.get("selective_scan_cuda")
+  cuda_ext = (getattr(stub, "__spec__", None) is not None
+              or (stub is None and importlib.util.find_spec("selective_scan_cuda") is not None))
+  if not cuda_ext and stub is None:
     sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
   from mamba_ssm.ops.selective_scan_interface import selective_scan_ref  # pylint: disable=g-import-not-at-top
   from mamba_ssm.modules import mamba_simple  # pylint: disable=g-import-not-at-top

@@ -43,7 +43,9 @@ EEG_RECEPTIVE_FIELD = 10      # EEG feature j depends on samples j .. j + 10
 def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
                 lookahead: int = 0) -> np.ndarray:
   """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
-  arrived = np.ceil((np.arange(n_frames) + 1) * frame_seconds * eeg_rate - 1e-9) - 1 + lookahead
+  # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
+  # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
+  arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
   return (np.arange(n_eeg)[None, :] + EEG_RECEPTIVE_FIELD) <= arrived[:, None]
 
 

@@ -1,0 +1,142 @@
+"""EEG encoder and the NeuroCodec generator: supports, shapes, norms, streaming, causality."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import neurocodec
+from neurocodec_jax.models import eeg_encoder
+from neurocodec_jax.models.generator import NeuroCodec, stream_mask
+from neurocodec_jax.models.layers import Snake
+
+
+def numpy_supports(adj, k):
+  """Direct numpy computation of the original's normalize_A and Chebyshev supports."""
+  a = np.maximum(adj, 0)
+  np.fill_diagonal(a, 0)
+  a = a + a.T
+  d = a.sum(1)
+  dinv = np.where(d > 0, 1 / np.sqrt(np.maximum(d, 1e-10)), 0)
+  lap = np.eye(len(a)) - dinv[:, None] * a * dinv[None, :]
+  lap = 2 * lap / 2.0 - np.eye(len(a))
+  out = [np.eye(len(a)), lap]
+  for _ in range(2, k):
+    out.append(2 * lap @ out[-1] - out[-2])
+  return np.stack(out[:k])
+
+
+@pytest.mark.parametrize("channels", [128, 64])
+def test_chebyshev_supports_match_numpy(channels):
+  adj = np.random.default_rng(channels).standard_normal((channels, channels)).astype(np.float32)
+  ours = eeg_encoder.chebyshev_supports(eeg_encoder.normalized_laplacian(jnp.asarray(adj)), 3)
+  np.testing.assert_allclose(ours, numpy_supports(adj.astype(np.float64), 3), rtol=1e-4, atol=1e-5)
+
+
+def _config(preset="demo", **kw):
+  c = neurocodec.get_config(preset)
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+@pytest.mark.parametrize("channels", [128, 64])
+def test_encoder_shapes_and_eval_determinism(channels):
+  enc = eeg_encoder.EEGEncoder(eeg_dim=64, act="snake", dropout=0.3)
+  eeg = jnp.asarray(np.random.default_rng(0).standard_normal((2, channels, 256)), jnp.float32)
+  v = enc.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, eeg, train=False)
+  (feats, env) = enc.apply(v, eeg, train=False)
+  assert feats.shape == (2, 64, 249) and env.shape == (2, 249)
+  again, _ = enc.apply(v, eeg, train=False)
+  np.testing.assert_array_equal(feats, again)
+  (t1, _), _ = enc.apply(v, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(5)},
+                         mutable=["batch_stats"])
+  (t2, _), _ = enc.apply(v, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(6)},
+                         mutable=["batch_stats"])
+  assert not np.allclose(t1, t2)            # dropout is on in training
+
+
+def test_snake_matches_dac_formula():
+  x = jnp.linspace(-3, 3, 24).reshape(2, 3, 4)
+  y = Snake(axis=1).apply({"params": {"alpha": jnp.array([1.0, 0.5, 2.0])}}, x)
+  alpha = np.array([1.0, 0.5, 2.0])[None, :, None]
+  np.testing.assert_allclose(y, x + 1 / (alpha + 1e-9) * np.sin(alpha * x) ** 2, rtol=1e-6)
+
+
+def _init(config, frames=40, eeg_time=96, batch=2):
+  model = NeuroCodec.from_config(config)
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.standard_normal((batch, config.codec.arch.latent_dim, frames)), jnp.float32)
+  eeg = jnp.asarray(rng.standard_normal((batch, config.eeg_channels, eeg_time)), jnp.float32)
+  v = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, z, eeg,
+                 train=False)
+  return model, v, z, eeg
+
+
+@pytest.mark.parametrize("backbone,activation", [("mamba", "snake"), ("mamba", "prelu"),
+                                                 ("transformer", "snake")])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_generator_shapes_norms_jit_grad(backbone, activation, normalize):
+  config = _config(backbone=backbone, activation=activation, normalize_latents=normalize)
+  model, v, z, eeg = _init(config)
+  (z_pred, env), _ = jax.jit(lambda v: model.apply(
+      v, z, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(2)}, mutable=["batch_stats"]))(v)
+  assert z_pred.shape == z.shape and env.shape == (2, 96 - 7)
+  norms = np.linalg.norm(np.asarray(z_pred), axis=1)
+  if normalize:
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+  else:
+    assert np.abs(norms - 1).max() > 1e-2
+  grads = jax.grad(lambda p: jnp.sum(model.apply(
+      {"params": p, "batch_stats": v["batch_stats"]}, z, eeg, train=False)[0] ** 3))(v["params"])
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_cocktail_parameter_count(capsys):
+  config = neurocodec.get_config("cocktail")
+  model, v, _, _ = _init(config, frames=171, eeg_time=256, batch=1)
+  n = sum(x.size for x in jax.tree.leaves(v["params"]))
+  print(f"cocktail generator parameters: {n:,}")
+  assert 3e6 < n < 4e6
+
+
+def test_streaming_frame_by_frame_equals_masked_full_forward():
+  config = _config()
+  config.model.stream_lookahead = 4
+  model, v, z, eeg = _init(config)
+  full, _ = model.apply(v, z, eeg, train=False, streaming=True)
+  stepped = model.apply(v, z, eeg, method=NeuroCodec.stream)
+  np.testing.assert_allclose(stepped, full, rtol=1e-5, atol=1e-5)
+
+
+def test_stream_mask_waits_for_the_receptive_field():
+  mask = stream_mask(4, 30, frame_seconds=0.02, eeg_rate=128)
+  # Feature j needs EEG samples j..j+10. Frame 2 ends at 60 ms (samples 0..7 in):
+  # nothing visible; frame 3 at 80 ms (samples 0..10): feature 0 only.
+  assert not mask[2].any() and mask[3].sum() == 1 and mask[3, 0]
+  assert stream_mask(4, 30, 0.02, 128, lookahead=3)[2].sum() == 1
+  mask = stream_mask(10, 30, frame_seconds=0.02, eeg_rate=128)
+  assert mask[9].sum() == 16 and mask[9, 15] and not mask[9, 16]   # 200 ms: samples 0..25
+
+
+@pytest.mark.parametrize("what", ["audio", "eeg"])
+def test_streaming_mode_is_causal(what):
+  config = _config()
+  model, v, z, eeg = _init(config, frames=50, eeg_time=256)
+  base, _ = model.apply(v, z, eeg, train=False, streaming=True)
+  t_frame = 30                              # 30 * 20 ms = 0.6 s
+  if what == "audio":
+    z = z.at[:, :, t_frame].add(5.0)
+  else:
+    eeg = eeg.at[:, :, 77:].add(5.0)      # samples taken after 0.6 s (76 is at 0.594 s)
+  moved, _ = model.apply(v, z, eeg, train=False, streaming=True)
+  np.testing.assert_array_equal(moved[:, :, :t_frame], base[:, :, :t_frame])
+  assert np.abs(moved[:, :, t_frame:] - base[:, :, t_frame:]).max() > 1e-4
+
+
+def test_mamba_stack_is_causal_in_audio():
+  config = _config()
+  model, v, z, eeg = _init(config, frames=30)
+  base, _ = model.apply(v, z, eeg, train=False)
+  moved, _ = model.apply(v, z.at[:, :, 20].add(5.0), eeg, train=False)
+  np.testing.assert_array_equal(moved[:, :, :20], base[:, :, :20])

@@ -1,0 +1,135 @@
+"""selective_scan vs mamba-ssm's selective_scan_ref; backends vs each other; the step.
+
+Grid modelled on mamba-ssm's tests/ops/test_selective_scan.py (fp32: rtol 6e-4,
+atol 2e-3, the same for gradients here — theirs allow looser for some grads).
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from neurocodec_jax.ops import BACKENDS, selective_scan, selective_state_update
+from tests.references import import_mamba_ssm
+
+selective_scan_ref, _ = import_mamba_ssm()
+RTOL, ATOL = 6e-4, 2e-3
+MAX_ERR = {}
+
+
+def make_inputs(seed, batch=2, dim=8, state=4, length=64, bc="variable", groups=1,
+                has_d=True, has_z=True, has_bias=True):
+  rng = np.random.default_rng(seed)
+  r = lambda *s: rng.standard_normal(s).astype(np.float32)
+  args = dict(u=r(batch, dim, length), delta=0.5 * rng.random((batch, dim, length), np.float32),
+              A=-0.5 * rng.random((dim, state), np.float32) - 0.1)
+  if bc == "constant":
+    args["B"], args["C"] = r(dim, state), r(dim, state)
+  elif groups == 1:
+    args["B"], args["C"] = r(batch, state, length), r(batch, state, length)
+  else:
+    args["B"], args["C"] = r(batch, groups, state, length), r(batch, groups, state, length)
+  args["D"] = r(dim) if has_d else None
+  args["z"] = r(batch, dim, length) if has_z else None
+  args["delta_bias"] = (0.5 * rng.random(dim, np.float32)) if has_bias else None
+  return args
+
+
+def reference(args, softplus, cotangent):
+  t = {k: None if v is None else torch.from_numpy(v).requires_grad_() for k, v in args.items()}
+  out, last = selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"],
+                                 delta_bias=t["delta_bias"], delta_softplus=softplus,
+                                 return_last_state=True)
+  (out * torch.from_numpy(cotangent)).sum().backward()
+  grads = {k: v.grad.numpy() for k, v in t.items() if v is not None}
+  return out.detach().numpy(), last.detach().numpy(), grads
+
+
+def ours(args, softplus, cotangent, backend):
+  keys = [k for k, v in args.items() if v is not None]
+  def f(*xs):
+    kw = dict(zip(keys, xs))
+    return selective_scan(kw.pop("u"), kw.pop("delta"), kw.pop("A"), kw.pop("B"), kw.pop("C"),
+                          delta_softplus=softplus, return_last_state=True, backend=backend,
+                          chunk=16, **kw)
+  (out, last), vjp = jax.vjp(f, *[jnp.asarray(args[k]) for k in keys])
+  grads = vjp((jnp.asarray(cotangent), jnp.zeros_like(last)))
+  return np.asarray(out), np.asarray(last), dict(zip(keys, map(np.asarray, grads)))
+
+
+GRID = list(itertools.product(
+    [1, 7, 64, 257],                       # length, incl. non-powers of two
+    [True, False],                         # delta_softplus
+    [(True, True, True), (False, False, False), (True, False, True)],   # D, z, delta_bias
+    [("variable", 1), ("variable", 2), ("constant", 1)]))               # B/C kind, groups
+
+
+@pytest.mark.parametrize("length,softplus,dzb,bc", GRID)
+def test_matches_selective_scan_ref(length, softplus, dzb, bc):
+  has_d, has_z, has_bias = dzb
+  args = make_inputs(length, length=length, bc=bc[0], groups=bc[1], has_d=has_d,
+                     has_z=has_z, has_bias=has_bias)
+  cot = np.random.default_rng(1).standard_normal(args["u"].shape).astype(np.float32)
+  out_r, last_r, grads_r = reference(args, softplus, cot)
+  out, last, grads = ours(args, softplus, cot, "chunked")
+  np.testing.assert_allclose(out, out_r, rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(last, last_r, rtol=RTOL, atol=ATOL)
+  for k, g in grads_r.items():
+    np.testing.assert_allclose(grads[k], g, rtol=RTOL, atol=ATOL, err_msg=k)
+  MAX_ERR["out"] = max(MAX_ERR.get("out", 0), float(np.abs(out - out_r).max()))
+  MAX_ERR["grad"] = max(MAX_ERR.get("grad", 0), max(float(np.abs(grads[k] - g).max())
+                                                    for k, g in grads_r.items()))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "sequential"])
+@pytest.mark.parametrize("length", [1, 33, 200])
+def test_backends_agree_with_sequential(backend, length):
+  args = make_inputs(3, length=length, groups=2)
+  cot = np.ones(args["u"].shape, np.float32)
+  seq = ours(args, True, cot, "sequential")
+  other = ours(args, True, cot, backend)
+  for a, b in zip(seq[:2], other[:2]):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  for k in seq[2]:
+    np.testing.assert_allclose(other[2][k], seq[2][k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_float32_accumulation_for_bfloat16_inputs():
+  args = make_inputs(5, length=50)
+  out32 = selective_scan(**{k: jnp.asarray(v) for k, v in args.items()}, delta_softplus=True)
+  bf = {k: jnp.asarray(v).astype(jnp.bfloat16) if k in ("u", "delta", "z") else jnp.asarray(v)
+        for k, v in args.items()}
+  out16 = selective_scan(**bf, delta_softplus=True)
+  assert out16.dtype == jnp.bfloat16
+  # Only the bf16 rounding of inputs and output separates the two.
+  np.testing.assert_allclose(np.asarray(out16, np.float32), out32, rtol=5e-2, atol=5e-2)
+
+
+def test_recurrent_step_equals_full_scan():
+  args = make_inputs(7, length=40, groups=2)
+  full, last = selective_scan(**{k: jnp.asarray(v) for k, v in args.items()},
+                              delta_softplus=True, return_last_state=True)
+  state = jnp.zeros((2, 8, 4), jnp.float32)
+  outs = []
+  for t in range(40):
+    state, y = selective_state_update(
+        state, args["u"][:, :, t], args["delta"][:, :, t], args["A"], args["B"][..., t],
+        args["C"][..., t], args["D"], args["z"][:, :, t], args["delta_bias"], True)
+    outs.append(y)
+  np.testing.assert_allclose(np.stack(outs, -1), full, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(state, last, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_backend_rejected():
+  args = make_inputs(0, length=4)
+  with pytest.raises(ValueError, match="scan backend"):
+    selective_scan(**{k: jnp.asarray(v) for k, v in args.items()}, backend="fast")
+
+
+def test_report_max_errors():
+  print(f"selective_scan vs selective_scan_ref over {len(GRID)} cases: max |out err| "
+        f"{MAX_ERR.get('out', float('nan')):.2e}, max |grad err| "
+        f"{MAX_ERR.get('grad', float('nan')):.2e}")
