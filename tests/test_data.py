@@ -265,3 +265,56 @@ def test_worker_processes_match_in_process(tiny_dataset):
   workers = list(eval_dataset(source, 4, num_workers=2))
   assert _indices(inproc) == _indices(workers)
   np.testing.assert_array_equal(inproc[1]["noisy"], workers[1]["noisy"])
+
+
+# ----------------------------------------------------------- subject split ----
+
+def test_subject_split_holds_out_last_subjects(tmp_path):
+  from neurocodec_jax.data import subject_split
+  subjects = np.array([2, 0, 1, 3, 0, 2, 3, 1, 0], np.int32)      # 4 subjects, pooled
+  write_split(tmp_path / "pool", "all", n=9, extra=dict(subjects=subjects))
+  counts = subject_split.split_by_subject(str(tmp_path / "pool"), "all",
+                                          str(tmp_path / "kul"), progress=False)
+  # KUL protocol: last subject (3) = val, second-to-last (2) = test.
+  assert counts == dict(train=5, val=2, test=2)
+  with h5py.File(tmp_path / "pool/all/noisy_all.h5") as f:
+    pooled = f["noisy_all="][...]
+  for split, subs in (("train", (0, 1)), ("val", (3,)), ("test", (2,))):
+    rows = np.flatnonzero(np.isin(subjects, subs))
+    with h5py.File(tmp_path / f"kul/{split}/subjects_{split}.h5") as f:
+      np.testing.assert_array_equal(f[f"subjects_{split}="][...], subjects[rows])
+    with h5py.File(tmp_path / f"kul/{split}/noisy_{split}.h5") as f:
+      np.testing.assert_array_equal(f[f"noisy_{split}="][...], pooled[rows])
+    assert len(open_split(cfg(tmp_path / "kul"), split)) == len(rows)   # valid layout
+  explicit = subject_split.assign(subjects, val_subjects=[0], test_subjects=[1, 2])
+  assert sorted(explicit["train"].tolist()) == np.flatnonzero(subjects == 3).tolist()
+
+
+def test_subject_split_errors_and_atomicity(tmp_path, monkeypatch):
+  from neurocodec_jax.data import subject_split
+  write_split(tmp_path / "nosub", "all", skip=("subjects",))
+  with pytest.raises(DataError, match=r"no subjects_all\.h5"):
+    subject_split.split_by_subject(str(tmp_path / "nosub"), "all", str(tmp_path / "o1"))
+  write_split(tmp_path / "two", "all", n=4)                       # subjects 0, 1 only
+  with pytest.raises(DataError, match="at least 3 subjects"):
+    subject_split.split_by_subject(str(tmp_path / "two"), "all", str(tmp_path / "o2"))
+  with pytest.raises(DataError, match="disjoint"):
+    subject_split.assign(np.arange(4), val_subjects=[1], test_subjects=[1])
+  write_split(tmp_path / "pool", "all", n=6, extra=dict(subjects=np.arange(6) % 3))
+  calls = []
+  real = subject_split.open_dataset
+  def failing(path, *a):
+    calls.append(path)
+    if len(calls) == 3:
+      raise OSError("disk full")
+    return real(path, *a)
+  monkeypatch.setattr(subject_split, "open_dataset", failing)
+  with pytest.raises(OSError):
+    subject_split.split_by_subject(str(tmp_path / "pool"), "all", str(tmp_path / "out"),
+                                   progress=False)
+  assert sorted(os.listdir(tmp_path)) == ["nosub", "pool", "two"]  # nothing half-written
+  monkeypatch.setattr(subject_split, "open_dataset", real)
+  subject_split.split_by_subject(str(tmp_path / "pool"), "all", str(tmp_path / "out"),
+                                 progress=False)
+  with pytest.raises(FileExistsError):
+    subject_split.split_by_subject(str(tmp_path / "pool"), "all", str(tmp_path / "out"))
