@@ -101,7 +101,7 @@ def _latents(models: Models, batch: dict):
 def _envelope_target(config, batch, n_frames):
   env = losses.speech_envelope(batch["clean"][:, 0], config.codec.arch.sample_rate,
                                config.data.eeg_rate, batch["eeg"].shape[-1])
-  return env[:, -n_frames:]
+  return env[:, :n_frames]          # causal alignment: see losses/envelope.py
 
 
 def _finite(tree) -> jax.Array:
