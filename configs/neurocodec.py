@@ -107,6 +107,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       cheb_k=3,
       max_len=5000,                 # positional-encoding table length
       stream_lookahead=0,           # EEG frames past "now" visible when streaming
+      time_aligned_pe=False,        # True: EEG positions in latent-frame time (see generator)
       transformer_ff_dim=1024,      # 'transformer' backbone feed-forward width
   ))
 

@@ -100,9 +100,11 @@ def test_cocktail_parameter_count(capsys):
   assert 3e6 < n < 4e6
 
 
-def test_streaming_frame_by_frame_equals_masked_full_forward():
+@pytest.mark.parametrize("time_aligned_pe", [False, True])
+def test_streaming_frame_by_frame_equals_masked_full_forward(time_aligned_pe):
   config = _config()
   config.model.stream_lookahead = 4
+  config.model.time_aligned_pe = time_aligned_pe
   model, v, z, eeg = _init(config)
   full, _ = model.apply(v, z, eeg, train=False, streaming=True)
   stepped = model.apply(v, z, eeg, method=NeuroCodec.stream)
@@ -140,3 +142,15 @@ def test_mamba_stack_is_causal_in_audio():
   base, _ = model.apply(v, z, eeg, train=False)
   moved, _ = model.apply(v, z.at[:, :, 20].add(5.0), eeg, train=False)
   np.testing.assert_array_equal(moved[:, :, :20], base[:, :, :20])
+
+
+def test_time_aligned_positions_put_eeg_and_frames_on_one_clock():
+  config = _config()
+  config.model.time_aligned_pe = True
+  model = NeuroCodec.from_config(config)
+  pos = model.eeg_positions(249)
+  # Feature j is centred at (j + 5) / 128 s; frame i starts at i * hop / sr s.
+  frame_seconds = model.frame_seconds
+  np.testing.assert_allclose(pos * frame_seconds, (np.arange(249) + 5) / 128, rtol=1e-12)
+  config.model.time_aligned_pe = False
+  np.testing.assert_array_equal(NeuroCodec.from_config(config).eeg_positions(249), np.arange(249))

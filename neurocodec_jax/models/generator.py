@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
-from neurocodec_jax.models.layers import sinusoidal_encoding
+from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
 
 EEG_RECEPTIVE_FIELD = 10      # EEG feature j depends on samples j .. j + 10
@@ -139,6 +139,7 @@ class NeuroCodec(nn.Module):
   frame_seconds: float = 512 / 44100
   eeg_rate: int = 128
   lookahead: int = 0
+  time_aligned_pe: bool = False
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -153,7 +154,8 @@ class NeuroCodec(nn.Module):
                    scan_backend=m.scan_backend),
         eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
         frame_seconds=float(np.prod(arch.encoder_rates)) / arch.sample_rate,
-        eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead)
+        eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
+        time_aligned_pe=m.time_aligned_pe)
 
   def setup(self):
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout)
@@ -165,18 +167,36 @@ class NeuroCodec(nn.Module):
     self.out = nn.Dense(self.latent_dim)
     self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
 
-  def _embed(self, proj, x, train, offset=0):
+  def _embed(self, proj, x, train, offset=0, pe=None):
     """``[b, T, C] -> [b, T, hidden]``: projection * sqrt(hidden) + PE, dropout."""
     n = x.shape[1]
-    if offset + n > self.max_len:
-      raise ValueError(f"sequence of {offset + n} exceeds model.max_len={self.max_len}.")
-    h = proj(x) * math.sqrt(self.hidden_dim) + self.pe[offset:offset + n]
+    if pe is None:
+      if offset + n > self.max_len:
+        raise ValueError(f"sequence of {offset + n} exceeds model.max_len={self.max_len}.")
+      pe = self.pe[offset:offset + n]
+    h = proj(x) * math.sqrt(self.hidden_dim) + pe
     return self.drop(h, deterministic=not train)
+
+  def eeg_positions(self, n_eeg: int) -> np.ndarray:
+    """Positions of the EEG features for their encoding, in latent-frame units.
+
+    With ``time_aligned_pe`` feature j (EEG samples j .. j+10) sits at its centre
+    time, (j + 5) / eeg_rate seconds, expressed in latent frames, so a latent frame
+    and the EEG recorded at the same moment share an encoding and dot-product
+    attention can align them. The original (the default) indexes both streams 0, 1, ...,
+    which pairs frame i (86 Hz) with EEG feature i (128 Hz): a drift of a third
+    of the clip by its end, which attention must learn around.
+    """
+    if not self.time_aligned_pe:
+      return np.arange(n_eeg, dtype=np.float64)
+    centre = (np.arange(n_eeg) + EEG_RECEPTIVE_FIELD / 2) / self.eeg_rate
+    return centre / self.frame_seconds
 
   def encode_eeg(self, eeg, *, train: bool):
     """``(EEG keys/values [b, T_eeg - 7, hidden], envelope [b, T_eeg - 7])``."""
     feats, env = self.eeg_encoder(eeg, train=train)
-    return self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), train), env
+    pe = sinusoidal_at(self.eeg_positions(feats.shape[-1]), self.hidden_dim)
+    return self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), train, pe=pe), env
 
   def _finish(self, x):
     z = jnp.swapaxes(self.out(x), 1, 2)                         # [b, latent, F]

@@ -45,9 +45,14 @@ def activation(kind: str, axis: int = -1, name: str | None = None) -> nn.Module:
 
 def sinusoidal_encoding(max_len: int, dim: int) -> np.ndarray:
   """``[max_len, dim]``: sin at even, cos at odd channels, 10000^(-2i/dim) frequencies."""
-  pos = np.arange(max_len)[:, None]
+  return sinusoidal_at(np.arange(max_len, dtype=np.float64), dim)
+
+
+def sinusoidal_at(positions: np.ndarray, dim: int) -> np.ndarray:
+  """``[len(positions), dim]``: the sinusoidal encoding at (fractional) positions."""
+  pos = np.asarray(positions, np.float64)[:, None]
   freq = np.exp(np.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-  pe = np.zeros((max_len, dim), np.float32)
+  pe = np.zeros((len(positions), dim), np.float32)
   pe[:, 0::2] = np.sin(pos * freq)
   pe[:, 1::2] = np.cos(pos * freq[: dim // 2])
   return pe
