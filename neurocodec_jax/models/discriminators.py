@@ -6,7 +6,7 @@ weight-normed (``w = g * v / ||v||``, parameters ``weight_v``, ``weight_g``, ``b
 in torch's layout) and followed by LeakyReLU(0.1), except each ``conv_post``.
 The input is made zero-mean and peak-normalized to 0.8 first.
 
-Details matched to DAC 1.0.0 (checked by tests/test_discriminators.py):
+Details matched to DAC 1.0.0 (checked by tests/test_losses.py):
   * MPD pads the signal on the right to a multiple of the period with reflect
     padding of ``period - T % period`` samples (a full period when T is already a
     multiple, as DAC does), folds it to ``[B, 1, T / p, p]`` and convolves (5, 1).
