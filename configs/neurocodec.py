@@ -102,7 +102,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       dropout=0.3,
       d_state=16, d_conv=4, expand=2,
       dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4,
-      scan_backend="associative",   # "sequential" | "associative" | "chunked"
+      scan_backend="sequential_vjp",  # fastest on CPU (bench_scan); see ops/scan.py
       eeg_dim=64,                   # EEG encoder width (original: 64)
       cheb_k=3,
       max_len=5000,                 # positional-encoding table length

@@ -53,7 +53,7 @@ class Mamba(nn.Module):
   dt_min: float = 0.001
   dt_max: float = 0.1
   dt_init_floor: float = 1e-4
-  scan_backend: str = "chunked"
+  scan_backend: str = "sequential_vjp"
 
   @property
   def d_inner(self) -> int:

@@ -1,0 +1,179 @@
+"""The train step of a preset, whole and broken down, with compile time, memory, FLOPs.
+
+For each preset (``demo``: the small random codec; ``cocktail``: DAC's full 44.1 kHz
+architecture with random weights, batch 1 on a CPU) on random inputs of the
+preset's shapes:
+
+  data         one batch from the grain pipeline (demo data; ``bench_pipeline``
+               has the throughput)
+  latent       generator forward + backward on the latent loss (no decode)
+  decode fwd   the codec bridge's torch decoder forward
+  decode vjp   decoder forward + VJP (the torch autograd backward)
+  mel          multi-scale mel loss value + gradient wrt the waveform
+  disc         discriminator: D loss + grads on (fake, real), then the generator-
+               side adversarial + feature loss gradient wrt the waveform
+  optimizer    generator and discriminator optax updates
+  step         the whole jitted train step (what training runs)
+
+Compile time of the step is reported separately (``lower().compile()``); the
+step is then run ``repeats`` times and must not recompile (its jit cache stays at
+one entry). FLOPs are XLA's cost analysis of the latent part (the decoder runs in
+torch, outside XLA's count); "of peak" divides its achieved GFLOP/s by this
+machine's matmul peak (``bench_machine``). Memory: XLA's temp buffer size of the
+compiled step, and the process's peak RSS.
+
+Run: ``python -m bench.bench_step [--presets demo cocktail]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bench.bench_machine import matmul_gflops
+from bench.common import block, median_seconds, peak_rss_mb, report
+from configs import neurocodec
+from neurocodec_jax import codec, losses
+from neurocodec_jax.train import loop, steps
+
+
+def preset_config(preset: str):
+  config = neurocodec.get_config(preset)
+  if preset != "demo":                 # full-size architecture, random weights
+    config.codec.random = True
+    config.batch_size = 1
+  return config
+
+
+def random_batch(config, models: steps.Models, seed: int = 0) -> dict:
+  arch = config.codec.arch
+  hop = int(np.prod(arch.encoder_rates))
+  frames = int(config.data.segment_seconds * arch.sample_rate) // hop
+  b = config.batch_size
+  rng = np.random.default_rng(seed)
+  codes = lambda: rng.integers(0, arch.codebook_size, (b, arch.n_codebooks, frames)).astype(np.int32)
+  eeg_t = int(config.data.segment_seconds * config.data.eeg_rate)
+  return dict(noisy_codes=codes(), clean_codes=codes(),
+              eeg=rng.standard_normal((b, config.eeg_channels, eeg_t)).astype(np.float32),
+              clean=(0.1 * rng.standard_normal((b, 1, frames * hop))).astype(np.float32))
+
+
+def data_seconds(config) -> float | None:
+  """One demo batch from the grain pipeline (other presets have no local data)."""
+  if config.preset != "demo":
+    return None
+  import os  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import open_split, train_dataset  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(config.root):
+    return None
+  it = iter(train_dataset(open_split(config, "train"), config.batch_size, seed=0))
+  next(it)
+  return median_seconds(lambda: next(it), repeats=10, warmup=0)
+
+
+def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
+  config = preset_config(preset)
+  dac_model, models, mesh, _, _ = loop.programs(config)
+  del mesh
+  batch = {k: jnp.asarray(v) for k, v in random_batch(config, models).items()}
+  state = steps.init_state(config, models, batch, config.seed)
+  rows = []
+  add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
+
+  add("data", data_seconds(config) or float("nan"))
+
+  # Latent model: generator forward + backward on the latent loss.
+  z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+  z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
+  def latent_loss(params):
+    (z, _), _ = models.generator.apply(
+        {"params": params, "batch_stats": state["g"]["batch_stats"]}, z_mix, batch["eeg"],
+        train=True, rngs={"dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
+    return losses.latent_loss(z, z_tgt, config.normalize_latents)
+  latent = jax.jit(jax.value_and_grad(latent_loss)).lower(state["g"]["params"]).compile()
+  flops = float((latent.cost_analysis() or {}).get("flops", float("nan")))
+  t = median_seconds(lambda: block(latent(state["g"]["params"])), repeats)
+  add("latent", t, gflop=flops / 1e9, pct_of_peak=100 * flops / t / 1e9 / peak_gflops)
+
+  # Codec decode through the bridge.
+  z_pred = jax.random.normal(jax.random.PRNGKey(1), z_tgt.shape)
+  dec = jax.jit(models.decode)
+  add("decode fwd", median_seconds(lambda: block(dec(z_pred)), repeats))
+  dec_vjp = jax.jit(jax.grad(lambda z: jnp.sum(models.decode(z) ** 2)))
+  add("decode fwd+vjp", median_seconds(lambda: block(dec_vjp(z_pred)), repeats))
+  wave = dec(z_pred)
+
+  if config.lambda_mel > 0:
+    mel = jax.jit(jax.value_and_grad(lambda w: losses.mel_loss(
+        w, batch["clean"], config.codec.arch.sample_rate, **dict(config.mel))))
+    add("mel", median_seconds(lambda: block(mel(wave)), repeats))
+
+  if models.discriminator is not None:
+    disc = models.discriminator
+    def d_and_g(d_params, w):
+      d_loss, d_grads = jax.value_and_grad(lambda p: losses.discriminator_loss(
+          disc.apply({"params": p}, w), disc.apply({"params": p}, batch["clean"])))(d_params)
+      g_grad = jax.grad(lambda w: sum(losses.generator_loss(
+          disc.apply({"params": d_params}, w), disc.apply({"params": d_params}, batch["clean"]))))(w)
+      return d_loss, d_grads, g_grad
+    dg = jax.jit(d_and_g)
+    add("discriminators", median_seconds(lambda: block(dg(state["d"]["params"], wave)), repeats))
+
+  g_params, g_opt = state["g"]["params"], state["g"]["opt"]
+  def opt_update(params, opt, d_params, d_opt):
+    grads = jax.tree.map(jnp.ones_like, params)
+    upd, opt = models.g_tx.update(grads, opt, params)
+    out = [optax.apply_updates(params, upd), opt]
+    if models.d_tx is not None:
+      d_upd, d_opt = models.d_tx.update(jax.tree.map(jnp.ones_like, d_params), d_opt, d_params)
+      out += [optax.apply_updates(d_params, d_upd), d_opt]
+    return out
+  opt = jax.jit(opt_update)
+  d_p, d_o = state["d"].get("params", {}), state["d"].get("opt", {})
+  add("optimizer", median_seconds(lambda: block(opt(g_params, g_opt, d_p, d_o)), repeats))
+
+  # The whole step, as training compiles it.
+  step_fn = jax.jit(steps.make_train_step(config, models), donate_argnums=0)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20 if mem is not None else float("nan")
+  holder = {"state": state}
+  def run():
+    holder["state"], metrics = step_fn(holder["state"], batch)
+    block(metrics)
+  t_step = median_seconds(run, repeats)
+  cache = step_fn._cache_size()  # pylint: disable=protected-access
+  if cache != 1:
+    raise RuntimeError(f"{preset}: the train step compiled {cache} times; expected once.")
+  add("step", t_step, compile_s=compile_s, xla_temp_mb=temp_mb, compiles=cache,
+      peak_rss_mb=peak_rss_mb(), examples_per_s=config.batch_size / t_step)
+  del dac_model
+  return rows
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--presets", nargs="+", default=["demo", "cocktail"])
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args(argv)
+  peak = matmul_gflops()
+  rows = []
+  for preset in args.presets:
+    rows += measure(preset, args.repeats, peak)
+  report("step", ["preset", "part", "ms", "gflop", "pct_of_peak", "compile_s", "xla_temp_mb",
+                  "compiles", "peak_rss_mb", "examples_per_s"], rows,
+         notes=f"random inputs of each preset's shapes; cocktail: DAC 44.1 kHz architecture "
+               f"with random weights, batch 1; matmul peak {peak:.1f} GFLOP/s; "
+               f"CPU, {jax.device_count()} device(s)")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
