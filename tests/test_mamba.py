@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neurocodec_jax.models.mamba import Mamba, params_from_torch
+from neurocodec_jax.ops import BACKENDS
 from tests.references import import_mamba_ssm
 
 _, TorchMamba = import_mamba_ssm()
@@ -22,7 +23,7 @@ def _pair(d_model=16, d_state=8, seed=0, backend="chunked"):
   return ref, ours, params_from_torch(ref)
 
 
-@pytest.mark.parametrize("backend", ["sequential", "associative", "chunked"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("length", [1, 29, 172])
 def test_forward_and_gradients_match_mamba_ssm(backend, length):
   ref, ours, params = _pair(backend=backend)
