@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from typing import Sequence
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
+from neurocodec_jax.data.atomic import atomic_directory
 from neurocodec_jax.data.hdf5 import DataError, find_split_files, open_dataset
 
 SPLITS = ("train", "val", "test")
@@ -64,12 +63,7 @@ def split_by_subject(src: str, name: str, out: str, val_subjects=None, test_subj
                     f"split needs the (N,) subject id of every trial.")
   subjects = np.asarray(open_dataset(paths["subjects"])[...]).reshape(-1)
   rows = assign(subjects, val_subjects, test_subjects)
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=os.path.dirname(out))
-  try:
+  with atomic_directory(out, overwrite) as tmp:
     total = len(paths) * len(subjects)
     with tqdm(total=total, desc="subject split", unit="row", disable=not progress) as bar:
       for kind, path in paths.items():
@@ -84,12 +78,6 @@ def split_by_subject(src: str, name: str, out: str, val_subjects=None, test_subj
               dst[start:start + len(block)] = ds[block]     # increasing indices
               bar.update(len(block))
         ds.file.close()
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return {split: len(r) for split, r in rows.items()}
 
 

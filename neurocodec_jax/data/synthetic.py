@@ -33,14 +33,14 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 from scipy import signal
 from tqdm import tqdm
+
+from neurocodec_jax.data.atomic import atomic_directory
 
 UNATTENDED_GAIN = 0.25      # response to the ignored talker, relative
 EEG_MICROVOLTS = 10.0       # overall EEG std in µV
@@ -288,12 +288,7 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
              progress: bool = True) -> str:
   """Generates all splits into ``out`` atomically (temp dir, then rename)."""
   out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
-  try:
+  with atomic_directory(out, overwrite) as tmp:
     rng = np.random.default_rng([spec.seed, 999])
     subjects = [make_subject(rng, spec.eeg_channels, spec.eeg_rate)
                 for _ in range(spec.subjects)]
@@ -312,12 +307,6 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
               "Settings: manifest.json. Audio (N, T, 1) float32 at "
               f"{spec.sample_rate} Hz; EEG (N, T_eeg, C) float32 in volts at "
               f"{spec.eeg_rate} Hz; subjects (N,) int32.\n")
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return out
 
 
