@@ -50,7 +50,7 @@ def preset_config(preset: str):
   return config
 
 
-def random_batch(config, models: steps.Models, seed: int = 0) -> dict:
+def random_batch(config, seed: int = 0) -> dict:
   arch = config.codec.arch
   hop = int(np.prod(arch.encoder_rates))
   frames = int(config.data.segment_seconds * arch.sample_rate) // hop
@@ -78,9 +78,8 @@ def data_seconds(config) -> float | None:
 
 def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   config = preset_config(preset)
-  dac_model, models, mesh, _, _ = loop.programs(config)
-  del mesh
-  batch = {k: jnp.asarray(v) for k, v in random_batch(config, models).items()}
+  _, models, _, _, _ = loop.programs(config)
+  batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   state = steps.init_state(config, models, batch, config.seed)
   rows = []
   add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
@@ -154,7 +153,6 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
     raise RuntimeError(f"{preset}: the train step compiled {cache} times; expected once.")
   add("step", t_step, compile_s=compile_s, xla_temp_mb=temp_mb, compiles=cache,
       peak_rss_mb=peak_rss_mb(), examples_per_s=config.batch_size / t_step)
-  del dac_model
   return rows
 
 

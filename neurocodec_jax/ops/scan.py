@@ -85,18 +85,25 @@ def _readout(x, C):
   return jnp.sum(x * C, axis=-1)
 
 
-def _scan_sequential(A, inp: Inputs, x0):
-  const_bc = inp.B.shape[0] == 1 and inp.u.shape[0] != 1
+def _const_bc(B, u) -> bool:
+  """B/C time-invariant ([1, 1, d, n]) rather than a length-1 sequence."""
+  return B.shape[0] == 1 and u.shape[0] != 1
+
+
+def _scan_sequential(A, inp: Inputs, x0, keep_states: bool = False):
+  """``(ys, last state)``; with ``keep_states`` also every state x_t
+  ``[L, b, d, n]`` (the residual of :func:`_scan_sequential_vjp`)."""
+  const_bc = _const_bc(inp.B, inp.u)
   def step(x, sl):
     u, delta, B, C = sl
     B = inp.B[0] if const_bc else B
     C = inp.C[0] if const_bc else C
     dA, dBu = _discretize(A, Inputs(u, delta, B, C))
     x = dA * x + dBu
-    return x, _readout(x, C)
+    return x, (_readout(x, C), x if keep_states else None)
   xs = (inp.u, inp.delta, None if const_bc else inp.B, None if const_bc else inp.C)
-  x, ys = jax.lax.scan(step, x0, xs)
-  return ys, x
+  x, (ys, states) = jax.lax.scan(step, x0, xs)
+  return (ys, x, states) if keep_states else (ys, x)
 
 
 def _reduce_to(g, shape):
@@ -111,31 +118,24 @@ def _scan_sequential_vjp(A, u, delta, B, C, x0):
 
 
 def _seq_vjp_fwd(A, u, delta, B, C, x0):
-  const_bc = B.shape[0] == 1 and u.shape[0] != 1
-  def step(x, sl):
-    u_t, delta_t, B_t, C_t = sl
-    B_t = B[0] if const_bc else B_t
-    C_t = C[0] if const_bc else C_t
-    x = jnp.exp(delta_t[..., None] * A) * x + (delta_t * u_t)[..., None] * B_t
-    return x, (_readout(x, C_t), x)
-  xs_in = (u, delta, None if const_bc else B, None if const_bc else C)
-  last, (ys, states) = jax.lax.scan(step, x0, xs_in)
+  ys, last, states = _scan_sequential(A, Inputs(u, delta, B, C), x0, keep_states=True)
   return (ys, last), (A, u, delta, B, C, x0, states)
 
 
 def _seq_vjp_bwd(res, cotangents):
   A, u, delta, B, C, x0, states = res
   g_ys, g_last = cotangents
-  const_bc = B.shape[0] == 1 and u.shape[0] != 1
-  prev = jnp.concatenate([x0[None], states[:-1]], axis=0)       # x_{t-1}
+  const_bc = _const_bc(B, u)
+  # x_{t-1}: one shifted copy is faster here than recomputing x_t in the step.
+  prev = jnp.concatenate([x0[None], states[:-1]], axis=0)
 
   def step(carry, sl):
     h, gA, gB, gC = carry            # h: adjoint reaching x_t from t+1
     u_t, delta_t, B_t, C_t, gy_t, x_t, x_prev = sl
     B_t = B[0] if const_bc else B_t
     C_t = C[0] if const_bc else C_t
-    gx = h + gy_t[..., None] * C_t                                 # dL/dx_t
     dA = jnp.exp(delta_t[..., None] * A)
+    gx = h + gy_t[..., None] * C_t                                 # dL/dx_t
     g_dA = gx * x_prev * dA                                        # dL/d(delta A)
     gxB = jnp.sum(gx * B_t, axis=-1)
     g_delta = jnp.sum(g_dA * A, axis=-1) + gxB * u_t
@@ -172,7 +172,7 @@ def _scan_chunked(A, inp: Inputs, x0, chunk: int):
   length = inp.u.shape[0]
   n_chunks = -(-length // chunk)
   pad = n_chunks * chunk - length
-  const_bc = inp.B.shape[0] == 1 and length != 1
+  const_bc = _const_bc(inp.B, inp.u)
   def padded(x):        # delta = 0 past the end: exp(0) = 1 and no input, state kept
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape(n_chunks, chunk, *x.shape[1:])
