@@ -42,6 +42,10 @@ import jax
 import jax.numpy as jnp
 
 BACKENDS = ("sequential", "sequential_vjp", "associative", "chunked")
+# Unrolling the reverse (adjoint) scan lets XLA fuse consecutive steps: at batch 8,
+# dim 512, state 16 on 2 CPU cores fwd+bwd went 110 -> 81 ms (L 172) and 768 ->
+# 606 ms (L 1024) with 4; 2 was close, 3 worse (172 % 3 != 0), 8 worse.
+BWD_UNROLL = 4
 
 
 class Inputs(NamedTuple):
@@ -126,17 +130,16 @@ def _seq_vjp_bwd(res, cotangents):
   A, u, delta, B, C, x0, states = res
   g_ys, g_last = cotangents
   const_bc = _const_bc(B, u)
-  # x_{t-1}: one shifted copy is faster here than recomputing x_t in the step.
-  prev = jnp.concatenate([x0[None], states[:-1]], axis=0)
 
   def step(carry, sl):
     h, gA, gB, gC = carry            # h: adjoint reaching x_t from t+1
-    u_t, delta_t, B_t, C_t, gy_t, x_t, x_prev = sl
+    u_t, delta_t, B_t, C_t, gy_t, x_t = sl
     B_t = B[0] if const_bc else B_t
     C_t = C[0] if const_bc else C_t
     dA = jnp.exp(delta_t[..., None] * A)
     gx = h + gy_t[..., None] * C_t                                 # dL/dx_t
-    g_dA = gx * x_prev * dA                                        # dL/d(delta A)
+    # dA x_{t-1} = x_t - delta u B: no shifted copy of the states is needed.
+    g_dA = gx * (x_t - (delta_t * u_t)[..., None] * B_t)          # dL/d(delta A)
     gxB = jnp.sum(gx * B_t, axis=-1)
     g_delta = jnp.sum(g_dA * A, axis=-1) + gxB * u_t
     g_u = gxB * delta_t
@@ -150,8 +153,9 @@ def _seq_vjp_bwd(res, cotangents):
 
   zeros_bc = (jnp.zeros(B.shape[1:], B.dtype), jnp.zeros(C.shape[1:], C.dtype))
   init = (g_last, jnp.zeros_like(A), *zeros_bc)
-  xs = (u, delta, None if const_bc else B, None if const_bc else C, g_ys, states, prev)
-  (h0, gA, gB_c, gC_c), (g_u, g_delta, g_B, g_C) = jax.lax.scan(step, init, xs, reverse=True)
+  xs = (u, delta, None if const_bc else B, None if const_bc else C, g_ys, states)
+  (h0, gA, gB_c, gC_c), (g_u, g_delta, g_B, g_C) = jax.lax.scan(
+      step, init, xs, reverse=True, unroll=BWD_UNROLL)
   if const_bc:
     g_B, g_C = gB_c[None], gC_c[None]
   return gA, g_u, g_delta, g_B, g_C, h0
