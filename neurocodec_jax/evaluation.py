@@ -14,6 +14,9 @@ subject when subjects are known):
   id_latent, id_si_sdr              attended-talker identification: 1 when the
                   prediction is closer to the attended talker (when
                   ``unattended_<split>.h5`` exists, e.g. the synthetic data)
+  cos_mix_attended / cos_mix_unattended, id_latent_mixture
+                  the same for the mixture's own latents (the "copy the input"
+                  baseline, EEG-free: a model must beat its id_latent_mixture)
 
 Ablations (``--noise_cue``, ``--shuffle_eeg``) replace the EEG the model sees,
 through :class:`EEGAblation`, not just a flag.
@@ -136,6 +139,9 @@ def make_predict_fn(config, models: steps.Models, has_unattended: bool):
     if has_unattended:
       z_un = codec.codes_to_z(models.qparams, batch["unattended_codes"])
       out["cos_unattended"] = cosine(z_pred, z_un)
+      z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+      out["cos_mix_attended"] = cosine(z_mix, z_tgt)
+      out["cos_mix_unattended"] = cosine(z_mix, z_un)
       out["si_sdr_unattended"] = losses.si_sdr(batch["unattended"], wave, align=True)
     return out
 
@@ -166,6 +172,8 @@ def summarize(rows: list[dict]) -> dict:
   if "cos_unattended" in rows[0]:
     out["id_latent"] = float(np.mean([r["cos_attended"] > r["cos_unattended"] for r in rows]))
     out["id_si_sdr"] = float(np.mean([r["si_sdr"] > r["si_sdr_unattended"] for r in rows]))
+    out["id_latent_mixture"] = float(np.mean([r["cos_mix_attended"] > r["cos_mix_unattended"]
+                                              for r in rows]))
   return out
 
 

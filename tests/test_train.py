@@ -127,7 +127,8 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   config = evaluation.load_run_config(workdir)
   normal = evaluation.evaluate(config, workdir=workdir, split="test", num_samples=2)
   keys = {"latent_loss", "si_sdr", "pesq_wb", "stoi", "estoi", "cos_attended",
-          "cos_unattended", "si_sdr_unattended", "id_latent", "id_si_sdr"}
+          "cos_unattended", "si_sdr_unattended", "id_latent", "id_si_sdr",
+          "cos_mix_attended", "cos_mix_unattended", "id_latent_mixture"}
   assert keys <= set(normal["metrics"]) and normal["n"] == 8
   assert set(normal["per_subject"]) == {"0", "1"}
   out = normal["out_dir"]
@@ -141,6 +142,9 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   # The model sees other EEG, so its predictions change.
   for other in (noise, shuffled):
     assert other["metrics"]["latent_loss"] != normal["metrics"]["latent_loss"]
+    # The copy-the-mixture baseline is EEG-free: identical under every ablation.
+    for k in ("cos_mix_attended", "cos_mix_unattended", "id_latent_mixture"):
+      assert other["metrics"][k] == normal["metrics"][k], k
   assert "drop" in evaluation.compare(os.path.join(out, "metrics.json"),
                                       os.path.join(noise["out_dir"], "metrics.json"))
 

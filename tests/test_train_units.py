@@ -100,10 +100,13 @@ def test_shuffle_eeg_gives_another_trials_eeg(tiny_dataset):
 
 def test_summary_identification_rates_and_compare(tmp_path):
   rows = [dict(index=i, subject=0, si_sdr=s, si_sdr_unattended=u, cos_attended=ca,
-               cos_unattended=cu, pesq_wb=float("nan") if i == 0 else 2.0)
-          for i, (s, u, ca, cu) in enumerate([(5, 1, .9, .2), (2, 3, .8, .1), (4, 0, .1, .5)])]
+               cos_unattended=cu, cos_mix_attended=ma, cos_mix_unattended=mu,
+               pesq_wb=float("nan") if i == 0 else 2.0)
+          for i, (s, u, ca, cu, ma, mu) in enumerate(
+              [(5, 1, .9, .2, .4, .5), (2, 3, .8, .1, .5, .4), (4, 0, .1, .5, .3, .6)])]
   out = summarize(rows)
   assert out["id_si_sdr"] == pytest.approx(2 / 3) and out["id_latent"] == pytest.approx(2 / 3)
+  assert out["id_latent_mixture"] == pytest.approx(1 / 3)
   assert out["pesq_wb"] == 2.0 and out["si_sdr"] == pytest.approx(11 / 3)
   import json
   a, b = tmp_path / "a.json", tmp_path / "b.json"
