@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from neurocodec_jax import evaluation
+from neurocodec_jax import evaluation, latent_structure
 from neurocodec_jax.train import loop
 from tests.conftest import tiny_config
 
@@ -147,6 +147,22 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
       assert other["metrics"][k] == normal["metrics"][k], k
   assert "drop" in evaluation.compare(os.path.join(out, "metrics.json"),
                                       os.path.join(noise["out_dir"], "metrics.json"))
+
+
+def test_latent_structure_agrees_with_evaluation(uninterrupted):
+  """The diagnostic encodes with torch directly; evaluation reads precomputed codes."""
+  import codec_bridge  # pylint: disable=g-import-not-at-top
+  workdir, _ = uninterrupted
+  config = evaluation.load_run_config(workdir)
+  metrics = evaluation.evaluate(config, workdir=workdir, split="test",
+                                perceptual=False)["metrics"]
+  result = latent_structure.measure(config, codec_bridge.load_dac_from_config(config.codec),
+                                    "test", n=8)
+  quantized = result["quantized"]
+  assert result["n"] == 8
+  assert quantized["id_copy"] == metrics["id_latent_mixture"]
+  for k in ("cos_mix_attended", "cos_mix_unattended"):
+    assert abs(quantized[k] - metrics[k]) < 1e-5, (k, quantized[k], metrics[k])
 
 
 # ------------------------------------------------------- data parallelism ----

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from configs import neurocodec
+from neurocodec_jax import latent_structure
 from neurocodec_jax.data import open_split
 from neurocodec_jax.evaluation import EEGAblation, compare, summarize
 from neurocodec_jax.train import optim
@@ -114,3 +115,20 @@ def test_summary_identification_rates_and_compare(tmp_path):
   b.write_text(json.dumps(dict(ablation="noise_cue", metrics=dict(si_sdr=-1.5))))
   table = compare(str(a), str(b))
   assert "si_sdr" in table and "6.5000" in table
+
+
+def test_latent_structure_measures():
+  rng = np.random.default_rng(0)
+  att, un = rng.standard_normal((2, 6, 16, 40))
+  active = rng.random((6, 1, 40)) < 0.5          # one talker per frame (turn taking)
+  att, un = att * active, un * ~active
+  out = latent_structure.structure(att + un, att, un)
+  assert out["additivity"] == pytest.approx(1.0, abs=1e-6)
+  assert out["id_gate"] == 1.0                    # gated mixture = the attended talker
+  assert out["cos_mix_attended"] == pytest.approx(active.mean(), abs=1e-6)
+  swapped = latent_structure.structure(att + un, un, att)
+  assert swapped["id_copy"] == pytest.approx(1 - out["id_copy"])
+  assert swapped["cos_mix_attended"] == pytest.approx(out["cos_mix_unattended"])
+  # A latent that is not additive (a hash of the input) scores low.
+  hashed = latent_structure.structure(rng.standard_normal(att.shape), att, un)
+  assert abs(hashed["additivity"]) < 0.1
