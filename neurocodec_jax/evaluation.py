@@ -118,14 +118,16 @@ class EEGAblation:
 
 # ----------------------------------------------------------------- metrics ----
 
+def frame_cosine(a, b) -> jax.Array:
+  """``[n, D, F]`` x2 -> ``[n]``: per example, mean over frames of the cosine over D."""
+  a = a / (jnp.linalg.norm(a, axis=1, keepdims=True) + 1e-8)
+  b = b / (jnp.linalg.norm(b, axis=1, keepdims=True) + 1e-8)
+  return jnp.mean(jnp.sum(a * b, axis=1), axis=-1)
+
+
 def make_predict_fn(config, models: steps.Models, has_unattended: bool):
   """Jitted per-example latent metrics and the decoded re-quantized waveform."""
   n_q = config.codec.n_quantizers_eval
-
-  def cosine(a, b):           # mean over frames of the cosine over channels
-    a = a / (jnp.linalg.norm(a, axis=1, keepdims=True) + 1e-8)
-    b = b / (jnp.linalg.norm(b, axis=1, keepdims=True) + 1e-8)
-    return jnp.mean(jnp.sum(a * b, axis=1), axis=-1)
 
   @jax.jit
   def predict(state, batch):
@@ -135,13 +137,13 @@ def make_predict_fn(config, models: steps.Models, has_unattended: bool):
     out = dict(latent_loss=steps.per_example(
         lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
                si_sdr=losses.si_sdr(batch["clean"], wave, align=True),
-               cos_attended=cosine(z_pred, z_tgt), wave=wave[:, 0])
+               cos_attended=frame_cosine(z_pred, z_tgt), wave=wave[:, 0])
     if has_unattended:
       z_un = codec.codes_to_z(models.qparams, batch["unattended_codes"])
-      out["cos_unattended"] = cosine(z_pred, z_un)
+      out["cos_unattended"] = frame_cosine(z_pred, z_un)
       z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
-      out["cos_mix_attended"] = cosine(z_mix, z_tgt)
-      out["cos_mix_unattended"] = cosine(z_mix, z_un)
+      out["cos_mix_attended"] = frame_cosine(z_mix, z_tgt)
+      out["cos_mix_unattended"] = frame_cosine(z_mix, z_un)
       out["si_sdr_unattended"] = losses.si_sdr(batch["unattended"], wave, align=True)
     return out
 

@@ -32,15 +32,10 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from neurocodec_jax.evaluation import frame_cosine   # what evaluate's cos_* keys use
 from neurocodec_jax.data import open_split
 
 KINDS = ("noisy", "clean", "unattended")
-
-
-def frame_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """``[n, D, F]`` x2 -> ``[n]``: per-trial mean over frames of the cosine over D."""
-  unit = lambda x: x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
-  return (unit(a) * unit(b)).sum(1).mean(-1)
 
 
 def structure(z_mix: np.ndarray, z_att: np.ndarray, z_un: np.ndarray) -> dict:

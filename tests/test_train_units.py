@@ -119,8 +119,9 @@ def test_summary_identification_rates_and_compare(tmp_path):
 
 def test_latent_structure_measures():
   rng = np.random.default_rng(0)
-  att, un = rng.standard_normal((2, 6, 16, 40))
-  active = rng.random((6, 1, 40)) < 0.5          # one talker per frame (turn taking)
+  # An odd frame count: the two talkers never hold the floor equally long (no ties).
+  att, un = rng.standard_normal((2, 6, 16, 41))
+  active = rng.random((6, 1, 41)) < 0.5          # one talker per frame (turn taking)
   att, un = att * active, un * ~active
   out = latent_structure.structure(att + un, att, un)
   assert out["additivity"] == pytest.approx(1.0, abs=1e-6)

@@ -123,11 +123,11 @@ def _scan_sequential_vjp(A, u, delta, B, C, x0):
 
 def _seq_vjp_fwd(A, u, delta, B, C, x0):
   ys, last, states = _scan_sequential(A, Inputs(u, delta, B, C), x0, keep_states=True)
-  return (ys, last), (A, u, delta, B, C, x0, states)
+  return (ys, last), (A, u, delta, B, C, states)
 
 
 def _seq_vjp_bwd(res, cotangents):
-  A, u, delta, B, C, x0, states = res
+  A, u, delta, B, C, states = res
   g_ys, g_last = cotangents
   const_bc = _const_bc(B, u)
 
