@@ -10,6 +10,7 @@ import glob
 import hashlib
 import logging
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -62,20 +63,160 @@ def _freeze(model, device: torch.device):
   return model
 
 
+def _kwargs_from_metadata(metadata, path: str, form: str) -> dict:
+  """DAC's constructor kwargs from ``metadata["kwargs"]`` (as ``BaseModel.save`` writes)."""
+  kwargs = metadata.get("kwargs") if isinstance(metadata, dict) else None
+  if kwargs is None:      # as before: DAC's defaults; a size mismatch fails load_state_dict
+    logging.warning("%s: %s without DAC's metadata {'kwargs': ...}; assuming DAC's default "
+                    "sizes.", path, form)
+    kwargs = {}
+  if not isinstance(kwargs, dict):
+    raise ValueError(f"{path}: {form} metadata 'kwargs' (DAC's constructor arguments, "
+                     f"as BaseModel.save records them) is {type(kwargs).__name__}, not a dict.")
+  out = {}
+  for key in ARCH_KEYS + ("quantizer_dropout",):
+    if key not in kwargs:
+      continue
+    value = kwargs[key]
+    if isinstance(value, tuple):
+      value = list(value)
+    ok = (isinstance(value, bool) if key == "quantizer_dropout" else
+          (value is None and key == "latent_dim") or
+          (isinstance(value, int) and not isinstance(value, bool)) or
+          (isinstance(value, list) and key in ("encoder_rates", "decoder_rates", "codebook_dim")
+           and all(isinstance(v, int) and not isinstance(v, bool) for v in value)))
+    if not ok:
+      raise ValueError(f"{path}: {form} metadata kwargs[{key!r}] = {value!r} is not a "
+                       f"valid DAC argument.")
+    out[key] = value
+  return out
+
+
+def _read_state_dict_file(path: str) -> tuple[dict, dict]:
+  """A ``torch.save`` file ``{"state_dict", "metadata": {"kwargs"}}``, weights only."""
+  try:
+    package = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{path}: not a DAC weights file (expected DAC's torch.save "
+                     f"{{'state_dict', 'metadata'}} readable with "
+                     f"torch.load(weights_only=True), or DAC's torch.package archive): "
+                     f"{e}") from e
+  if not isinstance(package, dict) or "state_dict" not in package:
+    raise ValueError(f"{path}: expected DAC's format {{'state_dict', 'metadata'}}, "
+                     f"found {type(package).__name__} with keys "
+                     f"{sorted(map(str, package))[:5] if isinstance(package, dict) else '-'}.")
+  return package["state_dict"], _kwargs_from_metadata(package.get("metadata"), path,
+                                                      "weights file")
+
+
+def _read_package(path: str) -> tuple[dict, dict]:
+  """A ``torch.package`` archive (``BaseModel.save(package=True)``), read as data.
+
+  The model pickle (``DAC/DAC.pth``) and the metadata pickle (``DAC/DAC.metadata``)
+  are unpickled by ``safe_unpickle.RestrictedUnpickler``: no class or function they
+  name is imported or called (see ``codec_bridge.safe_unpickle``).
+  """
+  from codec_bridge import safe_unpickle  # pylint: disable=g-import-not-at-top
+  form = "torch.package archive"
+  archive = safe_unpickle.PackageArchive(path)
+  try:
+    models = [r for r in archive.records
+              if r.count("/") == 1 and r == f"{r.split('/')[0]}/{r.split('/')[0]}.pth"]
+    if "DAC/DAC.pth" in models:
+      models = ["DAC/DAC.pth"]
+    if len(models) != 1:
+      raise ValueError(f"{path}: {form} without exactly one model pickle "
+                       f"<Name>/<Name>.pth (BaseModel._save_package's layout, DAC/DAC.pth "
+                       f"for DAC), found {models}.")
+    name = models[0].split("/")[0]
+    try:
+      root = archive.load_pickle(models[0])
+      state_dict = safe_unpickle.module_state_dict(root)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"{path}: {form} whose {models[0]} is not a pickled DAC module "
+                       f"readable without running code: {e}") from e
+    metadata = None
+    if f"{name}/{name}.metadata" in archive.records:
+      try:
+        metadata = archive.load_pickle(f"{name}/{name}.metadata")
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("%s: unreadable %s/%s.metadata (%s); using the model's own "
+                        "metadata.", path, name, name, e)
+    if not isinstance(metadata, dict):     # BaseModel.save also sets it on the model
+      metadata = (safe_unpickle.stub_dict(root) or {}).get("metadata")
+    return state_dict, _kwargs_from_metadata(metadata, path, form)
+  finally:
+    archive.close()
+
+
+def _resolve_folder(folder: str) -> str:
+  """``save_to_folder``'s layout: ``<folder>/dac/{weights,package}.pth`` (or ``<folder>``
+  is that ``dac`` folder); ``weights.pth`` preferred."""
+  for base in (folder, os.path.join(folder, "dac")):
+    for name in ("weights.pth", "package.pth"):
+      if os.path.isfile(os.path.join(base, name)):
+        return os.path.join(base, name)
+  raise WeightsNotFound(f"{folder} is a folder without DAC weights: expected DAC's "
+                        f"save_to_folder layout {os.path.join(folder, 'dac', 'weights.pth')} "
+                        f"or {os.path.join(folder, 'dac', 'package.pth')}.")
+
+
+def read_weights(path: str) -> tuple[dict, dict, str, str]:
+  """``(state_dict, kwargs, file, form)`` of any form DAC's ``BaseModel`` saves.
+
+  Forms: ``save(path, package=False)`` (and the release files): a ``torch.save``
+  dict, read with ``torch.load(weights_only=True)``; ``save(path)`` /
+  ``save(path, package=True)``: a ``torch.package`` zip, read with a restricted
+  unpickler; ``save_to_folder(folder)``: ``folder/dac/weights.pth`` (the first form,
+  preferred) or ``folder/dac/package.pth``.
+  """
+  if os.path.isdir(path):
+    path = _resolve_folder(path)
+  if zipfile.is_zipfile(path):
+    with zipfile.ZipFile(path) as z:
+      names = z.namelist()
+    if any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
+      form = "state_dict"
+    elif any(n.count("/") == 2 and n.endswith("/.data/version") for n in names):
+      form = "package"
+    else:
+      raise ValueError(f"{path}: a zip archive but neither a torch.save file (no "
+                       f"<archive>/data.pkl) nor a torch.package archive (no "
+                       f"<archive>/.data/version); expected a DAC weights file.")
+  else:
+    form = "state_dict"          # torch.save's legacy (non-zip) format, or not torch at all
+  state_dict, kwargs = (_read_package(path) if form == "package" else
+                        _read_state_dict_file(path))
+  return state_dict, kwargs, path, form
+
+
 def load_dac(model_type: str = "44khz", weights: str | None = None,
              random_sizes: dict | None = None, device: str | None = None):
   """Returns the frozen torch DAC (eval mode, no parameter gradients).
 
   Args:
     model_type: "44khz", "24khz" or "16khz" (where to look in DAC's cache).
-    weights: a DAC ``.pth`` (the release format: ``{"state_dict", "metadata":
-      {"kwargs"}}``); None looks in DAC's cache.
+    weights: DAC weights in any form DAC saves: a ``.pth`` from ``model.save(path,
+      package=False)`` (the release format ``{"state_dict", "metadata": {"kwargs"}}``,
+      read with ``torch.load(weights_only=True)``); a ``torch.package`` archive from
+      ``model.save(path)`` (the default, ``package=True``); or a folder from
+      ``model.save_to_folder(folder)`` (``folder/dac/weights.pth`` preferred, else
+      ``folder/dac/package.pth``; ``folder/dac`` itself is accepted too). None looks
+      in DAC's cache. No code in the file is ever run: a package is not opened with
+      ``torch.package.PackageImporter`` but read as a zip, its pickles unpickled by
+      ``safe_unpickle.RestrictedUnpickler``, which turns every class or function they
+      name into an inert stand-in (only torch's tensor-rebuild functions, storage
+      types, ``set`` and ``OrderedDict`` are real), reads tensors from the archive's
+      ``.data/`` entries, and the state dict is collected from the stand-in module
+      tree; DAC's constructor kwargs come from the package's ``DAC/DAC.metadata``.
     random_sizes: build DAC with these sizes (``ARCH_KEYS``) and random weights
       (seeded, reproducible) instead of loading; for tests and the demo only.
     device: "auto"/None, "cpu", "cuda", "cuda:1".
 
   Raises:
     WeightsNotFound: no weights and not random, with how to obtain them.
+    ValueError: ``weights`` is not DAC weights in any of these forms (names the file
+      and what was expected).
   """
   dev = resolve_device(device)
   if random_sizes is not None:
@@ -97,21 +238,16 @@ def load_dac(model_type: str = "44khz", weights: str | None = None,
     weights = found[-1]
   if not os.path.exists(weights):
     raise WeightsNotFound(_missing_weights_message(model_type, weights))
+  state_dict, kwargs, path, form = read_weights(weights)
   try:
-    package = torch.load(weights, map_location="cpu", weights_only=True)
+    model = _build(kwargs)
+    model.load_state_dict(state_dict)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{weights}: not a DAC weights file readable with "
-                     f"torch.load(weights_only=True) ({e}).") from e
-  if not isinstance(package, dict) or "state_dict" not in package:
-    raise ValueError(f"{weights}: expected DAC's format {{'state_dict', 'metadata'}}, "
-                     f"found {type(package).__name__} with keys "
-                     f"{sorted(package)[:5] if isinstance(package, dict) else '-'}.")
-  kwargs = dict(package.get("metadata", {}).get("kwargs", {}))
-  model = _build({k: v for k, v in kwargs.items() if k in ARCH_KEYS or k == "quantizer_dropout"})
-  model.load_state_dict(package["state_dict"])
+    raise ValueError(f"{path}: DAC weights ({form} form) do not fit DAC({kwargs}): "
+                     f"{e}") from e
   model.neurocodec_identity = dict(model_type=model_type, random=False,
-                                   arch=_arch_of(model), weights_path=os.path.abspath(weights))
-  logging.info("Loaded DAC %s from %s.", model_type, weights)
+                                   arch=_arch_of(model), weights_path=os.path.abspath(path))
+  logging.info("Loaded DAC %s from %s (%s form).", model_type, path, form)
   return _freeze(model, dev)
 
 

@@ -13,6 +13,8 @@ everything the original hard-coded lives in the nested groups. The returned
 config is locked: setting an unknown key raises an error naming it.
 """
 
+import os
+
 import ml_collections
 
 PRESETS = ("cocktail", "kul", "demo")
@@ -30,19 +32,24 @@ DAC_ARCHS = {
                   n_codebooks=12, codebook_size=1024, codebook_dim=8),
 }
 
-# A small DAC for tests and the demo: random weights, 16 kHz, hop 320.
+# The demo codec: a small DAC (16 kHz, hop 320) trained by this project
+# (codec_bridge/train_codec.py; codec_bridge/weights/manifest.json says how), and the
+# sizes of the random-weight DAC the unit tests use.
+DEMO_CODEC_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "codec_bridge", "weights", "demo_codec_16khz.pth")
 DEMO_CODEC = dict(sample_rate=16000, encoder_dim=8, encoder_rates=(2, 4, 5, 8),
                   latent_dim=64, decoder_dim=64, decoder_rates=(8, 5, 4, 2),
                   n_codebooks=4, codebook_size=256, codebook_dim=8)
 
 
-def _codec(model_type: str, random: bool) -> ml_collections.ConfigDict:
-  arch = dict(DEMO_CODEC if random else DAC_ARCHS[model_type])
+def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.ConfigDict:
+  arch = dict(DEMO_CODEC if (random or demo) else DAC_ARCHS[model_type])
   return ml_collections.ConfigDict(dict(
       model_type=model_type,
-      # Path to a DAC ``.pth``; None looks in DAC's download cache. Never
-      # replaced by random weights unless ``random`` is True.
-      weights=ml_collections.FieldReference(None, field_type=str),
+      # Path to a DAC ``.pth`` (any form DAC writes); None looks in DAC's download
+      # cache. Never replaced by random weights unless ``random`` is True.
+      weights=ml_collections.FieldReference(DEMO_CODEC_WEIGHTS if demo else None,
+                                            field_type=str),
       random=random,       # build DAC with ``arch`` sizes and random weights
       arch=arch,           # sizes used to build (random) or to check (loaded)
       device="auto",       # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
@@ -69,6 +76,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   c.lambda_mel = 15.0
   c.lambda_adv = 1.0
   c.lambda_feat = 2.0
+  # Separate-then-select (model.selector="correlation"; not in the original):
+  # permutation-invariant latent loss of the two streams against both talkers,
+  # and of their envelopes against both talkers' envelopes. Need unattended_*.h5.
+  c.lambda_sep = 0.0
+  c.lambda_sep_env = 0.0
   c.hidden_dim = 256
   c.num_layers = 4
   c.batch_size = 8
@@ -108,6 +120,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       max_len=5000,                 # positional-encoding table length
       stream_lookahead=0,           # EEG frames past "now" visible when streaming
       time_aligned_pe=False,        # True: EEG positions in latent-frame time (see generator)
+      eeg_kernel=8,                 # EEG encoder's temporal kernel (original 8 = 62 ms)
+      selector="none",              # "none" (original) | "correlation" (see generator)
       transformer_ff_dim=1024,      # 'transformer' backbone feed-forward width
   ))
 
@@ -162,7 +176,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.root = "data/synthetic_demo"
     c.checkpoint_dir = "checkpoints/neurocodec_demo"
     c.eeg_channels = 32
-    c.codec = _codec("16khz", random=True)
+    c.codec = _codec("16khz", random=False, demo=True)   # the project's trained codec
     c.hidden_dim = 64
     c.num_layers = 2
     c.batch_size = 8

@@ -10,6 +10,7 @@ Re-running resumes (or skips) training from the run's latest checkpoint.
 """
 
 import logging
+import math
 import os
 import sys
 import time
@@ -33,6 +34,26 @@ def prepare_data(config) -> str:
   for split in ("train", "val", "test"):
     open_split(config, split)            # validates the layout against the config
   return config.root
+
+
+def verdict(metrics: dict[str, dict]) -> str:
+  """One line from the measured identification rates (``{ablation: metrics}``).
+
+  "Uses the EEG" only when identification with the true EEG beats BOTH ablations
+  by more than three standard errors of the difference of two proportions.
+  """
+  n = metrics["n"]
+  ident = {a: metrics[a]["id_latent"] for a in ("none", "noise_cue", "shuffle_eeg")}
+  def z(a):
+    p = (ident["none"] + ident[a]) / 2
+    se = math.sqrt(max(2 * p * (1 - p) / n, 1e-12))
+    return (ident["none"] - ident[a]) / se
+  uses = min(z("noise_cue"), z("shuffle_eeg")) > 3
+  return (f"{'uses the EEG' if uses else 'does NOT demonstrably use the EEG'}: "
+          f"identification {100 * ident['none']:.1f}% vs {100 * ident['noise_cue']:.1f}% with "
+          f"the noise cue and {100 * ident['shuffle_eeg']:.1f}% with shuffled EEG "
+          f"(n = {n} test trials; copy-the-mixture baseline "
+          f"{100 * metrics['none']['id_latent_mixture']:.1f}%)")
 
 
 def main(argv=None) -> int:

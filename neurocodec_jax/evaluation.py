@@ -192,6 +192,20 @@ def compare(normal_path: str, ablation_path: str) -> str:
 
 # ----------------------------------------------------------------- samples ----
 
+SPEC_FLOOR_DB = -120.0
+
+
+def spectrogram_db(x, sample_rate: int):
+  """``(freqs, times, power dB [freqs, times])`` with silence at the floor, not -inf.
+
+  Exact zeros (the synthetic talkers' pauses) give log(0) = -inf, which
+  matplotlib leaves blank; clamping the power puts them at the floor colour.
+  """
+  freqs, times, power = signal.spectrogram(np.asarray(x, np.float64), fs=sample_rate,
+                                           window="hann", nperseg=512, noverlap=384)
+  return freqs, times, 10 * np.log10(np.maximum(power, 10 ** (SPEC_FLOOR_DB / 10)))
+
+
 def write_sample(out_dir: str, i: int, noisy, pred, clean, sample_rate: int, row: dict):
   """``input_noisy_i.wav``, ``prediction_i.wav``, ``target_clean_i.wav``, plot."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -203,8 +217,9 @@ def write_sample(out_dir: str, i: int, noisy, pred, clean, sample_rate: int, row
     sf.write(os.path.join(out_dir, f"{name}_{i}.wav"), np.asarray(x, np.float32), sample_rate)
   fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True, sharey=True)
   for ax, (name, x) in zip(axes, signals.items()):
-    ax.specgram(np.asarray(x, np.float64), NFFT=512, Fs=sample_rate, noverlap=384,
-                cmap="magma", vmin=-120)
+    freqs, times, db = spectrogram_db(x, sample_rate)
+    ax.pcolormesh(times, freqs, db, cmap="magma", vmin=SPEC_FLOOR_DB, vmax=db.max(),
+                  shading="auto")
     ax.set_ylabel("Hz")
     ax.set_title(name)
   axes[-1].set_xlabel("seconds")

@@ -59,6 +59,20 @@ def encode(dac_model, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, 
   return z_e.cpu().numpy(), z_q.cpu().numpy()
 
 
+def measure_arrays(dac_model, mix: np.ndarray, att: np.ndarray, unatt: np.ndarray,
+                   batch: int = 16) -> dict:
+  """The measures on audio arrays ``[n, T]`` (e.g. the codec trainer's held-out clips)."""
+  z = {k: ([], []) for k in KINDS}
+  for start in range(0, len(mix), batch):
+    for k, x in zip(KINDS, (mix, att, unatt)):
+      cont, quant = encode(dac_model, np.asarray(x[start:start + batch], np.float32)[:, None],
+                           int(dac_model.sample_rate))
+      z[k][0].append(cont)
+      z[k][1].append(quant)
+  return {name: structure(*(np.concatenate(z[k][i]) for k in KINDS))
+          for i, name in enumerate(("continuous", "quantized"))}
+
+
 def measure(config, dac_model, split: str = "test", n: int = 64, batch: int = 16) -> dict:
   """``{"continuous": {...}, "quantized": {...}}`` on the first ``n`` trials of ``split``."""
   source = open_split(config, split, fields=KINDS)

@@ -13,6 +13,7 @@ def tiny_config(root: str, **overrides):
   from configs import neurocodec  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   config.root = root
+  config.codec.random = True         # the demo codec's sizes, random weights: fast, seeded
   config.eeg_channels = 8
   config.data.segment_seconds = 1.0
   config.synthetic.n_train, config.synthetic.n_val, config.synthetic.n_test = 16, 8, 8

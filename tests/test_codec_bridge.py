@@ -2,6 +2,11 @@
 
 import logging
 import os
+import pickle
+import pickletools
+import re
+import shutil
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -144,3 +149,144 @@ def test_real_config_never_falls_back_to_random(tmp_path, monkeypatch):
   monkeypatch.setattr(loading, "DAC_CACHE", str(tmp_path))
   with pytest.raises(codec_bridge.WeightsNotFound):
     codec_bridge.load_dac_from_config(neurocodec.get_config("cocktail").codec)
+
+
+# ---- Every form DAC's BaseModel saves (audiotools.ml.layers.base), loaded safely ----
+
+TINY_DAC = dict(encoder_dim=4, encoder_rates=[2, 4, 5, 8], latent_dim=16, decoder_dim=16,
+                decoder_rates=[8, 5, 4, 2], n_codebooks=2, codebook_size=16, codebook_dim=4,
+                sample_rate=16000)
+
+
+class _RunsShell:
+  """Pickles as ``os.system(command)``: unpickling it with real imports runs the command."""
+
+  def __init__(self, command):
+    self.command = command
+
+  def __reduce__(self):
+    return os.system, (self.command,)
+
+
+@pytest.fixture(scope="module")
+def dac_save_forms(tmp_path_factory):
+  """A tiny DAC (seeded) written in each form DAC offers; ``(model, {form: path})``."""
+  import dac  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("dac_forms")
+  with torch.random.fork_rng(devices=[]):
+    torch.manual_seed(7)
+    model = dac.DAC(**TINY_DAC).eval()
+  model.save(str(root / "plain.pth"), package=False)
+  model.save(str(root / "package.pth"))                   # the default: torch.package
+  model.save_to_folder(str(root / "folder"))              # folder/dac/{package,weights}.pth
+  (root / "folder_pkg" / "dac").mkdir(parents=True)       # save_to_folder, package.pth only
+  shutil.copy(root / "folder" / "dac" / "package.pth", root / "folder_pkg" / "dac")
+  return model, {"save(package=False)": root / "plain.pth",
+                 "save() (torch.package)": root / "package.pth",
+                 "save_to_folder": root / "folder",
+                 "save_to_folder, package.pth only": root / "folder_pkg"}
+
+
+def test_load_dac_reads_every_dac_save_form(dac_save_forms):
+  model, paths = dac_save_forms
+  reference = model.state_dict()
+  audio = torch.from_numpy(np.random.default_rng(5).uniform(-.5, .5, (1, 1, 1600))
+                           .astype(np.float32))
+  with torch.no_grad():
+    z_ref, codes_ref, *_ = model.encode(audio)
+    wave_ref = model.decode(z_ref)
+  identities = {}
+  for form, path in paths.items():
+    loaded = codec_bridge.load_dac(model_type="16khz", weights=str(path), device="cpu")
+    state = loaded.state_dict()
+    assert state.keys() == reference.keys(), form
+    for key, value in reference.items():
+      assert torch.equal(state[key], value), (form, key)
+    with torch.no_grad():
+      z, codes, *_ = loaded.encode(audio)
+      wave = loaded.decode(z)
+    assert torch.equal(codes, codes_ref) and torch.equal(z, z_ref), form
+    assert torch.equal(wave, wave_ref), form
+    identities[form] = codec_bridge.codec_identity(loaded)
+  assert (paths["save_to_folder"] / "dac" / "package.pth").exists()
+  assert identities["save_to_folder"]["arch"] == TINY_DAC
+  first = identities["save(package=False)"]
+  assert all(ident == first for ident in identities.values()), identities
+  assert first["weights_sha256"] == loading.weights_hash(model)
+
+
+def test_load_dac_folder_prefers_weights_pth(dac_save_forms):
+  _, paths = dac_save_forms
+  sd, _, path, form = loading.read_weights(str(paths["save_to_folder"]))
+  assert path.endswith(os.path.join("dac", "weights.pth")) and form == "state_dict"
+  _, _, path, form = loading.read_weights(str(paths["save_to_folder, package.pth only"]))
+  assert path.endswith(os.path.join("dac", "package.pth")) and form == "package"
+
+
+def _zip_package(path, records):
+  """A zip laid out like a torch.package archive: ``<root>/<record>`` entries."""
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("archive/.data/version", "6\n")
+    for name, data in records.items():
+      z.writestr(f"archive/{name}", data)
+
+
+def _pickled_globals(path, suffix):
+  """The globals (``module name``) the archive's record ending in ``suffix`` names."""
+  with zipfile.ZipFile(path) as z:
+    data = z.read(next(n for n in z.namelist() if n.endswith(suffix)))
+  return {str(arg) for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+def test_load_dac_package_never_runs_pickled_code(tmp_path, dac_save_forms):
+  model, _ = dac_save_forms
+  marker = tmp_path / "pwned"
+  payload = pickle.dumps(_RunsShell(f"touch {marker}"), protocol=3)
+  assert "system" in " ".join(str(arg) for _, arg, _ in pickletools.genops(payload))
+  # 1. The model pickle itself is the payload (also via a builtins.exec/eval global).
+  exec_payload = (b"cbuiltins\nexec\n(V__import__('os').system('touch " + str(marker).encode()
+                  + b"')\ntR.")
+  for i, records in enumerate([{"DAC/DAC.pth": payload}, {"DAC/DAC.pth": exec_payload}]):
+    path = tmp_path / f"evil{i}.pth"
+    _zip_package(path, records)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: torch\.package archive"
+                       r".*not a pickled DAC module readable without running code"):
+      codec_bridge.load_dac(model_type="16khz", weights=str(path))
+    assert not marker.exists()
+  # 2. A genuine DAC package (torch.package.PackageExporter) carrying the payload as an
+  #    attribute and in its metadata: the weights load, the payload stays inert data.
+  model.evil = _RunsShell(f"touch {marker}")
+  try:
+    path = model.save(str(tmp_path / "evil_dac.pth"), metadata={"evil": _RunsShell(
+        f"touch {marker}")})
+  finally:
+    del model.evil
+    model.metadata.pop("evil")
+  for record in ("DAC/DAC.pth", "DAC/DAC.metadata"):     # the payload is in the archive
+    assert f"{os.system.__module__} system" in _pickled_globals(path, record)
+  loaded = codec_bridge.load_dac(model_type="16khz", weights=path, device="cpu")
+  assert not marker.exists()
+  assert loading.weights_hash(loaded) == loading.weights_hash(model)
+
+
+def test_load_dac_non_dac_file_names_the_path(tmp_path):
+  marker = tmp_path / "pwned"
+  text = tmp_path / "notes.pth"
+  text.write_text("not weights")
+  tensor = tmp_path / "tensor.pth"
+  torch.save(torch.zeros(3), tensor)
+  evil = tmp_path / "evil_torch_save.pth"
+  torch.save({"state_dict": _RunsShell(f"touch {marker}")}, evil)
+  other_zip = tmp_path / "other.zip"
+  with zipfile.ZipFile(other_zip, "w") as z:
+    z.writestr("readme.txt", "hello")
+  cases = {text: "not a DAC weights file", tensor: r"expected DAC's format",
+           evil: "not a DAC weights file", other_zip: "a zip archive but neither a torch.save"}
+  for path, message in cases.items():
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: {message}"):
+      codec_bridge.load_dac(model_type="16khz", weights=str(path))
+  assert not marker.exists()
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(codec_bridge.WeightsNotFound, match=r"empty is a folder without DAC "
+                     r"weights: expected DAC's save_to_folder layout"):
+    codec_bridge.load_dac(model_type="16khz", weights=str(tmp_path / "empty"))

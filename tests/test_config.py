@@ -24,7 +24,10 @@ def test_preset_sizes():
   assert cocktail.codec.arch.latent_dim == 1024 and cocktail.codec.arch.n_codebooks == 9
   assert (kul.codec.arch.sample_rate, kul.eeg_channels, kul.codec.model_type) == (
       16000, 64, "16khz")
-  assert demo.codec.random and not cocktail.codec.random and not kul.codec.random
+  # No preset uses random weights: the demo uses the project's trained codec.
+  assert not demo.codec.random and not cocktail.codec.random and not kul.codec.random
+  assert demo.codec.weights == neurocodec.DEMO_CODEC_WEIGHTS
+  assert dict(demo.codec.arch) == neurocodec.DEMO_CODEC
   assert cocktail.codec.weights is None     # real configs never default to random
 
 

@@ -67,6 +67,11 @@ class SyntheticSpec:
   eeg_snr_db: float = -15.0
   level_db: float = 3.0          # level difference drawn from U(-level_db, level_db)
   seed: int = 1234
+  # "eeg": the EEG model above. "oracle": the attended talker's own envelope
+  # (z-scored, at the EEG rate, times the subject's pattern) in place of the EEG —
+  # a perfect cue, for diagnosing whether an extractor can use a cue at all. The
+  # audio of every trial is the same under both.
+  cue: str = "eeg"
 
   @property
   def audio_length(self) -> int:
@@ -255,6 +260,10 @@ def make_trial(rng, spec: SyntheticSpec, subject: Subject):
   env_a = envelope_at(attended, spec.sample_rate, spec.eeg_rate, spec.eeg_length)
   env_u = envelope_at(unattended, spec.sample_rate, spec.eeg_rate, spec.eeg_length)
   eeg = eeg_trial(rng, subject, env_a, env_u, spec.eeg_snr_db, spec.eeg_rate)
+  if spec.cue == "oracle":
+    eeg = (subject.pattern[:, None] * env_a[None] * EEG_MICROVOLTS * 1e-6).T.astype(np.float32)
+  elif spec.cue != "eeg":
+    raise ValueError(f"synthetic cue must be 'eeg' or 'oracle', got {spec.cue!r}.")
   return mix, attended, unattended, eeg
 
 
@@ -342,7 +351,7 @@ def main(argv=None):
   p.add_argument("--out", required=True, help="output folder (created atomically)")
   p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
   for field in dataclasses.fields(SyntheticSpec):
-    p.add_argument(f"--{field.name}", type={"int": int, "float": float}[field.type],
+    p.add_argument(f"--{field.name}", type={"int": int, "float": float, "str": str}[field.type],
                    default=None)
   p.add_argument("--overwrite", action="store_true")
   args = p.parse_args(argv)

@@ -1,15 +1,23 @@
 """The EEG encoder of the original ("FlexibleEEGEncoder", from M3ANet), in Flax.
 
-``[batch, C, T_eeg]`` (µV) -> features ``[batch, eeg_dim, T_eeg - 7]`` and the
-envelope head's output ``[batch, T_eeg - 7]``:
+``[batch, C, T_eeg]`` (µV) -> features ``[batch, eeg_dim, T_eeg - kernel + 1]`` and
+the envelope head's output ``[batch, T_eeg - kernel + 1]`` (``kernel`` = 8 as the
+original: ``T_eeg - 7``):
 
   BatchNorm over electrodes
   -> Chebyshev graph convolution (K supports of a learnable adjacency A, C x C,
      xavier-normal init; each support with its own C x C weight over electrodes;
      summed) -> activation
-  -> Conv1d(C -> eeg_dim, kernel 8, valid, no bias) -> LayerNorm over channels
+  -> Conv1d(C -> eeg_dim, ``kernel`` (8), valid, no bias) -> LayerNorm over channels
   -> 1x1 conv -> [conv k3 -> act -> dropout] x 3 -> 1x1 conv
   envelope head: 1x1 conv eeg_dim -> 1
+
+Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
+valid projection, then three 'same' k3 convs); ``receptive_field(kernel)`` is the
+look-ahead kernel + 2 that the streaming mask waits for. Cortical responses to
+the stimulus at time j follow by ~50-250 ms (6-32 samples at 128 Hz): the
+original's kernel 8 sees the first 80 ms of that; ``model.eeg_kernel=32`` covers
+the whole response (a backward model's usual 250 ms of lags).
 
 Activation: Snake (``activation='snake'``, which also replaces the ReLU after the
 graph convolution) or PReLU.
@@ -29,6 +37,16 @@ import jax.numpy as jnp
 from neurocodec_jax.models.layers import activation
 
 HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def receptive_field(kernel: int) -> int:
+  """EEG samples after j that encoder output j depends on (10 for the original's 8)."""
+  return kernel - 1 + 3
+
+
+def output_length(n_eeg: int, kernel: int) -> int:
+  """Encoder output length for ``n_eeg`` input samples."""
+  return n_eeg - kernel + 1
 
 
 def normalized_laplacian(adj: jax.Array) -> jax.Array:
@@ -81,11 +99,13 @@ class Conv1d(nn.Module):
 
 
 class EEGEncoder(nn.Module):
-  """See the module docstring. Returns ``(features [b, eeg_dim, T-7], envelope [b, T-7])``."""
+  """See the module docstring. Returns ``(features [b, eeg_dim, T'], envelope [b, T'])``
+  with ``T' = output_length(T, kernel)``."""
   eeg_dim: int = 64
   cheb_k: int = 3
   act: str = "snake"
   dropout: float = 0.3
+  kernel: int = 8
 
   @nn.compact
   def __call__(self, eeg: jax.Array, *, train: bool):
@@ -93,7 +113,7 @@ class EEGEncoder(nn.Module):
                      name="electrode_norm")(eeg)
     x = ChebGraphConv(self.cheb_k, name="graph_conv")(x)
     x = activation(self.act, axis=1, name="graph_act")(x)
-    x = Conv1d(self.eeg_dim, 8, use_bias=False, name="proj_k8")(x)
+    x = Conv1d(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
     x = jnp.swapaxes(nn.LayerNorm(epsilon=1e-5, name="channel_norm")(jnp.swapaxes(x, 1, 2)), 1, 2)
     x = Conv1d(self.eeg_dim, 1, name="in_1x1")(x)
     for i in range(3):

@@ -4,7 +4,7 @@
 
   z_mix [batch, latent_dim, frames]   (DAC's z of the mixture, channel first)
   eeg   [batch, eeg_channels, T_eeg]  (µV)
-  -> z_pred [batch, latent_dim, frames], env_pred [batch, T_eeg - 7]
+  -> z_pred [batch, latent_dim, frames], env_pred [batch, T_eeg - eeg_kernel + 1]
 
 As the original: the EEG encoder (``eeg_encoder.py``); audio and EEG projections to
 ``hidden_dim``, each scaled by sqrt(hidden_dim) plus sinusoidal positional
@@ -15,12 +15,24 @@ then a linear projection to ``latent_dim`` and, with ``normalize_latents``, L2
 normalization over the latent axis. BatchNorm statistics live in ``batch_stats``;
 dropout uses the ``dropout`` rng.
 
+Separate-then-select (``model.selector="correlation"``, an option; the default
+"none" is the original): the output head predicts TWO latent streams (trained to
+be the two talkers under a permutation-invariant loss, ``lambda_sep``) and a
+frame-rate envelope of each stream (``lambda_sep_env``); the EEG encoder's
+envelope head decodes the attended envelope from the EEG (``lambda_env``). The
+output at frame t mixes the streams by a softmax over their running Pearson
+correlation (frames 0..t) with the decoded envelope, times a learned inverse
+temperature: the backbone learns to separate without any cue, and the EEG only
+has to choose — the classic "separate, then select by the decoded envelope"
+design of auditory attention decoding, made differentiable and causal.
+
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
 :meth:`NeuroCodec.stream`) masks the cross-attention: latent frame i (audio up to
 (i+1) hop / sr seconds) sees EEG feature j only when every EEG sample it depends on
-(j .. j+10: the k8 projection and three k3 convs) has arrived, plus
-``model.stream_lookahead`` EEG samples of look-ahead. A frame with no visible EEG
+(j .. j + ``eeg_encoder.receptive_field(kernel)``) has arrived, plus
+``model.stream_lookahead`` EEG samples of look-ahead; the selector's correlation
+at frame t then uses only frames whose decoded envelope is available. A frame with no visible EEG
 feature gets no attention output.
 """
 
@@ -33,20 +45,48 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neurocodec_jax.models import eeg_encoder
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
 
-EEG_RECEPTIVE_FIELD = 10      # EEG feature j depends on samples j .. j + 10
+SELECTORS = ("none", "correlation")
 
 
 def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
-                lookahead: int = 0) -> np.ndarray:
+                lookahead: int = 0, kernel: int = 8) -> np.ndarray:
   """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
   # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
   # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
   arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
-  return (np.arange(n_eeg)[None, :] + EEG_RECEPTIVE_FIELD) <= arrived[:, None]
+  return (np.arange(n_eeg)[None, :] + eeg_encoder.receptive_field(kernel)) <= arrived[:, None]
+
+
+def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
+                        eeg_rate: int) -> np.ndarray:
+  """``[n_frames, n_env]`` linear interpolation of an EEG-rate envelope at frame centres.
+
+  Envelope sample j describes the stimulus around (j + 0.5) / eeg_rate seconds
+  (``losses.speech_envelope``); frame i covers (i + 0.5) * frame_seconds.
+  """
+  pos = np.clip((np.arange(n_frames) + 0.5) * frame_seconds * eeg_rate - 0.5, 0, n_env - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, n_env - 1)
+  w = np.zeros((n_frames, n_env), np.float32)
+  w[np.arange(n_frames), lo] += 1 - (pos - lo)
+  w[np.arange(n_frames), hi] += pos - lo
+  return w
+
+
+def running_correlation(a: jax.Array, b: jax.Array, eps: float = 1e-4) -> jax.Array:
+  """Pearson correlation over frames 0..t, for every t: ``[b, F, K]`` x2 -> ``[b, F, K]``."""
+  n = jnp.arange(1, a.shape[1] + 1, dtype=a.dtype)[None, :, None]
+  mean = lambda x: jnp.cumsum(x, axis=1) / n
+  ma, mb = mean(a), mean(b)
+  cov = mean(a * b) - ma * mb
+  va = jnp.maximum(mean(a * a) - ma ** 2, 0.0)
+  vb = jnp.maximum(mean(b * b) - mb ** 2, 0.0)
+  return cov / jnp.sqrt((va + eps) * (vb + eps))
 
 
 class CrossAttention(nn.Module):
@@ -140,6 +180,8 @@ class NeuroCodec(nn.Module):
   eeg_rate: int = 128
   lookahead: int = 0
   time_aligned_pe: bool = False
+  eeg_kernel: int = 8
+  selector: str = "none"
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -155,16 +197,24 @@ class NeuroCodec(nn.Module):
         eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
         frame_seconds=float(np.prod(arch.encoder_rates)) / arch.sample_rate,
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
-        time_aligned_pe=m.time_aligned_pe)
+        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector)
 
   def setup(self):
-    self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout)
+    if self.selector not in SELECTORS:
+      raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
+    self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
+                                  kernel=self.eeg_kernel)
     self.audio_in = nn.Dense(self.hidden_dim)
     self.eeg_in = nn.Dense(self.hidden_dim)
     self.drop = nn.Dropout(self.dropout)
     self.blocks = [Block(self.hidden_dim, self.num_heads, self.dropout, self.backbone,
                          self.mamba or {}, self.ff_dim) for _ in range(self.num_layers)]
-    self.out = nn.Dense(self.latent_dim)
+    if self.selector == "correlation":
+      self.out = nn.Dense(2 * self.latent_dim)      # two streams
+      self.stream_env = nn.Dense(2)                  # their envelopes, per frame
+      self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
+    else:
+      self.out = nn.Dense(self.latent_dim)
     self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
 
   def _embed(self, proj, x, train, offset=0, pe=None):
@@ -189,26 +239,55 @@ class NeuroCodec(nn.Module):
     """
     if not self.time_aligned_pe:
       return np.arange(n_eeg, dtype=np.float64)
-    centre = (np.arange(n_eeg) + EEG_RECEPTIVE_FIELD / 2) / self.eeg_rate
+    centre = (np.arange(n_eeg) + eeg_encoder.receptive_field(self.eeg_kernel) / 2) / self.eeg_rate
     return centre / self.frame_seconds
 
   def encode_eeg(self, eeg, *, train: bool):
-    """``(EEG keys/values [b, T_eeg - 7, hidden], envelope [b, T_eeg - 7])``."""
+    """``(EEG keys/values [b, T', hidden], envelope [b, T'])``, T' = T_eeg - eeg_kernel + 1."""
     feats, env = self.eeg_encoder(eeg, train=train)
     pe = sinusoidal_at(self.eeg_positions(feats.shape[-1]), self.hidden_dim)
     return self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), train, pe=pe), env
 
-  def _finish(self, x):
-    z = jnp.swapaxes(self.out(x), 1, 2)                         # [b, latent, F]
+  def _norm(self, z, axis=1):
     if self.normalize_latents:
-      z = z / jnp.maximum(jnp.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+      z = z / jnp.maximum(jnp.linalg.norm(z, axis=axis, keepdims=True), 1e-12)
     return z
+
+  def _finish(self, x):
+    return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
+
+  def _select(self, x, env, streaming: bool):
+    """Separate-then-select (see the module docstring).
+
+    ``x [b, F, hidden]``, ``env [b, T']`` (decoded attended envelope, EEG rate) ->
+    ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
+    [b, F, 2]``, ``weights [b, F, 2]``, ``cue [b, F]``.
+    """
+    b, n_frames, _ = x.shape
+    streams = self.out(x).reshape(b, n_frames, 2, self.latent_dim)
+    streams = self._norm(jnp.transpose(streams, (0, 2, 3, 1)), axis=2)   # [b, 2, D, F]
+    stream_env = self.stream_env(x)                                      # [b, F, 2]
+    interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
+    cue = env @ jnp.asarray(interp).T                                    # [b, F]
+    corr = running_correlation(jnp.broadcast_to(cue[..., None], stream_env.shape), stream_env)
+    if streaming:
+      # Envelope at frame i needs EEG up to its time + the receptive field.
+      lag = int(math.ceil((eeg_encoder.receptive_field(self.eeg_kernel) - self.lookahead)
+                          / self.eeg_rate / self.frame_seconds))
+      lag = max(lag, 0)
+      corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]
+    weights = jax.nn.softmax(self.select_scale * corr, axis=-1)         # [b, F, 2]
+    z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
+    return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
+                               cue=cue)
 
   def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
     return jnp.asarray(stream_mask(n_frames, n_eeg, self.frame_seconds, self.eeg_rate,
-                                   self.lookahead))
+                                   self.lookahead, self.eeg_kernel))
 
-  def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False):
+  def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
+               return_aux: bool = False):
+    """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only)."""
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
     kv, env = self.encode_eeg(eeg, train=train)
@@ -219,12 +298,19 @@ class NeuroCodec(nn.Module):
                               (x.shape[0], x.shape[1], kv.shape[1]))
     for block in self.blocks:
       x = block(x, kv, mask, train=train)
-    return self._finish(x), env
+    if self.selector == "correlation":
+      z, aux = self._select(x, env, streaming)
+    else:
+      z, aux = self._finish(x), {}
+    return (z, env, aux) if return_aux else (z, env)
 
   def stream(self, z_mix, eeg):
     """Frame-by-frame eval run with carried Mamba state; equals ``streaming=True``."""
     if self.backbone != "mamba":
       raise ValueError("stream() needs the mamba backbone (a recurrent state).")
+    if self.selector != "none":
+      raise NotImplementedError("stream() frame by frame is not implemented for "
+                                "model.selector; use apply(..., streaming=True).")
     kv, _ = self.encode_eeg(eeg, train=False)
     b, n_frames = z_mix.shape[0], z_mix.shape[2]
     mask = self.mask(n_frames, kv.shape[1])

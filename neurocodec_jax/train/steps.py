@@ -48,11 +48,20 @@ def uses_gan(config) -> bool:
   return config.lambda_adv > 0 or config.lambda_feat > 0
 
 
+def uses_aux(config) -> bool:
+  """The separate-then-select losses (they need the competing talker)."""
+  return config.lambda_sep > 0 or config.lambda_sep_env > 0
+
+
 def batch_fields(config) -> tuple[str, ...]:
   """The source fields a training batch needs under ``config``'s loss weights."""
   fields = ["noisy_codes", "clean_codes", "eeg"]
-  if uses_waveform(config) or config.lambda_env > 0:
+  if uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0:
     fields.append("clean")
+  if uses_aux(config):
+    fields.append("unattended_codes")
+  if config.lambda_sep_env > 0:
+    fields.append("unattended")
   return tuple(fields)
 
 
@@ -104,6 +113,39 @@ def _envelope_target(config, batch, n_frames):
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
 
 
+def _pit(cost_same, cost_swap):
+  """Permutation-invariant loss: per-example min over the two assignments, mean."""
+  return jnp.mean(jnp.minimum(cost_same, cost_swap))
+
+
+def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
+  """PIT losses of the selector's two streams (latents, envelopes) vs both talkers.
+
+  ``aux["streams"] [b, 2, D, F]``, ``aux["stream_env"] [b, F, 2]``. The envelope
+  term uses the assignment the latent term chose (per example).
+  """
+  z_unatt = codec.codes_to_z(qparams, batch["unattended_codes"])
+  per = lambda p, t: per_example(lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
+  s0, s1 = aux["streams"][:, 0], aux["streams"][:, 1]
+  same = per(s0, z_tgt) + per(s1, z_unatt)
+  swap = per(s0, z_unatt) + per(s1, z_tgt)
+  terms = {}
+  if config.lambda_sep > 0:
+    terms["sep"] = _pit(same, swap) / 2
+  if config.lambda_sep_env > 0:
+    n_frames = aux["stream_env"].shape[1]
+    sr = config.codec.arch.sample_rate
+    frame_rate = sr * n_frames / batch["clean"].shape[-1]          # = sr / hop
+    env = lambda x: losses.speech_envelope(x[:, 0], sr, frame_rate, n_frames)
+    e_att, e_un = env(batch["clean"]), env(batch["unattended"])
+    pear = losses.envelope.pearson
+    e0, e1 = aux["stream_env"][..., 0], aux["stream_env"][..., 1]
+    swapped = jax.lax.stop_gradient(swap < same)
+    terms["sep_env"] = -jnp.mean(jnp.where(swapped, pear(e0, e_un) + pear(e1, e_att),
+                                           pear(e0, e_att) + pear(e1, e_un))) / 2
+  return terms
+
+
 def _finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
@@ -114,7 +156,9 @@ def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict
   """The (unjitted) train step for ``config``; see the module docstring."""
   lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
              mel=config.lambda_mel, adversarial=config.lambda_adv,
-             features=config.lambda_feat)
+             features=config.lambda_feat, sep=config.lambda_sep,
+             sep_env=config.lambda_sep_env)
+  aux_on = uses_aux(config)
   wave_on, gan_on = uses_waveform(config), uses_gan(config)
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
@@ -126,11 +170,11 @@ def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict
 
     def forward(g_params):
       variables = {"params": g_params, "batch_stats": state["g"]["batch_stats"]}
-      (z_pred, env), updates = models.generator.apply(
+      (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
-          mutable=["batch_stats"])
+          mutable=["batch_stats"], return_aux=True)
       wave = models.decode(z_pred) if wave_on else None
-      return (z_pred, env, wave), updates.get("batch_stats", {})
+      return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
     wave = outputs[2]
@@ -152,8 +196,10 @@ def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict
       metrics["d_grad_norm"] = optax.global_norm(d_grads)
 
     def g_loss_fn(outs):
-      z_pred, env, wave = outs
+      z_pred, env, wave, aux = outs
       terms = {"latent": losses.latent_loss(z_pred, z_tgt, config.normalize_latents)}
+      if aux_on:
+        terms.update(separation_losses(config, aux, batch, z_tgt, models.qparams))
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(
             env, _envelope_target(config, batch, env.shape[-1]))

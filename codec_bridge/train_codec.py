@@ -1,0 +1,394 @@
+"""Train the project's own small DAC (the demo codec) with DAC's own objectives.
+
+DAC's release weights cannot be downloaded everywhere (not on our CI machines),
+and a random-weight DAC's quantized latent space is a hash (see
+``neurocodec_jax.latent_structure``), so the demo ships a small DAC trained here::
+
+  python -m codec_bridge.train_codec --out codec_bridge/weights/demo_codec \
+      [--steps 4000 --seed 0 --threads 2]
+
+What it trains: ``dac.DAC`` at the sizes of ``configs.neurocodec.DEMO_CODEC``
+(16 kHz, hop 320) with the installed package's objectives, as DAC's
+``scripts/train.py`` and ``conf/base.yml`` do:
+
+  * ``dac.nn.loss.MelSpectrogramLoss`` (DAC's 7-scale setting), weight 15;
+  * ``dac.nn.loss.GANLoss`` with ``dac.model.discriminator.Discriminator``:
+    generator adversarial loss 1, feature matching 2; the discriminator is updated
+    first on the detached reconstruction, each side with its own gradient clip
+    (discriminator 10, generator 1e3);
+  * the quantizer's commitment (0.25) and codebook (1) losses, quantizer dropout;
+  * ``dac.nn.loss.L1Loss`` on the waveform (DAC computes it with weight 0).
+
+What we changed for a 2-core CPU budget (``CodecSpec`` holds every value, saved
+in the checkpoint and the manifest): a smaller discriminator (``--periods``,
+``--fft_sizes``); a higher learning rate with warm-up (DAC: AdamW 1e-4,
+betas 0.8/0.99, ExponentialLR 0.999996 for ~400k steps; we have a few thousand)
+and the GAN switched on after ``gan_start`` steps of reconstruction-only training;
+an optional SI-SDR term (``dac.nn.loss.SISDRLoss``) to pull the waveform phase in
+early, which DAC leaves to the GAN over GPU-weeks.
+
+Data: speech-like clips drawn fresh from the synthetic talker generator
+(``neurocodec_jax.data.synthetic.talker``) — a new random talker for every clip,
+never the same clip twice — half of them single talkers, half two-talker mixtures
+at a random level difference (the demo's trials), each at a random peak level.
+Clip ``i`` of step ``s`` is a pure function of ``(seed, s, i)``, so runs are
+deterministic by seed and a resumed run sees exactly the clips it would have.
+
+The result is written in DAC's OWN format (``DAC.save(path, package=False)``:
+``{"state_dict", "metadata": {"kwargs"}}``, the format of DAC's release files)
+to ``<out>/weights.pth``, loadable with ``codec_bridge.load_dac(weights=...)``,
+plus ``<out>/train_state.pt`` (resume) and ``<out>/log.jsonl`` (the curve).
+Interrupt at any time; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from codec_bridge import loading
+
+
+@dataclasses.dataclass
+class CodecSpec:
+  """Everything that defines a codec training run (saved with it)."""
+  # DAC architecture (configs.neurocodec.DEMO_CODEC by default).
+  sample_rate: int = 16000
+  encoder_dim: int = 8
+  encoder_rates: tuple = (2, 4, 5, 8)
+  latent_dim: int = 64
+  decoder_dim: int = 64
+  decoder_rates: tuple = (8, 5, 4, 2)
+  n_codebooks: int = 4
+  codebook_size: int = 256
+  codebook_dim: int = 8
+  quantizer_dropout: float = 0.5
+  # Discriminator (DAC: periods 2,3,5,7,11; fft 2048,1024,512).
+  periods: tuple = (2, 3, 5, 7, 11)
+  fft_sizes: tuple = (512, 256, 128)
+  # Optimisation.
+  steps: int = 4000
+  batch_size: int = 8
+  clip_seconds: float = 0.4          # DAC trains on 0.38 s excerpts
+  lr: float = 1e-3
+  d_lr: float = 1e-4
+  warmup: int = 100
+  lr_decay: float = 0.9995           # per step after warm-up (DAC: 0.999996)
+  gan_start: int = 1000              # steps of reconstruction-only training first
+  # Loss weights (DAC's conf/base.yml, plus the extras named in the docstring).
+  lambda_mel: float = 15.0
+  lambda_gen: float = 1.0
+  lambda_feat: float = 2.0
+  lambda_commit: float = 0.25
+  lambda_codebook: float = 1.0
+  lambda_waveform: float = 0.0
+  lambda_sisdr: float = 0.0
+  # Data.
+  mixture_fraction: float = 0.5
+  level_db: float = 3.0
+  seed: int = 0
+
+  @property
+  def arch(self) -> dict:
+    return {k: getattr(self, k) for k in loading.ARCH_KEYS}
+
+  @property
+  def clip_length(self) -> int:
+    hop = int(np.prod(self.encoder_rates))
+    return int(self.clip_seconds * self.sample_rate) // hop * hop
+
+
+# ------------------------------------------------------------------- data ----
+
+def clip(spec: CodecSpec, step: int, index: int) -> np.ndarray:
+  """Clip ``index`` of ``step``: ``[clip_length]`` float32, a pure function of its ids."""
+  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng([spec.seed, step, index])
+  n, sr = spec.clip_length, spec.sample_rate
+  x = synthetic.talker(rng, n, sr)
+  if rng.random() < spec.mixture_fraction:
+    gain = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20)
+    x = x + gain * synthetic.talker(rng, n, sr)
+  # Random peak level: single talkers inside a mixture sit well below its peak.
+  x = x / (np.abs(x).max() + 1e-8) * rng.uniform(0.15, 0.95)
+  return x.astype(np.float32)
+
+
+def batch(spec: CodecSpec, step: int) -> torch.Tensor:
+  """``[batch, 1, clip_length]``."""
+  return torch.from_numpy(np.stack([clip(spec, step, i) for i in range(spec.batch_size)])[:, None])
+
+
+def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"):
+  """Held-out clips (a seed stream disjoint from training's): ``[n, T]``.
+
+  ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
+  ``(mixture, a, b)`` as the demo's trials (sources at their level in the mixture).
+  """
+  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  sr = spec.sample_rate
+  hop = int(np.prod(spec.encoder_rates))
+  length = int(seconds * sr) // hop * hop
+  out = []
+  for i in range(n):
+    rng = np.random.default_rng([spec.seed, 10 ** 9, i])    # never a training id
+    a = synthetic.talker(rng, length, sr)
+    b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * synthetic.talker(rng, length, sr)
+    if kind == "single":
+      out.append(a / np.abs(a).max() * 0.9)
+      continue
+    peak = np.abs(a + b).max() / 0.9
+    out.append(((a + b) / peak, a / peak, b / peak) if kind == "parts" else (a + b) / peak)
+  if kind == "parts":
+    return tuple(np.stack(x).astype(np.float32) for x in zip(*out))
+  return np.stack(out).astype(np.float32)
+
+
+# ----------------------------------------------------------------- models ----
+
+def build(spec: CodecSpec):
+  """``(generator, discriminator)`` with seeded initial weights."""
+  import dac  # pylint: disable=g-import-not-at-top
+  from dac.model.discriminator import Discriminator  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(spec.seed)
+  arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
+  gen = dac.DAC(**arch, quantizer_dropout=spec.quantizer_dropout)
+  disc = Discriminator(rates=[], periods=list(spec.periods), fft_sizes=list(spec.fft_sizes),
+                       sample_rate=spec.sample_rate)
+  return gen, disc
+
+
+class Objectives:
+  """DAC's loss modules from the installed package (``dac.nn.loss``)."""
+
+  def __init__(self, spec: CodecSpec, disc):
+    from dac.nn import loss  # pylint: disable=g-import-not-at-top
+    self.spec = spec
+    self.mel = loss.MelSpectrogramLoss(
+        n_mels=[5, 10, 20, 40, 80, 160, 320], window_lengths=[32, 64, 128, 256, 512, 1024, 2048],
+        mag_weight=0.0, log_weight=1.0, pow=1.0, clamp_eps=1e-5,
+        mel_fmin=[0.0] * 7, mel_fmax=[None] * 7)
+    self.waveform = loss.L1Loss()
+    self.sisdr = loss.SISDRLoss()
+    self.gan = loss.GANLoss(disc)
+
+
+def _signal(x, sr):
+  from audiotools import AudioSignal  # pylint: disable=g-import-not-at-top
+  return AudioSignal(x, sr)
+
+
+def _fit(y: torch.Tensor, length: int) -> torch.Tensor:
+  """DAC's 16/24 kHz decoders return a few samples fewer than the input: zero-pad."""
+  return torch.nn.functional.pad(y, (0, length - y.shape[-1])) if y.shape[-1] < length else y
+
+
+def learning_rate(spec: CodecSpec, base: float, step: int) -> float:
+  if step < spec.warmup:
+    return base * (step + 1) / spec.warmup
+  return base * spec.lr_decay ** (step - spec.warmup)
+
+
+def train_step(spec, gen, disc, obj, opt_g, opt_d, audio, step) -> dict:
+  """One DAC training step (discriminator first, then generator); returns floats."""
+  sr = spec.sample_rate
+  gan_on = step >= spec.gan_start and (spec.lambda_gen > 0 or spec.lambda_feat > 0)
+  for group in opt_g.param_groups:
+    group["lr"] = learning_rate(spec, spec.lr, step)
+  for group in opt_d.param_groups:
+    group["lr"] = learning_rate(spec, spec.d_lr, max(step - spec.gan_start, 0))
+  gen.train()
+  out = gen(audio, sr)
+  recons, signal = _signal(_fit(out["audio"], audio.shape[-1]), sr), _signal(audio, sr)
+  logs = {}
+  if gan_on:
+    disc.train()
+    d_loss = obj.gan.discriminator_loss(recons, signal)
+    opt_d.zero_grad()
+    d_loss.backward()
+    logs["d_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(disc.parameters(), 10.0))
+    opt_d.step()
+    logs["d_loss"] = float(d_loss)
+  terms = {"mel": obj.mel(recons, signal),
+           "commit": out["vq/commitment_loss"], "codebook": out["vq/codebook_loss"]}
+  if spec.lambda_waveform > 0:
+    terms["waveform"] = obj.waveform(recons, signal)
+  if spec.lambda_sisdr > 0:
+    terms["sisdr"] = obj.sisdr(signal, recons)
+  if gan_on:
+    terms["gen"], terms["feat"] = obj.gan.generator_loss(recons, signal)
+  total = sum(getattr(spec, f"lambda_{k}") * v for k, v in terms.items())
+  opt_g.zero_grad()
+  total.backward()
+  logs["g_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(gen.parameters(), 1e3))
+  opt_g.step()
+  logs.update({k: float(v) for k, v in terms.items()}, loss=float(total),
+              lr=opt_g.param_groups[0]["lr"])
+  return logs
+
+
+# ------------------------------------------------------------- evaluation ----
+
+@torch.no_grad()
+def reconstruct(gen, audio: np.ndarray, n_quantizers: int | None = None) -> np.ndarray:
+  """``[n, T]`` -> ``[n, T]`` through encode, quantize, decode (eval mode)."""
+  gen.eval()
+  x = torch.from_numpy(audio)[:, None]
+  y = gen(x, gen.sample_rate, n_quantizers=n_quantizers)["audio"][:, 0]
+  out = np.zeros_like(audio)
+  m = min(out.shape[1], y.shape[1])
+  out[:, :m] = y[:, :m].numpy()
+  return out
+
+
+def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+  """Per-row SI-SDR (dB), no alignment: ``[n, T]`` -> ``[n]``."""
+  ref = ref - ref.mean(1, keepdims=True)
+  est = est - est.mean(1, keepdims=True)
+  alpha = (est * ref).sum(1, keepdims=True) / ((ref ** 2).sum(1, keepdims=True) + 1e-12)
+  target = alpha * ref
+  return 10 * np.log10(((target ** 2).sum(1) + 1e-12) / (((est - target) ** 2).sum(1) + 1e-12))
+
+
+def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
+  """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures)."""
+  if obj is None:
+    obj = Objectives.__new__(Objectives)
+    from dac.nn import loss  # pylint: disable=g-import-not-at-top
+    obj.mel = loss.MelSpectrogramLoss(
+        n_mels=[5, 10, 20, 40, 80, 160, 320], window_lengths=[32, 64, 128, 256, 512, 1024, 2048],
+        mag_weight=0.0, log_weight=1.0, pow=1.0, clamp_eps=1e-5,
+        mel_fmin=[0.0] * 7, mel_fmax=[None] * 7)
+  res = {}
+  for kind in ("single", "mixture"):
+    x = heldout(spec, n, kind=kind)
+    y = reconstruct(gen, x)
+    res[f"{kind}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
+    with torch.no_grad():
+      res[f"{kind}_mel"] = float(obj.mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
+                                         _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
+    if stoi:
+      from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top
+      res[f"{kind}_stoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
+      res[f"{kind}_estoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate, extended=True)
+                                            for a, b in zip(x, y)]))
+  return res
+
+
+# --------------------------------------------------------------- the run ----
+
+def _atomic_torch_save(obj, path: str) -> None:
+  tmp = path + ".tmp"
+  torch.save(obj, tmp)
+  os.replace(tmp, path)
+
+
+def save_weights(gen, path: str, spec: CodecSpec, step: int) -> None:
+  """DAC's own format (``DAC.save(package=False)``), written atomically."""
+  tmp = path + ".tmp"
+  gen.save(tmp, metadata={"neurocodec": dict(trained_by="codec_bridge.train_codec",
+                                             step=step, spec=dataclasses.asdict(spec))},
+           package=False)
+  os.replace(tmp, path)
+
+
+def train(spec: CodecSpec, out: str, *, threads: int | None = None,
+          checkpoint_every: int = 250, eval_every: int = 1000,
+          stop_after: int | None = None) -> dict:
+  """Trains (or resumes) a codec in ``out``; returns the final quality dict."""
+  if threads:
+    torch.set_num_threads(threads)
+  os.makedirs(out, exist_ok=True)
+  state_path = os.path.join(out, "train_state.pt")
+  gen, disc = build(spec)
+  obj = Objectives(spec, disc)
+  opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
+  opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))
+  start, seconds = 0, 0.0
+  if os.path.exists(state_path):
+    st = torch.load(state_path, map_location="cpu", weights_only=False)
+    # ``steps`` may change (extend or cut a run: nothing else depends on it).
+    diff = {k: (st["spec"].get(k), v) for k, v in dataclasses.asdict(spec).items()
+            if st["spec"].get(k) != v and k != "steps"}
+    if diff:
+      raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
+                       f"Use another --out or delete the folder.")
+    gen.load_state_dict(st["gen"])
+    disc.load_state_dict(st["disc"])
+    opt_g.load_state_dict(st["opt_g"])
+    opt_d.load_state_dict(st["opt_d"])
+    torch.set_rng_state(st["torch_rng"])
+    start, seconds = st["step"], st["seconds"]
+    logging.info("Resumed %s at step %d.", out, start)
+  else:
+    with open(os.path.join(out, "spec.json"), "w") as f:
+      json.dump(dataclasses.asdict(spec), f, indent=2)
+  n_params = sum(p.numel() for p in gen.parameters())
+  logging.info("DAC %s: %.2fM parameters; discriminator %.2fM.", spec.arch, n_params / 1e6,
+               sum(p.numel() for p in disc.parameters()) / 1e6)
+  log_path = os.path.join(out, "log.jsonl")
+  if start == 0 and os.path.exists(log_path):
+    os.remove(log_path)
+  bar = tqdm(total=spec.steps, initial=start, desc="codec", unit="step", dynamic_ncols=True)
+  t0 = time.perf_counter() - seconds
+  with open(log_path, "a") as log:
+    for step in range(start, spec.steps):
+      logs = train_step(spec, gen, disc, obj, opt_g, opt_d, batch(spec, step), step)
+      done = step + 1
+      bar.set_postfix(mel=f"{logs['mel']:.3f}", refresh=False)
+      bar.update(1)
+      row = dict(step=done, seconds=round(time.perf_counter() - t0, 1), **logs)
+      if done % eval_every == 0 or done == spec.steps:
+        row.update(quality(spec, gen, obj, n=8, stoi=True))
+        tqdm.write(json.dumps({k: round(v, 3) for k, v in row.items()}))
+      log.write(json.dumps(row) + "\n")
+      if done % checkpoint_every == 0 or done == spec.steps:
+        log.flush()
+        _atomic_torch_save(dict(step=done, seconds=time.perf_counter() - t0,
+                                spec=dataclasses.asdict(spec), gen=gen.state_dict(),
+                                disc=disc.state_dict(), opt_g=opt_g.state_dict(),
+                                opt_d=opt_d.state_dict(), torch_rng=torch.get_rng_state()),
+                           state_path)
+        save_weights(gen, os.path.join(out, "weights.pth"), spec, done)
+      if stop_after is not None and done >= stop_after:
+        break
+  bar.close()
+  return dict(step=done, seconds=time.perf_counter() - t0)
+
+
+def _parse(argv) -> tuple[CodecSpec, argparse.Namespace]:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--out", required=True)
+  p.add_argument("--threads", type=int, default=None)
+  p.add_argument("--checkpoint_every", type=int, default=250)
+  p.add_argument("--eval_every", type=int, default=1000)
+  for f in dataclasses.fields(CodecSpec):
+    if isinstance(f.default, tuple):
+      p.add_argument(f"--{f.name}", type=type(f.default[0]), nargs="+", default=list(f.default))
+    else:
+      p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+  args = p.parse_args(argv)
+  kw = {f.name: (tuple(getattr(args, f.name)) if isinstance(f.default, tuple)
+                 else getattr(args, f.name)) for f in dataclasses.fields(CodecSpec)}
+  return CodecSpec(**kw), args
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  spec, args = _parse(argv)
+  train(spec, args.out, threads=args.threads, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,185 @@
+"""The EEG-dependence experiment log: one rung x one variant per command, one table row.
+
+  python scripts/eeg_ladder.py --rung oracle --variant original --split val
+  python scripts/eeg_ladder.py --rung eeg15 --variant select --split test --codec trained
+
+A rung fixes the data (the synthetic AAD generator's settings; the audio of every
+trial is identical across rungs, only the cue differs):
+
+  oracle   the attended talker's own envelope in place of the EEG (a perfect cue)
+  eeg10    synthetic EEG at +10 dB
+  eeg15    the demo's synthetic EEG at -15 dB
+
+A variant fixes the model/training config overrides (``VARIANTS``; add
+``--set key=value`` for more). Each run trains in ``runs/ladder/<name>`` (resumes
+when re-run), evaluates on ``--split`` with the true cue, the noise cue and
+shuffled EEG, and appends one JSON line per ablation to
+``experiments/eeg_ladder.jsonl`` (committed); ``--table`` prints the markdown table of
+every row so far. Choose with ``--split val``; report with ``--split test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import neurocodec  # pylint: disable=wrong-import-position
+
+RESULTS = os.path.join("experiments", "eeg_ladder.jsonl")
+
+RUNGS = {
+    "oracle": dict(cue="oracle"),
+    "eeg10": dict(eeg_snr_db=10.0),
+    "eeg15": dict(eeg_snr_db=-15.0),
+}
+
+LATENT_ONLY = {"lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0}
+VARIANTS = {
+    # The original architecture, latent objective only.
+    "original": dict(LATENT_ONLY),
+    # + the envelope head trained (EEG -> attended envelope), wide EEG kernel.
+    "env_k32": dict(LATENT_ONLY, lambda_env=1.0, **{"model.eeg_kernel": 32}),
+    # Separate-then-select: PIT streams + stream envelopes + decoded-envelope selection.
+    "select": dict(LATENT_ONLY, lambda_env=1.0, lambda_sep=1.0, lambda_sep_env=1.0,
+                   **{"model.selector": "correlation", "model.eeg_kernel": 32}),
+}
+
+
+def _parse_value(text: str):
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _set(config, key: str, value):
+  node = config
+  *parents, leaf = key.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def build_config(args):
+  config = neurocodec.get_config("demo")
+  synth = dict(RUNGS[args.rung], n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
+  root = os.path.join(args.data_root, "_".join(
+      [args.rung] + [f"{k}{v}" for k, v in sorted(synth.items()) if k not in RUNGS[args.rung]]))
+  config.root = root
+  for k, v in synth.items():
+    if k in config.synthetic:
+      config.synthetic[k] = v
+  overrides = dict(VARIANTS[args.variant])
+  for item in args.set or []:
+    k, v = item.split("=", 1)
+    overrides[k] = _parse_value(v)
+  for k, v in overrides.items():
+    _set(config, k, v)
+  if args.codec == "random":
+    config.codec.random = True
+  else:
+    config.codec.random = False
+    if args.codec_weights:
+      config.codec.weights = os.path.abspath(args.codec_weights)
+  codec_tag = args.codec + ("_" + os.path.basename(args.codec_weights).split(".")[0]
+                            if args.codec_weights else "")
+  config.codec.cache_dir = os.path.join(root, f"codes_{codec_tag}")
+  config.train.max_steps = args.steps
+  config.train.eval_every = args.steps
+  config.train.checkpoint_every = args.steps
+  config.train.log_every = 50
+  return config, synth, overrides
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--rung", choices=sorted(RUNGS))
+  p.add_argument("--variant", choices=sorted(VARIANTS))
+  p.add_argument("--set", action="append", help="extra config override key=value")
+  p.add_argument("--codec", choices=("random", "trained"), default="trained")
+  p.add_argument("--codec_weights", default=None,
+                 help="trained codec file (default: the demo preset's shipped codec)")
+  p.add_argument("--split", default="val")
+  p.add_argument("--steps", type=int, default=2000)
+  p.add_argument("--n_train", type=int, default=2048)
+  p.add_argument("--n_val", type=int, default=128)
+  p.add_argument("--n_test", type=int, default=256)
+  p.add_argument("--data_root", default="data/ladder")
+  p.add_argument("--name", default=None, help="run name (default: rung_variant_codec)")
+  p.add_argument("--table", action="store_true", help="print the results table and exit")
+  args = p.parse_args(argv)
+  if args.table:
+    print(table())
+    return 0
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  config, synth, overrides = build_config(args)
+  name = args.name or f"{args.rung}_{args.variant}_{args.codec}"
+  if args.set:
+    name += "_" + "_".join(x.replace("model.", "").replace("=", "") for x in args.set)
+  workdir = os.path.join("runs", "ladder", name)
+  if not os.path.isdir(config.root):
+    spec = synthetic.spec_from_config(config)
+    spec.cue = synth.get("cue", "eeg")
+    synthetic.generate(config.root, spec)
+  t0 = time.time()
+  train_and_evaluate(config, workdir)
+  train_seconds = time.time() - t0
+  os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+  for ablation in evaluation.ABLATIONS:
+    r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
+                            which="latest", perceptual=False)
+    m = r["metrics"]
+    row = dict(name=name, rung=args.rung, variant=args.variant, codec=args.codec,
+               codec_weights=args.codec_weights,
+               split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
+               train_seconds=round(train_seconds), overrides=overrides,
+               command="python scripts/eeg_ladder.py " + " ".join(argv or sys.argv[1:]),
+               **{k: m[k] for k in ("id_latent", "id_si_sdr", "cos_attended", "cos_unattended",
+                                    "si_sdr", "si_sdr_unattended", "id_latent_mixture",
+                                    "latent_loss") if k in m})
+    with open(RESULTS, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+  print(table())
+  return 0
+
+
+def table(path: str = RESULTS) -> str:
+  """Markdown: one row per run and split, the three cues side by side."""
+  if not os.path.exists(path):
+    return "(no results yet)"
+  rows = [json.loads(line) for line in open(path)]
+  runs = {}
+  for r in rows:
+    runs.setdefault((r["name"], r["split"], r["steps"]), {})[r["ablation"]] = r
+  out = ["| run | codec | split | steps | id latent (EEG / noise / shuffled) | id SI-SDR (EEG / noise / shuffled) "
+         "| cos att - unatt | SI-SDR att / unatt dB | copy baseline |",
+         "|---|---|---|---|---|---|---|---|---|"]
+  pct = lambda x: f"{100 * x:.1f}%"
+  for (name, split, steps), by in runs.items():
+    n, z, s = by.get("none"), by.get("noise_cue"), by.get("shuffle_eeg")
+    if not (n and z and s):
+      continue
+    out.append(
+        f"| {name} | {n['codec']} | {split} (n={n['n']}) | {steps} "
+        f"| {pct(n['id_latent'])} / {pct(z['id_latent'])} / {pct(s['id_latent'])} "
+        f"| {pct(n['id_si_sdr'])} / {pct(z['id_si_sdr'])} / {pct(s['id_si_sdr'])} "
+        f"| {n['cos_attended'] - n['cos_unattended']:+.3f} "
+        f"| {n['si_sdr']:.1f} / {n['si_sdr_unattended']:.1f} "
+        f"| {pct(n['id_latent_mixture'])} |")
+  return "\n".join(out)
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,105 @@
+"""The demo-codec trainer (tiny sizes) and the shipped demo codec."""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import codec_bridge
+from codec_bridge import train_codec
+
+TINY = dict(encoder_dim=4, latent_dim=16, decoder_dim=16, n_codebooks=2, codebook_size=16,
+            codebook_dim=4, batch_size=2, clip_seconds=0.1, periods=(2,), fft_sizes=(128,),
+            steps=4, gan_start=2, warmup=2, lambda_sisdr=1.0)
+
+
+def _state(out):
+  return torch.load(os.path.join(out, "train_state.pt"), weights_only=False)
+
+
+def test_clips_are_pure_functions_of_their_ids_and_never_repeat():
+  spec = train_codec.CodecSpec(**TINY)
+  a, b = train_codec.clip(spec, 3, 1), train_codec.clip(spec, 3, 1)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == (spec.clip_length,) and np.abs(a).max() <= 0.95 + 1e-6
+  clips = [train_codec.clip(spec, s, i) for s in range(3) for i in range(2)]
+  assert len({c.tobytes() for c in clips}) == len(clips)
+  held = train_codec.heldout(spec, 2, seconds=0.1)
+  assert not any(np.allclose(h[:spec.clip_length], c) for h in held for c in clips)
+
+
+def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
+  """Killed after step 2 (GAN on from step 2) and resumed == uninterrupted, bitwise."""
+  torch.set_num_threads(1)
+  spec = train_codec.CodecSpec(**TINY)
+  whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+  train_codec.train(spec, whole, checkpoint_every=2, eval_every=100)
+  train_codec.train(spec, parts, checkpoint_every=2, eval_every=100, stop_after=2)
+  assert _state(parts)["step"] == 2
+  train_codec.train(spec, parts, checkpoint_every=2, eval_every=100)
+  a, b = _state(whole), _state(parts)
+  assert a["step"] == b["step"] == 4
+  for key in ("gen", "disc"):
+    for name, value in a[key].items():
+      torch.testing.assert_close(value, b[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
+  rows = [json.loads(line) for line in open(os.path.join(parts, "log.jsonl"))]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]                 # no repeated rows
+  assert "d_loss" in rows[-1] and "gen" in rows[-1] and "d_loss" not in rows[0]
+  # DAC's own format, through the real-weights path.
+  dac_model = codec_bridge.load_dac("16khz", weights=os.path.join(parts, "weights.pth"),
+                                    device="cpu")
+  assert dac_model.neurocodec_identity["random"] is False
+  assert dac_model.latent_dim == 16 and dac_model.n_codebooks == 2
+  with pytest.raises(ValueError, match="another spec"):
+    train_codec.train(dataclasses.replace(spec, lr=0.5), parts)
+
+
+# ---------------------------------------------------------- shipped codec ----
+
+MANIFEST = os.path.join(os.path.dirname(codec_bridge.__file__), "weights", "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+  if not os.path.exists(MANIFEST):
+    pytest.fail(f"{MANIFEST} missing: the demo codec must ship with the repository.")
+  manifest = json.load(open(MANIFEST))
+  path = os.path.join(os.path.dirname(MANIFEST), manifest["file"])
+  return manifest, path
+
+
+def test_shipped_codec_matches_its_manifest_and_loads_as_real_weights(shipped):
+  manifest, path = shipped
+  assert hashlib.sha256(open(path, "rb").read()).hexdigest() == manifest["sha256"]
+  assert os.path.getsize(path) < 8e6
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  assert not config.codec.random and os.path.samefile(config.codec.weights, path)
+  dac_model = codec_bridge.load_dac_from_config(config.codec)
+  assert dac_model.neurocodec_identity["random"] is False
+
+
+def test_shipped_codec_reconstructs_fresh_speech(shipped):
+  """Quality floors on clips the codec never saw (floors: measured values minus margin)."""
+  manifest, path = shipped
+  dac_model = codec_bridge.load_dac("16khz", weights=path, device="cpu")
+  spec = train_codec.CodecSpec(**manifest["spec"])
+  spec = dataclasses.replace(spec, seed=spec.seed + 7)       # other held-out clips
+  q = train_codec.quality(spec, dac_model, n=4, stoi=True)
+  floors = manifest["test_floors"]
+  for key, floor in floors.items():
+    assert q[key] >= floor, (key, q[key], floor)
+
+
+def test_shipped_codec_quantized_space_is_additive(shipped):
+  manifest, path = shipped
+  from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top
+  dac_model = codec_bridge.load_dac("16khz", weights=path, device="cpu")
+  spec = train_codec.CodecSpec(**manifest["spec"])
+  mix, a, b = train_codec.heldout(dataclasses.replace(spec, seed=spec.seed + 7), 8, kind="parts")
+  res = latent_structure.measure_arrays(dac_model, mix, a, b)
+  assert res["quantized"]["additivity"] >= manifest["test_floors_latent"]["additivity"]
