@@ -336,10 +336,15 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   logging.info("DAC %s: %.2fM parameters; discriminator %.2fM.", spec.arch, n_params / 1e6,
                sum(p.numel() for p in disc.parameters()) / 1e6)
   log_path = os.path.join(out, "log.jsonl")
-  if start == 0 and os.path.exists(log_path):
-    os.remove(log_path)
+  if os.path.exists(log_path):
+    # Rows logged after the checkpoint we resume from are repeated by this run.
+    keep = [line for line in open(log_path) if json.loads(line)["step"] <= start]
+    with open(log_path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(log_path + ".tmp", log_path)
   bar = tqdm(total=spec.steps, initial=start, desc="codec", unit="step", dynamic_ncols=True)
   t0 = time.perf_counter() - seconds
+  done = start
   with open(log_path, "a") as log:
     for step in range(start, spec.steps):
       logs = train_step(spec, gen, disc, obj, opt_g, opt_d, batch(spec, step), step)

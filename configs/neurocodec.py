@@ -149,6 +149,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       plateau_factor=0.5,
       plateau_patience=5,
       warmup_steps=0,
+      waveform_start=0,            # curriculum: waveform terms (mel, GAN) from this step
       max_steps=-1,                # -1: epochs * steps_per_epoch
       log_every=10,
       checkpoint_every=200,

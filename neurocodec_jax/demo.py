@@ -1,4 +1,4 @@
-"""`make demo`: the main job on the embedded default (synthetic data, small random codec).
+"""`make demo`: the main job on the embedded default (synthetic data, the trained demo codec).
 
 1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
@@ -36,6 +36,21 @@ def prepare_data(config) -> str:
   return config.root
 
 
+def describe_codec(config) -> str:
+  """Which codec the run uses, for the log (the trained demo codec, or random weights)."""
+  if config.codec.random:
+    return "RANDOM-weight DAC (not a real codec: waveforms are not speech)"
+  path = config.codec.weights
+  manifest = os.path.join(os.path.dirname(path or ""), "manifest.json")
+  if path and os.path.exists(manifest):
+    import json  # pylint: disable=g-import-not-at-top
+    m = json.load(open(manifest))
+    return (f"the project's trained demo DAC {path} (sha256 {m['sha256'][:12]}..., "
+            f"{m['steps']} steps; held-out STOI {m['quality']['mixture_stoi']:.2f}, "
+            f"SI-SDR {m['quality']['mixture_si_sdr']:.1f} dB; see {manifest})")
+  return f"DAC weights {path or '(DAC cache)'}"
+
+
 def verdict(metrics: dict[str, dict]) -> str:
   """One line from the measured identification rates (``{ablation: metrics}``).
 
@@ -62,8 +77,8 @@ def main(argv=None) -> int:
   start = time.time()
   config = neurocodec.get_config("demo")
   prepare_data(config)
-  print(f"[demo] training the demo preset in {WORKDIR} (random-weight codec: a demo, "
-        f"not a real model)")
+  print(f"[demo] codec: {describe_codec(config)}")
+  print(f"[demo] training the demo preset in {WORKDIR}")
   train_and_evaluate(config, WORKDIR)
   results = {}
   for ablation in evaluation.ABLATIONS:
@@ -74,6 +89,9 @@ def main(argv=None) -> int:
   for ablation in ("noise_cue", "shuffle_eeg"):
     print(evaluation.compare(os.path.join(results["none"]["out_dir"], "metrics.json"),
                              os.path.join(results[ablation]["out_dir"], "metrics.json")))
+  metrics = {a: r["metrics"] for a, r in results.items()}
+  metrics["n"] = results["none"]["n"]
+  print(f"\n[demo] {verdict(metrics)}")
   print(f"\n[demo] done in {time.time() - start:.0f} s. Outputs:\n"
         f"  data:        {config.root}\n"
         f"  run:         {WORKDIR}/ (config.json, metrics.jsonl, checkpoints/, best/)\n"

@@ -179,9 +179,17 @@ def programs(config):
     mesh = make_mesh()
     check_multi_device(config, mesh)
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    train_step = jax.jit(steps.make_train_step(config, models), donate_argnums=0,
-                         in_shardings=(replicated, batched),
-                         out_shardings=(replicated, replicated))
+    jit = lambda fn: jax.jit(fn, donate_argnums=0, in_shardings=(replicated, batched),
+                             out_shardings=(replicated, replicated))
+    full_step = jit(steps.make_train_step(config, models))
+    if config.train.waveform_start > 0 and steps.uses_waveform(config):
+      # Curriculum: latent-space terms first, waveform terms from waveform_start.
+      latent_step = jit(steps.make_train_step(config, models, waveform=False))
+      start = config.train.waveform_start
+      train_step = lambda state, batch, step: (full_step if step >= start
+                                               else latent_step)(state, batch)
+    else:
+      train_step = lambda state, batch, step: full_step(state, batch)
     _PROGRAMS.clear()                    # keep one set alive (they hold the codec)
     _PROGRAMS[key] = (dac_model, models, mesh, train_step,
                       make_validate(config, models, mesh))
@@ -245,7 +253,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
   try:
     for step in range(start, total):
       batch = shard_batch(next(data_iter), batched)
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, step)
       metrics = jax.device_get(metrics)
       if not metrics.pop("finite"):
         last = ckpt.latest_step()

@@ -152,14 +152,20 @@ def _finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict, dict]]:
-  """The (unjitted) train step for ``config``; see the module docstring."""
+def make_train_step(config, models: Models, *, waveform: bool = True
+                    ) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """The (unjitted) train step for ``config``; see the module docstring.
+
+  ``waveform=False`` leaves the waveform terms (mel, adversarial, features) and the
+  discriminator update out while keeping the state's structure: the first
+  ``train.waveform_start`` steps of a curriculum.
+  """
   lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
              mel=config.lambda_mel, adversarial=config.lambda_adv,
              features=config.lambda_feat, sep=config.lambda_sep,
              sep_env=config.lambda_sep_env)
   aux_on = uses_aux(config)
-  wave_on, gan_on = uses_waveform(config), uses_gan(config)
+  wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
   disc = models.discriminator
@@ -203,7 +209,7 @@ def make_train_step(config, models: Models) -> Callable[[dict, dict], tuple[dict
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(
             env, _envelope_target(config, batch, env.shape[-1]))
-      if lam["mel"] > 0:
+      if lam["mel"] > 0 and wave_on:
         terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
       if gan_on:
         fake_maps = disc.apply({"params": d_state["params"]}, wave)

@@ -1,0 +1,103 @@
+"""Ship a codec trained by ``train_codec``: the weights file plus a measured manifest.
+
+  python -m codec_bridge.ship_codec --run runs/codec/demo \
+      --dest codec_bridge/weights --name demo_codec_16khz.pth [--n 32]
+
+Copies ``<run>/weights.pth`` (DAC's own format) to ``<dest>/<name>`` and writes
+``<dest>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
+weights), steps and wall time, the file's SHA-256, and its quality on fresh
+held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
+distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
+``latent_structure``'s additivity, id_copy and id_gate in the continuous and the
+quantized latent space. ``test_floors`` (the measured values minus a margin) are
+what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import torch
+
+from codec_bridge import loading, train_codec
+
+# Margins below the measured values for the test floors (4 held-out clips in the
+# test vs ``--n`` here: small samples scatter).
+STOI_MARGIN, SI_SDR_MARGIN_DB, ADDITIVITY_MARGIN = 0.05, 2.0, 0.05
+
+
+def ship(run: str, dest: str, name: str, n: int = 32) -> dict:
+  torch.set_num_threads(max(torch.get_num_threads(), 1))
+  src = os.path.join(run, "weights.pth")
+  spec_path = os.path.join(run, "spec.json")
+  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in json.load(open(spec_path)).items()})
+  rows = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
+  os.makedirs(dest, exist_ok=True)
+  out = os.path.join(dest, name)
+  shutil.copyfile(src, out + ".tmp")
+  os.replace(out + ".tmp", out)
+  t0 = time.perf_counter()
+  dac_model = loading.load_dac("16khz", weights=out, device="cpu")
+  load_seconds = time.perf_counter() - t0
+  quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
+  from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top
+  mix, a, b = train_codec.heldout(spec, n, kind="parts")
+  latent = latent_structure.measure_arrays(dac_model, mix, a, b)
+  manifest = dict(
+      file=name,
+      sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
+      bytes=os.path.getsize(out),
+      format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)",
+      command=("python -m codec_bridge.train_codec --out " + run + " " + " ".join(
+          f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+          for k, v in json.load(open(spec_path)).items()
+          if v != getattr(train_codec.CodecSpec, k, None))),
+      spec=json.load(open(spec_path)),
+      steps=rows[-1]["step"], train_seconds=rows[-1]["seconds"],
+      machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
+      parameters=sum(p.numel() for p in dac_model.parameters()),
+      load_seconds=round(load_seconds, 3),
+      heldout_clips=n,
+      quality={k: round(v, 4) for k, v in quality.items()},
+      latent_structure={s: {k: round(v, 4) for k, v in d.items()} for s, d in latent.items()},
+      curve=[{k: r[k] for k in r if k in ("step", "seconds", "mel", "sisdr", "single_si_sdr",
+                                          "mixture_si_sdr", "single_stoi", "mixture_stoi",
+                                          "single_estoi", "mixture_estoi")}
+             for r in rows if "single_si_sdr" in r],
+      test_floors=dict(
+          single_stoi=round(quality["single_stoi"] - STOI_MARGIN, 3),
+          mixture_stoi=round(quality["mixture_stoi"] - STOI_MARGIN, 3),
+          single_si_sdr=round(quality["single_si_sdr"] - SI_SDR_MARGIN_DB, 2),
+          mixture_si_sdr=round(quality["mixture_si_sdr"] - SI_SDR_MARGIN_DB, 2)),
+      test_floors_latent=dict(
+          additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
+  )
+  path = os.path.join(dest, "manifest.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=2)
+  os.replace(path + ".tmp", path)
+  return manifest
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--run", required=True)
+  p.add_argument("--dest", default=os.path.join(os.path.dirname(__file__), "weights"))
+  p.add_argument("--name", default="demo_codec_16khz.pth")
+  p.add_argument("--n", type=int, default=32)
+  args = p.parse_args(argv)
+  m = ship(args.run, args.dest, args.name, args.n)
+  print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
+                                      "latent_structure")}, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
