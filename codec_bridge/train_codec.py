@@ -167,16 +167,22 @@ def build(spec: CodecSpec):
   return gen, disc
 
 
+def mel_loss():
+  """DAC's training mel loss (``conf/base.yml``: 7 scales, log10 L1)."""
+  from dac.nn import loss  # pylint: disable=g-import-not-at-top
+  return loss.MelSpectrogramLoss(
+      n_mels=[5, 10, 20, 40, 80, 160, 320], window_lengths=[32, 64, 128, 256, 512, 1024, 2048],
+      mag_weight=0.0, log_weight=1.0, pow=1.0, clamp_eps=1e-5,
+      mel_fmin=[0.0] * 7, mel_fmax=[None] * 7)
+
+
 class Objectives:
   """DAC's loss modules from the installed package (``dac.nn.loss``)."""
 
   def __init__(self, spec: CodecSpec, disc):
     from dac.nn import loss  # pylint: disable=g-import-not-at-top
     self.spec = spec
-    self.mel = loss.MelSpectrogramLoss(
-        n_mels=[5, 10, 20, 40, 80, 160, 320], window_lengths=[32, 64, 128, 256, 512, 1024, 2048],
-        mag_weight=0.0, log_weight=1.0, pow=1.0, clamp_eps=1e-5,
-        mel_fmin=[0.0] * 7, mel_fmax=[None] * 7)
+    self.mel = mel_loss()
     self.waveform = loss.L1Loss()
     self.sisdr = loss.SISDRLoss()
     self.gan = loss.GANLoss(disc)
@@ -261,20 +267,14 @@ def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
 
 def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
   """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures)."""
-  if obj is None:
-    obj = Objectives.__new__(Objectives)
-    from dac.nn import loss  # pylint: disable=g-import-not-at-top
-    obj.mel = loss.MelSpectrogramLoss(
-        n_mels=[5, 10, 20, 40, 80, 160, 320], window_lengths=[32, 64, 128, 256, 512, 1024, 2048],
-        mag_weight=0.0, log_weight=1.0, pow=1.0, clamp_eps=1e-5,
-        mel_fmin=[0.0] * 7, mel_fmax=[None] * 7)
+  mel = obj.mel if obj is not None else mel_loss()
   res = {}
   for kind in ("single", "mixture"):
     x = heldout(spec, n, kind=kind)
     y = reconstruct(gen, x)
     res[f"{kind}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
     with torch.no_grad():
-      res[f"{kind}_mel"] = float(obj.mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
+      res[f"{kind}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
                                          _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
     if stoi:
       from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top

@@ -39,14 +39,18 @@ RUNGS = {
     "eeg15": dict(eeg_snr_db=-15.0),
 }
 
-LATENT_ONLY = {"lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0}
+# Every variant sets every recipe field (the demo preset, the base, holds the recipe).
+ORIGINAL = {"lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0, "lambda_env": 0.0,
+            "lambda_sep": 0.0, "lambda_sep_env": 0.0, "model.selector": "none",
+            "model.select_window": "causal", "model.eeg_kernel": 8,
+            "model.output_norm": "unit", "model.time_aligned_pe": False}
 VARIANTS = {
     # The original architecture, latent objective only.
-    "original": dict(LATENT_ONLY),
+    "original": dict(ORIGINAL),
     # + the envelope head trained (EEG -> attended envelope), wide EEG kernel.
-    "env_k32": dict(LATENT_ONLY, lambda_env=1.0, **{"model.eeg_kernel": 32}),
+    "env_k32": dict(ORIGINAL, lambda_env=1.0, **{"model.eeg_kernel": 32}),
     # Separate-then-select: PIT streams + stream envelopes + decoded-envelope selection.
-    "select": dict(LATENT_ONLY, lambda_env=1.0, lambda_sep=1.0, lambda_sep_env=1.0,
+    "select": dict(ORIGINAL, lambda_env=1.0, lambda_sep=1.0, lambda_sep_env=1.0,
                    **{"model.selector": "correlation", "model.eeg_kernel": 32}),
 }
 
@@ -114,6 +118,8 @@ def main(argv=None) -> int:
   p.add_argument("--n_test", type=int, default=256)
   p.add_argument("--data_root", default="data/ladder")
   p.add_argument("--name", default=None, help="run name (default: rung_variant_codec)")
+  p.add_argument("--eval_of", default=None,
+                 help="no training: evaluate this run's checkpoint with this config")
   p.add_argument("--table", action="store_true", help="print the results table and exit")
   args = p.parse_args(argv)
   if args.table:
@@ -133,14 +139,22 @@ def main(argv=None) -> int:
     spec.cue = synth.get("cue", "eeg")
     synthetic.generate(config.root, spec)
   t0 = time.time()
-  train_and_evaluate(config, workdir)
+  if args.eval_of:
+    # Evaluate another run's checkpoint under this config (e.g. another select_window).
+    workdir_src = os.path.join("runs", "ladder", args.eval_of)
+    os.makedirs(workdir, exist_ok=True)
+    for sub in ("checkpoints", "best"):
+      if not os.path.exists(os.path.join(workdir, sub)):
+        os.symlink(os.path.abspath(os.path.join(workdir_src, sub)), os.path.join(workdir, sub))
+  else:
+    train_and_evaluate(config, workdir)
   train_seconds = time.time() - t0
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
   for ablation in evaluation.ABLATIONS:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
                             which="latest", perceptual=False)
     m = r["metrics"]
-    row = dict(name=name, rung=args.rung, variant=args.variant, codec=args.codec,
+    row = dict(name=name, rung=args.rung, eval_of=args.eval_of, variant=args.variant, codec=args.codec,
                codec_weights=args.codec_weights,
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
                train_seconds=round(train_seconds), overrides=overrides,

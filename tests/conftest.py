@@ -8,12 +8,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # pylint: disable=g-import-not-at-top
 
 
+def original_architecture(config):
+  """The demo preset's sizes with the original model and every loss on.
+
+  The demo preset holds the EEG recipe (selector, separation terms, latent terms
+  only); tests of the original architecture start from this, the recipe is tested
+  on its own (test_eeg_guard, test_train's recipe test, test_generator's selector
+  tests).
+  """
+  config.model.selector, config.model.select_window, config.model.eeg_kernel = "none", "causal", 8
+  config.model.output_norm = "unit"
+  config.lambda_env = config.lambda_sep = config.lambda_sep_env = 0.0
+  config.lambda_mel, config.lambda_adv, config.lambda_feat = 15.0, 1.0, 2.0
+  return config
+
+
 def tiny_config(root: str, **overrides):
   """The demo preset shrunk to the ``tiny`` synthetic dataset (1 s, 8 channels)."""
   from configs import neurocodec  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   config.root = root
   config.codec.random = True         # the demo codec's sizes, random weights: fast, seeded
+  original_architecture(config)
+  config.train.max_steps, config.train.waveform_start, config.train.eval_every = -1, 0, -1
+  config.train.checkpoint_every = 100
   config.eeg_channels = 8
   config.data.segment_seconds = 1.0
   config.synthetic.n_train, config.synthetic.n_val, config.synthetic.n_test = 16, 8, 8

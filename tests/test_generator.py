@@ -8,6 +8,7 @@ import pytest
 from configs import neurocodec
 from neurocodec_jax.models import eeg_encoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_mask
+from tests.conftest import original_architecture
 from neurocodec_jax.models.layers import Snake
 
 
@@ -35,6 +36,8 @@ def test_chebyshev_supports_match_numpy(channels):
 
 def _config(preset="demo", **kw):
   c = neurocodec.get_config(preset)
+  if preset == "demo":
+    original_architecture(c)
   for k, v in kw.items():
     c[k] = v
   return c
@@ -154,3 +157,60 @@ def test_time_aligned_positions_put_eeg_and_frames_on_one_clock():
   np.testing.assert_allclose(pos * frame_seconds, (np.arange(249) + 5) / 128, rtol=1e-12)
   config.model.time_aligned_pe = False
   np.testing.assert_array_equal(NeuroCodec.from_config(config).eeg_positions(249), np.arange(249))
+
+
+def _selector_config(**kw):
+  c = _config()
+  c.model.selector, c.model.eeg_kernel = "correlation", 16
+  for k, v in kw.items():
+    *parents, leaf = k.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def test_selector_shapes_and_mixture_of_streams():
+  model, v, z, eeg = _init(_selector_config())
+  z_pred, env, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  assert z_pred.shape == z.shape and env.shape == (2, 96 - 15)
+  assert aux["streams"].shape == (2, 2) + z.shape[1:] and aux["weights"].shape == (2, 40, 2)
+  np.testing.assert_allclose(np.asarray(aux["weights"]).sum(-1), 1.0, rtol=1e-6)
+  mixed = jnp.einsum("bkdf,bfk->bdf", aux["streams"], aux["weights"])
+  mixed = mixed / jnp.linalg.norm(mixed, axis=1, keepdims=True)
+  np.testing.assert_allclose(z_pred, mixed, rtol=1e-5, atol=1e-6)
+
+
+def test_selector_trial_window_uses_one_weight_per_trial():
+  model, v, z, eeg = _init(_selector_config(**{"model.select_window": "trial"}))
+  _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  w = np.asarray(aux["weights"])
+  np.testing.assert_allclose(w, np.broadcast_to(w[:, -1:], w.shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("window", ["causal", "trial"])
+def test_selector_streaming_is_causal_in_eeg(window):
+  """Streaming: perturbing EEG from sample k on leaves every frame that cannot have
+  received it unchanged (both windows: streaming always uses the causal form)."""
+  config = _selector_config(**{"model.select_window": window})
+  model, v, z, eeg = _init(config)
+  k = 60
+  eeg2 = eeg.at[:, :, k:].add(5.0)
+  a, _ = model.apply(v, z, eeg, train=False, streaming=True)
+  b, _ = model.apply(v, z, eeg2, train=False, streaming=True)
+  # Frame i has EEG samples up to floor((i + 1) * frame_seconds * rate).
+  frame_s = float(np.prod(config.codec.arch.encoder_rates)) / config.codec.arch.sample_rate
+  first = int(np.ceil(k / (frame_s * config.data.eeg_rate))) - 1
+  np.testing.assert_allclose(a[..., :first], b[..., :first], rtol=1e-6, atol=1e-6)
+  assert np.abs(np.asarray(a - b)).max() > 1e-4          # the perturbation does arrive
+
+
+def test_output_norm_mixture_rescales_frames_only():
+  model, v, z, eeg = _init(_config())
+  unit, _ = model.apply(v, z, eeg, train=False)
+  c = _config()
+  c.model.output_norm = "mixture"
+  scaled, _ = NeuroCodec.from_config(c).apply(v, z, eeg, train=False)
+  np.testing.assert_allclose(scaled, unit * jnp.linalg.norm(z, axis=1, keepdims=True),
+                             rtol=1e-5, atol=1e-6)

@@ -22,7 +22,9 @@ frame-rate envelope of each stream (``lambda_sep_env``); the EEG encoder's
 envelope head decodes the attended envelope from the EEG (``lambda_env``). The
 output at frame t mixes the streams by a softmax over their running Pearson
 correlation (frames 0..t) with the decoded envelope, times a learned inverse
-temperature: the backbone learns to separate without any cue, and the EEG only
+temperature (``model.select_window="causal"``: frame t uses frames 0..t;
+``"trial"``: every frame uses the whole window, offline only — streaming always uses
+the causal form): the backbone learns to separate without any cue, and the EEG only
 has to choose — the classic "separate, then select by the decoded envelope"
 design of auditory attention decoding, made differentiable and causal.
 
@@ -182,6 +184,8 @@ class NeuroCodec(nn.Module):
   time_aligned_pe: bool = False
   eeg_kernel: int = 8
   selector: str = "none"
+  select_window: str = "causal"
+  output_norm: str = "unit"
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -197,11 +201,15 @@ class NeuroCodec(nn.Module):
         eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
         frame_seconds=float(np.prod(arch.encoder_rates)) / arch.sample_rate,
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
-        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector)
+        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
+        select_window=m.select_window, output_norm=m.output_norm)
 
   def setup(self):
     if self.selector not in SELECTORS:
       raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
+    if self.select_window not in ("causal", "trial"):
+      raise ValueError(f"model.select_window must be 'causal' or 'trial', got "
+                       f"{self.select_window!r}.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel)
     self.audio_in = nn.Dense(self.hidden_dim)
@@ -270,7 +278,11 @@ class NeuroCodec(nn.Module):
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
     corr = running_correlation(jnp.broadcast_to(cue[..., None], stream_env.shape), stream_env)
-    if streaming:
+    if self.select_window == "trial" and not streaming:
+      # Offline: every frame uses the whole window's correlation (as the unmasked
+      # cross-attention sees the whole EEG window); the AAD decision window.
+      corr = jnp.broadcast_to(corr[:, -1:], corr.shape)
+    elif streaming:
       # Envelope at frame i needs EEG up to its time + the receptive field.
       lag = int(math.ceil((eeg_encoder.receptive_field(self.eeg_kernel) - self.lookahead)
                           / self.eeg_rate / self.frame_seconds))
@@ -302,7 +314,22 @@ class NeuroCodec(nn.Module):
       z, aux = self._select(x, env, streaming)
     else:
       z, aux = self._finish(x), {}
-    return (z, env, aux) if return_aux else (z, env)
+    return (self._rescale(z, z_mix), env, aux) if return_aux else (self._rescale(z, z_mix), env)
+
+  def _rescale(self, z, z_mix):
+    """``output_norm="mixture"``: unit frames times the mixture frame's norm.
+
+    With ``normalize_latents`` the prediction is a direction per frame (the latent
+    loss and every cosine metric are scale-free), but DAC decodes magnitudes too:
+    unit-norm frames decode to sound of constant loudness, pauses included. Scaling
+    each frame by the mixture's norm gives the decoder the mixture's energy contour
+    and changes no latent-space loss or metric.
+    """
+    if self.output_norm == "unit" or not self.normalize_latents:
+      return z
+    if self.output_norm != "mixture":
+      raise ValueError(f"model.output_norm must be 'unit' or 'mixture', got {self.output_norm!r}.")
+    return z * jnp.linalg.norm(z_mix, axis=1, keepdims=True)
 
   def stream(self, z_mix, eeg):
     """Frame-by-frame eval run with carried Mamba state; equals ``streaming=True``."""
@@ -322,4 +349,4 @@ class NeuroCodec(nn.Module):
       for i, blk in enumerate(self.blocks):
         x, caches[i] = blk.step(x, kv, row, caches[i])
       outs.append(x)
-    return self._finish(jnp.concatenate(outs, axis=1))
+    return self._rescale(self._finish(jnp.concatenate(outs, axis=1)), z_mix)

@@ -118,32 +118,42 @@ def _pit(cost_same, cost_swap):
   return jnp.mean(jnp.minimum(cost_same, cost_swap))
 
 
-def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
-  """PIT losses of the selector's two streams (latents, envelopes) vs both talkers.
+def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
+                     normalize: bool = True) -> dict:
+  """PIT losses of the selector's two streams vs both talkers.
 
-  ``aux["streams"] [b, 2, D, F]``, ``aux["stream_env"] [b, F, 2]``. The envelope
-  term uses the assignment the latent term chose (per example).
+  ``aux["streams"] [b, 2, D, F]`` vs ``z_att``/``z_unatt [b, D, F]`` ("sep": the
+  per-example minimum over the two assignments, halved); with the talkers'
+  frame-rate envelopes ``[b, F]``, ``aux["stream_env"] [b, F, 2]``'s negative
+  Pearson correlation under the assignment the latent term chose ("sep_env").
   """
-  z_unatt = codec.codes_to_z(qparams, batch["unattended_codes"])
-  per = lambda p, t: per_example(lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
+  per = lambda p, t: per_example(lambda a, b: losses.latent_loss(a, b, normalize), p, t)
   s0, s1 = aux["streams"][:, 0], aux["streams"][:, 1]
-  same = per(s0, z_tgt) + per(s1, z_unatt)
-  swap = per(s0, z_unatt) + per(s1, z_tgt)
-  terms = {}
-  if config.lambda_sep > 0:
-    terms["sep"] = _pit(same, swap) / 2
+  same = per(s0, z_att) + per(s1, z_unatt)
+  swap = per(s0, z_unatt) + per(s1, z_att)
+  terms = dict(sep=_pit(same, swap) / 2)
+  if env_att is not None:
+    pear = losses.envelope.pearson
+    e0, e1 = aux["stream_env"][..., 0], aux["stream_env"][..., 1]
+    swapped = jax.lax.stop_gradient(swap < same)
+    terms["sep_env"] = -jnp.mean(jnp.where(swapped, pear(e0, env_unatt) + pear(e1, env_att),
+                                           pear(e0, env_att) + pear(e1, env_unatt))) / 2
+  return terms
+
+
+def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
+  """:func:`separation_terms` for a training batch (talker envelopes from the audio)."""
+  z_unatt = codec.codes_to_z(qparams, batch["unattended_codes"])
+  env_att = env_unatt = None
   if config.lambda_sep_env > 0:
     n_frames = aux["stream_env"].shape[1]
     sr = config.codec.arch.sample_rate
     frame_rate = sr * n_frames / batch["clean"].shape[-1]          # = sr / hop
     env = lambda x: losses.speech_envelope(x[:, 0], sr, frame_rate, n_frames)
-    e_att, e_un = env(batch["clean"]), env(batch["unattended"])
-    pear = losses.envelope.pearson
-    e0, e1 = aux["stream_env"][..., 0], aux["stream_env"][..., 1]
-    swapped = jax.lax.stop_gradient(swap < same)
-    terms["sep_env"] = -jnp.mean(jnp.where(swapped, pear(e0, e_un) + pear(e1, e_att),
-                                           pear(e0, e_att) + pear(e1, e_un))) / 2
-  return terms
+    env_att, env_unatt = env(batch["clean"]), env(batch["unattended"])
+  terms = separation_terms(aux, z_tgt, z_unatt, env_att, env_unatt,
+                           normalize=config.normalize_latents)
+  return {k: v for k, v in terms.items() if config[f"lambda_{k}"] > 0}
 
 
 def _finite(tree) -> jax.Array:
