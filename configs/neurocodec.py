@@ -207,7 +207,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.lambda_sep_env = 1.0
     c.lambda_mel = c.lambda_adv = c.lambda_feat = 0.0
     c.synthetic.n_train, c.synthetic.n_val, c.synthetic.n_test = 768, 64, 256
-    c.train.max_steps = 4000
+    c.train.max_steps = 2000     # the val-best step of a 4000-step run (README)
     c.train.eval_every = 500
   c.lock()
   return c

@@ -36,6 +36,11 @@ def tiny_config(root: str, **overrides):
   config.data.segment_seconds = 1.0
   config.synthetic.n_train, config.synthetic.n_val, config.synthetic.n_test = 16, 8, 8
   config.synthetic.subjects = 2
+  return set_fields(config, **overrides)
+
+
+def set_fields(config, **overrides):
+  """``config`` with dotted keys set: ``set_fields(c, **{"model.dropout": 0.1})``."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")

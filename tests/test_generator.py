@@ -8,7 +8,7 @@ import pytest
 from configs import neurocodec
 from neurocodec_jax.models import eeg_encoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_mask
-from tests.conftest import original_architecture
+from tests.conftest import original_architecture, set_fields
 from neurocodec_jax.models.layers import Snake
 
 
@@ -162,13 +162,7 @@ def test_time_aligned_positions_put_eeg_and_frames_on_one_clock():
 def _selector_config(**kw):
   c = _config()
   c.model.selector, c.model.eeg_kernel = "correlation", 16
-  for k, v in kw.items():
-    *parents, leaf = k.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return set_fields(c, **kw)
 
 
 def test_selector_shapes_and_mixture_of_streams():
