@@ -5,8 +5,9 @@ field with ``--config.<field>=<value>``. Presets:
 
 * ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels.
 * ``kul``: KU Leuven data, 16 kHz DAC, 64 EEG channels, split by subject.
-* ``demo``: the synthetic AAD dataset and a small random-weight DAC, sized to
-  train in minutes on two CPU cores.
+* ``demo``: the synthetic AAD dataset, the project's trained small DAC
+  (codec_bridge/weights) and the EEG recipe (separate-then-select), sized to train
+  in minutes on two CPU cores.
 
 Top-level keys keep the names of the original ``configs/neurocodec.yaml``;
 everything the original hard-coded lives in the nested groups. The returned
