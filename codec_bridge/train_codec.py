@@ -4,8 +4,9 @@ DAC's release weights cannot be downloaded everywhere (not on our CI machines),
 and a random-weight DAC's quantized latent space is a hash (see
 ``neurocodec_jax.latent_structure``), so the demo ships a small DAC trained here::
 
-  python -m codec_bridge.train_codec --out codec_bridge/weights/demo_codec \
-      [--steps 4000 --seed 0 --threads 2]
+  python -m codec_bridge.train_codec --out runs/codec/demo --threads 1 \
+      --steps 3000 --lambda_sisdr 1.0 --gan_start 5000     # the shipped codec
+  python -m codec_bridge.ship_codec --run runs/codec/demo  # weights + manifest
 
 What it trains: ``dac.DAC`` at the sizes of ``configs.neurocodec.DEMO_CODEC``
 (16 kHz, hop 320) with the installed package's objectives, as DAC's
