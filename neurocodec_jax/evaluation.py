@@ -17,6 +17,9 @@ subject when subjects are known):
   cos_mix_attended / cos_mix_unattended, id_latent_mixture
                   the same for the mixture's own latents (the "copy the input"
                   baseline, EEG-free: a model must beat its id_latent_mixture)
+  cue_r_*, id_cue_true_envelopes, stream_r_*, id_oracle_cue
+                  with model.selector: how good the decoded EEG envelope and the
+                  separated streams are, each on its own (``selector_diagnostics``)
 
 Ablations (``--noise_cue``, ``--shuffle_eeg``) replace the EEG the model sees,
 through :class:`EEGAblation`, not just a flag.
@@ -129,9 +132,14 @@ def make_predict_fn(config, models: steps.Models, has_unattended: bool):
   """Jitted per-example latent metrics and the decoded re-quantized waveform."""
   n_q = config.codec.n_quantizers_eval
 
+  selector = config.model.selector != "none" and has_unattended
+
   @jax.jit
   def predict(state, batch):
-    z_pred, _ = steps.predict(models, state, batch)
+    if selector:
+      z_pred, _, aux = steps.predict(models, state, batch, return_aux=True)
+    else:
+      z_pred, _ = steps.predict(models, state, batch)
     z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
     wave = models.decode(codec.requantize(models.qparams, z_pred, n_q))
     out = dict(latent_loss=steps.per_example(
@@ -145,9 +153,45 @@ def make_predict_fn(config, models: steps.Models, has_unattended: bool):
       out["cos_mix_attended"] = frame_cosine(z_mix, z_tgt)
       out["cos_mix_unattended"] = frame_cosine(z_mix, z_un)
       out["si_sdr_unattended"] = losses.si_sdr(batch["unattended"], wave, align=True)
+      if selector:
+        out.update(selector_diagnostics(config, aux, batch, z_tgt, z_un))
     return out
 
   return predict
+
+
+def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict:
+  """Where a separate-then-select model loses trials: the cue or the separation.
+
+  Per example, with the talkers' true frame-rate envelopes (from their audio):
+  ``cue_r_attended`` / ``cue_r_unattended``, the decoded EEG envelope's Pearson
+  correlation with each talker, and ``id_cue_true_envelopes`` (1 when it is closer
+  to the attended one: the identification a PERFECT separation would give with this
+  EEG decoder); ``stream_r_own`` / ``stream_r_other``, the stream envelopes'
+  correlation with their own talker and with the other one (assignment by latent
+  cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
+  picks the stream closer to the attended talker: the identification a perfect cue
+  would give with this separation).
+  """
+  pear = losses.envelope.pearson
+  streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
+  sr, n_frames = config.codec.arch.sample_rate, stream_env.shape[1]
+  env = lambda x: losses.speech_envelope(x[:, 0], sr, sr * n_frames / x.shape[-1], n_frames)
+  env_att, env_unatt = env(batch["clean"]), env(batch["unattended"])
+  cos_att = jnp.stack([frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
+  cos_un = jnp.stack([frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
+  att_stream = jnp.argmax(cos_att - cos_un, axis=-1)                               # [b]
+  r_att = jnp.stack([pear(stream_env[..., k], env_att) for k in (0, 1)], -1)        # [b, 2]
+  r_un = jnp.stack([pear(stream_env[..., k], env_unatt) for k in (0, 1)], -1)
+  take = lambda x, k: jnp.take_along_axis(x, k[:, None], axis=-1)[:, 0]
+  other = 1 - att_stream
+  picked = jnp.argmax(r_att, axis=-1)
+  r_cue_att, r_cue_un = pear(cue, env_att), pear(cue, env_unatt)
+  return dict(cue_r_attended=r_cue_att, cue_r_unattended=r_cue_un,
+              id_cue_true_envelopes=(r_cue_att > r_cue_un).astype(jnp.float32),
+              stream_r_own=(take(r_att, att_stream) + take(r_un, other)) / 2,
+              stream_r_other=(take(r_un, att_stream) + take(r_att, other)) / 2,
+              id_oracle_cue=(take(cos_att, picked) > take(cos_un, picked)).astype(jnp.float32))
 
 
 def perceptual_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> dict:

@@ -161,7 +161,9 @@ def main(argv=None) -> int:
                command="python scripts/eeg_ladder.py " + " ".join(argv or sys.argv[1:]),
                **{k: m[k] for k in ("id_latent", "id_si_sdr", "cos_attended", "cos_unattended",
                                     "si_sdr", "si_sdr_unattended", "id_latent_mixture",
-                                    "latent_loss") if k in m})
+                                    "latent_loss", "cue_r_attended", "cue_r_unattended",
+                                    "id_cue_true_envelopes", "stream_r_own", "stream_r_other",
+                                    "id_oracle_cue") if k in m})
     with open(RESULTS, "a") as f:
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row))
@@ -176,7 +178,10 @@ def table(path: str = RESULTS) -> str:
   rows = [json.loads(line) for line in open(path)]
   runs = {}
   for r in rows:
-    runs.setdefault((r["name"], r["split"], r["steps"]), {})[r["ablation"]] = r
+    # A re-evaluation of another run's checkpoint is its own row.
+    name = r["name"] + (f" (eval of {r['eval_of']})" if r.get("eval_of") and r["eval_of"] != r["name"]
+                        else "")
+    runs.setdefault((name, r["split"], r["steps"]), {})[r["ablation"]] = r
   out = ["| run | codec | split | steps | id latent (EEG / noise / shuffled) | id SI-SDR (EEG / noise / shuffled) "
          "| cos att - unatt | SI-SDR att / unatt dB | copy baseline |",
          "|---|---|---|---|---|---|---|---|---|"]
@@ -192,6 +197,21 @@ def table(path: str = RESULTS) -> str:
         f"| {n['cos_attended'] - n['cos_unattended']:+.3f} "
         f"| {n['si_sdr']:.1f} / {n['si_sdr_unattended']:.1f} "
         f"| {pct(n['id_latent_mixture'])} |")
+  diag = [(key, by["none"]) for key, by in runs.items()
+          if "none" in by and "id_oracle_cue" in by["none"]]
+  if diag:
+    out += ["", "Selector diagnostics (true cue): the decoded EEG envelope's correlation with "
+            "each talker and the identification it would give with perfect separation; the "
+            "stream envelopes' correlation with their own / the other talker and the "
+            "identification a perfect cue would give with this separation.", "",
+            "| run | split | steps | cue r att / unatt | id if separation were perfect "
+            "| stream r own / other | id if the cue were perfect |",
+            "|---|---|---|---|---|---|---|"]
+    for (name, split, steps), n in diag:
+      out.append(f"| {name} | {split} | {steps} | {n['cue_r_attended']:.2f} / "
+                 f"{n['cue_r_unattended']:.2f} | {pct(n['id_cue_true_envelopes'])} "
+                 f"| {n['stream_r_own']:.2f} / {n['stream_r_other']:.2f} "
+                 f"| {pct(n['id_oracle_cue'])} |")
   return "\n".join(out)
 
 

@@ -133,3 +133,37 @@ def test_latent_structure_measures():
   # A latent that is not additive (a hash of the input) scores low.
   hashed = latent_structure.structure(rng.standard_normal(att.shape), att, un)
   assert abs(hashed["additivity"]) < 0.1
+
+
+def test_selector_diagnostics_separate_cue_from_separation_errors():
+  """Perfect streams + a good cue score 1; swapped-content streams and a cue that
+  follows the unattended talker are each caught by their own measure."""
+  from neurocodec_jax import evaluation, losses  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  rng = np.random.default_rng(0)
+  b, dim, frames, n = 4, 16, 100, 32000
+  clean, unatt = (rng.standard_normal((b, 1, n)).astype(np.float32) for _ in range(2))
+  # Bursty audio so the envelopes vary: each talker loud in its own random frames.
+  for x in (clean, unatt):
+    x *= np.repeat(rng.random((b, 1, frames)) > 0.5, n // frames, axis=-1) + 0.05
+  z_att, z_un = (jnp.asarray(rng.standard_normal((b, dim, frames)), jnp.float32)
+                 for _ in range(2))
+  env = lambda x: losses.speech_envelope(jnp.asarray(x)[:, 0], 16000, 50.0, frames)
+  env_a, env_u = env(clean), env(unatt)
+  batch = dict(clean=clean, unattended=unatt)
+  good = dict(streams=jnp.stack([z_un, z_att], 1), stream_env=jnp.stack([env_u, env_a], -1),
+              cue=env_a + 0.2 * env_u)
+  d = {k: np.asarray(v) for k, v in
+       evaluation.selector_diagnostics(config, good, batch, z_att, z_un).items()}
+  assert d["id_cue_true_envelopes"].all() and d["id_oracle_cue"].all()
+  assert (d["stream_r_own"] > 0.99).all() and (np.abs(d["stream_r_other"]) < 0.3).all()
+  assert (d["cue_r_attended"] > d["cue_r_unattended"]).all()
+  # A cue that follows the ignored talker: the cue measure fails, separation is intact.
+  bad_cue = dict(good, cue=env_u)
+  d = evaluation.selector_diagnostics(config, bad_cue, batch, z_att, z_un)
+  assert not np.asarray(d["id_cue_true_envelopes"]).any() and np.asarray(d["id_oracle_cue"]).all()
+  # Stream envelopes swapped against the stream latents: a perfect cue picks the wrong stream.
+  crossed = dict(good, stream_env=jnp.stack([env_a, env_u], -1))
+  d = evaluation.selector_diagnostics(config, crossed, batch, z_att, z_un)
+  assert not np.asarray(d["id_oracle_cue"]).any()
+  assert (np.asarray(d["stream_r_other"]) > 0.99).all()

@@ -254,11 +254,13 @@ def make_train_step(config, models: Models, *, waveform: bool = True
   return step
 
 
-def predict(models: Models, state: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-  """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T_eeg - 7])``."""
+def predict(models: Models, state: dict, batch: dict, return_aux: bool = False) -> tuple:
+  """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T'])`` (``+ aux``, the
+  selector's streams/envelopes/weights/cue, with ``return_aux``)."""
   z_mix, _ = _latents(models, batch)
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
-  return models.generator.apply(variables, z_mix, batch["eeg"], train=False)
+  return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
+                                return_aux=return_aux)
 
 
 def per_example(loss_fn, *arrays) -> jax.Array:
