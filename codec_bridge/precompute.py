@@ -7,6 +7,10 @@ Cache file per split: ``<codec.cache_dir or <root>/<split>>/dac_codes_<split>.h5
   noisy_codes, clean_codes[, unattended_codes]   int16 [N, n_codebooks, frames]
   noisy_z, clean_z[, unattended_z]               float32 [N, latent_dim, frames]
                                                  (only with codec.store_z)
+  noisy_latent                                   float32 [N, latent_dim, frames]: the
+                                                 encoder's continuous output of the
+                                                 mixture, before quantization (only
+                                                 with model.mix_input="continuous")
   attrs: codec (JSON: model type, sizes, weights SHA-256), sources (JSON: per
          source file its size, mtime and a SHA-256 of 16 sampled 64 KiB chunks —
          a full hash of multi-GB audio would cost minutes), done (rows written)
@@ -79,12 +83,29 @@ def check_codes(path: str, identity: dict, sources: dict):
     raise CacheMismatch(f"{path}: its source audio changed since ({diff}).")
 
 
-def _encode(dac_model, audio: np.ndarray, sample_rate: int, store_z: bool):
+def required_datasets(config, kinds) -> list[str]:
+  """The datasets a cache for ``config`` must hold (see the module docstring)."""
+  names = [f"{kind}_codes" for kind in kinds]
+  if config.codec.store_z:
+    names += [f"{kind}_z" for kind in kinds]
+  if config.model.mix_input == "continuous":
+    names.append("noisy_latent")
+  return names
+
+
+def _encode(dac_model, audio: np.ndarray, sample_rate: int):
+  """``(codes int16, quantized z, continuous encoder output)``, as ``DAC.encode`` does."""
   device = next(dac_model.parameters()).device
   x = torch.from_numpy(np.asarray(audio, np.float32)).to(device)
   with torch.inference_mode():
-    z, codes, *_ = dac_model.encode(dac_model.preprocess(x, sample_rate))
-  return codes.cpu().numpy().astype(np.int16), (z.cpu().numpy() if store_z else None)
+    latent = dac_model.encoder(dac_model.preprocess(x, sample_rate))
+    z, codes, *_ = dac_model.quantizer(latent, None)
+  return codes.cpu().numpy().astype(np.int16), z.cpu().numpy(), latent.cpu().numpy()
+
+
+def _missing(path: str, names: list[str]) -> list[str]:
+  with h5py.File(path, "r") as f:
+    return [name for name in names if name not in f]
 
 
 def precompute_split(config, split: str, dac_model, progress: bool = True,
@@ -101,9 +122,12 @@ def precompute_split(config, split: str, dac_model, progress: bool = True,
   frames = info.audio_length // int(np.prod(config.codec.arch.encoder_rates))
   nq, dim = dac_model.n_codebooks, dac_model.latent_dim
   store_z = config.codec.store_z
+  store_latent = "noisy_latent" in required_datasets(config, kinds)
   if os.path.exists(partial):
     try:
       check_codes(partial, identity, sources)
+      if _missing(partial, required_datasets(config, kinds)):
+        raise CacheMismatch(f"{partial} lacks {_missing(partial, required_datasets(config, kinds))}")
     except CacheMismatch as e:
       logging.info("Discarding stale partial cache (%s).", e)
       os.remove(partial)
@@ -114,6 +138,8 @@ def precompute_split(config, split: str, dac_model, progress: bool = True,
         f.create_dataset(f"{kind}_codes", (n, nq, frames), np.int16, chunks=(1, nq, frames))
         if store_z:
           f.create_dataset(f"{kind}_z", (n, dim, frames), np.float32, chunks=(1, dim, frames))
+      if store_latent:
+        f.create_dataset("noisy_latent", (n, dim, frames), np.float32, chunks=(1, dim, frames))
       f.attrs.update(codec=json.dumps(identity, sort_keys=True),
                      sources=json.dumps(sources, sort_keys=True), done=0)
   bs = config.codec.precompute_batch_size
@@ -132,10 +158,12 @@ def precompute_split(config, split: str, dac_model, progress: bool = True,
           x = np.asarray(audio[kind][start:stop], np.float32).reshape(stop - start, 1, -1)
           if not np.all(np.isfinite(x)):
             raise ValueError(f"{info.paths[kind]}: non-finite audio in rows {start}-{stop}.")
-          codes, z = _encode(dac_model, x, config.codec.arch.sample_rate, store_z)
+          codes, z, latent = _encode(dac_model, x, config.codec.arch.sample_rate)
           f[f"{kind}_codes"][start:stop] = codes
           if store_z:
             f[f"{kind}_z"][start:stop] = z
+          if store_latent and kind == "noisy":
+            f["noisy_latent"][start:stop] = latent
         f.attrs["done"] = stop          # rows before `stop` are complete
         f.flush()
         bar.update(stop - start)
@@ -157,9 +185,12 @@ def ensure_codes(config, split: str, dac_model=None, progress: bool = True) -> s
     dac_model = load_dac_from_config(config.codec)
   path = cache_path(config, split)
   if os.path.exists(path):
-    identity, sources, _ = _expected(config, split, dac_model)
+    identity, sources, kinds = _expected(config, split, dac_model)
     try:
       check_codes(path, identity, sources)
+      missing = _missing(path, required_datasets(config, kinds))
+      if missing:
+        raise CacheMismatch(f"{path}: lacks {missing} (needed by this config).")
       return path
     except CacheMismatch as e:
       print(f"[precompute] {e} Recomputing.", file=sys.stderr)

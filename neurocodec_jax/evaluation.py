@@ -302,7 +302,7 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   import codec_bridge  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
   dac_model = codec_bridge.load_dac_from_config(config.codec)
-  fields = ["noisy_codes", "clean_codes", "eeg", "clean", "noisy", "subject", "index"]
+  fields = steps.mix_fields(config) + ["clean_codes", "eeg", "clean", "noisy", "subject", "index"]
   has_unattended = "unattended" in find_split_files(config.root, split)
   if has_unattended:
     fields += ["unattended", "unattended_codes"]

@@ -84,3 +84,27 @@ def test_bad_inputs(dataset):
   config.codec.arch = dict(config.codec.arch, sample_rate=44100)
   with pytest.raises(DataError, match="does not match 1.0 s at 44100 Hz"):
     precompute.ensure_codes(config, "val", dac_model)
+
+
+def test_continuous_mix_input_stores_the_encoder_output(dataset, capsys):
+  """model.mix_input=continuous: a cache without ``noisy_latent`` is recomputed; the
+  stored latent is DAC's encoder output, and the codes are unchanged."""
+  config, dac_model = dataset
+  path = precompute.ensure_codes(config, "val", dac_model, progress=False)
+  with h5py.File(path) as f:
+    codes = f["noisy_codes"][:]
+    assert "noisy_latent" not in f
+  config.model.mix_input = "continuous"
+  assert precompute.ensure_codes(config, "val", dac_model, progress=False) == path
+  assert "lacks ['noisy_latent']" in capsys.readouterr().err
+  with h5py.File(path) as f, h5py.File(f"{config.root}/val/noisy_val.h5") as a:
+    np.testing.assert_array_equal(f["noisy_codes"][:], codes)
+    latent = f["noisy_latent"][:]
+    x = torch.from_numpy(a["noisy_val="][:][:, None, :, 0])
+  with torch.no_grad():
+    ref = dac_model.encoder(dac_model.preprocess(x, 16000)).numpy()
+  np.testing.assert_array_equal(latent, ref)
+  # The quantized input needs a subset: the same cache stays valid for it.
+  config.model.mix_input = "quantized"
+  assert precompute.ensure_codes(config, "val", dac_model, progress=False) == path
+  assert "Recomputing" not in capsys.readouterr().err

@@ -223,11 +223,13 @@ class AADSource:
     ``index``: int32 scalar, the example's row in the split;
     ``noisy_codes``, ``clean_codes``, ``unattended_codes``: int32
     ``[n_codebooks, frames]`` from a precomputed codes file
-    (see ``codec_bridge.precompute``).
+    (see ``codec_bridge.precompute``);
+    ``noisy_latent``: float32 ``[latent_dim, frames]``, the mixture's continuous
+    encoder output, from the same file.
   """
 
   AUDIO_FIELDS = ("noisy", "clean", "unattended")
-  CODE_FIELDS = ("noisy_codes", "clean_codes", "unattended_codes")
+  CODE_FIELDS = ("noisy_codes", "clean_codes", "unattended_codes", "noisy_latent")
 
   def __init__(self, info: SplitInfo, fields: Sequence[str] = ("noisy", "clean", "eeg"),
                codes_path: str | None = None, check_finite: bool = True):
@@ -237,7 +239,7 @@ class AADSource:
       raise ValueError(f"Unknown fields {sorted(unknown)}; known: {sorted(known)}.")
     if "unattended" in fields and "unattended" not in info.paths:
       raise DataError(f"Split {info.split!r} has no unattended_{info.split}.h5.")
-    if any(f.endswith("_codes") for f in fields) and not codes_path:
+    if any(f in self.CODE_FIELDS for f in fields) and not codes_path:
       raise ValueError("Code fields need codes_path (run codec_bridge.precompute).")
     self.info = info
     self.fields = tuple(fields)
@@ -263,7 +265,7 @@ class AADSource:
           handles[field] = open_dataset(self.info.paths["eegs"])
         elif field == "subject" and "subjects" in self.info.paths:
           handles[field] = open_dataset(self.info.paths["subjects"])
-        elif field.endswith("_codes"):
+        elif field in self.CODE_FIELDS:
           handles[field] = h5py.File(self.codes_path, "r")[field]
       self._handles = handles
     return self._handles
@@ -293,6 +295,8 @@ class AADSource:
         out[field] = np.int32(-1 if h is None else np.asarray(h[index]).reshape(()))
       elif field == "index":
         out[field] = np.int32(index)
+      elif field == "noisy_latent":
+        out[field] = self._checked(field, index, np.asarray(handles[field][index], np.float32))
       else:
         out[field] = np.asarray(handles[field][index], np.int32)
     return out

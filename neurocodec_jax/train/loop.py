@@ -217,7 +217,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
   dac_model, models, mesh, train_step, validate = programs(config)
   sources = codes_and_sources(config, dac_model, {
       config.data.train_split: steps.batch_fields(config),
-      config.data.val_split: ("noisy_codes", "clean_codes", "eeg", "clean")})
+      config.data.val_split: tuple(steps.mix_fields(config)) + ("clean_codes", "eeg", "clean")})
   train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
 
   n_dev = mesh.devices.size

@@ -20,6 +20,7 @@ State (a plain dict pytree, see :func:`init_state`)::
 Batch (numpy or sharded jax arrays, leading axis = batch)::
 
   noisy_codes, clean_codes   int32 [batch, n_codebooks, frames]
+  noisy_latent               float32 [batch, latent_dim, frames]  (model.mix_input="continuous")
   eeg                        float32 [batch, eeg_channels, eeg_time]  (µV)
   clean                      float32 [batch, 1, frames * hop]  (when needed)
 """
@@ -53,9 +54,34 @@ def uses_aux(config) -> bool:
   return config.lambda_sep > 0 or config.lambda_sep_env > 0
 
 
+MIX_INPUTS = ("quantized", "continuous")
+
+
+def mix_fields(config) -> list[str]:
+  """The fields the model's mixture input comes from (see :func:`mix_latent`)."""
+  if config.model.mix_input not in MIX_INPUTS:
+    raise ValueError(f"model.mix_input must be one of {MIX_INPUTS}, got "
+                     f"{config.model.mix_input!r}.")
+  return ["noisy_codes"] + (["noisy_latent"] if config.model.mix_input == "continuous" else [])
+
+
+def mix_latent(qparams, batch: dict) -> jax.Array:
+  """The generator's mixture input ``[batch, latent_dim, frames]``.
+
+  ``model.mix_input="quantized"`` (the original): the mixture's quantized z, from its
+  codes. ``"continuous"``: DAC's encoder output before quantization (precomputed as
+  ``noisy_latent``): at inference the mixture audio is at hand, so nothing forces its
+  latent through the codebooks, whose few bits per frame blur two overlapping talkers.
+  Targets stay quantized either way (the decoder needs them).
+  """
+  if "noisy_latent" in batch:
+    return jnp.asarray(batch["noisy_latent"], jnp.float32)
+  return codec.codes_to_z(qparams, batch["noisy_codes"])
+
+
 def batch_fields(config) -> tuple[str, ...]:
   """The source fields a training batch needs under ``config``'s loss weights."""
-  fields = ["noisy_codes", "clean_codes", "eeg"]
+  fields = mix_fields(config) + ["clean_codes", "eeg"]
   if uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0:
     fields.append("clean")
   if uses_aux(config):
@@ -80,7 +106,7 @@ def init_state(config, models: Models, example: dict, seed: int) -> dict:
   """Initial train state from one example batch (shapes only matter)."""
   rng = jax.random.PRNGKey(seed)
   g_rng, d_rng, drop_rng, state_rng = jax.random.split(rng, 4)
-  z_mix = codec.codes_to_z(models.qparams, jnp.asarray(example["noisy_codes"]))
+  z_mix = mix_latent(models.qparams, example)
   variables = models.generator.init({"params": g_rng, "dropout": drop_rng}, z_mix,
                                     jnp.asarray(example["eeg"]), train=False)
   g = dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
@@ -102,7 +128,7 @@ def _hop(config) -> int:
 
 
 def _latents(models: Models, batch: dict):
-  z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+  z_mix = mix_latent(models.qparams, batch)
   z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
   return z_mix, z_tgt
 
