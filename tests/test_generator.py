@@ -185,6 +185,16 @@ def test_selector_share_envelopes_split_the_mixture_level():
   assert (env > 0).all() and np.abs(env[..., 0] / level - 0.5).max() > 1e-3   # a real split
 
 
+def test_selector_mixture_consistency_streams_add_up_to_the_mixture():
+  config = _selector_config(**{"model.mixture_consistency": True, "normalize_latents": False})
+  model, v, z, eeg = _init(config)
+  _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  np.testing.assert_allclose(np.asarray(aux["streams"]).sum(1), z, rtol=1e-5, atol=1e-5)
+  config.model.mixture_consistency = False
+  _, _, aux = NeuroCodec.from_config(config).apply(v, z, eeg, train=False, return_aux=True)
+  assert np.abs(np.asarray(aux["streams"]).sum(1) - z).max() > 1e-2
+
+
 def test_selector_trial_window_uses_one_weight_per_trial():
   model, v, z, eeg = _init(_selector_config(**{"model.select_window": "trial"}))
   _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)

@@ -187,6 +187,7 @@ class NeuroCodec(nn.Module):
   select_window: str = "causal"
   output_norm: str = "unit"
   stream_env_mode: str = "dense"
+  mixture_consistency: bool = False
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -204,7 +205,7 @@ class NeuroCodec(nn.Module):
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
-        stream_env_mode=m.stream_env)
+        stream_env_mode=m.stream_env, mixture_consistency=m.mixture_consistency)
 
   def setup(self):
     if self.selector not in SELECTORS:
@@ -291,8 +292,15 @@ class NeuroCodec(nn.Module):
     [b, F, 2]``, ``weights [b, F, 2]``, ``cue [b, F]``.
     """
     b, n_frames, _ = x.shape
-    streams = self.out(x).reshape(b, n_frames, 2, self.latent_dim)
-    streams = self._norm(jnp.transpose(streams, (0, 2, 3, 1)), axis=2)   # [b, 2, D, F]
+    streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
+                            (0, 2, 3, 1))                                # [b, 2, D, F]
+    if self.mixture_consistency:
+      # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
+      # stream does not take stays in the other, so the weaker talker's stream is
+      # the mixture minus the stronger one, not a copy of the mixture. Exact for the
+      # continuous latents only approximately (DAC's latent space is ~additive).
+      streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
+    streams = self._norm(streams, axis=2)
     stream_env = self._stream_envelopes(x, z_mix)                        # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
