@@ -176,15 +176,6 @@ def test_selector_shapes_and_mixture_of_streams():
   np.testing.assert_allclose(z_pred, mixed, rtol=1e-5, atol=1e-6)
 
 
-def test_selector_share_envelopes_split_the_mixture_level():
-  model, v, z, eeg = _init(_selector_config(**{"model.stream_env": "share"}))
-  _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
-  level = np.linalg.norm(np.asarray(z), axis=1) ** 0.6                    # [b, F]
-  env = np.asarray(aux["stream_env"])
-  np.testing.assert_allclose(env.sum(-1), level, rtol=1e-5)
-  assert (env > 0).all() and np.abs(env[..., 0] / level - 0.5).max() > 1e-3   # a real split
-
-
 def test_selector_mixture_consistency_streams_add_up_to_the_mixture():
   config = _selector_config(**{"model.mixture_consistency": True, "normalize_latents": False})
   model, v, z, eeg = _init(config)

@@ -186,7 +186,6 @@ class NeuroCodec(nn.Module):
   selector: str = "none"
   select_window: str = "causal"
   output_norm: str = "unit"
-  stream_env_mode: str = "dense"
   mixture_consistency: bool = False
 
   @classmethod
@@ -205,14 +204,11 @@ class NeuroCodec(nn.Module):
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
-        stream_env_mode=m.stream_env, mixture_consistency=m.mixture_consistency)
+        mixture_consistency=m.mixture_consistency)
 
   def setup(self):
     if self.selector not in SELECTORS:
       raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
-    if self.stream_env_mode not in ("dense", "share"):
-      raise ValueError(f"model.stream_env must be 'dense' or 'share', got "
-                       f"{self.stream_env_mode!r}.")
     if self.select_window not in ("causal", "trial"):
       raise ValueError(f"model.select_window must be 'causal' or 'trial', got "
                        f"{self.select_window!r}.")
@@ -270,24 +266,11 @@ class NeuroCodec(nn.Module):
   def _finish(self, x):
     return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
 
-  def _stream_envelopes(self, x, z_mix):
-    """``[b, F, 2]`` frame-rate envelopes of the two streams.
-
-    ``model.stream_env="dense"``: a linear read-out of each stream's envelope.
-    ``"share"``: each stream's share (softmax over the two) of the mixture frame's
-    level, ``|z_mix|`` compressed as the envelope target (^0.6): two talkers' levels add
-    up to the mixture's, so the backbone only has to say who holds the frame.
-    """
-    if self.stream_env_mode == "dense":
-      return self.stream_env(x)
-    level = jnp.linalg.norm(z_mix, axis=1) ** 0.6                       # [b, F]
-    return jax.nn.softmax(self.stream_env(x), axis=-1) * level[..., None]
-
   def _select(self, x, env, streaming: bool, z_mix=None):
     """Separate-then-select (see the module docstring).
 
     ``x [b, F, hidden]``, ``env [b, T']`` (decoded attended envelope, EEG rate),
-    ``z_mix [b, latent, F]`` (for ``model.stream_env="share"``) ->
+    ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
     [b, F, 2]``, ``weights [b, F, 2]``, ``cue [b, F]``.
     """
@@ -301,7 +284,7 @@ class NeuroCodec(nn.Module):
       # continuous latents only approximately (DAC's latent space is ~additive).
       streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
     streams = self._norm(streams, axis=2)
-    stream_env = self._stream_envelopes(x, z_mix)                        # [b, F, 2]
+    stream_env = self.stream_env(x)                                      # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
     corr = running_correlation(jnp.broadcast_to(cue[..., None], stream_env.shape), stream_env)
