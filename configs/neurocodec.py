@@ -125,6 +125,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       selector="none",              # "none" (original) | "correlation" (see generator)
       select_window="causal",       # selector's correlation: "causal" (frames 0..t) | "trial"
       output_norm="unit",           # "unit" (original) | "mixture": decode at the mix's frame norms
+      select_decision="soft",       # selector at evaluation: "soft" (softmax blend) | "hard" (argmax)
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       mix_input="quantized",        # "quantized" (original: z from the codes) | "continuous"
                                     # (the encoder's output before quantization; steps.mix_latent)

@@ -186,6 +186,20 @@ def test_selector_mixture_consistency_streams_add_up_to_the_mixture():
   assert np.abs(np.asarray(aux["streams"]).sum(1) - z).max() > 1e-2
 
 
+def test_selector_hard_decision_outputs_one_stream_at_evaluation():
+  config = _selector_config(**{"model.select_decision": "hard"})
+  model, v, z, eeg = _init(config)
+  z_pred, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  w = np.asarray(aux["weights"])
+  assert set(np.unique(w)) <= {0.0, 1.0} and (w.sum(-1) == 1).all()
+  picked = np.einsum("bkdf,bfk->bdf", np.asarray(aux["streams"]), w)
+  np.testing.assert_allclose(z_pred, picked, rtol=1e-5, atol=1e-6)
+  # Training keeps the differentiable softmax.
+  _, _, aux = model.apply(v, z, eeg, train=True, return_aux=True, rngs={"dropout": jax.random.PRNGKey(1)},
+                          mutable=["batch_stats"])[0]
+  assert (np.asarray(aux["weights"]) % 1 != 0).any()
+
+
 def test_selector_trial_window_uses_one_weight_per_trial():
   model, v, z, eeg = _init(_selector_config(**{"model.select_window": "trial"}))
   _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)

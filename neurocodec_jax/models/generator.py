@@ -187,6 +187,7 @@ class NeuroCodec(nn.Module):
   select_window: str = "causal"
   output_norm: str = "unit"
   mixture_consistency: bool = False
+  select_decision: str = "soft"
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -204,11 +205,14 @@ class NeuroCodec(nn.Module):
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
-        mixture_consistency=m.mixture_consistency)
+        mixture_consistency=m.mixture_consistency, select_decision=m.select_decision)
 
   def setup(self):
     if self.selector not in SELECTORS:
       raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
+    if self.select_decision not in ("soft", "hard"):
+      raise ValueError(f"model.select_decision must be 'soft' or 'hard', got "
+                       f"{self.select_decision!r}.")
     if self.select_window not in ("causal", "trial"):
       raise ValueError(f"model.select_window must be 'causal' or 'trial', got "
                        f"{self.select_window!r}.")
@@ -266,7 +270,7 @@ class NeuroCodec(nn.Module):
   def _finish(self, x):
     return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
 
-  def _select(self, x, env, streaming: bool, z_mix=None):
+  def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False):
     """Separate-then-select (see the module docstring).
 
     ``x [b, F, hidden]``, ``env [b, T']`` (decoded attended envelope, EEG rate),
@@ -299,6 +303,10 @@ class NeuroCodec(nn.Module):
       lag = max(lag, 0)
       corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]
     weights = jax.nn.softmax(self.select_scale * corr, axis=-1)         # [b, F, 2]
+    if self.select_decision == "hard" and not train:
+      # Evaluation: output the better-correlated stream itself (the AAD decision),
+      # not a blend of both, which drifts back toward the mixture when unsure.
+      weights = jax.nn.one_hot(jnp.argmax(corr, axis=-1), 2, dtype=weights.dtype)
     z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
     return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
                                cue=cue)
@@ -321,7 +329,7 @@ class NeuroCodec(nn.Module):
     for block in self.blocks:
       x = block(x, kv, mask, train=train)
     if self.selector == "correlation":
-      z, aux = self._select(x, env, streaming, z_mix)
+      z, aux = self._select(x, env, streaming, z_mix, train)
     else:
       z, aux = self._finish(x), {}
     return (self._rescale(z, z_mix), env, aux) if return_aux else (self._rescale(z, z_mix), env)
