@@ -198,8 +198,10 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.disc.width = 0.0625    # DAC's discriminator is a GPU-sized critic
     c.train.checkpoint_every = 250
     # The recipe that makes the model use the EEG (README "Does it use the EEG?"):
-    # separate-then-select with the permutation-invariant and envelope terms, an EEG
-    # kernel covering the cortical response, decoding at the mixture's frame norms.
+    # separate-then-select with the permutation-invariant and envelope terms (the
+    # stream-envelope term x5), streams that add up to the mixture's continuous
+    # latent, a hard trial-level decision at evaluation, an EEG kernel covering the
+    # cortical response, decoding at the mixture's frame norms.
     # Latent-space terms only: 100 steps of DAC's waveform terms at 15/1/2 raised the
     # latent loss 0.011 -> 0.028 and cost 2.5 s/step here (enable them with
     # lambda_mel/adv/feat and train.waveform_start for a curriculum).
@@ -207,12 +209,15 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.model.select_window = "trial"
     c.model.eeg_kernel = 32
     c.model.output_norm = "mixture"
+    c.model.select_decision = "hard"
+    c.model.mix_input = "continuous"
+    c.model.mixture_consistency = True
     c.lambda_env = 1.0
     c.lambda_sep = 1.0
-    c.lambda_sep_env = 1.0
+    c.lambda_sep_env = 5.0
     c.lambda_mel = c.lambda_adv = c.lambda_feat = 0.0
-    c.synthetic.n_train, c.synthetic.n_val, c.synthetic.n_test = 768, 64, 256
-    c.train.max_steps = 2000     # the val-best step of a 4000-step run (README)
+    c.synthetic.n_train, c.synthetic.n_val, c.synthetic.n_test = 2048, 64, 256
+    c.train.max_steps = 2000
     c.train.eval_every = 500
   c.lock()
   return c

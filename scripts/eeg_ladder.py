@@ -43,7 +43,9 @@ RUNGS = {
 ORIGINAL = {"lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0, "lambda_env": 0.0,
             "lambda_sep": 0.0, "lambda_sep_env": 0.0, "model.selector": "none",
             "model.select_window": "causal", "model.eeg_kernel": 8,
-            "model.output_norm": "unit", "model.time_aligned_pe": False}
+            "model.output_norm": "unit", "model.time_aligned_pe": False,
+            "model.mix_input": "quantized", "model.mixture_consistency": False,
+            "model.select_decision": "soft"}
 VARIANTS = {
     # The original architecture, latent objective only.
     "original": dict(ORIGINAL),
@@ -52,6 +54,8 @@ VARIANTS = {
     # Separate-then-select: PIT streams + stream envelopes + decoded-envelope selection.
     "select": dict(ORIGINAL, lambda_env=1.0, lambda_sep=1.0, lambda_sep_env=1.0,
                    **{"model.selector": "correlation", "model.eeg_kernel": 32}),
+    # The demo preset's recipe as it stands (select + every lever the README keeps).
+    "recipe": {},
 }
 
 

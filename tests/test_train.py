@@ -259,7 +259,11 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   root, _ = tiny_dataset
   config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
                                  "model.select_window": "trial", "lambda_env": 1.0,
-                                 "lambda_sep": 1.0, "lambda_sep_env": 1.0,
+                                 "lambda_sep": 1.0, "lambda_sep_env": 5.0,
+                                 "model.mix_input": "continuous",
+                                 "model.mixture_consistency": True,
+                                 "model.select_decision": "hard",
+                                 "codec.cache_dir": str(tmp_path / "codes"),
                                  "train.waveform_start": 3, "train.eval_every": 6})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
