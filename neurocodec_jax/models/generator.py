@@ -26,7 +26,10 @@ temperature (``model.select_window="causal"``: frame t uses frames 0..t;
 ``"trial"``: every frame uses the whole window, offline only — streaming always uses
 the causal form): the backbone learns to separate without any cue, and the EEG only
 has to choose — the classic "separate, then select by the decoded envelope"
-design of auditory attention decoding, made differentiable and causal.
+design of auditory attention decoding, made differentiable and causal. Options:
+``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
+(the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
+the streams to add up to the mixture latent.
 
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
@@ -284,8 +287,8 @@ class NeuroCodec(nn.Module):
     if self.mixture_consistency:
       # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
       # stream does not take stays in the other, so the weaker talker's stream is
-      # the mixture minus the stronger one, not a copy of the mixture. Exact for the
-      # continuous latents only approximately (DAC's latent space is ~additive).
+      # the mixture minus the stronger one, not a copy of the mixture. DAC's latent
+      # space is only roughly additive (latent_structure), so this is a prior, not a law.
       streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
     streams = self._norm(streams, axis=2)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
