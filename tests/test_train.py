@@ -276,3 +276,20 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   for r in rows:
     assert np.isfinite(r["loss_sep"]) and -1 <= r["loss_sep_env"] <= 1
   assert "select_scale" in result["state"]["g"]["params"]
+
+
+def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):
+  """train.schedule=cosine with train.max_steps=-1: the rate decays over the epochs'
+  steps (it was 0 from the second step on)."""
+  root, _ = tiny_dataset
+  config = train_config(root, **{"train.schedule": "cosine", "train.max_steps": -1,
+                                 "epochs": 2, "lambda_mel": 0.0, "lambda_adv": 0.0,
+                                 "lambda_feat": 0.0, "train.eval_every": -1})
+  workdir = str(tmp_path / "cosine")
+  result = loop.train_and_evaluate(config, workdir)
+  rates = [json.loads(l)["lr"] for l in open(os.path.join(workdir, "metrics.jsonl"))
+           if json.loads(l)["split"] == "train"]
+  total = result["step"]
+  assert total == 2 * 4 and len(rates) == total          # 16 trials, batch 4, 2 epochs
+  assert rates[0] == pytest.approx(config.lr)
+  assert all(a > b > 0 for a, b in zip(rates, rates[1:]))   # decaying, never 0 in the run

@@ -167,3 +167,21 @@ def test_selector_diagnostics_separate_cue_from_separation_errors():
   d = evaluation.selector_diagnostics(config, crossed, batch, z_att, z_un)
   assert not np.asarray(d["id_oracle_cue"]).any()
   assert (np.asarray(d["stream_r_other"]) > 0.99).all()
+
+
+def test_cosine_schedule_takes_the_run_length_from_epochs():
+  """With the default train.max_steps=-1 the cosine schedule decays over the run's
+  real length (epochs x steps per epoch), not over one step (learning rate 0)."""
+  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  config.train.schedule, config.train.max_steps = "cosine", -1
+  lr = lambda c, s: float(optim.learning_rate(c, jnp.asarray(s), jnp.asarray(1.0)))
+  assert lr(config, 5) == 0.0                       # what the unresolved config gives
+  resolved = loop.with_schedule_length(config, 100)
+  assert config.train.max_steps == -1 and resolved.train.max_steps == 100
+  assert lr(resolved, 0) == pytest.approx(config.lr)
+  assert lr(resolved, 50) == pytest.approx(config.lr / 2, rel=1e-5)
+  assert lr(resolved, 100) == pytest.approx(0.0, abs=1e-9)
+  assert loop.total_steps(config, per_epoch=25) == config.epochs * 25
+  config.train.schedule = "plateau"
+  assert loop.with_schedule_length(config, 100) is config   # shared programs

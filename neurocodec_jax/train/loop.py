@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -165,16 +166,18 @@ def program_key(config) -> str:
 _PROGRAMS: dict = {}
 
 
-def programs(config):
+def programs(config, dac_model=None):
   """``(dac_model, models, mesh, jitted train step, validate)``, built once per key.
 
   Building and compiling the step costs tens of seconds on a CPU; a second run in
-  the same process (a resume, a test, a notebook) reuses them.
+  the same process (a resume, a test, a notebook) reuses them. ``dac_model``: the
+  codec, when the caller has loaded it already.
   """
   import codec_bridge  # pylint: disable=g-import-not-at-top
   key = program_key(config)
   if key not in _PROGRAMS:
-    dac_model = codec_bridge.load_dac_from_config(config.codec)
+    if dac_model is None:
+      dac_model = codec_bridge.load_dac_from_config(config.codec)
     models = build_models(config, dac_model, need_decoder=True)
     mesh = make_mesh()
     check_multi_device(config, mesh)
@@ -198,6 +201,27 @@ def programs(config):
 
 # ------------------------------------------------------------------ train ----
 
+def total_steps(config, per_epoch: int) -> int:
+  """The run's length: ``train.max_steps``, or ``epochs`` epochs when it is -1."""
+  return config.train.max_steps if config.train.max_steps > 0 else config.epochs * per_epoch
+
+
+def with_schedule_length(config, total: int):
+  """``config`` with ``train.max_steps`` = ``total`` when the schedule needs the length.
+
+  The cosine schedule decays over ``train.max_steps`` inside the jitted step; with the
+  default -1 (length from ``epochs``) it would decay over one step and train at
+  learning rate 0. Other schedules get ``config`` itself (their programs are shared
+  across run lengths).
+  """
+  if config.train.schedule != "cosine" or config.train.max_steps == total:
+    return config
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.train.max_steps = total
+  resolved.lock()
+  return resolved
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
   """Trains per ``config`` in ``workdir``, resuming from its latest checkpoint.
 
@@ -214,21 +238,24 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
 
-  dac_model, models, mesh, train_step, validate = programs(config)
+  import codec_bridge  # pylint: disable=g-import-not-at-top
+  cached = _PROGRAMS.get(program_key(config))
+  dac_model = cached[0] if cached else codec_bridge.load_dac_from_config(config.codec)
   sources = codes_and_sources(config, dac_model, {
       config.data.train_split: steps.batch_fields(config),
       config.data.val_split: tuple(steps.mix_fields(config)) + ("clean_codes", "eeg", "clean")})
   train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
 
+  local_batch = config.batch_size // jax.process_count()
+  per_epoch = steps_per_epoch(len(train_src), local_batch)
+  total = total_steps(config, per_epoch)
+  dac_model, models, mesh, train_step, validate = programs(
+      with_schedule_length(config, total), dac_model)
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
                      f"{n_dev} devices.")
-  local_batch = config.batch_size // jax.process_count()
   replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-
-  per_epoch = steps_per_epoch(len(train_src), local_batch)
-  total = config.train.max_steps if config.train.max_steps > 0 else config.epochs * per_epoch
   eval_every = config.train.eval_every if config.train.eval_every > 0 else per_epoch
   data = train_dataset(train_src, local_batch, seed=config.seed,
                        num_workers=config.data.num_workers)
