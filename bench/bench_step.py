@@ -58,9 +58,12 @@ def random_batch(config, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   codes = lambda: rng.integers(0, arch.codebook_size, (b, arch.n_codebooks, frames)).astype(np.int32)
   eeg_t = int(config.data.segment_seconds * config.data.eeg_rate)
-  return dict(noisy_codes=codes(), clean_codes=codes(),
-              eeg=rng.standard_normal((b, config.eeg_channels, eeg_t)).astype(np.float32),
-              clean=(0.1 * rng.standard_normal((b, 1, frames * hop))).astype(np.float32))
+  batch = dict(noisy_codes=codes(), clean_codes=codes(),
+               eeg=rng.standard_normal((b, config.eeg_channels, eeg_t)).astype(np.float32),
+               clean=(0.1 * rng.standard_normal((b, 1, frames * hop))).astype(np.float32))
+  if config.model.mix_input == "continuous":
+    batch["noisy_latent"] = rng.standard_normal((b, arch.latent_dim, frames)).astype(np.float32)
+  return batch
 
 
 def data_seconds(config) -> float | None:
@@ -87,7 +90,7 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   add("data", data_seconds(config) or float("nan"))
 
   # Latent model: generator forward + backward on the latent loss.
-  z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+  z_mix = steps.mix_latent(models.qparams, batch, config.model.mix_input)
   z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
   def latent_loss(params):
     (z, _), _ = models.generator.apply(

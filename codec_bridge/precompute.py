@@ -126,8 +126,12 @@ def precompute_split(config, split: str, dac_model, progress: bool = True,
   if os.path.exists(partial):
     try:
       check_codes(partial, identity, sources)
-      if _missing(partial, required_datasets(config, kinds)):
-        raise CacheMismatch(f"{partial} lacks {_missing(partial, required_datasets(config, kinds))}")
+      with h5py.File(partial, "r") as f:
+        held = sorted(f.keys())
+      if held != sorted(required_datasets(config, kinds)):
+        # Resuming would leave rows of a dataset this run does not write at zero.
+        raise CacheMismatch(f"{partial} holds {held}, this run writes "
+                            f"{sorted(required_datasets(config, kinds))}")
     except CacheMismatch as e:
       logging.info("Discarding stale partial cache (%s).", e)
       os.remove(partial)

@@ -15,8 +15,9 @@ subject when subjects are known):
                   prediction is closer to the attended talker (when
                   ``unattended_<split>.h5`` exists, e.g. the synthetic data)
   cos_mix_attended / cos_mix_unattended, id_latent_mixture
-                  the same for the mixture's own latents (the "copy the input"
-                  baseline, EEG-free: a model must beat its id_latent_mixture)
+                  the same for the mixture's own quantized latents (the "copy the
+                  input" baseline, EEG-free: a model must beat its id_latent_mixture;
+                  quantized whatever model.mix_input, like the targets)
   cue_r_*, id_cue_true_envelopes, stream_r_*, id_oracle_cue
                   with model.selector: how good the decoded EEG envelope and the
                   separated streams are, each on its own (``selector_diagnostics``)
@@ -61,7 +62,31 @@ def load_run_config(workdir: str):
     saved = json.load(f)
   config = neurocodec.get_config(saved.get("preset", "cocktail"))
   _update(config, saved, path)
+  # A key the saved run lacks is an option added since: that run trained without it,
+  # i.e. with the option's base default (the original behaviour), not the preset's.
+  base = neurocodec.get_config("cocktail")
+  for key in _absent(config, saved):
+    node, base_node = config, base
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node, base_node = node[p], base_node[p]
+    if node[leaf] != base_node[leaf]:
+      logging.warning("%s has no %r (a run from before that option): using its base "
+                      "default %r, not the preset's %r.", path, key, base_node[leaf], node[leaf])
+      node[leaf] = base_node[leaf]
   return config
+
+
+def _absent(config, values: dict, prefix: str = "") -> list[str]:
+  """Dotted keys of ``config`` missing from the saved ``values`` (``arch`` is whole)."""
+  out = []
+  for key in config.keys():
+    current = config[key]
+    if key not in values:
+      out.append(prefix + key)
+    elif hasattr(current, "keys") and isinstance(values[key], dict) and key != "arch":
+      out += _absent(current, values[key], prefix + key + ".")
+  return out
 
 
 def _update(config, values: dict, path: str, prefix: str = ""):

@@ -108,3 +108,16 @@ def test_continuous_mix_input_stores_the_encoder_output(dataset, capsys):
   config.model.mix_input = "quantized"
   assert precompute.ensure_codes(config, "val", dac_model, progress=False) == path
   assert "Recomputing" not in capsys.readouterr().err
+
+
+def test_partial_written_for_other_datasets_is_not_resumed(dataset):
+  """A continuous run interrupted, then a quantized one: resuming would leave the rest
+  of noisy_latent at zero, so the partial is discarded and the cache recomputed."""
+  config, dac_model = dataset
+  config.model.mix_input = "continuous"
+  with pytest.raises(KeyboardInterrupt):
+    precompute.precompute_split(config, "train", dac_model, progress=False, stop_after_batches=1)
+  config.model.mix_input = "quantized"
+  path = precompute.precompute_split(config, "train", dac_model, progress=False)
+  with h5py.File(path) as f:
+    assert "noisy_latent" not in f                   # started over: nothing half-written

@@ -185,3 +185,29 @@ def test_cosine_schedule_takes_the_run_length_from_epochs():
   assert loop.total_steps(config, per_epoch=25) == config.epochs * 25
   config.train.schedule = "plateau"
   assert loop.with_schedule_length(config, 100) is config   # shared programs
+
+
+def test_run_config_from_before_an_option_gets_its_base_default(tmp_path):
+  """A config.json saved before model.mix_input & co existed evaluates as trained
+  (quantized input, soft decision), not with the demo preset's newer values."""
+  import json  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  saved = json.loads(neurocodec.get_config("demo").to_json_best_effort())
+  for key in ("mix_input", "mixture_consistency", "select_decision"):
+    del saved["model"][key]
+  saved["model"]["selector"] = "correlation"
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = evaluation.load_run_config(str(tmp_path))
+  assert (config.model.mix_input, config.model.mixture_consistency,
+          config.model.select_decision) == ("quantized", False, "soft")
+  assert config.model.selector == "correlation" and config.lambda_sep_env == 5.0  # saved values
+
+
+def test_continuous_mix_input_needs_its_field():
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  batch = dict(noisy_codes=np.zeros((1, 4, 5), np.int32))
+  with pytest.raises(KeyError, match="noisy_latent"):
+    steps.mix_latent(None, batch, "continuous")
+  latent = np.ones((1, 64, 5), np.float32)
+  np.testing.assert_array_equal(steps.mix_latent(None, dict(batch, noisy_latent=latent),
+                                                 "continuous"), latent)

@@ -29,7 +29,7 @@ has to choose — the classic "separate, then select by the decoded envelope"
 design of auditory attention decoding, made differentiable and causal. Options:
 ``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
 (the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
-the streams to add up to the mixture latent.
+the streams, before their normalization, to add up to the mixture latent.
 
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
@@ -305,11 +305,12 @@ class NeuroCodec(nn.Module):
                           / self.eeg_rate / self.frame_seconds))
       lag = max(lag, 0)
       corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]
-    weights = jax.nn.softmax(self.select_scale * corr, axis=-1)         # [b, F, 2]
+    logits = self.select_scale * corr
+    weights = jax.nn.softmax(logits, axis=-1)                           # [b, F, 2]
     if self.select_decision == "hard" and not train:
       # Evaluation: output the better-correlated stream itself (the AAD decision),
       # not a blend of both, which drifts back toward the mixture when unsure.
-      weights = jax.nn.one_hot(jnp.argmax(corr, axis=-1), 2, dtype=weights.dtype)
+      weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
     z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
     return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
                                cue=cue)

@@ -53,7 +53,8 @@ def build_models(config, dac_model, *, need_decoder: bool) -> steps.Models:
       discriminator=disc, decode=decode,
       qparams=codec_bridge.quantizer_params(dac_model),
       g_tx=optim.generator_optimizer(config),
-      d_tx=optim.discriminator_optimizer(config) if disc is not None else None)
+      d_tx=optim.discriminator_optimizer(config) if disc is not None else None,
+      mix_input=config.model.mix_input)
 
 
 def codes_and_sources(config, dac_model, splits, extra_fields=()):

@@ -65,7 +65,7 @@ def mix_fields(config) -> list[str]:
   return ["noisy_codes"] + (["noisy_latent"] if config.model.mix_input == "continuous" else [])
 
 
-def mix_latent(qparams, batch: dict) -> jax.Array:
+def mix_latent(qparams, batch: dict, mix_input: str) -> jax.Array:
   """The generator's mixture input ``[batch, latent_dim, frames]``.
 
   ``model.mix_input="quantized"`` (the original): the mixture's quantized z, from its
@@ -74,7 +74,10 @@ def mix_latent(qparams, batch: dict) -> jax.Array:
   latent through the codebooks, whose few bits per frame blur two overlapping talkers.
   Targets stay quantized either way (the decoder needs them).
   """
-  if "noisy_latent" in batch:
+  if mix_input == "continuous":
+    if "noisy_latent" not in batch:
+      raise KeyError("model.mix_input='continuous' needs the batch field 'noisy_latent' "
+                     "(request steps.mix_fields(config) from the source).")
     return jnp.asarray(batch["noisy_latent"], jnp.float32)
   return codec.codes_to_z(qparams, batch["noisy_codes"])
 
@@ -100,13 +103,14 @@ class Models:
   qparams: PyTree                                   # frozen quantizer
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation | None
+  mix_input: str = "quantized"                      # model.mix_input (see mix_latent)
 
 
 def init_state(config, models: Models, example: dict, seed: int) -> dict:
   """Initial train state from one example batch (shapes only matter)."""
   rng = jax.random.PRNGKey(seed)
   g_rng, d_rng, drop_rng, state_rng = jax.random.split(rng, 4)
-  z_mix = mix_latent(models.qparams, example)
+  z_mix = mix_latent(models.qparams, example, config.model.mix_input)
   variables = models.generator.init({"params": g_rng, "dropout": drop_rng}, z_mix,
                                     jnp.asarray(example["eeg"]), train=False)
   g = dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
@@ -128,7 +132,7 @@ def _hop(config) -> int:
 
 
 def _latents(models: Models, batch: dict):
-  z_mix = mix_latent(models.qparams, batch)
+  z_mix = mix_latent(models.qparams, batch, models.mix_input)
   z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
   return z_mix, z_tgt
 
