@@ -122,16 +122,16 @@ def precompute_split(config, split: str, dac_model, progress: bool = True,
   frames = info.audio_length // int(np.prod(config.codec.arch.encoder_rates))
   nq, dim = dac_model.n_codebooks, dac_model.latent_dim
   store_z = config.codec.store_z
-  store_latent = "noisy_latent" in required_datasets(config, kinds)
+  required = sorted(required_datasets(config, kinds))
+  store_latent = "noisy_latent" in required
   if os.path.exists(partial):
     try:
       check_codes(partial, identity, sources)
       with h5py.File(partial, "r") as f:
         held = sorted(f.keys())
-      if held != sorted(required_datasets(config, kinds)):
+      if held != required:
         # Resuming would leave rows of a dataset this run does not write at zero.
-        raise CacheMismatch(f"{partial} holds {held}, this run writes "
-                            f"{sorted(required_datasets(config, kinds))}")
+        raise CacheMismatch(f"{partial} holds {held}, this run writes {required}")
     except CacheMismatch as e:
       logging.info("Discarding stale partial cache (%s).", e)
       os.remove(partial)

@@ -200,9 +200,7 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
   """
   pear = losses.envelope.pearson
   streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
-  sr, n_frames = config.codec.arch.sample_rate, stream_env.shape[1]
-  env = lambda x: losses.speech_envelope(x[:, 0], sr, sr * n_frames / x.shape[-1], n_frames)
-  env_att, env_unatt = env(batch["clean"]), env(batch["unattended"])
+  env_att, env_unatt = steps.talker_envelopes(config, batch, stream_env.shape[1])
   cos_att = jnp.stack([frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
   cos_un = jnp.stack([frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
   att_stream = jnp.argmax(cos_att - cos_un, axis=-1)                               # [b]

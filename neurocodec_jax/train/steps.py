@@ -171,16 +171,20 @@ def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
   return terms
 
 
+def talker_envelopes(config, batch: dict, n_frames: int) -> tuple[jax.Array, jax.Array]:
+  """Both talkers' envelopes at the latent frame rate, ``[b, n_frames]`` each."""
+  sr = config.codec.arch.sample_rate
+  frame_rate = sr * n_frames / batch["clean"].shape[-1]          # = sr / hop
+  env = lambda x: losses.speech_envelope(x[:, 0], sr, frame_rate, n_frames)
+  return env(batch["clean"]), env(batch["unattended"])
+
+
 def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
   """:func:`separation_terms` for a training batch (talker envelopes from the audio)."""
   z_unatt = codec.codes_to_z(qparams, batch["unattended_codes"])
   env_att = env_unatt = None
   if config.lambda_sep_env > 0:
-    n_frames = aux["stream_env"].shape[1]
-    sr = config.codec.arch.sample_rate
-    frame_rate = sr * n_frames / batch["clean"].shape[-1]          # = sr / hop
-    env = lambda x: losses.speech_envelope(x[:, 0], sr, frame_rate, n_frames)
-    env_att, env_unatt = env(batch["clean"]), env(batch["unattended"])
+    env_att, env_unatt = talker_envelopes(config, batch, aux["stream_env"].shape[1])
   terms = separation_terms(aux, z_tgt, z_unatt, env_att, env_unatt,
                            normalize=config.normalize_latents)
   return {k: v for k, v in terms.items() if config[f"lambda_{k}"] > 0}
