@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 REQS := $(wildcard requirements/*.txt) setup.py
 
-.PHONY: demo test test-slow bench venv clean-venv
+.PHONY: demo reproduce test test-slow bench venv clean-venv
 
 venv: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): $(REQS) scripts/bootstrap.sh
 
 demo: $(STAMP)
 	$(PY) -m neurocodec_jax.demo
+
+# The demo's recipe, longer: within an hour on 2 CPU cores (README "Does it use the EEG?").
+reproduce: $(STAMP)
+	$(PY) -m neurocodec_jax.demo --preset reproduce
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15

@@ -13,11 +13,10 @@ import json
 import logging
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from neurocodec_jax import evaluation
+from configs.validate import define_config_flag, parse_flags, validate_or_exit
 
-config_flags.DEFINE_config_file("config", None, "Config (with --checkpoint).")
+define_config_flag("config", None, "Config (with --checkpoint).")
 flags.DEFINE_string("workdir", None, "Training workdir (config.json, best/, checkpoints/).")
 flags.DEFINE_string("checkpoint", None, "A checkpoint step folder, e.g. DIR/best/120.")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of the workdir.")
@@ -32,6 +31,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  # The evaluation stack (JAX: seconds to import) comes after the flags, so that an
+  # unknown --config key is reported at once.
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   if FLAGS.compare:
     if len(FLAGS.compare) != 2:
@@ -48,6 +50,7 @@ def main(argv):
     config = evaluation.load_run_config(FLAGS.workdir)
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
               else "shuffle_eeg" if FLAGS.shuffle_eeg else "none")
   result = evaluation.evaluate(
@@ -59,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -7,13 +7,10 @@ command resumes from the latest checkpoint in the workdir.
 import logging
 
 from absl import app, flags
-import jax
-from ml_collections import config_flags
 
-from neurocodec_jax.train.loop import train_and_evaluate
+from configs.validate import define_config_flag, parse_flags, validate_or_exit
 
-config_flags.DEFINE_config_file("config", "configs/neurocodec.py",
-                                "Config file, optionally with :preset.", lock_config=True)
+define_config_flag("config", "configs/neurocodec.py", "Config file, optionally with :preset.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder (default: config.checkpoint_dir).")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 FLAGS = flags.FLAGS
@@ -21,12 +18,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  config = validate_or_exit(FLAGS.config)
+  # The training stack (JAX: seconds to import) comes after the flags, so that an
+  # unknown --config key is reported at once.
+  import jax  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   if FLAGS.multihost:
     jax.distributed.initialize()
-  config = FLAGS.config
   train_and_evaluate(config, FLAGS.workdir or config.checkpoint_dir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,14 +1,18 @@
-"""`make demo`: the main job on the embedded default (synthetic data, the trained demo codec).
+"""`make demo` (and `make reproduce`): the main job on synthetic data and the trained demo codec.
+
+``python -m neurocodec_jax.demo [--preset demo|reproduce]``; ``reproduce`` is the
+longer run of the same recipe (configs/neurocodec.py).
 
 1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
-3. trains the ``demo`` preset with every loss on (mel and adversarial included);
+3. trains the preset (its recipe: configs/neurocodec.py);
 4. evaluates the best checkpoint on the test split with the true EEG, with the
    noise cue and with shuffled EEG, writes samples, and prints the comparison.
 
 Re-running resumes (or skips) training from the run's latest checkpoint.
 """
 
+import argparse
 import logging
 import math
 import os
@@ -20,7 +24,11 @@ from neurocodec_jax import evaluation
 from neurocodec_jax.data import open_split, synthetic
 from neurocodec_jax.train.loop import train_and_evaluate
 
-WORKDIR = "runs/demo"
+PRESETS = ("demo", "reproduce")
+
+
+def workdir_of(preset: str) -> str:
+  return f"runs/{preset}"
 
 
 def prepare_data(config) -> str:
@@ -72,18 +80,21 @@ def verdict(metrics: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
-  del argv
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--preset", choices=PRESETS, default="demo")
+  args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   start = time.time()
-  config = neurocodec.get_config("demo")
+  config = neurocodec.get_config(args.preset)
+  workdir = workdir_of(args.preset)
   prepare_data(config)
   print(f"[demo] codec: {describe_codec(config)}")
-  print(f"[demo] training the demo preset in {WORKDIR}")
-  train_and_evaluate(config, WORKDIR)
+  print(f"[demo] training the {args.preset} preset in {workdir}")
+  train_and_evaluate(config, workdir)
   results = {}
   for ablation in evaluation.ABLATIONS:
     results[ablation] = evaluation.evaluate(
-        config, workdir=WORKDIR, split="test", ablation=ablation,
+        config, workdir=workdir, split="test", ablation=ablation,
         num_samples=3 if ablation == "none" else 0)
   print("\n[demo] test split, true EEG vs ablations:")
   for ablation in ("noise_cue", "shuffle_eeg"):
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
   print(f"\n[demo] {verdict(metrics)}")
   print(f"\n[demo] done in {time.time() - start:.0f} s. Outputs:\n"
         f"  data:        {config.root}\n"
-        f"  run:         {WORKDIR}/ (config.json, metrics.jsonl, checkpoints/, best/)\n"
+        f"  run:         {workdir}/ (config.json, metrics.jsonl, checkpoints/, best/)\n"
         + "".join(f"  eval {a:<11} {r['out_dir']}/ (metrics.json, per_example.csv"
                   + (", wavs, plots)\n" if a == "none" else ")\n")
                   for a, r in results.items()))
@@ -102,4 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  sys.exit(main())

@@ -1,8 +1,16 @@
-"""Config presets: load, keep the original's keys, reject unknown keys."""
+"""Config presets: load, keep the original's keys, reject unknown keys; validation."""
 
+import math
+import os
+import subprocess
+import sys
+import time
+
+import ml_collections
 import pytest
 
 from configs import neurocodec
+from configs import validate as check
 
 ORIGINAL_KEYS = ("activation", "normalize_latents", "lambda_recon", "lambda_env",
                  "lambda_mel", "lambda_adv", "lambda_feat", "hidden_dim", "num_layers",
@@ -77,3 +85,215 @@ def test_command_line_overrides(tmp_path):
   config_flags.DEFINE_config_file("config", None, flag_values=fv2, sys_argv=argv)
   with pytest.raises(Exception, match="batchsize"):
     fv2(argv)
+
+
+# ------------------------------------------------------------- validation ----
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILE = os.path.join(ROOT, "configs", "neurocodec.py")
+ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.selector",
+               "model.select_window", "model.output_norm", "model.select_decision",
+               "model.mix_input", "train.schedule", "train.nonfinite", "data.eeg_units",
+               "codec.model_type")
+
+
+def _set(config, path, value):
+  *parents, leaf = path.split(".")
+  for p in parents:
+    config = config[p]
+  config[leaf] = value
+
+
+def _error(config) -> str:
+  with pytest.raises(check.ConfigError) as e:
+    check.validate(config)
+  return str(e.value)
+
+
+@pytest.mark.parametrize("preset", neurocodec.PRESETS)
+def test_presets_are_valid(preset):
+  assert check.validate(neurocodec.get_config(preset)) is not None
+
+
+def test_every_field_has_a_check():
+  # A new config field must get a rule here, or validation would skip it.
+  assert set(check._leaves(neurocodec.get_config("demo"))) == set(check._rules())
+  assert set(check.choices()) == set(ENUM_FIELDS)
+
+
+def test_choices_come_from_the_consuming_code():
+  from neurocodec_jax.models import generator  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.ops import scan  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  choices = check.choices()
+  assert choices["model.scan_backend"] == tuple(scan.BACKENDS)
+  assert choices["model.selector"] == tuple(generator.SELECTORS)
+  assert choices["model.mix_input"] == tuple(steps.MIX_INPUTS)
+  assert choices["codec.model_type"] == tuple(neurocodec.DAC_ARCHS)
+  assert "millivolts" in choices["data.eeg_units"]
+
+
+@pytest.mark.parametrize("field", ENUM_FIELDS)
+def test_enum_typo_names_field_value_and_choices(field):
+  config = neurocodec.get_config("demo")
+  valid = check.choices()[field]
+  typo = valid[0][:-1]
+  _set(config, field, typo)
+  message = _error(config)
+  assert f"{field}={typo!r} is invalid: expected one of" in message
+  for value in valid:
+    assert repr(value) in message
+  assert f"(did you mean {valid[0]!r}?)" in message
+
+
+def test_nonfinite_other_than_stop_or_skip_rejected():
+  # The loop treats anything but "stop" as "skip": a typo must not silently skip.
+  config = neurocodec.get_config("demo")
+  config.train.nonfinite = "stpo"
+  assert _error(config) == ("train.nonfinite='stpo' is invalid: expected one of 'stop', "
+                            "'skip' (did you mean 'stop'?)")
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    ("batch_size", 0, "an integer >= 1"),
+    ("lr", 0.0, "a finite number > 0"),
+    ("lr", math.nan, "a finite number > 0"),
+    ("lr", math.inf, "a finite number > 0"),
+    ("epochs", 0, "an integer >= 1"),
+    ("hidden_dim", 0, "an integer >= 1"),
+    ("num_layers", 0, "an integer >= 1"),
+    ("eeg_channels", 0, "an integer >= 1"),
+    ("lambda_mel", -1.0, "a finite number >= 0"),
+    ("model.dropout", 1.0, "a number in [0, 1)"),
+    ("data.segment_seconds", 0.0, "a finite number > 0"),
+    ("train.max_steps", 0, "an integer >= 1, or -1"),
+    ("train.eval_every", 0, "an integer >= 1, or -1"),
+    ("train.keep_checkpoints", 0, "an integer >= 1"),
+    ("train.log_every", 0, "an integer >= 1"),
+    ("train.plateau_factor", 1.0, "a number in (0, 1)"),
+    ("codec.device", "gpu", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ("disc.bands", ((0.5, 0.25),), "a non-empty list of (low, high) fractions"),
+])
+def test_out_of_range_names_field_value_and_range(path, value, expected):
+  config = neurocodec.get_config("demo")
+  _set(config, path, value)
+  message = _error(config)
+  assert message.startswith(f"{path}={value!r} is invalid: expected {expected}"), message
+
+
+@pytest.mark.parametrize("path, value", [
+    ("train.max_steps", -1), ("train.eval_every", -1), ("codec.device", "cuda:1"),
+    ("codec.device", "cpu"), ("data.eeg_units", "millivolts"), ("model.dropout", 0.0),
+    ("disc.rates", ()), ("codec.weights", "/some/weights.pth")])
+def test_edge_values_accepted(path, value):
+  config = neurocodec.get_config("demo")
+  _set(config, path, value)
+  check.validate(config)
+
+
+def test_every_problem_in_one_message():
+  config = neurocodec.get_config("demo")
+  config.batch_size, config.train.schedule = 0, "cosin"
+  message = _error(config)
+  assert "batch_size=0 is invalid" in message
+  assert "train.schedule='cosin' is invalid" in message and "'cosine'?" in message
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    ("hidden_dim", 63, "hidden_dim=63 is invalid: expected a multiple of model.num_heads=4"),
+    ("codec.n_quantizers_eval", 5, "codec.n_quantizers_eval=5 is invalid: expected an "
+                                   "integer in [1, codec.arch.n_codebooks=4]"),
+    ("model.dt_max", 1e-4, "model.dt_max=0.0001 is invalid: expected >= model.dt_min=0.001"),
+    ("mel.window_lengths", (32, 64), "mel.window_lengths has 2 entries: expected one per "
+                                     "mel.n_mels (7)"),
+])
+def test_fields_that_constrain_each_other(path, value, expected):
+  config = neurocodec.get_config("demo")
+  _set(config, path, value)
+  assert _error(config) == expected
+
+
+def test_unknown_and_missing_keys_of_an_unlocked_config():
+  # A config rebuilt from a dict is not locked: validate compares the key sets.
+  config = ml_collections.ConfigDict(neurocodec.get_config("demo").to_dict())
+  config.model.dropuot = 0.1
+  del config.train["nonfinite"]
+  message = _error(config)
+  assert "unknown key 'model.dropuot' (did you mean 'model.dropout'?)" in message
+  assert "missing key 'train.nonfinite'" in message
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("model.dropuot", "unknown key 'model.dropuot' (did you mean 'model.dropout'?)"),
+    ("modle.dropout", "unknown key 'modle.dropout' (did you mean 'model.dropout'?)"),
+    ("hiden_dim", "unknown key 'hiden_dim' (did you mean 'hidden_dim'?)"),
+    ("batch_size.x", "unknown key 'batch_size.x': 'batch_size' is a value, not a group"),
+])
+def test_check_key_suggests_close_names(path, expected):
+  with pytest.raises(check.ConfigError) as e:
+    check.check_key(neurocodec.get_config("demo"), path)
+  assert str(e.value) == expected
+
+
+def test_check_key_without_close_name_lists_the_group():
+  with pytest.raises(check.ConfigError, match=r"unknown key 'model.zzz'; valid keys of "
+                                              r"model: cheb_k, d_conv, .*transformer_ff_dim"):
+    check.check_key(neurocodec.get_config("demo"), "model.zzz")
+
+
+def test_validate_or_exit_is_one_line():
+  config = neurocodec.get_config("demo")
+  config.batch_size = 0
+  with pytest.raises(SystemExit) as e:
+    check.validate_or_exit(config)
+  assert e.value.code == "Config error: batch_size=0 is invalid: expected an integer >= 1"
+
+
+def _flags(argv, define=check.define_config_flag):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  define("config", CONFIG_FILE, "config", flag_values=fv, sys_argv=argv)
+  return fv
+
+
+def test_unknown_override_at_flag_parsing_is_one_line():
+  """train.py's parsing of ``--config ...:demo --config.model.dropuot=0.1``."""
+  argv = ["prog", f"--config={CONFIG_FILE}:demo", "--config.model.dropuot=0.1"]
+  fv = _flags(argv)
+  with pytest.raises(SystemExit) as e:
+    check.parse_flags(argv, fv)
+  assert e.value.code == ("Config error: unknown key 'model.dropuot' in "
+                          "--config.model.dropuot=0.1 (did you mean 'model.dropout'?)")
+  argv = ["prog", f"--config={CONFIG_FILE}:demo", "--config.model.dropout=0.1"]
+  fv = _flags(argv)
+  check.parse_flags(argv, fv)
+  assert fv.config.model.dropout == 0.1
+
+
+def test_unknown_override_without_config_flag_is_one_line():
+  # Without --config, ml_collections applies the overrides to the default when the
+  # flag is defined (train.py's import), not when the flags are parsed.
+  argv = ["prog", "--config.modle.dropout=0.1"]
+  with pytest.raises(SystemExit) as e:
+    _flags(argv)
+  assert e.value.code == ("Config error: unknown key 'modle.dropout' in "
+                          "--config.modle.dropout=0.1 (did you mean 'model.dropout'?)")
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_cli_unknown_key_fails_fast(script, tmp_path):
+  """The path users hit: one line on stderr, before JAX (or any data/codec work) loads."""
+  argv = [sys.executable, "-X", "importtime", os.path.join(ROOT, script),
+          f"--config={CONFIG_FILE}:demo", "--config.model.dropuot=0.1",
+          "--workdir", str(tmp_path), "--checkpoint", str(tmp_path)]
+  start = time.monotonic()
+  proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                        check=False)
+  elapsed = time.monotonic() - start
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 1 and lines[-1] == (
+      "Config error: unknown key 'model.dropuot' in --config.model.dropuot=0.1 "
+      "(did you mean 'model.dropout'?)"), proc.stderr[-2000:]
+  imported = {l.rsplit("|", 1)[-1].strip() for l in lines if l.startswith("import time:")}
+  assert not imported & {"jax", "torch", "h5py"}, imported & {"jax", "torch", "h5py"}
+  assert elapsed < 10, elapsed    # ~0.3 s idle; importing JAX alone is seconds

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neurocodec_jax.data import (DataError, eval_dataset, find_split_files, open_split,
+from neurocodec_jax.data import (AADSource, DataError, eval_dataset, find_split_files, open_split,
                                  steps_per_epoch, train_dataset)
 from neurocodec_jax.data.hdf5 import inspect_split_from_config
 from tests.conftest import tiny_config
@@ -159,14 +159,18 @@ def test_error_eeg_length(tmp_path):
     open_split(cfg(tmp_path), "train")
 
 
-def test_error_non_finite_on_read(tmp_path):
+def test_error_non_finite_at_open_and_on_read(tmp_path):
   noisy = np.zeros((N, T, 1))
   noisy[4, 10, 0] = np.nan
   write_split(tmp_path, extra=dict(noisy=noisy))
-  source = open_split(cfg(tmp_path), "train")
+  message = r"noisy_train\.h5 \[noisy_train=\] example 4: contains non-finite"
+  with pytest.raises(DataError, match=message):
+    open_split(cfg(tmp_path), "train")                 # before training starts
+  # With the open-time check off, reading still refuses the example.
+  source = AADSource(inspect_split_from_config(
+      cfg(tmp_path, **{"data.check_finite": False}), "train"))
   source[3]
-  with pytest.raises(DataError, match=r"noisy_train\.h5 \[noisy_train=\] example 4: "
-                     r"contains non-finite"):
+  with pytest.raises(DataError, match=message):
     source[4]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 
 
 @contextlib.contextmanager
@@ -13,7 +13,8 @@ def atomic_directory(out: str, overwrite: bool = False):
   """Yields a temporary folder that replaces ``out`` when the block succeeds.
 
   The temporary folder sits next to ``out`` (same filesystem, so the rename is
-  atomic) and is removed if the block raises: ``out`` is complete or untouched.
+  atomic) and is removed if the block raises: ``out`` is complete or untouched. It
+  gets the permissions of any new folder (0777 minus the umask), not mkdtemp's 0700.
   Raises FileExistsError if ``out`` exists and ``overwrite`` is False.
   """
   out = os.path.abspath(out)
@@ -21,7 +22,7 @@ def atomic_directory(out: str, overwrite: bool = False):
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
+  tmp = _make_temporary(os.path.join(parent, os.path.basename(out) + ".tmp-"))
   try:
     yield tmp
     if os.path.exists(out):
@@ -30,3 +31,15 @@ def atomic_directory(out: str, overwrite: bool = False):
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _make_temporary(prefix: str) -> str:
+  """A new folder ``<prefix><random>``; ``os.mkdir`` applies the umask, like ``mkdir``."""
+  for _ in range(100):
+    path = prefix + secrets.token_hex(4)
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
+  raise FileExistsError(f"could not create a temporary folder {prefix}*")

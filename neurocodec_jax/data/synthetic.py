@@ -338,7 +338,7 @@ def summarize(root: str) -> str:
     if not os.path.isdir(d):
       continue
     parts = []
-    for name in sorted(os.listdir(d)):
+    for name in sorted(n for n in os.listdir(d) if n.endswith(".h5")):  # not data_check_*.json
       with h5py.File(os.path.join(d, name), "r") as f:
         for k, v in f.items():
           parts.append(f"{name}[{k}] {v.shape} {v.dtype}")

@@ -56,6 +56,10 @@ from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
 
 SELECTORS = ("none", "correlation")
+BACKBONES = ("mamba", "transformer")
+SELECT_WINDOWS = ("causal", "trial")
+OUTPUT_NORMS = ("unit", "mixture")
+SELECT_DECISIONS = ("soft", "hard")
 
 
 def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
@@ -150,7 +154,7 @@ class Block(nn.Module):
     elif self.backbone == "transformer":
       self.mixer = TransformerLayer(self.hidden, self.heads, self.ff_dim, self.dropout)
     else:
-      raise ValueError(f"backbone must be 'mamba' or 'transformer', got {self.backbone!r}.")
+      raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}.")
 
   def __call__(self, x, eeg, mask, *, train: bool):
     x = x + self.drop(self.attn(self.attn_norm(x), eeg, mask, train=train),
@@ -213,11 +217,11 @@ class NeuroCodec(nn.Module):
   def setup(self):
     if self.selector not in SELECTORS:
       raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
-    if self.select_decision not in ("soft", "hard"):
-      raise ValueError(f"model.select_decision must be 'soft' or 'hard', got "
+    if self.select_decision not in SELECT_DECISIONS:
+      raise ValueError(f"model.select_decision must be one of {SELECT_DECISIONS}, got "
                        f"{self.select_decision!r}.")
-    if self.select_window not in ("causal", "trial"):
-      raise ValueError(f"model.select_window must be 'causal' or 'trial', got "
+    if self.select_window not in SELECT_WINDOWS:
+      raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
                        f"{self.select_window!r}.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel)
@@ -350,7 +354,7 @@ class NeuroCodec(nn.Module):
     if self.output_norm == "unit" or not self.normalize_latents:
       return z
     if self.output_norm != "mixture":
-      raise ValueError(f"model.output_norm must be 'unit' or 'mixture', got {self.output_norm!r}.")
+      raise ValueError(f"model.output_norm must be one of {OUTPUT_NORMS}, got {self.output_norm!r}.")
     return z * jnp.linalg.norm(z_mix, axis=1, keepdims=True)
 
   def stream(self, z_mix, eeg):

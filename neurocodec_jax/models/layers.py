@@ -35,12 +35,15 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, a * x)
 
 
+ACTIVATIONS = ("snake", "prelu")
+
+
 def activation(kind: str, axis: int = -1, name: str | None = None) -> nn.Module:
   if kind == "snake":
     return Snake(axis=axis, name=name)
   if kind == "prelu":
     return PReLU(name=name)
-  raise ValueError(f"activation must be 'snake' or 'prelu', got {kind!r}.")
+  raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}.")
 
 
 def sinusoidal_encoding(max_len: int, dim: int) -> np.ndarray:

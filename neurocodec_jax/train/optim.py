@@ -55,6 +55,9 @@ def plateau_update(plateau: dict, value: float, *, factor: float, patience: int,
               bad_epochs=jnp.asarray(bad, jnp.int32), scale=jnp.asarray(scale, jnp.float32))
 
 
+SCHEDULES = ("plateau", "constant", "cosine")
+
+
 def learning_rate(config, step: jax.Array, plateau_scale: jax.Array) -> jax.Array:
   """The generator's learning rate at ``step`` (traced), per ``train.schedule``."""
   base = jnp.asarray(config.lr, jnp.float32)
@@ -69,7 +72,7 @@ def learning_rate(config, step: jax.Array, plateau_scale: jax.Array) -> jax.Arra
   if kind == "cosine":
     total = max(int(config.train.max_steps), 1)
     return base * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(step / total, 1.0)))
-  raise ValueError(f"train.schedule must be 'plateau', 'constant' or 'cosine', got {kind!r}.")
+  raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {kind!r}.")
 
 
 def set_learning_rate(opt_state, value: jax.Array):
