@@ -44,7 +44,7 @@ from tqdm import tqdm
 from neurocodec_jax import codec, losses
 from neurocodec_jax.data import eval_dataset, find_split_files
 from neurocodec_jax.train import steps
-from neurocodec_jax.train.checkpoint import Checkpoints
+from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, reason
 
 ABLATIONS = ("none", "noise_cue", "shuffle_eeg")
 
@@ -301,19 +301,31 @@ def write_sample(out_dir: str, i: int, noisy, pred, clean, sample_rate: int, row
 
 def restore_state(config, models: steps.Models, example: dict, *, workdir: str | None,
                   checkpoint: str | None, which: str = "best") -> tuple[Any, str]:
-  """Restores the generator state from a workdir (best or latest) or a step folder."""
+  """Restores the generator state from a workdir (best or latest) or a step folder.
+
+  From a workdir, the newest readable step (an unreadable one is named in a warning
+  and left in place: a training run may own the folder).
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   template = steps.init_state(config, models, example, config.seed)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
   if checkpoint:
     path = os.path.join(os.path.abspath(checkpoint), "state")
-    return ocp.StandardCheckpointer().restore(path, target), checkpoint
-  ckpt = Checkpoints(workdir, use_async=False)
+    try:
+      return ocp.StandardCheckpointer().restore(path, target), checkpoint
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"{checkpoint} is not a readable checkpoint of this config "
+                            f"({reason(e)}).") from e
+  ckpt = Checkpoints(workdir, use_async=False, writable=False)
   try:
     best = which == "best" and ckpt.best.latest_step() is not None
-    state, _ = ckpt.restore(target, best=best)
     manager = ckpt.best if best else ckpt.latest
-    return state, os.path.join(str(manager.directory), str(manager.latest_step()))
+    try:
+      state, _ = ckpt.restore(target, best=best)
+    except CheckpointError as e:
+      hint = " (--which latest evaluates the latest checkpoint)" if best else ""
+      raise CheckpointError(f"{e}{hint}") from None
+    return state, os.path.join(str(manager.directory), str(ckpt.restored_step))
   finally:
     ckpt.close()
 

@@ -275,6 +275,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   assert all("loss_mel" in r and "d_loss" in r for r in rows[3:])
   for r in rows:
     assert np.isfinite(r["loss_sep"]) and -1 <= r["loss_sep_env"] <= 1
+    # The gradient reaching the EEG encoder is logged, nonzero and part of the total.
+    assert 0 < r["g_grad_norm_eeg"] < r["g_grad_norm"]
   assert "select_scale" in result["state"]["g"]["params"]
 
 

@@ -13,6 +13,7 @@ multi-host launch calls ``jax.distributed.initialize()`` first (set
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from neurocodec_jax import codec, losses
 from neurocodec_jax.data import eval_dataset, open_split, steps_per_epoch, train_dataset
 from neurocodec_jax.train import optim, steps
-from neurocodec_jax.train.checkpoint import Checkpoints, abstract
+from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
 from neurocodec_jax.train.metrics_log import MetricsLog
 
 
@@ -224,7 +225,7 @@ def with_schedule_length(config, total: int):
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
-  """Trains per ``config`` in ``workdir``, resuming from its latest checkpoint.
+  """Trains per ``config`` in ``workdir``, resuming from its latest readable checkpoint.
 
   Args:
     config: a NeuroCodec config (configs/neurocodec.py).
@@ -235,15 +236,18 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
   Returns:
     The final state (host arrays) and summary, as ``{"state", "step", "val"}``.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  changes = check_workdir_config(config, workdir)      # before anything is written
+  with quiet_libraries(), tidy_on_failure(workdir):
+    return _train(config, workdir, changes, stop_after)
 
+
+def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
   import codec_bridge  # pylint: disable=g-import-not-at-top
   cached = _PROGRAMS.get(program_key(config))
   dac_model = cached[0] if cached else codec_bridge.load_dac_from_config(config.codec)
+  # "index" names a faulty example in a non-finite step's message; not fed to the step.
   sources = codes_and_sources(config, dac_model, {
-      config.data.train_split: steps.batch_fields(config),
+      config.data.train_split: steps.batch_fields(config) + ("index",),
       config.data.val_split: tuple(steps.mix_fields(config)) + ("clean_codes", "eeg", "clean")})
   train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
 
@@ -264,32 +268,33 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
 
   example = _first_example(train_src)
   state = jax.device_put(steps.init_state(config, models, example, config.seed), replicated)
+  os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  meta = dict(epoch=0, best_val=math.inf)
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(abstract(state, replicated), data_iter)
-    logging.info("Resumed from %s at step %d.", ckpt.latest.directory, int(state["step"]))
-  n_params = sum(x.size for x in jax.tree.leaves(state["g"]["params"]))
-  logging.info("Generator: %.2fM parameters; %d devices; %d steps/epoch; %d steps.",
-               n_params / 1e6, n_dev, per_epoch, total)
-
-  log = MetricsLog(workdir, config)
-  start = int(state["step"])
-  bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-  val = {}
-  t0 = time.perf_counter()
+  log = bar = None
   try:
+    state, meta = _resume(ckpt, state, replicated, data_iter)
+    save_config(config, workdir, changes, int(state["step"]))   # the run is known valid
+    n_params = sum(x.size for x in jax.tree.leaves(state["g"]["params"]))
+    logging.info("Generator: %.2fM parameters; %d devices; %d steps/epoch; %d steps.",
+                 n_params / 1e6, n_dev, per_epoch, total)
+
+    start = int(state["step"])
+    log = MetricsLog(workdir, config, start=start)
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    val = {}
+    t0 = time.perf_counter()
     for step in range(start, total):
-      batch = shard_batch(next(data_iter), batched)
+      host = next(data_iter)
+      index = host.pop("index", None)
+      batch = shard_batch(host, batched)
       state, metrics = train_step(state, batch, step)
       metrics = jax.device_get(metrics)
+      code = int(metrics.pop("nonfinite", 0))
       if not metrics.pop("finite"):
-        last = ckpt.latest_step()
-        msg = (f"Non-finite loss or gradient at step {step + 1}; the parameters were "
-               f"kept at step {step}. Last good checkpoint: "
-               f"{'step %d in %s' % (last, ckpt.latest.directory) if last is not None else 'none'}.")
+        seen = jax.device_get(batch) if jax.process_count() == 1 else host
+        msg = nonfinite_message(config, step, code, seen, index, ckpt)
         if config.train.nonfinite == "stop":
-          raise FloatingPointError(msg + " Lower lr or set train.nonfinite='skip'.")
+          raise FloatingPointError(msg + " Or set train.nonfinite='skip' to skip such steps.")
         logging.warning("%s Skipping the update (train.nonfinite='skip').", msg)
       done = step + 1
       if done % config.train.log_every == 0 or done == total:
@@ -314,12 +319,235 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         break
       if done % config.train.checkpoint_every == 0 or done == total:
         ckpt.save(done, state, data_iter, meta, force=done == total)
-  finally:
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
-    log.close()
+  except BaseException:
+    _close(bar, log)
+    ckpt.close(failed=True)        # the error being raised is the one to report
+    raise
+  _close(bar, log)
+  ckpt.close()                     # a failed final save raises here
   return dict(state=jax.device_get(state), step=int(state["step"]), val=val)
+
+
+def _close(bar, log):
+  if bar is not None:
+    bar.close()
+  if log is not None:
+    log.close()
+
+
+def _resume(ckpt: Checkpoints, state, sharding, data_iter) -> tuple[Any, dict]:
+  """``(state, meta)``: the newest readable checkpoint's, or the fresh ``state``'s.
+
+  On a resume the best checkpoint is read back too: an unreadable one is set aside
+  and the next validation writes a new one.
+  """
+  meta = dict(epoch=0, best_val=math.inf)
+  if ckpt.latest_step() is None:
+    return state, meta
+  target = abstract(state, sharding)
+  state, meta = ckpt.restore(target, data_iter)
+  logging.info("Resumed from %s at step %d.", ckpt.latest.directory, int(state["step"]))
+  if ckpt.best.latest_step() is not None:
+    try:
+      ckpt.restore(target, best=True, template_trusted=True)
+    except CheckpointError:        # each unreadable step was named and set aside
+      logging.warning("%s has no readable checkpoint left. The next validation writes a "
+                      "new best checkpoint.", ckpt.best.directory)
+      meta = dict(meta, best_val=math.inf)
+  return state, meta
+
+
+# -------------------------------------------------------------- non-finite ----
+
+# |x| beyond any EEG in microvolts, audio sample or codec latent: a data fault.
+ABSURD = 1e6
+
+
+def input_faults(batch: dict, index=None, limit: float = ABSURD) -> list[str]:
+  """The batch's examples whose float inputs are non-finite or beyond ``limit``."""
+  faults = []
+  for field in sorted(batch):
+    x = np.asarray(batch[field])
+    if not np.issubdtype(x.dtype, np.floating):
+      continue
+    flat = x.reshape(len(x), -1)
+    finite = np.isfinite(flat)
+    peak = np.max(np.abs(np.where(finite, flat, 0)), axis=1)
+    for i in np.flatnonzero(~finite.all(axis=1) | (peak > limit)):
+      where = f"example {i} of the batch" + (
+          f" (dataset index {int(index[i])})" if index is not None else "")
+      what = (f"{int((~finite[i]).sum())} non-finite values" if not finite[i].all()
+              else f"values up to |x| = {peak[i]:.3g}")
+      faults.append(f"{where}: {field!r} has {what}")
+  return faults
+
+
+def nonfinite_message(config, step: int, code: int, batch: dict, index, ckpt) -> str:
+  """Names the step, what was non-finite, the last good checkpoint and the cause:
+  a data fault (the inputs) or divergence (finite inputs)."""
+  parts = " and ".join(steps.nonfinite_parts(code)) or "values"
+  last = ckpt.latest_step()
+  where = f"step {last} in {ckpt.latest.directory}" if last is not None else "none"
+  head = (f"Non-finite {parts} at step {step + 1}; the parameters were kept at step "
+          f"{step}. Last good checkpoint: {where}.")
+  faults = input_faults(batch, index)
+  if faults:
+    shown = "; ".join(faults[:4]) + (f"; and {len(faults) - 4} more" if len(faults) > 4 else "")
+    return (f"{head} Data fault, not divergence: the {config.data.train_split} batch's "
+            f"inputs are non-finite or absurdly large (|x| > {ABSURD:g}): {shown}. Fix or "
+            f"remove those examples; lowering lr will not help.")
+  return (f"{head} The batch's inputs are finite and in range, so the training diverged: "
+          f"lower lr (now {config.lr:g}) or train.grad_clip (now {config.train.grad_clip:g}).")
+
+
+# ---------------------------------------------------------------- workdir ----
+
+class ConfigMismatch(ValueError):
+  """A workdir's run cannot resume under the given config."""
+
+
+# Config changes a workdir's run resumes with (logged as a warning): its length
+# and bookkeeping, the generator's rate, schedule and clipping, dropout,
+# evaluation-only settings, the data's location, the mel loss's settings and loss
+# weights that stay on (or off). Any other change may alter the parameter or
+# optimizer-state tree, the data's shapes or what the saved data position
+# indexes, or would not apply (train.weight_decay and disc.lr are read from the
+# restored optimizer state): it is refused.
+RESUMABLE = HOST_ONLY + tuple(f"train.{k}" for k in HOST_ONLY_TRAIN) + (
+    "lr", "train.schedule", "train.warmup_steps", "train.plateau_factor",
+    "train.plateau_patience", "train.waveform_start", "train.grad_clip", "disc.grad_clip",
+    "model.dropout", "model.select_decision", "data.num_workers", "data.check_finite",
+    "codec.cache_dir", "codec.n_quantizers_eval")
+RESUMABLE_PREFIXES = ("mel.", "synthetic.")
+_ABSENT = "<absent>"
+
+
+def config_changes(old, new) -> dict[str, tuple]:
+  """``{dotted key: (old value, new value)}`` of the leaves that differ."""
+  a, b = (_flatten(json.loads(c.to_json_best_effort())) for c in (old, new))
+  return {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
+          if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
+
+
+def resumable(key: str, old, new) -> bool:
+  """Whether a run resumes with ``key`` changed from ``old`` to ``new``."""
+  if key.startswith("lambda_"):
+    # A weight may change; a term switching on or off changes the models and inputs.
+    numbers = all(isinstance(v, (int, float)) for v in (old, new))
+    return numbers and (old > 0) == (new > 0)
+  return key in RESUMABLE or key.startswith(RESUMABLE_PREFIXES)
+
+
+def check_workdir_config(config, workdir: str) -> dict:
+  """Compares ``config`` with the run saved in ``workdir`` before anything is written.
+
+  Returns the accepted changes (warned about); raises :class:`ConfigMismatch`, with
+  the refused changes as ``key: old -> new``, when ``workdir`` holds checkpoints the
+  new config cannot resume. Without a checkpoint any change starts afresh.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    if _has_checkpoint(workdir):
+      logging.warning("%s has checkpoints but no config.json: the config cannot be checked "
+                      "against them.", workdir)
+    return {}
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  changes = config_changes(evaluation.load_run_config(workdir), config)
+  if not changes:
+    return {}
+  if not _has_checkpoint(workdir):
+    logging.warning("%s has no checkpoint: starting afresh with the changed config:%s",
+                    workdir, _diff(changes))
+    return changes
+  refused = {k: v for k, v in changes.items() if not resumable(k, *v)}
+  if refused:
+    raise ConfigMismatch(
+        f"{workdir} holds a run trained with another config; these changes alter its "
+        f"model, optimizer state or data, so it cannot resume:{_diff(refused)}\n"
+        f"Use a new --workdir, or the run's own values ({path}). A run resumes with "
+        f"changes to its length and bookkeeping, lr, schedule, clipping, dropout and loss "
+        f"weights that stay on.")
+  logging.warning("Resuming %s with changed settings:%s", workdir, _diff(changes))
+  return changes
+
+
+def save_config(config, workdir: str, changes: dict, step: int):
+  """Writes config.json atomically; accepted changes go to config_history.jsonl."""
+  if changes:
+    with open(os.path.join(workdir, "config_history.jsonl"), "a") as f:
+      f.write(json.dumps(dict(step=step, changes={k: list(v) for k, v in changes.items()}))
+              + "\n")
+  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+
+def write_atomic(path: str, text: str):
+  """``path`` holds the old text or the new one, never a part (temp file + rename)."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  folders = [os.path.join(workdir, name) for name in ("checkpoints", "best")]
+  return any(name.isdigit() for d in folders if os.path.isdir(d) for name in os.listdir(d))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _diff(changes: dict) -> str:
+  return "".join(f"\n  {k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+@contextlib.contextmanager
+def tidy_on_failure(workdir: str):
+  """A failed run leaves no workdir it created empty (its subfolders: Checkpoints)."""
+  created = not os.path.exists(workdir)
+  try:
+    yield
+  except BaseException:
+    if created and jax.process_index() == 0 and os.path.isdir(workdir) \
+        and not os.listdir(workdir):
+      os.rmdir(workdir)
+    raise
+
+
+class _NoOrbaxTraceback(logging.Filter):
+  """orbax logs a failed background save with a traceback from each of its threads;
+  the loop raises one clear error for it (Checkpoints), so one line each is enough."""
+
+  def filter(self, record):
+    if "orbax" in record.pathname:
+      record.exc_info = record.exc_text = None
+    return True
+
+
+@contextlib.contextmanager
+def quiet_libraries(level: int = logging.WARNING):
+  """orbax and grain log each save and restore at INFO (through absl): WARNING here."""
+  logger, no_traceback = logging.getLogger("absl"), _NoOrbaxTraceback()
+  previous = logger.level
+  logger.setLevel(max(level, previous))
+  logger.addFilter(no_traceback)
+  try:
+    yield
+  finally:
+    logger.removeFilter(no_traceback)
+    logger.setLevel(previous)
 
 
 def _first_example(source) -> dict:

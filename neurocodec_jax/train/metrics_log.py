@@ -10,11 +10,18 @@ import numpy as np
 
 
 class MetricsLog:
-  """Appends one JSON line per (step, split); mirrors to optional backends."""
+  """Appends one JSON line per (step, split); mirrors to optional backends.
 
-  def __init__(self, workdir: str, config):
+  ``start``: the step the run resumes from. Rows past it belong to steps being
+  redone and are dropped (and rows kept unique per (step, split)), so a resumed
+  run's file reads as an uninterrupted one's. The file is opened on the first
+  row: a run that fails before logging leaves none.
+  """
+
+  def __init__(self, workdir: str, config, start: int = 0):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self._file = open(self.path, "a")
+    truncate_after(self.path, start)
+    self._file = None
     self._tb = self._wandb = None
     if config.train.tensorboard:
       try:
@@ -35,6 +42,8 @@ class MetricsLog:
   def write(self, step: int, split: str, metrics: dict, **extra):
     row = {k: float(np.asarray(v)) for k, v in metrics.items()}
     row.update(extra)
+    if self._file is None:
+      self._file = open(self.path, "a")
     self._file.write(json.dumps(dict(step=step, split=split, **row)) + "\n")
     self._file.flush()
     if self._tb is not None:
@@ -44,8 +53,33 @@ class MetricsLog:
       self._wandb.log({f"{split}/{k}": v for k, v in row.items()}, step=step)
 
   def close(self):
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
     if self._wandb is not None:
       self._wandb.finish()
+
+
+def truncate_after(path: str, step: int):
+  """Keeps the rows of ``path`` up to ``step``, the last per (step, split); atomic."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  rows = {}
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue                       # a line cut short by a kill
+    if row.get("step", 0) <= step:
+      rows.pop((row.get("step"), row.get("split")), None)
+      rows[(row.get("step"), row.get("split"))] = line if line.endswith("\n") else line + "\n"
+  kept = list(rows.values())
+  if kept == lines:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)

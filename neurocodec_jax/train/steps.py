@@ -190,6 +190,15 @@ def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
   return {k: v for k, v in terms.items() if config[f"lambda_{k}"] > 0}
 
 
+# Bits of the ``nonfinite`` metric: which part of a step was not finite.
+NONFINITE_PARTS = ("loss", "gradients", "updated parameters or optimizer state")
+
+
+def nonfinite_parts(code: int) -> list[str]:
+  """The parts named by a step's ``nonfinite`` bit mask."""
+  return [name for i, name in enumerate(NONFINITE_PARTS) if int(code) >> i & 1]
+
+
 def _finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
@@ -230,7 +239,7 @@ def make_train_step(config, models: Models, *, waveform: bool = True
     wave = outputs[2]
     metrics = {}
 
-    d_state = state["d"]
+    d_state, d_grads = state["d"], {}
     if gan_on:
       real = batch["clean"]
 
@@ -271,17 +280,26 @@ def make_train_step(config, models: Models, *, waveform: bool = True
     new_g = dict(params=optax.apply_updates(g["params"], g_updates),
                  batch_stats=batch_stats, opt=g_opt)
     metrics.update({f"loss_{k}": v for k, v in terms.items()})
-    metrics.update(g_loss=g_loss, g_grad_norm=optax.global_norm(g_grads), lr=lr)
+    metrics.update(g_loss=g_loss, g_grad_norm=optax.global_norm(g_grads), lr=lr,
+                   # The gradient reaching the EEG encoder: the issue-12 diagnostic of
+                   # whether training still asks anything of the EEG.
+                   g_grad_norm_eeg=optax.global_norm(g_grads["eeg_encoder"]))
 
-    # A non-finite loss or gradient keeps the previous state (no NaN ever
-    # reaches parameters or a checkpoint); the host stops or skips by config.
-    ok = _finite((g_loss, g_grads, metrics.get("d_loss", 0.0)))
+    # Anything non-finite -- the losses, the gradients, or the updated parameters
+    # and optimizer states (a finite gradient times a huge rate overflows) --
+    # keeps the previous state, so no NaN or inf reaches the parameters or a
+    # checkpoint; the host stops or skips by config, told which part failed.
+    parts = jnp.stack([_finite((g_loss, metrics.get("d_loss", 0.0))),
+                       _finite((g_grads, d_grads)),
+                       _finite((new_g, d_state))])
+    ok = jnp.all(parts)
     new_state = dict(step=state["step"] + 1, rng=state["rng"], g=new_g, d=d_state,
                      plateau=state["plateau"])
     keep = lambda new, old: jnp.where(ok, new, old)
     new_state = dict(new_state,
                      g=jax.tree.map(keep, new_g, state["g"]),
                      d=jax.tree.map(keep, d_state, state["d"]))
+    metrics["nonfinite"] = jnp.sum(jnp.where(parts, 0, 2 ** jnp.arange(3)))
     metrics["finite"] = ok
     return new_state, metrics
 
