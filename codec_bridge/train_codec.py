@@ -69,7 +69,7 @@ class CodecSpec:
   latent_dim: int = 64
   decoder_dim: int = 64
   decoder_rates: tuple = (8, 5, 4, 2)
-  n_codebooks: int = 4
+  n_codebooks: int = 8
   codebook_size: int = 256
   codebook_dim: int = 8
   quantizer_dropout: float = 0.5

@@ -201,8 +201,8 @@ def test_every_problem_in_one_message():
 
 @pytest.mark.parametrize("path, value, expected", [
     ("hidden_dim", 63, "hidden_dim=63 is invalid: expected a multiple of model.num_heads=4"),
-    ("codec.n_quantizers_eval", 5, "codec.n_quantizers_eval=5 is invalid: expected an "
-                                   "integer in [1, codec.arch.n_codebooks=4]"),
+    ("codec.n_quantizers_eval", 9, "codec.n_quantizers_eval=9 is invalid: expected an "
+                                   "integer in [1, codec.arch.n_codebooks=8]"),
     ("model.dt_max", 1e-4, "model.dt_max=0.0001 is invalid: expected >= model.dt_min=0.001"),
     ("mel.window_lengths", (32, 64), "mel.window_lengths has 2 entries: expected one per "
                                      "mel.n_mels (7)"),
