@@ -13,9 +13,17 @@ most ``max_graphs`` graphs (a forward without a backward cannot leak).
 Why not a split step (host decode between two jitted halves): it would break the
 train step into three programs with two host round trips and force the trainer to
 hand-carry the generator's VJP; the callback costs the same two host transfers and
-keeps the step a single pure function. On CPU the hand-over is zero-copy
-(``torch.from_numpy`` on the callback's buffers); on GPU, ``pure_callback`` goes
-through host memory (a device->host->device copy each way).
+keeps the step a single pure function. On GPU, ``pure_callback`` goes through host
+memory (a device->host->device copy each way).
+
+Operands cross in pieces of under 100 KiB (``_send``/``_receive``). ``pure_callback``
+hands the callback its operands as jax Arrays made by ``device_put``, and XLA's CPU
+client copies a host buffer of 100 KiB or more into one asynchronously, on the thread
+pool that runs the program, i.e. the pool whose thread is running the callback. That
+pool has one thread per CPU of the affinity mask: in a process pinned to one CPU
+(``taskset -c 0``) the callback's ``np.asarray`` waited forever on a copy queued behind
+itself (tests/test_decode_one_cpu.py). Smaller buffers are copied during the
+``device_put`` call, so the callback never waits on the pool.
 
 Output length: DAC's decoder returns ``frames * hop - 8`` samples for models with an
 odd decoder stride (5: the 16 and 24 kHz models) and exactly ``frames * hop`` for the
@@ -28,7 +36,6 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +43,32 @@ import numpy as np
 import torch
 
 from codec_bridge.loading import hop_length
+
+# XLA's CPU client copies host buffers of at least 100 KiB (kSmallDataTransferByteSize in
+# xla/pjrt/cpu/raw_buffer.cc) asynchronously on the program's own thread pool; operands
+# are sent to the callbacks in pieces well below that (see the module docstring).
+_PIECE_BYTES = 64 * 1024
+
+
+def _send(x: jax.Array) -> tuple:
+  """``x`` flattened into pieces of at most ``_PIECE_BYTES``: the callback operands."""
+  flat = x.reshape(-1)
+  step = max(_PIECE_BYTES // flat.dtype.itemsize, 1)
+  return tuple(flat[i:i + step] for i in range(0, max(flat.size, 1), step))
+
+
+def _receive(pieces, shape) -> np.ndarray:
+  """Host side of ``_send``: one new (writable, contiguous) numpy array of ``shape``."""
+  return np.concatenate([np.asarray(p) for p in pieces]).reshape(shape)
+
+
+def _callback(host_fn, result_shape, *args):
+  """``jax.pure_callback(host_fn, result_shape, *args)`` with ``args`` sent by ``_send``;
+  ``host_fn`` gets numpy arrays of the original shapes."""
+  shapes = tuple(a.shape for a in args)
+  def host(pieces):
+    return host_fn(*(_receive(p, s) for p, s in zip(pieces, shapes)))
+  return jax.pure_callback(host, result_shape, tuple(_send(a) for a in args))
 
 
 class _GraphCache:
@@ -74,10 +107,8 @@ def make_decoder(dac_model, max_graphs: int = 4):
   latent_dim, hop = int(dac_model.latent_dim), hop_length(dac_model)
   cache = _GraphCache(max_graphs)
 
-  def to_torch(x: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():       # callback buffers are read-only; we never write
-      warnings.simplefilter("ignore", UserWarning)
-      return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+  def to_torch(x: np.ndarray) -> torch.Tensor:   # x: a fresh array from _receive
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
 
   def run(z: torch.Tensor) -> torch.Tensor:
     wave = decoder(z)
@@ -115,17 +146,16 @@ def make_decoder(dac_model, max_graphs: int = 4):
 
   @jax.custom_vjp
   def decode(z):
-    return jax.pure_callback(host_forward, shapes(z), z)
+    return _callback(host_forward, shapes(z), z)
 
   def fwd(z):
-    wave, handle = jax.pure_callback(
+    wave, handle = _callback(
         host_forward_keep, (shapes(z), jax.ShapeDtypeStruct((), jnp.int32)), z)
     return wave, (handle, z)
 
   def bwd(res, g):
     handle, z = res
-    return (jax.pure_callback(host_backward, jax.ShapeDtypeStruct(z.shape, z.dtype),
-                              handle, z, g),)
+    return (_callback(host_backward, jax.ShapeDtypeStruct(z.shape, z.dtype), handle, z, g),)
 
   decode.defvjp(fwd, bwd)
   decode.cache = cache                    # for tests: live graphs
