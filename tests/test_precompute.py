@@ -29,7 +29,7 @@ def test_round_trip_matches_dac_encode(dataset):
   path = precompute.ensure_codes(config, "val", dac_model, progress=False)
   with h5py.File(path) as f, h5py.File(f"{config.root}/val/noisy_val.h5") as a:
     codes = f["noisy_codes"][:]
-    assert codes.dtype == np.int16 and codes.shape == (8, 4, 50)
+    assert codes.dtype == np.int16 and codes.shape == (8, config.codec.arch.n_codebooks, 50)
     x = torch.from_numpy(a["noisy_val="][:][:, None, :, 0])
   with torch.no_grad():
     _, ref, *_ = dac_model.encode(dac_model.preprocess(x, 16000))
