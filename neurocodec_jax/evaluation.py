@@ -42,7 +42,7 @@ from scipy import signal
 from tqdm import tqdm
 
 from neurocodec_jax import codec, losses
-from neurocodec_jax.data import eval_dataset, find_split_files
+from neurocodec_jax.data import atomic, eval_dataset, find_split_files
 from neurocodec_jax.train import steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, reason
 
@@ -375,8 +375,8 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   if subjects != [-1]:
     result["per_subject"] = {str(s): summarize([r for r in rows if r["subject"] == s])
                              for s in subjects}
-  _atomic_write(os.path.join(out_dir, "per_example.csv"), _csv(rows))
-  _atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2))
+  atomic.write_text(os.path.join(out_dir, "per_example.csv"), _csv(rows))
+  atomic.write_text(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2))
   result["out_dir"] = out_dir
   return result
 
@@ -390,8 +390,3 @@ def _csv(rows: list[dict]) -> str:
   return buf.getvalue()
 
 
-def _atomic_write(path: str, text: str):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Writing a dataset folder atomically: build it in a temporary sibling, then rename."""
+"""Atomic writes: a file or a dataset folder is built under a temporary sibling, then renamed."""
 
 from __future__ import annotations
 
@@ -43,3 +43,21 @@ def _make_temporary(prefix: str) -> str:
     except FileExistsError:
       continue
   raise FileExistsError(f"could not create a temporary folder {prefix}*")
+
+
+def write_text(path: str, text: str):
+  """``path`` holds its old text or ``text``, never a part (temporary sibling + rename).
+
+  The temporary name is unique per writer, and removed if the write fails; the new
+  file gets the permissions of any new file (0666 minus the umask).
+  """
+  tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+  try:
+    with open(tmp, "x") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

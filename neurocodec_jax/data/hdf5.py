@@ -23,17 +23,17 @@ its range (int16 / 32768), as soundfile and librosa read it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import secrets
 from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
+
+from neurocodec_jax.data import atomic
 
 REQUIRED = ("noisy", "clean", "eegs")
 OPTIONAL = ("subjects", "unattended")
@@ -224,18 +224,13 @@ def _load_json(path: str) -> dict:
 
 
 def _save_json(path: str, data: dict):
-  """Atomic write (temporary file, then rename); a read-only folder only costs a re-check."""
-  tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+  """Atomic write; a read-only folder only costs a re-check."""
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(tmp, "x") as f:                 # mode 0666 minus the umask, unlike mkstemp
-      json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
   except OSError as e:
     logging.warning("Could not save the data check to %s (%s): it runs again next time.",
                     path, e)
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
 
 
 def scan_files(paths: Mapping[str, str], cache_file: str | None) -> dict[str, dict]:

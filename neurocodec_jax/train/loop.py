@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from neurocodec_jax import codec, losses
-from neurocodec_jax.data import eval_dataset, open_split, steps_per_epoch, train_dataset
+from neurocodec_jax.data import atomic, eval_dataset, open_split, steps_per_epoch, train_dataset
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
 from neurocodec_jax.train.metrics_log import MetricsLog
@@ -477,21 +477,7 @@ def save_config(config, workdir: str, changes: dict, step: int):
     with open(os.path.join(workdir, "config_history.jsonl"), "a") as f:
       f.write(json.dumps(dict(step=step, changes={k: list(v) for k, v in changes.items()}))
               + "\n")
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-
-
-def write_atomic(path: str, text: str):
-  """``path`` holds the old text or the new one, never a part (temp file + rename)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
 
 def _has_checkpoint(workdir: str) -> bool:

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from neurocodec_jax.data import atomic
+
 
 class MetricsLog:
   """Appends one JSON line per (step, split); mirrors to optional backends.
@@ -79,7 +81,4 @@ def truncate_after(path: str, step: int):
   kept = list(rows.values())
   if kept == lines:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  atomic.write_text(path, "".join(kept))
