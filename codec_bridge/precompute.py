@@ -11,6 +11,8 @@ Cache file per split: ``<codec.cache_dir or <root>/<split>>/dac_codes_<split>.h5
                                                  encoder's continuous output of the
                                                  mixture, before quantization (only
                                                  with model.mix_input="continuous")
+  clean_latent[, unattended_latent]              the same for the talkers (only with
+                                                 model.target_latent="continuous")
   attrs: codec (JSON: model type, sizes, weights SHA-256), sources (JSON: per
          source file its size, mtime and a SHA-256 of 16 sampled 64 KiB chunks —
          a full hash of multi-GB audio would cost minutes), done (rows written)
@@ -126,6 +128,8 @@ def required_datasets(config, kinds) -> list[str]:
     names += [f"{kind}_z" for kind in kinds]
   if config.model.mix_input == "continuous":
     names.append("noisy_latent")
+  if config.model.target_latent == "continuous":
+    names += [f"{kind}_latent" for kind in kinds if kind != "noisy"]
   return names
 
 
@@ -262,7 +266,7 @@ def _precompute_locked(config, split: str, dac_model, progress: bool = True,
   nq, dim = dac_model.n_codebooks, dac_model.latent_dim
   store_z = config.codec.store_z
   required = sorted(required_datasets(config, kinds))
-  store_latent = "noisy_latent" in required
+  latent_kinds = [kind for kind in kinds if f"{kind}_latent" in required]
   if os.path.exists(partial):
     try:
       meta = check_codes(partial, identity, sources)
@@ -286,8 +290,9 @@ def _precompute_locked(config, split: str, dac_model, progress: bool = True,
         f.create_dataset(f"{kind}_codes", (n, nq, frames), np.int16, chunks=(1, nq, frames))
         if store_z:
           f.create_dataset(f"{kind}_z", (n, dim, frames), np.float32, chunks=(1, dim, frames))
-      if store_latent:
-        f.create_dataset("noisy_latent", (n, dim, frames), np.float32, chunks=(1, dim, frames))
+      for kind in latent_kinds:
+        f.create_dataset(f"{kind}_latent", (n, dim, frames), np.float32,
+                         chunks=(1, dim, frames))
       f.attrs.update(codec=json.dumps(identity, sort_keys=True),
                      sources=json.dumps(sources, sort_keys=True), done=0)
   bs = config.codec.precompute_batch_size
@@ -312,8 +317,8 @@ def _precompute_locked(config, split: str, dac_model, progress: bool = True,
           f[f"{kind}_codes"][start:stop] = codes
           if store_z:
             f[f"{kind}_z"][start:stop] = z
-          if store_latent and kind == "noisy":
-            f["noisy_latent"][start:stop] = latent
+          if kind in latent_kinds:
+            f[f"{kind}_latent"][start:stop] = latent
         f.attrs["done"] = stop          # rows before `stop` are complete
         f.flush()
         bar.update(stop - start)

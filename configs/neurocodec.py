@@ -133,6 +133,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       mix_input="quantized",        # "quantized" (original: z from the codes) | "continuous"
                                     # (the encoder's output before quantization; steps.mix_latent)
+      target_latent="quantized",    # talkers' latent targets: "quantized" (original) |
+                                    # "continuous" (before quantization; steps.target_latent)
       transformer_ff_dim=1024,      # 'transformer' backbone feed-forward width
   ))
 

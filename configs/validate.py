@@ -61,6 +61,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "model.output_norm": generator.OUTPUT_NORMS,
       "model.select_decision": generator.SELECT_DECISIONS,
       "model.mix_input": tuple(steps.MIX_INPUTS),
+      "model.target_latent": tuple(steps.TARGET_LATENTS),
       "train.schedule": optim.SCHEDULES,
       "train.nonfinite": NONFINITE,
       "data.eeg_units": ("auto",) + tuple(hdf5.EEG_UNITS),
@@ -190,6 +191,7 @@ def _rules() -> dict:
       "model.time_aligned_pe": _bool, "model.eeg_kernel": positive, "model.selector": None,
       "model.select_window": None, "model.output_norm": None, "model.select_decision": None,
       "model.mixture_consistency": _bool, "model.mix_input": None,
+      "model.target_latent": None,
       "model.transformer_ff_dim": positive,
       # discriminators and mel loss (a discriminator family may be left empty)
       "disc.rates": _ints(1, nonempty=False), "disc.periods": _ints(1, nonempty=False),

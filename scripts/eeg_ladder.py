@@ -45,6 +45,7 @@ ORIGINAL = {"lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0, "lambda_en
             "model.select_window": "causal", "model.eeg_kernel": 8,
             "model.output_norm": "unit", "model.time_aligned_pe": False,
             "model.mix_input": "quantized", "model.mixture_consistency": False,
+            "model.target_latent": "quantized",
             "model.select_decision": "soft"}
 VARIANTS = {
     # The original architecture, latent objective only.

@@ -110,6 +110,22 @@ def test_continuous_mix_input_stores_the_encoder_output(dataset, capsys):
   assert "Recomputing" not in capsys.readouterr().err
 
 
+def test_continuous_targets_store_each_talkers_encoder_output(dataset):
+  """model.target_latent=continuous: ``clean_latent`` and ``unattended_latent`` are
+  DAC's encoder output of each talker's audio (the training targets)."""
+  config, dac_model = dataset
+  config.model.target_latent = "continuous"
+  path = precompute.ensure_codes(config, "val", dac_model, progress=False)
+  with h5py.File(path) as f:
+    assert "noisy_latent" not in f             # the mixture input stays quantized
+    for kind in ("clean", "unattended"):
+      with h5py.File(f"{config.root}/val/{kind}_val.h5") as a:
+        x = torch.from_numpy(a[f"{kind}_val="][:][:, None, :, 0])
+      with torch.no_grad():
+        ref = dac_model.encoder(dac_model.preprocess(x, 16000)).numpy()
+      np.testing.assert_array_equal(f[f"{kind}_latent"][:], ref)
+
+
 def test_partial_written_for_other_datasets_is_not_resumed(dataset):
   """A continuous run interrupted, then a quantized one: resuming would leave the rest
   of noisy_latent at zero, so the partial is discarded and the cache recomputed."""

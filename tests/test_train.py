@@ -261,6 +261,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "model.select_window": "trial", "lambda_env": 1.0,
                                  "lambda_sep": 1.0, "lambda_sep_env": 5.0,
                                  "model.mix_input": "continuous",
+                                 "model.target_latent": "continuous",
                                  "model.mixture_consistency": True,
                                  "model.select_decision": "hard",
                                  "codec.cache_dir": str(tmp_path / "codes"),

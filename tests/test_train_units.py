@@ -211,3 +211,23 @@ def test_continuous_mix_input_needs_its_field():
   latent = np.ones((1, 64, 5), np.float32)
   np.testing.assert_array_equal(steps.mix_latent(None, dict(batch, noisy_latent=latent),
                                                  "continuous"), latent)
+
+
+def test_continuous_targets_need_their_fields_and_are_the_targets():
+  """model.target_latent=continuous: the attended and the competing talker's targets
+  are their stored continuous latents, not their codes' quantized z."""
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  config.model.target_latent = "continuous"
+  fields = steps.batch_fields(config)
+  assert {"clean_latent", "unattended_latent", "clean_codes"} <= set(fields)
+  batch = dict(clean_codes=np.zeros((1, 4, 5), np.int32))
+  with pytest.raises(KeyError, match="clean_latent"):
+    steps.target_latent(None, batch, "continuous")
+  latent = np.full((1, 64, 5), 2.0, np.float32)
+  np.testing.assert_array_equal(
+      steps.target_latent(None, dict(batch, unattended_latent=latent), "continuous",
+                          "unattended"), latent)
+  config.model.target_latent = "quantized"
+  assert not any(f.endswith("_latent") and f != "noisy_latent"
+                 for f in steps.batch_fields(config))

@@ -475,12 +475,14 @@ class AADSource:
     ``noisy_codes``, ``clean_codes``, ``unattended_codes``: int32
     ``[n_codebooks, frames]`` from a precomputed codes file
     (see ``codec_bridge.precompute``);
-    ``noisy_latent``: float32 ``[latent_dim, frames]``, the mixture's continuous
-    encoder output, from the same file.
+    ``noisy_latent``, ``clean_latent``, ``unattended_latent``: float32
+    ``[latent_dim, frames]``, the continuous encoder output (before quantization) of
+    the mixture and of each talker, from the same file.
   """
 
   AUDIO_FIELDS = ("noisy", "clean", "unattended")
-  CODE_FIELDS = ("noisy_codes", "clean_codes", "unattended_codes", "noisy_latent")
+  LATENT_FIELDS = ("noisy_latent", "clean_latent", "unattended_latent")
+  CODE_FIELDS = ("noisy_codes", "clean_codes", "unattended_codes") + LATENT_FIELDS
 
   def __init__(self, info: SplitInfo, fields: Sequence[str] = ("noisy", "clean", "eeg"),
                codes_path: str | None = None, check_finite: bool = True):
@@ -553,7 +555,7 @@ class AADSource:
         out[field] = np.int32(-1 if h is None else np.asarray(h[index]).reshape(()))
       elif field == "index":
         out[field] = np.int32(index)
-      elif field == "noisy_latent":
+      elif field in self.LATENT_FIELDS:
         out[field] = self._checked(field, index, np.asarray(handles[field][index], np.float32))
       else:
         out[field] = np.asarray(handles[field][index], np.int32)

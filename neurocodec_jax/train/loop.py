@@ -55,7 +55,7 @@ def build_models(config, dac_model, *, need_decoder: bool) -> steps.Models:
       qparams=codec_bridge.quantizer_params(dac_model),
       g_tx=optim.generator_optimizer(config),
       d_tx=optim.discriminator_optimizer(config) if disc is not None else None,
-      mix_input=config.model.mix_input)
+      mix_input=config.model.mix_input, target=config.model.target_latent)
 
 
 def codes_and_sources(config, dac_model, splits, extra_fields=()):
@@ -248,7 +248,8 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
   sources = codes_and_sources(config, dac_model, {
       config.data.train_split: steps.batch_fields(config) + ("index",),
-      config.data.val_split: tuple(steps.mix_fields(config)) + ("clean_codes", "eeg", "clean")})
+      config.data.val_split: tuple(steps.mix_fields(config) + steps.target_fields(config))
+                                + ("eeg", "clean")})
   train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
 
   local_batch = config.batch_size // jax.process_count()
