@@ -81,7 +81,8 @@ def data_seconds(config) -> float | None:
 
 def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   config = preset_config(preset)
-  _, models, _, _, _ = loop.programs(config)
+  total = max(config.train.max_steps, 1)
+  _, models, _, _, _ = loop.programs(config, total)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   state = steps.init_state(config, models, batch, config.seed)
   rows = []
@@ -140,7 +141,8 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   add("optimizer", median_seconds(lambda: block(opt(g_params, g_opt, d_p, d_o)), repeats))
 
   # The whole step, as training compiles it.
-  step_fn = jax.jit(steps.make_train_step(config, models), donate_argnums=0)
+  step_fn = jax.jit(steps.make_train_step(config, models, total_steps=total),
+                    donate_argnums=0)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start

@@ -186,7 +186,7 @@ def one_step_params(root: str, devices, steps: int = 2):
   rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   state = jax.device_put(steps_lib.init_state(config, models, loop._first_example(source),
                                               config.seed), rep)
-  step = jax.jit(steps_lib.make_train_step(config, models),
+  step = jax.jit(steps_lib.make_train_step(config, models, total_steps=steps),
                  in_shardings=(rep, bat), out_shardings=(rep, rep))
   data = iter(train_dataset(source, 8, seed=0))
   metrics = []
@@ -279,6 +279,10 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
     # The gradient reaching the EEG encoder is logged, nonzero and part of the total.
     assert 0 < r["g_grad_norm_eeg"] < r["g_grad_norm"]
   assert "select_scale" in result["state"]["g"]["params"]
+  # Evaluation needs no target latents (continuous targets are training-only fields).
+  metrics = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
+                                perceptual=False)["metrics"]
+  assert 0 <= metrics["id_latent"] <= 1 and np.isfinite(metrics["stream_r_own"])
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

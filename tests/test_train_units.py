@@ -55,8 +55,7 @@ def test_gradient_clipping_at_global_norm():
 def test_schedules(kind):
   config = neurocodec.get_config("demo")
   config.train.schedule = kind
-  config.train.max_steps = 100
-  lr = lambda s: float(optim.learning_rate(config, jnp.asarray(s), jnp.asarray(0.5)))
+  lr = lambda s: float(optim.learning_rate(config, jnp.asarray(s), jnp.asarray(0.5), 100))
   expected = dict(plateau=(0.5 * config.lr, 0.5 * config.lr),
                   constant=(config.lr, config.lr), cosine=(config.lr, 0.0))[kind]
   np.testing.assert_allclose([lr(0), lr(100)], expected, atol=1e-9)
@@ -66,7 +65,7 @@ def test_unknown_schedule_rejected():
   config = neurocodec.get_config("demo")
   config.train.schedule = "linear"
   with pytest.raises(ValueError, match="train.schedule"):
-    optim.learning_rate(config, jnp.asarray(0), jnp.asarray(1.0))
+    optim.learning_rate(config, jnp.asarray(0), jnp.asarray(1.0), 100)
 
 
 def test_noise_cue_replaces_eeg_with_matched_noise(tiny_dataset):
@@ -171,20 +170,23 @@ def test_selector_diagnostics_separate_cue_from_separation_errors():
 
 def test_cosine_schedule_takes_the_run_length_from_epochs():
   """With the default train.max_steps=-1 the cosine schedule decays over the run's
-  real length (epochs x steps per epoch), not over one step (learning rate 0)."""
+  resolved length (epochs x steps per epoch), passed in, never re-read from the
+  config (where it read -1: a one-step decay, learning rate 0 from step 1)."""
   from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   config.train.schedule, config.train.max_steps = "cosine", -1
-  lr = lambda c, s: float(optim.learning_rate(c, jnp.asarray(s), jnp.asarray(1.0)))
-  assert lr(config, 5) == 0.0                       # what the unresolved config gives
-  resolved = loop.with_schedule_length(config, 100)
-  assert config.train.max_steps == -1 and resolved.train.max_steps == 100
-  assert lr(resolved, 0) == pytest.approx(config.lr)
-  assert lr(resolved, 50) == pytest.approx(config.lr / 2, rel=1e-5)
-  assert lr(resolved, 100) == pytest.approx(0.0, abs=1e-9)
-  assert loop.total_steps(config, per_epoch=25) == config.epochs * 25
+  total = loop.total_steps(config, per_epoch=25)
+  assert total == config.epochs * 25
+  lr = lambda s: float(optim.learning_rate(config, jnp.asarray(s), jnp.asarray(1.0), total))
+  assert lr(0) == pytest.approx(config.lr)
+  assert lr(total // 2) == pytest.approx(config.lr / 2, rel=1e-5)
+  assert lr(total) == pytest.approx(0.0, abs=1e-9)
+  with pytest.raises(ValueError, match="run's length"):
+    optim.learning_rate(config, jnp.asarray(0), jnp.asarray(1.0), -1)
+  # Programs differ by run length only where the schedule traces it.
+  assert loop.program_key(config, 100) != loop.program_key(config, 200)
   config.train.schedule = "plateau"
-  assert loop.with_schedule_length(config, 100) is config   # shared programs
+  assert loop.program_key(config, 100) == loop.program_key(config, 200)
 
 
 def test_run_config_from_before_an_option_gets_its_base_default(tmp_path):

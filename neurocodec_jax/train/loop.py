@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -153,30 +152,33 @@ HOST_ONLY_TRAIN = ("max_steps", "log_every", "checkpoint_every", "eval_every",
                    "keep_checkpoints", "nonfinite", "tensorboard", "wandb")
 
 
-def program_key(config) -> str:
-  """Config JSON without host-only fields (max_steps kept for the cosine schedule)."""
+def program_key(config, run_length: int) -> str:
+  """Config JSON without host-only fields, plus the run length when the schedule
+  traces it (cosine)."""
   d = json.loads(config.to_json_best_effort())
   for k in HOST_ONLY:
     d.pop(k, None)
   for k in HOST_ONLY_TRAIN:
-    if not (k == "max_steps" and d["train"]["schedule"] == "cosine"):
-      d["train"].pop(k, None)
+    d["train"].pop(k, None)
   d.pop("synthetic", None)
+  if config.train.schedule == "cosine":
+    d["run_length"] = int(run_length)
   return json.dumps(d, sort_keys=True) + repr([d.id for d in jax.devices()])
 
 
 _PROGRAMS: dict = {}
 
 
-def programs(config, dac_model=None):
+def programs(config, run_length: int, dac_model=None):
   """``(dac_model, models, mesh, jitted train step, validate)``, built once per key.
 
   Building and compiling the step costs tens of seconds on a CPU; a second run in
-  the same process (a resume, a test, a notebook) reuses them. ``dac_model``: the
-  codec, when the caller has loaded it already.
+  the same process (a resume, a test, a notebook) reuses them. ``run_length``: the
+  run's resolved number of steps (:func:`total_steps`); ``dac_model``: the codec, when the
+  caller has loaded it already.
   """
   import codec_bridge  # pylint: disable=g-import-not-at-top
-  key = program_key(config)
+  key = program_key(config, run_length)
   if key not in _PROGRAMS:
     if dac_model is None:
       dac_model = codec_bridge.load_dac_from_config(config.codec)
@@ -186,19 +188,32 @@ def programs(config, dac_model=None):
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     jit = lambda fn: jax.jit(fn, donate_argnums=0, in_shardings=(replicated, batched),
                              out_shardings=(replicated, replicated))
-    full_step = jit(steps.make_train_step(config, models))
+    full_step = jit(steps.make_train_step(config, models, total_steps=run_length))
     if config.train.waveform_start > 0 and steps.uses_waveform(config):
       # Curriculum: latent-space terms first, waveform terms from waveform_start.
-      latent_step = jit(steps.make_train_step(config, models, waveform=False))
+      latent_step = jit(steps.make_train_step(config, models, total_steps=run_length,
+                                              waveform=False))
       start = config.train.waveform_start
       train_step = lambda state, batch, step: (full_step if step >= start
                                                else latent_step)(state, batch)
     else:
       train_step = lambda state, batch, step: full_step(state, batch)
     _PROGRAMS.clear()                    # keep one set alive (they hold the codec)
-    _PROGRAMS[key] = (dac_model, models, mesh, train_step,
-                      make_validate(config, models, mesh))
-  return _PROGRAMS[key]
+    _PROGRAMS[key] = (_codec_key(config), (dac_model, models, mesh, train_step,
+                                           make_validate(config, models, mesh)))
+  return _PROGRAMS[key][1]
+
+
+def _codec_key(config) -> str:
+  return config.codec.to_json_best_effort(sort_keys=True)
+
+
+def cached_codec(config):
+  """The codec the cached programs hold when ``config`` uses the same one, else None."""
+  for codec_key, built in _PROGRAMS.values():
+    if codec_key == _codec_key(config):
+      return built[0]
+  return None
 
 
 # ------------------------------------------------------------------ train ----
@@ -206,22 +221,6 @@ def programs(config, dac_model=None):
 def total_steps(config, per_epoch: int) -> int:
   """The run's length: ``train.max_steps``, or ``epochs`` epochs when it is -1."""
   return config.train.max_steps if config.train.max_steps > 0 else config.epochs * per_epoch
-
-
-def with_schedule_length(config, total: int):
-  """``config`` with ``train.max_steps`` = ``total`` when the schedule needs the length.
-
-  The cosine schedule decays over ``train.max_steps`` inside the jitted step; with the
-  default -1 (length from ``epochs``) it would decay over one step and train at
-  learning rate 0. Other schedules get ``config`` itself (their programs are shared
-  across run lengths).
-  """
-  if config.train.schedule != "cosine" or config.train.max_steps == total:
-    return config
-  resolved = ml_collections.ConfigDict(config.to_dict())
-  resolved.train.max_steps = total
-  resolved.lock()
-  return resolved
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
@@ -243,8 +242,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
 
 def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
   import codec_bridge  # pylint: disable=g-import-not-at-top
-  cached = _PROGRAMS.get(program_key(config))
-  dac_model = cached[0] if cached else codec_bridge.load_dac_from_config(config.codec)
+  dac_model = cached_codec(config) or codec_bridge.load_dac_from_config(config.codec)
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
   sources = codes_and_sources(config, dac_model, {
       config.data.train_split: steps.batch_fields(config) + ("index",),
@@ -255,8 +253,7 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
   local_batch = config.batch_size // jax.process_count()
   per_epoch = steps_per_epoch(len(train_src), local_batch)
   total = total_steps(config, per_epoch)
-  dac_model, models, mesh, train_step, validate = programs(
-      with_schedule_length(config, total), dac_model)
+  dac_model, models, mesh, train_step, validate = programs(config, total, dac_model)
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "

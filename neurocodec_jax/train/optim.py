@@ -58,8 +58,13 @@ def plateau_update(plateau: dict, value: float, *, factor: float, patience: int,
 SCHEDULES = ("plateau", "constant", "cosine")
 
 
-def learning_rate(config, step: jax.Array, plateau_scale: jax.Array) -> jax.Array:
-  """The generator's learning rate at ``step`` (traced), per ``train.schedule``."""
+def learning_rate(config, step: jax.Array, plateau_scale: jax.Array,
+                  total_steps: int) -> jax.Array:
+  """The generator's learning rate at ``step`` (traced), per ``train.schedule``.
+
+  ``total_steps``: the run's resolved length (``loop.total_steps``: ``train.max_steps``,
+  or epochs x steps per epoch when it is -1), over which the cosine schedule decays.
+  """
   base = jnp.asarray(config.lr, jnp.float32)
   warmup = config.train.warmup_steps
   if warmup > 0:
@@ -70,7 +75,10 @@ def learning_rate(config, step: jax.Array, plateau_scale: jax.Array) -> jax.Arra
   if kind == "constant":
     return base
   if kind == "cosine":
-    total = max(int(config.train.max_steps), 1)
+    if total_steps < 1:
+      raise ValueError(f"train.schedule='cosine' needs the run's length; got "
+                       f"total_steps={total_steps}.")
+    total = int(total_steps)
     return base * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(step / total, 1.0)))
   raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {kind!r}.")
 

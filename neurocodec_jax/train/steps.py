@@ -240,9 +240,11 @@ def _finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_train_step(config, models: Models, *, waveform: bool = True
+def make_train_step(config, models: Models, *, total_steps: int, waveform: bool = True
                     ) -> Callable[[dict, dict], tuple[dict, dict]]:
   """The (unjitted) train step for ``config``; see the module docstring.
+
+  ``total_steps``: the run's resolved length (the learning-rate schedule's horizon).
 
   ``waveform=False`` leaves the waveform terms (mel, adversarial, features) and the
   discriminator update out while keeping the state's structure: the first
@@ -309,7 +311,8 @@ def make_train_step(config, models: Models, *, waveform: bool = True
     (g_loss, terms), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outputs)
     (g_grads,) = pullback(out_grads)
     g = state["g"]
-    lr = optim.learning_rate(config, state["step"], state["plateau"]["scale"])
+    lr = optim.learning_rate(config, state["step"], state["plateau"]["scale"],
+                             total_steps)
     g_opt = optim.set_learning_rate(g["opt"], lr)
     g_updates, g_opt = models.g_tx.update(g_grads, g_opt, g["params"])
     new_g = dict(params=optax.apply_updates(g["params"], g_updates),
@@ -344,7 +347,7 @@ def make_train_step(config, models: Models, *, waveform: bool = True
 def predict(models: Models, state: dict, batch: dict, return_aux: bool = False) -> tuple:
   """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T'])`` (``+ aux``, the
   selector's streams/envelopes/weights/cue, with ``return_aux``)."""
-  z_mix, _ = _latents(models, batch)
+  z_mix = mix_latent(models.qparams, batch, models.mix_input)   # no target needed
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
                                 return_aux=return_aux)
