@@ -146,13 +146,6 @@ class EEGAblation:
 
 # ----------------------------------------------------------------- metrics ----
 
-def frame_cosine(a, b) -> jax.Array:
-  """``[n, D, F]`` x2 -> ``[n]``: per example, mean over frames of the cosine over D."""
-  a = a / (jnp.linalg.norm(a, axis=1, keepdims=True) + 1e-8)
-  b = b / (jnp.linalg.norm(b, axis=1, keepdims=True) + 1e-8)
-  return jnp.mean(jnp.sum(a * b, axis=1), axis=-1)
-
-
 def make_predict_fn(config, models: steps.Models, has_unattended: bool):
   """Jitted per-example latent metrics and the decoded re-quantized waveform."""
   n_q = config.codec.n_quantizers_eval
@@ -170,13 +163,13 @@ def make_predict_fn(config, models: steps.Models, has_unattended: bool):
     out = dict(latent_loss=steps.per_example(
         lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
                si_sdr=losses.si_sdr(batch["clean"], wave, align=True),
-               cos_attended=frame_cosine(z_pred, z_tgt), wave=wave[:, 0])
+               cos_attended=losses.frame_cosine(z_pred, z_tgt), wave=wave[:, 0])
     if has_unattended:
       z_un = codec.codes_to_z(models.qparams, batch["unattended_codes"])
-      out["cos_unattended"] = frame_cosine(z_pred, z_un)
+      out["cos_unattended"] = losses.frame_cosine(z_pred, z_un)
       z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
-      out["cos_mix_attended"] = frame_cosine(z_mix, z_tgt)
-      out["cos_mix_unattended"] = frame_cosine(z_mix, z_un)
+      out["cos_mix_attended"] = losses.frame_cosine(z_mix, z_tgt)
+      out["cos_mix_unattended"] = losses.frame_cosine(z_mix, z_un)
       out["si_sdr_unattended"] = losses.si_sdr(batch["unattended"], wave, align=True)
       if selector:
         out.update(selector_diagnostics(config, aux, batch, z_tgt, z_un))
@@ -201,8 +194,8 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
   pear = losses.envelope.pearson
   streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
   env_att, env_unatt = steps.talker_envelopes(config, batch, stream_env.shape[1])
-  cos_att = jnp.stack([frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
-  cos_un = jnp.stack([frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
+  cos_att = jnp.stack([losses.frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
+  cos_un = jnp.stack([losses.frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
   att_stream = jnp.argmax(cos_att - cos_un, axis=-1)                               # [b]
   r_att = jnp.stack([pear(stream_env[..., k], env_att) for k in (0, 1)], -1)        # [b, 2]
   r_un = jnp.stack([pear(stream_env[..., k], env_unatt) for k in (0, 1)], -1)

@@ -32,7 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from neurocodec_jax.evaluation import frame_cosine   # what evaluate's cos_* keys use
+from neurocodec_jax.losses import frame_cosine   # what evaluate's cos_* keys use
 from neurocodec_jax.data import open_split
 
 KINDS = ("noisy", "clean", "unattended")

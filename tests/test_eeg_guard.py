@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from neurocodec_jax import losses
-from neurocodec_jax.evaluation import frame_cosine
+from neurocodec_jax.losses import frame_cosine
 from neurocodec_jax.models.generator import NeuroCodec
 from neurocodec_jax.train import steps as train_steps
 

@@ -274,6 +274,10 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Curriculum: waveform terms and the discriminator only from step waveform_start.
   assert all("loss_mel" not in r and "d_loss" not in r for r in rows[:3])
   assert all("loss_mel" in r and "d_loss" in r for r in rows[3:])
+  val_rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
+              if json.loads(l)["split"] == "val"]
+  # Validation reports identification (the val split has the competing talker).
+  assert val_rows and all(0 <= r["id_latent"] <= 1 for r in val_rows)
   for r in rows:
     assert np.isfinite(r["loss_sep"]) and -1 <= r["loss_sep_env"] <= 1
     # The gradient reaching the EEG encoder is logged, nonzero and part of the total.
@@ -282,7 +286,9 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Evaluation needs no target latents (continuous targets are training-only fields).
   metrics = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
                                 perceptual=False)["metrics"]
-  assert 0 <= metrics["id_latent"] <= 1 and np.isfinite(metrics["stream_r_own"])
+  assert np.isfinite(metrics["stream_r_own"])
+  # One identification: validation's (last step) is evaluation's on the same checkpoint.
+  assert metrics["id_latent"] == pytest.approx(val_rows[-1]["id_latent"])
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

@@ -23,3 +23,9 @@ def latent_loss(pred: jax.Array, target: jax.Array, normalize: bool) -> jax.Arra
   if normalize:
     pred, target = l2_normalize(pred), l2_normalize(target)
   return jnp.mean((pred - target) ** 2)
+
+
+def frame_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``[n, D, F]`` x2 -> ``[n]``: per example, the mean over frames of the cosine over
+  D (the ``cos_*`` metrics and latent identification of evaluation and validation)."""
+  return jnp.mean(jnp.sum(l2_normalize(a) * l2_normalize(b), axis=1), axis=-1)

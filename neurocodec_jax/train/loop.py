@@ -28,7 +28,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from neurocodec_jax import codec, losses
-from neurocodec_jax.data import atomic, eval_dataset, open_split, steps_per_epoch, train_dataset
+from neurocodec_jax.data import (atomic, eval_dataset, find_split_files, open_split,
+                                 steps_per_epoch, train_dataset)
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
 from neurocodec_jax.train.metrics_log import MetricsLog
@@ -246,8 +247,8 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
   sources = codes_and_sources(config, dac_model, {
       config.data.train_split: steps.batch_fields(config) + ("index",),
-      config.data.val_split: tuple(steps.mix_fields(config) + steps.target_fields(config))
-                                + ("eeg", "clean")})
+      config.data.val_split: steps.val_fields(
+          config, "unattended" in find_split_files(config.root, config.data.val_split))})
   train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
 
   local_batch = config.batch_size // jax.process_count()
@@ -312,7 +313,9 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
           meta["best_val"] = val["loss"]
           ckpt.save_best(done, state, meta)
         tqdm.write(f"[val step {done}] loss {val['loss']:.4f}"
-                   + (f"  SI-SDR {val['si_sdr']:.2f} dB" if "si_sdr" in val else ""))
+                   + (f"  SI-SDR {val['si_sdr']:.2f} dB" if "si_sdr" in val else "")
+                   + (f"  identification {100 * val['id_latent']:.1f}%"
+                      if "id_latent" in val else ""))
       if stop_after is not None and done >= stop_after:
         break
       if done % config.train.checkpoint_every == 0 or done == total:

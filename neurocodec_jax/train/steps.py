@@ -358,8 +358,20 @@ def per_example(loss_fn, *arrays) -> jax.Array:
   return jax.vmap(lambda *xs: loss_fn(*(x[None] for x in xs)))(*arrays)
 
 
+def val_fields(config, has_unattended: bool) -> tuple[str, ...]:
+  """The source fields validation needs (with the competing talker's codes when the
+  split has them: validation then reports identification)."""
+  fields = mix_fields(config) + target_fields(config) + ["eeg", "clean"]
+  return tuple(fields + (["unattended_codes"] if has_unattended else []))
+
+
 def make_eval_step(config, models: Models) -> Callable[[dict, dict], dict]:
-  """Validation metrics in latent space (the decoded SI-SDR is computed on the host)."""
+  """Validation metrics in latent space (the decoded SI-SDR is computed on the host).
+
+  With ``unattended_codes`` in the batch, also ``id_latent``: 1 per example when the
+  prediction is closer (frame cosine) to the attended talker's quantized z than to the
+  other's, as evaluation's identification.
+  """
 
   def step(state: dict, batch: dict) -> dict:
     z_pred, env = predict(models, state, batch)
@@ -367,6 +379,10 @@ def make_eval_step(config, models: Models) -> Callable[[dict, dict], dict]:
     out = dict(latent=per_example(
         lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
                z_pred=z_pred)
+    if "unattended_codes" in batch:
+      cos = lambda talker: losses.frame_cosine(
+          z_pred, codec.codes_to_z(models.qparams, batch[f"{talker}_codes"]))
+      out["id_latent"] = (cos("clean") > cos("unattended")).astype(jnp.float32)
     if config.lambda_env > 0:
       target = _envelope_target(config, batch, env.shape[-1])
       out["envelope"] = per_example(losses.envelope_loss, env, target)
