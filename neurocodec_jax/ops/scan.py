@@ -10,7 +10,8 @@
 
   u, delta, z: [batch, dim, length]      A: [dim, state] (real)
   B, C: [dim, state] (time-invariant), [batch, state, length], or
-        [batch, groups, state, length] (dim split into groups of dim/groups)
+        [batch, groups, state, length] (dim split into groups of dim/groups);
+        each independently, so one may be time-invariant and the other not
   D, delta_bias: [dim]
   returns out [batch, dim, length] (the input dtype), and with
   ``return_last_state`` the final state [batch, dim, state] (float32).
@@ -49,7 +50,8 @@ BWD_UNROLL = 4
 
 
 class Inputs(NamedTuple):
-  """Time-major float32 inputs: u, delta [L, b, d]; B, C [L, b, 1|d, n] or [1, 1, d, n]."""
+  """Time-major float32 inputs: u, delta [L, b, d]; B, C (each) [L, b, 1|d, n] or
+  [1, 1, d, n]."""
   u: jax.Array
   delta: jax.Array
   B: jax.Array
@@ -89,23 +91,26 @@ def _readout(x, C):
   return jnp.sum(x * C, axis=-1)
 
 
-def _const_bc(B, u) -> bool:
-  """B/C time-invariant ([1, 1, d, n]) rather than a length-1 sequence."""
-  return B.shape[0] == 1 and u.shape[0] != 1
+def _is_const(x, u) -> bool:
+  """B or C ``x`` time-invariant ([1, 1, d, n]) rather than a length-1 sequence.
+
+  Asked of B and C separately: either may be time-invariant without the other.
+  """
+  return x.shape[0] == 1 and u.shape[0] != 1
 
 
 def _scan_sequential(A, inp: Inputs, x0, keep_states: bool = False):
   """``(ys, last state)``; with ``keep_states`` also every state x_t
   ``[L, b, d, n]`` (the residual of :func:`_scan_sequential_vjp`)."""
-  const_bc = _const_bc(inp.B, inp.u)
+  const_b, const_c = _is_const(inp.B, inp.u), _is_const(inp.C, inp.u)
   def step(x, sl):
     u, delta, B, C = sl
-    B = inp.B[0] if const_bc else B
-    C = inp.C[0] if const_bc else C
+    B = inp.B[0] if const_b else B
+    C = inp.C[0] if const_c else C
     dA, dBu = _discretize(A, Inputs(u, delta, B, C))
     x = dA * x + dBu
     return x, (_readout(x, C), x if keep_states else None)
-  xs = (inp.u, inp.delta, None if const_bc else inp.B, None if const_bc else inp.C)
+  xs = (inp.u, inp.delta, None if const_b else inp.B, None if const_c else inp.C)
   x, (ys, states) = jax.lax.scan(step, x0, xs)
   return (ys, x, states) if keep_states else (ys, x)
 
@@ -129,13 +134,13 @@ def _seq_vjp_fwd(A, u, delta, B, C, x0):
 def _seq_vjp_bwd(res, cotangents):
   A, u, delta, B, C, states = res
   g_ys, g_last = cotangents
-  const_bc = _const_bc(B, u)
+  const_b, const_c = _is_const(B, u), _is_const(C, u)
 
   def step(carry, sl):
     h, gA, gB, gC = carry            # h: adjoint reaching x_t from t+1
     u_t, delta_t, B_t, C_t, gy_t, x_t = sl
-    B_t = B[0] if const_bc else B_t
-    C_t = C[0] if const_bc else C_t
+    B_t = B[0] if const_b else B_t
+    C_t = C[0] if const_c else C_t
     dA = jnp.exp(delta_t[..., None] * A)
     gx = h + gy_t[..., None] * C_t                                 # dL/dx_t
     # dA x_{t-1} = x_t - delta u B: no shifted copy of the states is needed.
@@ -146,18 +151,21 @@ def _seq_vjp_bwd(res, cotangents):
     gA = gA + jnp.sum(g_dA * delta_t[..., None], axis=0)
     g_B = _reduce_to(gx * (delta_t * u_t)[..., None], B_t.shape)
     g_C = _reduce_to(gy_t[..., None] * x_t, C_t.shape)
-    if const_bc:
-      gB, gC = gB + g_B, gC + g_C
-      g_B = g_C = None
+    # A time-invariant B or C accumulates its gradient in the carry (None otherwise).
+    if const_b:
+      gB, g_B = gB + g_B, None
+    if const_c:
+      gC, g_C = gC + g_C, None
     return (gx * dA, gA, gB, gC), (g_u, g_delta, g_B, g_C)
 
-  zeros_bc = (jnp.zeros(B.shape[1:], B.dtype), jnp.zeros(C.shape[1:], C.dtype))
-  init = (g_last, jnp.zeros_like(A), *zeros_bc)
-  xs = (u, delta, None if const_bc else B, None if const_bc else C, g_ys, states)
+  zeros = lambda x: jnp.zeros(x.shape[1:], x.dtype)
+  init = (g_last, jnp.zeros_like(A), zeros(B) if const_b else None,
+          zeros(C) if const_c else None)
+  xs = (u, delta, None if const_b else B, None if const_c else C, g_ys, states)
   (h0, gA, gB_c, gC_c), (g_u, g_delta, g_B, g_C) = jax.lax.scan(
       step, init, xs, reverse=True, unroll=BWD_UNROLL)
-  if const_bc:
-    g_B, g_C = gB_c[None], gC_c[None]
+  g_B = gB_c[None] if const_b else g_B
+  g_C = gC_c[None] if const_c else g_C
   return gA, g_u, g_delta, g_B, g_C, h0
 
 
@@ -176,21 +184,22 @@ def _scan_chunked(A, inp: Inputs, x0, chunk: int):
   length = inp.u.shape[0]
   n_chunks = -(-length // chunk)
   pad = n_chunks * chunk - length
-  const_bc = _const_bc(inp.B, inp.u)
   def padded(x):        # delta = 0 past the end: exp(0) = 1 and no input, state kept
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape(n_chunks, chunk, *x.shape[1:])
-  u, delta = padded(inp.u), padded(inp.delta)
-  bc = None if const_bc else (padded(inp.B), padded(inp.C))
+  # A time-invariant B or C is closed over, not chunked (None in the scanned slices).
+  chunks = lambda x: None if _is_const(x, inp.u) else padded(x)
+  u, delta, B, C = padded(inp.u), padded(inp.delta), chunks(inp.B), chunks(inp.C)
 
   @jax.checkpoint
   def body(x, sl):
-    u_c, delta_c, bc_c = sl
-    B, C = (inp.B, inp.C) if bc_c is None else bc_c
-    ys, x = _scan_associative(A, Inputs(u_c, delta_c, B, C), x)
+    u_c, delta_c, B_c, C_c = sl
+    B_c = inp.B if B_c is None else B_c
+    C_c = inp.C if C_c is None else C_c
+    ys, x = _scan_associative(A, Inputs(u_c, delta_c, B_c, C_c), x)
     return x, ys
 
-  x, ys = jax.lax.scan(body, x0, (u, delta, bc))
+  x, ys = jax.lax.scan(body, x0, (u, delta, B, C))
   return ys.reshape(n_chunks * chunk, *ys.shape[2:])[:length], x
 
 
