@@ -12,6 +12,7 @@ import torch
 import codec_bridge
 from bench.common import block, median_seconds, report
 from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
+from neurocodec_jax import codec
 
 
 def main(argv=None):
@@ -21,8 +22,7 @@ def main(argv=None):
                                      ("44khz architecture", DAC_ARCHS["44khz"], 1, 2.0)):
     dac = codec_bridge.load_dac(random_sizes=arch, device="cpu")
     decode = codec_bridge.make_decoder(dac)
-    hop = int(np.prod(arch["encoder_rates"]))
-    frames = int(seconds * arch["sample_rate"]) // hop
+    frames = codec.frame_count(arch, seconds)
     z = jnp.asarray(np.random.default_rng(0).standard_normal(
         (batch, arch["latent_dim"], frames)), jnp.float32)
     fwd = jax.jit(decode)

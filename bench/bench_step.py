@@ -52,8 +52,7 @@ def preset_config(preset: str):
 
 def random_batch(config, seed: int = 0) -> dict:
   arch = config.codec.arch
-  hop = int(np.prod(arch.encoder_rates))
-  frames = int(config.data.segment_seconds * arch.sample_rate) // hop
+  hop, frames = codec.hop_length(arch), codec.frame_count(arch, config.data.segment_seconds)
   b = config.batch_size
   rng = np.random.default_rng(seed)
   codes = lambda: rng.integers(0, arch.codebook_size, (b, arch.n_codebooks, frames)).astype(np.int32)

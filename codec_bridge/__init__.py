@@ -7,6 +7,6 @@ JAX function, and ``codec_bridge.precompute`` encodes a dataset's audio to codes
 """
 
 from codec_bridge.decode import make_decoder
-from codec_bridge.loading import (WeightsNotFound, codec_identity, hop_length, load_dac,
+from codec_bridge.loading import (WeightsNotFound, codec_identity, load_dac,
                                   load_dac_from_config)
 from codec_bridge.quantizer import quantizer_params

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from codec_bridge.loading import hop_length
+from neurocodec_jax.codec import hop_length
 
 # XLA's CPU client copies host buffers of at least 100 KiB (kSmallDataTransferByteSize in
 # xla/pjrt/cpu/raw_buffer.cc) asynchronously on the program's own thread pool; operands

@@ -294,6 +294,3 @@ def codec_identity(model) -> dict[str, Any]:
   ident["weights_sha256"] = model._neurocodec_hash  # pylint: disable=protected-access
   return ident
 
-
-def hop_length(model) -> int:
-  return int(np.prod(model.encoder_rates))

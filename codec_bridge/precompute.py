@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from codec_bridge.loading import codec_identity, load_dac_from_config
+from neurocodec_jax import codec
 from neurocodec_jax.data.hdf5 import (AUDIO_KINDS, fingerprint,  # pylint: disable=unused-import
                                       inspect_split_from_config, open_dataset)
 
@@ -262,7 +263,7 @@ def _precompute_locked(config, split: str, dac_model, progress: bool = True,
   path = cache_path(config, split)
   partial = path + ".partial"
   n = info.num_examples
-  frames = info.audio_length // int(np.prod(config.codec.arch.encoder_rates))
+  frames = info.audio_length // codec.hop_length(config.codec.arch)
   nq, dim = dac_model.n_codebooks, dac_model.latent_dim
   store_z = config.codec.store_z
   required = sorted(required_datasets(config, kinds))

@@ -57,6 +57,7 @@ import torch
 from tqdm import tqdm
 
 from codec_bridge import loading
+from neurocodec_jax import codec
 
 
 @dataclasses.dataclass
@@ -104,8 +105,7 @@ class CodecSpec:
 
   @property
   def clip_length(self) -> int:
-    hop = int(np.prod(self.encoder_rates))
-    return int(self.clip_seconds * self.sample_rate) // hop * hop
+    return codec.frame_count(self, self.clip_seconds) * codec.hop_length(self)
 
 
 # ------------------------------------------------------------------- data ----
@@ -137,8 +137,7 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   """
   from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   sr = spec.sample_rate
-  hop = int(np.prod(spec.encoder_rates))
-  length = int(seconds * sr) // hop * hop
+  length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []
   for i in range(n):
     rng = np.random.default_rng([spec.seed, 10 ** 9, i])    # never a training id

@@ -10,13 +10,14 @@ import zipfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import torch
 
 import codec_bridge
 from codec_bridge import loading
-from configs.neurocodec import DEMO_CODEC
+from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import codec
 
 
@@ -111,6 +112,30 @@ def test_decode_shape_errors(dac_model):
     decode(jnp.ones((1, 32, 4)))
   with pytest.raises(ValueError, match="float32"):
     decode(jnp.ones((1, 64, 4), jnp.float16))
+
+
+@pytest.mark.parametrize("name", ["demo", "44khz", "24khz", "16khz"])
+def test_hop_length_is_the_real_encoders_samples_per_frame(name, dac_model):
+  """``codec.hop_length`` (the one definition of the hop) against DAC's encoder: n hops
+  of audio make n latent frames. The released architectures are built with their
+  strides and tiny widths (random weights)."""
+  if name == "demo":
+    arch, model = DEMO_CODEC, dac_model
+  else:
+    arch = DAC_ARCHS[name]
+    model = codec_bridge.load_dac(random_sizes=dict(
+        TINY_DAC, sample_rate=arch["sample_rate"], encoder_rates=list(arch["encoder_rates"]),
+        decoder_rates=list(arch["decoder_rates"])), device="cpu")
+  hop, sr = codec.hop_length(arch), arch["sample_rate"]
+  assert hop == codec.hop_length(ml_collections.ConfigDict(arch)) == codec.hop_length(model)
+  assert hop == model.hop_length                       # DAC's own attribute
+  rng = np.random.default_rng(4)
+  for frames in (3, 4):
+    audio = torch.from_numpy(rng.uniform(-.5, .5, (1, 1, frames * hop)).astype(np.float32))
+    with torch.no_grad():
+      assert model.encoder(model.preprocess(audio, sr)).shape[-1] == frames
+  assert codec.frame_count(arch, 1.0) == sr // hop
+  assert codec.frame_seconds(arch) == hop / sr and codec.frame_rate(arch) == sr / hop
 
 
 def test_missing_weights_offline_gives_helpful_error(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import neurocodec
+from neurocodec_jax import codec
 from neurocodec_jax.models import eeg_encoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_mask
 from tests.conftest import original_architecture, set_fields
@@ -59,6 +60,27 @@ def test_encoder_shapes_and_eval_determinism(channels):
   assert not np.allclose(t1, t2)            # dropout is on in training
 
 
+@pytest.mark.parametrize("kernel", [8, 32])
+def test_encoder_sizes_are_what_the_encoder_does(kernel):
+  """``EEGEncoder.output_length`` and ``receptive_field`` (which streaming reads) against
+  the encoder itself: the EEG samples each output moves with (its Jacobian), eval mode."""
+  n = 80
+  first, last = eeg_encoder.EEGEncoder.receptive_field(kernel)
+  assert (first, last) == (-3, kernel + 2)
+  enc = eeg_encoder.EEGEncoder(eeg_dim=8, act="snake", dropout=0.3, kernel=kernel)
+  eeg = jnp.asarray(np.random.default_rng(kernel).standard_normal((1, 4, n)), jnp.float32)
+  v = enc.init(jax.random.PRNGKey(0), eeg, train=False)
+  feats, env = enc.apply(v, eeg, train=False)
+  n_out = eeg_encoder.EEGEncoder.output_length(n, kernel)
+  assert feats.shape == (1, 8, n_out) and env.shape == (1, n_out) and n_out == n - kernel + 1
+  jac = jax.jit(jax.jacfwd(lambda x: enc.apply(v, x, train=False)[0]))(eeg)  # [1, 8, T', 1, 4, n]
+  moves = np.asarray(jnp.abs(jac).sum(axis=(0, 1, 3, 4))) > 0          # [T', n]
+  for j in range(n_out):
+    expected = np.zeros(n, bool)
+    expected[max(j + first, 0):min(j + last, n - 1) + 1] = True
+    np.testing.assert_array_equal(moves[j], expected, err_msg=f"output {j}")
+
+
 def test_snake_matches_dac_formula():
   x = jnp.linspace(-3, 3, 24).reshape(2, 3, 4)
   y = Snake(axis=1).apply({"params": {"alpha": jnp.array([1.0, 0.5, 2.0])}}, x)
@@ -103,11 +125,11 @@ def test_cocktail_parameter_count(capsys):
   assert 3e6 < n < 4e6
 
 
-@pytest.mark.parametrize("time_aligned_pe", [False, True])
-def test_streaming_frame_by_frame_equals_masked_full_forward(time_aligned_pe):
+@pytest.mark.parametrize("time_aligned_pe,kernel", [(False, 8), (True, 8), (False, 32)])
+def test_streaming_frame_by_frame_equals_masked_full_forward(time_aligned_pe, kernel):
   config = _config()
   config.model.stream_lookahead = 4
-  config.model.time_aligned_pe = time_aligned_pe
+  config.model.time_aligned_pe, config.model.eeg_kernel = time_aligned_pe, kernel
   model, v, z, eeg = _init(config)
   full, _ = model.apply(v, z, eeg, train=False, streaming=True)
   stepped = model.apply(v, z, eeg, method=NeuroCodec.stream)
@@ -116,12 +138,41 @@ def test_streaming_frame_by_frame_equals_masked_full_forward(time_aligned_pe):
 
 def test_stream_mask_waits_for_the_receptive_field():
   mask = stream_mask(4, 30, frame_seconds=0.02, eeg_rate=128)
-  # Feature j needs EEG samples j..j+10. Frame 2 ends at 60 ms (samples 0..7 in):
+  # Feature j needs EEG samples up to j+10. Frame 2 ends at 60 ms (samples 0..7 in):
   # nothing visible; frame 3 at 80 ms (samples 0..10): feature 0 only.
   assert not mask[2].any() and mask[3].sum() == 1 and mask[3, 0]
   assert stream_mask(4, 30, 0.02, 128, lookahead=3)[2].sum() == 1
   mask = stream_mask(10, 30, frame_seconds=0.02, eeg_rate=128)
   assert mask[9].sum() == 16 and mask[9, 15] and not mask[9, 16]   # 200 ms: samples 0..25
+  # Kernel 32: up to j+34. Frame 12 ends at 260 ms (samples 0..33), frame 13 at 280 ms (0..35).
+  mask = stream_mask(14, 30, frame_seconds=0.02, eeg_rate=128, kernel=32)
+  assert not mask[12].any() and mask[13].sum() == 2
+
+
+@pytest.mark.parametrize("kernel,selector,lookahead", [(8, "none", 0), (32, "none", 4),
+                                                       (32, "correlation", 0)])
+def test_streaming_sees_each_eeg_sample_from_its_arrival_on(kernel, selector, lookahead):
+  """Streaming output frame i depends on exactly the EEG samples taken by the end of
+  frame i (plus the look-ahead), once the first feature is complete: no later sample
+  (causality) and no arrived one withheld (the mask waits for the encoder's real
+  receptive field, for the original kernel and the demo's 32)."""
+  config = set_fields(_config(), **{"model.eeg_kernel": kernel, "model.selector": selector,
+                                    "model.stream_lookahead": lookahead})
+  model, v, z, eeg = _init(config, batch=1)
+  n_frames, n = z.shape[-1], eeg.shape[-1]
+  w = jnp.asarray(np.random.default_rng(1).standard_normal(z.shape[1]), jnp.float32)
+  out = lambda e: model.apply(v, z, e, train=False, streaming=True)[0][0]   # [latent, frames]
+  frames = lambda e: w @ out(e)
+  moves = np.asarray(jnp.abs(jax.jit(jax.jacrev(frames))(eeg)).sum(axis=(1, 2))) > 0  # [frames, n]
+  # Sample k (taken at k / eeg_rate s) has arrived by the end of frame i iff
+  # (k - lookahead) / eeg_rate <= (i + 1) hop / sr, in integers.
+  arch, rate = config.codec.arch, config.data.eeg_rate
+  k, i = np.arange(n)[None, :], np.arange(n_frames)[:, None]
+  arrived = (k - lookahead) * arch.sample_rate <= (i + 1) * codec.hop_length(arch) * rate
+  last = eeg_encoder.EEGEncoder.receptive_field(kernel)[1]
+  expected = arrived & arrived[:, last:last + 1]            # nothing before feature 0 is whole
+  assert expected.any() and not expected.all()
+  np.testing.assert_array_equal(moves, expected)
 
 
 @pytest.mark.parametrize("what", ["audio", "eeg"])
@@ -218,7 +269,7 @@ def test_selector_streaming_is_causal_in_eeg(window):
   a, _ = model.apply(v, z, eeg, train=False, streaming=True)
   b, _ = model.apply(v, z, eeg2, train=False, streaming=True)
   # Frame i has EEG samples up to floor((i + 1) * frame_seconds * rate).
-  frame_s = float(np.prod(config.codec.arch.encoder_rates)) / config.codec.arch.sample_rate
+  frame_s = codec.frame_seconds(config.codec.arch)
   first = int(np.ceil(k / (frame_s * config.data.eeg_rate))) - 1
   np.testing.assert_allclose(a[..., :first], b[..., :first], rtol=1e-6, atol=1e-6)
   assert np.abs(np.asarray(a - b)).max() > 1e-4          # the perturbation does arrive

@@ -33,6 +33,7 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
+from neurocodec_jax import codec
 from neurocodec_jax.data import atomic
 
 REQUIRED = ("noisy", "clean", "eegs")
@@ -449,11 +450,10 @@ def inspect_split(root: str, split: str, *, eeg_channels: int,
 def inspect_split_from_config(config, split: str) -> SplitInfo:
   """:func:`inspect_split` with the sizes taken from a NeuroCodec config."""
   arch = config.codec.arch
-  hop = int(np.prod(arch.encoder_rates))
   return inspect_split(
       config.root, split, eeg_channels=config.eeg_channels,
       sample_rate=arch.sample_rate, eeg_rate=config.data.eeg_rate,
-      segment_seconds=config.data.segment_seconds, hop_length=hop,
+      segment_seconds=config.data.segment_seconds, hop_length=codec.hop_length(arch),
       eeg_units=config.data.eeg_units, check_finite=config.data.check_finite,
       dataset_splits=(config.data.train_split, config.data.val_split,
                       config.data.test_split),

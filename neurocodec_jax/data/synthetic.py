@@ -40,6 +40,7 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
+from neurocodec_jax import codec
 from neurocodec_jax.data.atomic import atomic_directory
 
 UNATTENDED_GAIN = 0.25      # response to the ignored talker, relative
@@ -325,7 +326,7 @@ def spec_from_config(config) -> SyntheticSpec:
   s = config.synthetic
   return SyntheticSpec(
       sample_rate=arch.sample_rate, seconds=config.data.segment_seconds,
-      hop_length=int(np.prod(arch.encoder_rates)), eeg_rate=config.data.eeg_rate,
+      hop_length=codec.hop_length(arch), eeg_rate=config.data.eeg_rate,
       eeg_channels=config.eeg_channels, subjects=s.subjects, n_train=s.n_train,
       n_val=s.n_val, n_test=s.n_test, eeg_snr_db=s.eeg_snr_db, seed=s.seed)
 

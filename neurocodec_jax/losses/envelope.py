@@ -3,11 +3,13 @@
 Envelope (a standard AAD choice): the magnitude of the waveform, block-averaged
 over windows of ``sample_rate / eeg_rate`` samples centred on each EEG sample
 (a boxcar low-pass at ~eeg_rate/2 followed by sampling), compressed with power 0.6.
-The EEG encoder's output t depends on EEG samples t .. t+10 (valid k8 conv, then
-three k3 convs), and cortical responses follow the stimulus by ~50-250 ms (6-32
-samples at 128 Hz), so EEG samples t .. t+10 carry the envelope near t and
-before, never after: the trainer compares the head's ``T_eeg - 7`` outputs with
-the FIRST ``T_eeg - 7`` envelope samples (output t <-> envelope t: lags 0-80 ms).
+The EEG encoder's output t depends on EEG samples up to t + kernel + 2
+(``EEGEncoder.receptive_field``: t + 10 for the original's kernel 8), and cortical
+responses follow the stimulus by ~50-250 ms (6-32 samples at 128 Hz), so those
+samples carry the envelope near t and before, never after: the trainer compares
+the head's ``T' = EEGEncoder.output_length(T_eeg, kernel)`` outputs with the FIRST
+``T'`` envelope samples (output t <-> envelope t: lags up to ~80 ms for kernel 8,
+~265 ms for 32).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The EEG encoder of the original ("FlexibleEEGEncoder", from M3ANet), in Flax.
 
-``[batch, C, T_eeg]`` (µV) -> features ``[batch, eeg_dim, T_eeg - kernel + 1]`` and
-the envelope head's output ``[batch, T_eeg - kernel + 1]`` (``kernel`` = 8 as the
-original: ``T_eeg - 7``):
+``[batch, C, T_eeg]`` (µV) -> features ``[batch, eeg_dim, T']`` and the envelope
+head's output ``[batch, T']``, ``T' = EEGEncoder.output_length(T_eeg, kernel)`` =
+``T_eeg - kernel + 1`` (``kernel`` = 8 as the original: ``T_eeg - 7``):
 
   BatchNorm over electrodes
   -> Chebyshev graph convolution (K supports of a learnable adjacency A, C x C,
@@ -13,8 +13,9 @@ original: ``T_eeg - 7``):
   envelope head: 1x1 conv eeg_dim -> 1
 
 Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
-valid projection, then three 'same' k3 convs); ``receptive_field(kernel)`` is the
-look-ahead kernel + 2 that the streaming mask waits for. Cortical responses to
+valid projection, then three 'same' k3 convs): ``EEGEncoder.receptive_field(kernel)``,
+derived from the temporal convs the encoder is built from; its look-ahead
+(kernel + 2) is what the generator's streaming mask waits for. Cortical responses to
 the stimulus at time j follow by ~50-250 ms (6-32 samples at 128 Hz): the
 original's kernel 8 sees the first 80 ms of that; ``model.eeg_kernel=32`` covers
 the whole response (a backward model's usual 250 ms of lags).
@@ -30,6 +31,8 @@ Supports: T_0 = I, T_1 = L~, T_k = 2 L~ T_{k-1} - T_{k-2}.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,16 +40,6 @@ import jax.numpy as jnp
 from neurocodec_jax.models.layers import activation
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def receptive_field(kernel: int) -> int:
-  """EEG samples after j that encoder output j depends on (10 for the original's 8)."""
-  return kernel - 1 + 3
-
-
-def output_length(n_eeg: int, kernel: int) -> int:
-  """Encoder output length for ``n_eeg`` input samples."""
-  return n_eeg - kernel + 1
 
 
 def normalized_laplacian(adj: jax.Array) -> jax.Array:
@@ -107,6 +100,31 @@ class EEGEncoder(nn.Module):
   dropout: float = 0.3
   kernel: int = 8
 
+  # The conv stack after the projection: STACK_DEPTH 'same' convs of STACK_KERNEL taps.
+  STACK_DEPTH: ClassVar[int] = 3
+  STACK_KERNEL: ClassVar[int] = 3
+
+  @classmethod
+  def temporal_convs(cls, kernel: int) -> tuple[tuple[int, int], ...]:
+    """``(taps, padding per side)`` of every conv along time, in order, all stride 1:
+    the valid projection, the 1x1 in, the stack, the 1x1 out (the envelope head is 1x1)."""
+    same = (cls.STACK_KERNEL, cls.STACK_KERNEL // 2)
+    return ((kernel, 0), (1, 0)) + (same,) * cls.STACK_DEPTH + ((1, 0),)
+
+  @classmethod
+  def output_length(cls, n_eeg: int, kernel: int) -> int:
+    """Output length ``T'`` for ``n_eeg`` EEG samples (``n_eeg - kernel + 1``)."""
+    for taps, pad in cls.temporal_convs(kernel):
+      n_eeg += 2 * pad - taps + 1
+    return n_eeg
+
+  @classmethod
+  def receptive_field(cls, kernel: int) -> tuple[int, int]:
+    """``(first, last)``: output j depends on EEG samples j + first .. j + last
+    (within the window), ``(-3, kernel + 2)``; ``last`` is the look-ahead."""
+    convs = cls.temporal_convs(kernel)
+    return -sum(pad for _, pad in convs), sum(taps - 1 - pad for taps, pad in convs)
+
   @nn.compact
   def __call__(self, eeg: jax.Array, *, train: bool):
     x = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
@@ -116,8 +134,9 @@ class EEGEncoder(nn.Module):
     x = Conv1d(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
     x = jnp.swapaxes(nn.LayerNorm(epsilon=1e-5, name="channel_norm")(jnp.swapaxes(x, 1, 2)), 1, 2)
     x = Conv1d(self.eeg_dim, 1, name="in_1x1")(x)
-    for i in range(3):
-      x = Conv1d(self.eeg_dim, 3, padding=1, name=f"conv_{i}")(x)
+    for i in range(self.STACK_DEPTH):
+      x = Conv1d(self.eeg_dim, self.STACK_KERNEL, padding=self.STACK_KERNEL // 2,
+                 name=f"conv_{i}")(x)
       x = activation(self.act, axis=1, name=f"act_{i}")(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = Conv1d(self.eeg_dim, 1, name="out_1x1")(x)

@@ -4,7 +4,8 @@
 
   z_mix [batch, latent_dim, frames]   (DAC's z of the mixture, channel first)
   eeg   [batch, eeg_channels, T_eeg]  (µV)
-  -> z_pred [batch, latent_dim, frames], env_pred [batch, T_eeg - eeg_kernel + 1]
+  -> z_pred [batch, latent_dim, frames], env_pred [batch, T']
+     (T' = EEGEncoder.output_length(T_eeg, eeg_kernel) = T_eeg - eeg_kernel + 1)
 
 As the original: the EEG encoder (``eeg_encoder.py``); audio and EEG projections to
 ``hidden_dim``, each scaled by sqrt(hidden_dim) plus sinusoidal positional
@@ -35,7 +36,8 @@ The default forward is unmasked like the original (every latent frame sees the w
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
 :meth:`NeuroCodec.stream`) masks the cross-attention: latent frame i (audio up to
 (i+1) hop / sr seconds) sees EEG feature j only when every EEG sample it depends on
-(j .. j + ``eeg_encoder.receptive_field(kernel)``) has arrived, plus
+has arrived (up to j + the look-ahead the encoder derives from its own convs,
+``EEGEncoder.receptive_field(eeg_kernel)[1]`` = kernel + 2), plus
 ``model.stream_lookahead`` EEG samples of look-ahead; the selector's correlation
 at frame t then uses only frames whose decoded envelope is available. A frame with no visible EEG
 feature gets no attention output.
@@ -50,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurocodec_jax.models import eeg_encoder
+from neurocodec_jax import codec
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
@@ -68,7 +70,8 @@ def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
   # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
   # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
   arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
-  return (np.arange(n_eeg)[None, :] + eeg_encoder.receptive_field(kernel)) <= arrived[:, None]
+  last = EEGEncoder.receptive_field(kernel)[1]            # feature j's newest sample: j + last
+  return (np.arange(n_eeg)[None, :] + last) <= arrived[:, None]
 
 
 def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
@@ -208,7 +211,7 @@ class NeuroCodec(nn.Module):
                    dt_max=m.dt_max, dt_init_floor=m.dt_init_floor,
                    scan_backend=m.scan_backend),
         eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
-        frame_seconds=float(np.prod(arch.encoder_rates)) / arch.sample_rate,
+        frame_seconds=codec.frame_seconds(arch),
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
@@ -251,17 +254,20 @@ class NeuroCodec(nn.Module):
   def eeg_positions(self, n_eeg: int) -> np.ndarray:
     """Positions of the EEG features for their encoding, in latent-frame units.
 
-    With ``time_aligned_pe`` feature j (EEG samples j .. j+10) sits at its centre
-    time, (j + 5) / eeg_rate seconds, expressed in latent frames, so a latent frame
-    and the EEG recorded at the same moment share an encoding and dot-product
-    attention can align them. The original (the default) indexes both streams 0, 1, ...,
-    which pairs frame i (86 Hz) with EEG feature i (128 Hz): a drift of a third
-    of the clip by its end, which attention must learn around.
+    With ``time_aligned_pe`` feature j sits at the middle of EEG samples j .. j + its
+    look-ahead (``EEGEncoder.receptive_field``: (j + 5) / eeg_rate seconds for kernel
+    8), expressed in latent frames, so a latent frame and the EEG recorded at the same
+    moment share an encoding and dot-product attention can align them. (The feature's
+    full span starts at j - 3, so its true centre is 1.5 samples earlier; the
+    convention is kept so trained models keep their positions.) The original (the
+    default) indexes both streams 0, 1, ..., which pairs frame i (86 Hz) with EEG
+    feature i (128 Hz): a drift of a third of the clip by its end, which attention
+    must learn around.
     """
     if not self.time_aligned_pe:
       return np.arange(n_eeg, dtype=np.float64)
-    centre = (np.arange(n_eeg) + eeg_encoder.receptive_field(self.eeg_kernel) / 2) / self.eeg_rate
-    return centre / self.frame_seconds
+    middle = np.arange(n_eeg) + EEGEncoder.receptive_field(self.eeg_kernel)[1] / 2
+    return middle / self.eeg_rate / self.frame_seconds
 
   def encode_eeg(self, eeg, *, train: bool):
     """``(EEG keys/values [b, T', hidden], envelope [b, T'])``, T' = T_eeg - eeg_kernel + 1."""
@@ -305,7 +311,7 @@ class NeuroCodec(nn.Module):
       corr = jnp.broadcast_to(corr[:, -1:], corr.shape)
     elif streaming:
       # Envelope at frame i needs EEG up to its time + the receptive field.
-      lag = int(math.ceil((eeg_encoder.receptive_field(self.eeg_kernel) - self.lookahead)
+      lag = int(math.ceil((EEGEncoder.receptive_field(self.eeg_kernel)[1] - self.lookahead)
                           / self.eeg_rate / self.frame_seconds))
       lag = max(lag, 0)
       corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]

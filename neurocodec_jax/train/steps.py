@@ -152,18 +152,11 @@ def init_state(config, models: Models, example: dict, seed: int) -> dict:
   g["opt"] = models.g_tx.init(g["params"])
   d = {}
   if models.discriminator is not None:
-    audio = jnp.zeros((1, 1, z_mix.shape[-1] * _hop(config)), jnp.float32)
+    audio = jnp.zeros((1, 1, z_mix.shape[-1] * codec.hop_length(config.codec.arch)), jnp.float32)
     d_params = models.discriminator.init(d_rng, audio)["params"]
     d = dict(params=d_params, opt=models.d_tx.init(d_params))
   return dict(step=jnp.asarray(0, jnp.int32), rng=state_rng, g=g, d=d,
               plateau=optim.init_plateau())
-
-
-def _hop(config) -> int:
-  hop = 1
-  for r in config.codec.arch.encoder_rates:
-    hop *= r
-  return hop
 
 
 def _latents(models: Models, batch: dict):
@@ -208,9 +201,9 @@ def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
 
 def talker_envelopes(config, batch: dict, n_frames: int) -> tuple[jax.Array, jax.Array]:
   """Both talkers' envelopes at the latent frame rate, ``[b, n_frames]`` each."""
-  sr = config.codec.arch.sample_rate
-  frame_rate = sr * n_frames / batch["clean"].shape[-1]          # = sr / hop
-  env = lambda x: losses.speech_envelope(x[:, 0], sr, frame_rate, n_frames)
+  arch = config.codec.arch
+  env = lambda x: losses.speech_envelope(x[:, 0], arch.sample_rate, codec.frame_rate(arch),
+                                         n_frames)
   return env(batch["clean"]), env(batch["unattended"])
 
 
