@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 
@@ -60,3 +61,33 @@ def tiny_dataset(tmp_path_factory):
   config = tiny_config(root)
   synthetic.generate(root, synthetic.spec_from_config(config), progress=False)
   return root, config
+
+
+# The largest errors the parity tests measured in this run, per component and
+# quantity: reported in the terminal summary (not a test), next to the tolerances
+# the tests hold them to.
+MEASURED = {}
+
+
+def normwise_error(ours, ref, floor: float = 0.0) -> float:
+  """``max|ours - ref| / max(max|ref|, floor)``: the error relative to the array's
+  scale (an entry-wise rtol fails on entries near zero, one atol ignores the scale)."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), floor))
+
+
+def record_error(component: str, quantity: str, value, where: str = ""):
+  """Keeps the largest ``value`` of ``quantity`` seen for ``component``, and where."""
+  worst = MEASURED.setdefault(component, {})
+  if quantity not in worst or float(value) > worst[quantity][0]:
+    worst[quantity] = (float(value), where)
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not MEASURED:
+    return
+  terminalreporter.section("measured parity errors (max over the tests that ran)")
+  for component, worst in sorted(MEASURED.items()):
+    terminalreporter.write_line(f"{component}:")
+    for quantity, (value, where) in sorted(worst.items()):
+      terminalreporter.write_line(f"  {quantity:<24} {value:.1e}" + (f"  ({where})" if where else ""))

@@ -10,10 +10,16 @@ import torch
 
 from neurocodec_jax.models.mamba import Mamba, params_from_torch
 from neurocodec_jax.ops import BACKENDS
+from tests.conftest import normwise_error, record_error
 from tests.references import import_mamba_ssm
 
 _, TorchMamba = import_mamba_ssm()
-RTOL, ATOL = 6e-4, 2e-3
+# Errors are max|ours - ref| / max|ref| per array (parameter gradients range from
+# ~1e-3 to ~6). Measured over 3 seeds x lengths 1/29/172 x every backend: output
+# 2.9e-7 and input gradient 3.3e-7 (tolerance 5e-6), parameter gradients 1.2e-6
+# (dt_proj kernel; tolerance 2e-5): ~15x margin.
+OUT_TOL, GRAD_TOL = 5e-6, 2e-5
+FLOOR = 1e-4      # A_log's gradient is exactly 0 at length 1 (ours: ~1e-12)
 
 
 def _pair(d_model=16, d_state=8, seed=0, backend="chunked"):
@@ -34,19 +40,23 @@ def test_forward_and_gradients_match_mamba_ssm(backend, length):
   (out * torch.from_numpy(cot)).sum().backward()
   ours_out, vjp = jax.vjp(lambda p, h: ours.apply({"params": p}, h), params, jnp.asarray(x))
   gp, gx = vjp(jnp.asarray(cot))
-  np.testing.assert_allclose(ours_out, out.detach().numpy(), rtol=RTOL, atol=ATOL)
-  np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=RTOL, atol=ATOL)
+  name = f"Mamba {backend} vs mamba_ssm"
+
+  def check(a, b, tol, quantity, which=""):
+    err = normwise_error(a, b, FLOOR)
+    record_error(name, quantity, err, f"{which}L={length}")
+    assert err <= tol, f"{quantity} {which}L={length}: normwise error {err:.2e} > {tol:.0e}"
+
+  check(ours_out, out.detach().numpy(), OUT_TOL, "out")
+  check(gx, xt.grad.numpy(), OUT_TOL, "input gradient")
   tg = {k: v.grad.numpy() for k, v in ref.named_parameters()}
   theirs = params_from_torch(type("G", (), {"state_dict": lambda self: {
       k: torch.from_numpy(v) for k, v in tg.items()}})())
   flat_ours = jax.tree_util.tree_flatten_with_path(gp)[0]
   flat_theirs = jax.tree.leaves(theirs)
-  errs = []
+  assert len(flat_ours) == len(flat_theirs)
   for (path, a), b in zip(flat_ours, flat_theirs):
-    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=jax.tree_util.keystr(path))
-    errs.append(float(np.abs(np.asarray(a) - np.asarray(b)).max()))
-  print(f"Mamba {backend} L={length}: out err {np.abs(ours_out - out.detach().numpy()).max():.1e}, "
-        f"input grad err {np.abs(gx - xt.grad.numpy()).max():.1e}, param grad err {max(errs):.1e}")
+    check(a, b, GRAD_TOL, "parameter gradients", f"d{jax.tree_util.keystr(path)} ")
 
 
 def test_parameter_tree_and_init_ranges_match():
@@ -94,5 +104,8 @@ def test_causal():
   base = np.asarray(ours.apply({"params": params}, jnp.asarray(x)))
   x[:, 25] += 10.0
   moved = np.asarray(ours.apply({"params": params}, jnp.asarray(x)))
-  np.testing.assert_array_equal(moved[:, :25], base[:, :25])
-  assert np.abs(moved[:, 25:] - base[:, 25:]).max() > 1e-3
+  np.testing.assert_array_equal(moved[:, :25], base[:, :25])          # not the past
+  # The future, every step of it: measured >= 0.08 within the conv's 4 steps and
+  # 5.7e-5 .. 1e-3 beyond them, where only the scan's state carries the change.
+  change = np.abs(moved - base).max(axis=(0, 2))[25:]
+  assert change[:4].min() > 1e-2 and change[4:].min() > 1e-6, change
