@@ -32,6 +32,11 @@ class Recording:
       story parts) used to exclude windows whose speech repeats across splits.
     provenance: free-form source facts (file names, attended ear/track, SNR, ...);
       JSON-serialisable values only, it goes into ``manifest.json``.
+    group: the unit ``trial-held-out`` keeps whole, unique within the subject;
+      None means ``trial``. Set it when several recordings are cut from one
+      continuous trial (KUL-mix lists segments of a trial), so they stay together.
+    split: the split the source itself assigns (KUL-mix's list has one), used by
+      ``--protocol recipe``; None when the source assigns none.
 
   Audio sample 0 and EEG sample 0 are the same instant; the audio covers
   ``len(eeg) / eeg_rate`` seconds (:meth:`validate` checks this to the sample).
@@ -44,6 +49,13 @@ class Recording:
   noisy: np.ndarray
   stimuli: tuple[str, str]
   provenance: dict = dataclasses.field(default_factory=dict)
+  group: str | None = None
+  split: str | None = None
+
+  @property
+  def unit(self) -> str:
+    """What trial-held-out keeps whole: ``group``, else ``trial``."""
+    return self.trial if self.group is None else self.group
 
   def duration(self, eeg_rate: int) -> float:
     """Seconds covered by the EEG (the audio covers the same span)."""
