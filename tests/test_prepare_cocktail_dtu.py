@@ -7,6 +7,7 @@ and for DTU a DC offset, unlisted events and a single-talker trial.
 """
 
 import csv
+import json
 import os
 
 import h5py
@@ -385,18 +386,23 @@ def test_dtu_expinfo_table_explains_export(tmp_path):
 
 # ------------------------------------------------- through prepare to the layout ----
 
-@pytest.mark.parametrize("dataset", ["cocktail", "dtu"])
-def test_prepare_layout_opens(dataset, cocktail_src, dtu_src, tmp_path):
-  build = pytest.importorskip("neurocodec_jax.data.prepare.build")
+@pytest.mark.parametrize("dataset, option", [("cocktail", ["--cocktail_bad_channels", "auto"]),
+                                             ("dtu", ["--dtu_bad_z", "6"])])
+def test_prepare_layout_opens(dataset, option, cocktail_src, dtu_src, tmp_path):
+  cli = pytest.importorskip("neurocodec_jax.data.prepare.__main__")
   from neurocodec_jax.data import open_split  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   src, channels = (cocktail_src, 128) if dataset == "cocktail" else (dtu_src, 64)
   out = str(tmp_path / dataset)
-  settings = build.Settings(sample_rate=SR_OUT, eeg_rate=EEG_RATE, segment_seconds=1.0)
   # Two trials per subject: within-trial is the protocol that fills all three splits.
-  protocol = build.protocols.Protocol(name="within-trial", val_fraction=0.25,
-                                      test_fraction=0.25)
-  build.prepare(dataset, src, out, settings=settings, protocol=protocol, progress=False)
+  assert cli.main([dataset, "--src", src, "--out", out, "--segment_seconds", "1",
+                   "--sample_rate", str(SR_OUT), "--protocol", "within-trial",
+                   "--val_fraction", "0.25", "--test_fraction", "0.25", "--quiet"]
+                  + option) == 0
+  with open(os.path.join(out, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["source"]["doi"] == getattr(cocktail if dataset == "cocktail" else dtu,
+                                              "SOURCE")["doi"]
   config = tiny_config(out, eeg_channels=channels)
   for split in ("train", "val", "test"):
     source = open_split(config, split, fields=("noisy", "clean", "eeg", "subject"))

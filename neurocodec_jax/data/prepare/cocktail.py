@@ -35,7 +35,7 @@ changed from their defaults, see :func:`eeg_settings`):
 4. Audio: both books of the run, each RMS-normalised over the run (the original's
    ``rms_normalize``), the mixture their sum (0 dB), resampled to ``sample_rate``.
    The original then divided each split's audio by the train split's peak; here
-   the three signals get one common gain instead (``rms_dbfs`` per talker, lowered
+   the three signals get one common gain instead (each talker at RMS 0.05, lowered
    if the mixture would clip), so ``noisy == attended + unattended`` holds exactly.
    The original also cut audio into 87552-sample (1.985 s) pieces beside 2 s EEG
    pieces, drifting by 15 ms per piece; here EEG and audio cover the same span.
@@ -61,7 +61,22 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 log = logging.getLogger(__name__)
 
+SOURCE = dict(name="Cocktail Party (Broderick et al. 2018, Current Biology 28:803)",
+              doi="10.5061/dryad.070jc", url="https://doi.org/10.5061/dryad.070jc",
+              license="CC0")
+PREPROCESSING = (
+    "EEG (eegData + mastoids, 128 Hz): 0.1-45 Hz zero-phase FIR per run, bad channels "
+    "(the original's per-subject lists and flat/noisy detection) interpolated by "
+    "spherical splines on biosemi128, mastoid reference, resampled to the EEG rate; "
+    "the band and reference follow the 'eeg' settings only when changed from their "
+    "defaults. Audio: both books of the run, each at RMS 0.05 (lowered together if the "
+    "sum would pass 0.99), mixture = their sum, resampled to the codec rate, cut to "
+    "the shorter of EEG and audio.")
 PUBLISHED_EEG_RATE = 128
+# Each talker's RMS after scaling (-26 dBFS, as the KUL reader): speech level with
+# headroom for the sum; PEAK_LIMIT caps the mixture's peak.
+TALKER_RMS = 0.05
+PEAK_LIMIT = 0.99
 N_CHANNELS = 128
 STORIES = ("20000", "Journey")
 
@@ -228,11 +243,12 @@ def read_wav(path: str) -> tuple[np.ndarray, int]:
   return x.mean(axis=1), int(sr)
 
 
-def mix(attended: np.ndarray, unattended: np.ndarray, rms_dbfs: float, where: str
+def mix(attended: np.ndarray, unattended: np.ndarray, where: str
         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
   """RMS-normalises each talker, sums them (0 dB) and scales all three by one gain:
-  each talker at ``rms_dbfs`` dB re full scale, lowered if the mixture would pass
-  0.99. Returns float32 ``(attended, unattended, noisy)`` and the final talker RMS."""
+  each talker at :data:`TALKER_RMS`, lowered if the mixture would pass
+  :data:`PEAK_LIMIT`. Returns float32 ``(attended, unattended, noisy)`` and the
+  final talker RMS."""
   out = []
   for name, x in (("attended", attended), ("unattended", unattended)):
     rms = np.sqrt(np.mean(x ** 2))
@@ -240,10 +256,10 @@ def mix(attended: np.ndarray, unattended: np.ndarray, rms_dbfs: float, where: st
       raise DatasetError(f"{where}: the {name} talker is silent.")
     out.append(x / rms)
   a, u = out
-  gain = 10.0 ** (rms_dbfs / 20.0)
+  gain = TALKER_RMS
   peak = np.abs(a + u).max() * gain
-  if peak > 0.99:
-    gain *= 0.99 / peak
+  if peak > PEAK_LIMIT:
+    gain *= PEAK_LIMIT / peak
   a, u = a * gain, u * gain
   return a.astype(np.float32), u.astype(np.float32), (a + u).astype(np.float32), gain
 
@@ -319,8 +335,9 @@ def _stimulus_index(src: str) -> dict[str, str]:
   root = os.path.join(src, "Stimuli")
   root = root if os.path.isdir(root) else src
   index = {}
-  for dirpath, _, files in os.walk(root):
-    for f in files:
+  for dirpath, dirs, files in os.walk(root):
+    dirs.sort()  # the first of duplicate names wins, the same on every machine
+    for f in sorted(files):
       if f.lower().endswith(".wav"):
         index.setdefault(f.lower(), os.path.join(dirpath, f))
   return index
@@ -348,8 +365,7 @@ def _biosemi128_names() -> list[str]:
 def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
                     subjects: Collection[str] | None = None,
                     eeg: object | None = None, attended: str = "original",
-                    bad_channels: str = "both", rms_dbfs: float = -25.0,
-                    **unused) -> Iterator[Recording]:
+                    bad_channels: str = "both", **unused) -> Iterator[Recording]:
   """Yields one :class:`Recording` per run, subjects in numeric order.
 
   Args:
@@ -364,7 +380,6 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       ``subject,story`` rows.
     bad_channels: ``both`` (the original's lists and automatic detection),
       ``original``, ``auto`` or ``none``.
-    rms_dbfs: each talker's RMS level in the output, dB re full scale.
 
   Each recording: ``eeg [time, 128]`` microvolts at ``eeg_rate``; ``attended``,
   ``unattended``, ``noisy [time * sample_rate / eeg_rate]`` float32.
@@ -421,7 +436,7 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       x, (att, unatt) = crop_align(x, eeg_rate, [audio[story], audio[other]],
                                      sample_rate)
       where = f"{path} (run {r})"
-      att, unatt, noisy, gain = mix(att, unatt, rms_dbfs, where)
+      att, unatt, noisy, gain = mix(att, unatt, where)
       yield Recording(
           subject=subject, trial=str(r), eeg=x.astype(np.float32),
           attended=att, unattended=unatt, noisy=noisy,
@@ -447,5 +462,3 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                      choices=BAD_CHANNEL_MODES,
                      help="channels to interpolate: the original's per-subject lists, "
                           "automatic flat/noisy detection, both, or none")
-  group.add_argument("--cocktail_rms_dbfs", dest="rms_dbfs", type=float, default=-25.0,
-                     help="each talker's RMS in the output, dB re full scale")

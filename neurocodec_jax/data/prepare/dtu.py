@@ -62,6 +62,16 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 log = logging.getLogger(__name__)
 
+SOURCE = dict(name="EEG and audio dataset for auditory attention decoding (Fuglsang, "
+                   "Dau & Hjortkjaer 2017, NeuroImage 156:435)",
+              doi="10.5281/zenodo.1199011", url="https://zenodo.org/records/1199011")
+PREPROCESSING = (
+    "EEG (EEG/S<n>.mat, 512 Hz): resampled to the EEG rate, 0.1-45 Hz zero-phase FIR, "
+    "flat/noisy channels interpolated by spherical splines on biosemi64, mastoid "
+    "(EXG1, EXG2) reference, cut at each two-talker trial's trigger; the band and "
+    "reference follow the 'eeg' settings only when changed from their defaults. Audio: "
+    "the dry male and female wavs of expinfo, each at RMS 0.05 (lowered together if "
+    "the sum would pass 0.99), mixture = their sum, resampled to the codec rate.")
 N_EEG = 64
 MASTOID_COLUMNS = (64, 65)  # 0-based EXG1, EXG2
 EXPINFO_COLUMNS = ("trigger", "wavfile_male", "wavfile_female", "attend_mf")
@@ -116,7 +126,7 @@ def _read_sidecar(path: str) -> dict[str, list]:
           else [ln.split() for ln in lines])
   header = [h.strip().strip('"') for h in rows[0]]
   cols: dict[str, list] = {h: [] for h in header}
-  for i, row in enumerate(rows[1:], 2):
+  for row in rows[1:]:
     row = row + [""] * (len(header) - len(row))  # trailing empty wav names
     for h, v in zip(header, row):
       cols[h].append(v.strip().strip('"'))
@@ -133,6 +143,8 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
     cols, origin = e, f"{path}: expinfo"
   elif side is not None:
     cols, origin = _read_sidecar(side), side
+  elif isinstance(e, dict):  # a struct lacking columns: the check below names them
+    cols, origin = e, f"{path}: expinfo"
   elif e is None:
     raise DatasetError(f"{path}: missing variable 'expinfo' and no sidecar "
                        f"{os.path.splitext(path)[0]}_expinfo.csv.")
@@ -145,9 +157,9 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
   for c in EXPINFO_COLUMNS:
     if c not in cols:
       raise DatasetError(f"{origin}: missing column '{c}' (found {sorted(cols)}).")
+  cols = {k: v if isinstance(v, list) else list(np.atleast_1d(np.asarray(v, dtype=object))
+                                                 .reshape(-1)) for k, v in cols.items()}
   n = len(cols["trigger"])
-  cols = {k: list(np.atleast_1d(np.asarray(v, dtype=object)).reshape(-1))
-          if not isinstance(v, list) else v for k, v in cols.items()}
   for c in EXPINFO_COLUMNS:
     if len(cols[c]) != n:
       raise DatasetError(f"{origin}: column '{c}' has {len(cols[c])} rows, expected {n}.")
@@ -156,10 +168,15 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
 
 def _events(path: str, data: dict) -> tuple[np.ndarray, np.ndarray]:
   ev = field(field(data, "event", path, "data."), "eeg", path, "data.event.")
-  sample = np.asarray(field(ev, "sample", path, "data.event.eeg."), dtype=np.float64).reshape(-1)
-  value = np.asarray([float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size else np.nan
-                      for v in np.atleast_1d(np.asarray(
-                          field(ev, "value", path, "data.event.eeg."), dtype=object))])
+  try:
+    sample = np.asarray(field(ev, "sample", path, "data.event.eeg."),
+                        dtype=np.float64).reshape(-1)
+    value = np.asarray([float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size else np.nan
+                        for v in np.atleast_1d(np.asarray(
+                            field(ev, "value", path, "data.event.eeg."), dtype=object))])
+  except (TypeError, ValueError) as e:
+    raise DatasetError(f"{path}: fields 'data.event.eeg.sample'/'value' are not numeric "
+                       f"({e}); expected sample numbers and trigger codes.") from None
   if sample.shape != value.shape:
     raise DatasetError(f"{path}: field 'data.event.eeg.sample' has {sample.size} entries, "
                        f"'data.event.eeg.value' {value.size}; expected one each per event.")
@@ -230,8 +247,7 @@ def _read_subject(path: str, m: dict, eeg_rate: int, l_freq: float | None,
 
 def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
                     subjects: Collection[str] | None = None, eeg: object | None = None,
-                    bad_z: float = 5.0, rms_dbfs: float = -25.0,
-                    **unused) -> Iterator[Recording]:
+                    bad_z: float = 5.0, **unused) -> Iterator[Recording]:
   """Yields one :class:`Recording` per two-talker trial, subjects in numeric order.
 
   Args:
@@ -244,7 +260,6 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       Cocktail Party recipe applies (0.1-45 Hz, mastoids).
     bad_z: robust z-score of a channel's log-std above which it is interpolated
       (flat channels always are); 0 disables the detection.
-    rms_dbfs: each talker's RMS level in the output, dB re full scale.
 
   Each recording: ``eeg [time, 64]`` microvolts at ``eeg_rate`` (BioSemi order,
   Fp1..O2); ``attended``, ``unattended``, ``noisy [time * sample_rate / eeg_rate]``.
@@ -255,8 +270,16 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
   for n, path in _subject_files(src):
     if wanted is not None and str(n) not in wanted:
       continue
-    # With a sidecar the (undecodable) table is not read at all.
-    m = read_mat(path, ["data"] if _sidecar(path) else None)
+    # With a sidecar the (undecodable) table is not read at all; without one, a file
+    # the reader chokes on as a whole is read again without it, so that the error
+    # explains the table rather than failing on it.
+    side = _sidecar(path)
+    try:
+      m = read_mat(path, ["data"] if side else None)
+    except DatasetError:
+      if side:
+        raise
+      m = dict(read_mat(path, ["data"]), expinfo="<unreadable>")
     cols, origin = _expinfo(path, m)
     x, onsets, values, facts = _read_subject(path, m, eeg_rate, l_freq, h_freq, reference,
                                              bad_z)
@@ -295,7 +318,7 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       att, unatt = (male, female) if attend == 1 else (female, male)
       seg, (a, u) = crop_align(x[start:stop], eeg_rate, [audio[att], audio[unatt]],
                                sample_rate)
-      a, u, noisy, gain = mix(a, u, rms_dbfs, f"{path} trial {i + 1}")
+      a, u, noisy, gain = mix(a, u, f"{path} trial {i + 1}")
       extra = {k2: _text(cols[k2][i]) for k2 in ("attend_lr", "acoustic_condition")
                if k2 in cols}
       yield Recording(
@@ -318,5 +341,3 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
   group.add_argument("--dtu_bad_z", dest="bad_z", type=float, default=5.0,
                      help="interpolate channels whose robust z-score of log-std exceeds "
                           "this (flat ones always); 0 disables")
-  group.add_argument("--dtu_rms_dbfs", dest="rms_dbfs", type=float, default=-25.0,
-                     help="each talker's RMS in the output, dB re full scale")
