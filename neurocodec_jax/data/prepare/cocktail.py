@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import os
 import re
 from typing import Collection, Iterator, Sequence
@@ -58,8 +57,6 @@ from typing import Collection, Iterator, Sequence
 import numpy as np
 
 from neurocodec_jax.data.prepare.recording import DatasetError, Recording
-
-log = logging.getLogger(__name__)
 
 SOURCE = dict(name="Cocktail Party (Broderick et al. 2018, Current Biology 28:803)",
               doi="10.5061/dryad.070jc", url="https://doi.org/10.5061/dryad.070jc",

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import os
 import re
 from typing import Collection, Iterator
@@ -59,8 +58,6 @@ from neurocodec_jax.data.prepare.cocktail import (
     bandpass, crop_align, detect_bad, eeg_settings, field, interpolate, matrix, mix,
     read_mat, read_wav, rereference, resample, scalar)
 from neurocodec_jax.data.prepare.recording import DatasetError, Recording
-
-log = logging.getLogger(__name__)
 
 SOURCE = dict(name="EEG and audio dataset for auditory attention decoding (Fuglsang, "
                    "Dau & Hjortkjaer 2017, NeuroImage 156:435)",
