@@ -224,6 +224,8 @@ def _read_subject(path: str, m: dict, eeg_rate: int, l_freq: float | None,
   import mne
   montage_names = mne.channels.make_standard_montage("biosemi64").ch_names
   x = np.concatenate([eeg[:, :N_EEG], eeg[:, mastoid_cols]], axis=1)
+  del eeg
+  data["eeg"] = None  # ~1 GB per subject as float64: keep one copy alive, not three
   x = x - x.mean(axis=0)  # BioSemi DC offsets: keep them out of the resampler's edges
   x = bandpass(resample(x, rate, eeg_rate), eeg_rate, l_freq, h_freq)
   brain, mastoids = x[:, :N_EEG], x[:, N_EEG:]
