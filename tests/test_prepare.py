@@ -364,3 +364,17 @@ def test_dataset_protocol_of_a_root(tmp_path):
       {"dataset": "kul", "protocol": {"name": "subject-held-out"}}))
   assert evaluation.dataset_protocol(str(tmp_path)) == {"name": "subject-held-out",
                                                         "dataset": "kul"}
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(name="leave-one-out"), "Unknown protocol"),
+    (dict(name="within-trial", test_count=1), "need --protocol trial-held-out"),
+    (dict(test_count=-1), ">= 0"),
+    (dict(val_fraction=0.5, test_fraction=0.5), "below 1"),
+    (dict(name="trial-held-out", val_subjects=("S1",)), "need --protocol subject-held-out"),
+])
+def test_protocol_settings_are_checked_before_any_work(settings, message, tmp_path):
+  with pytest.raises(ValueError, match=message):
+    build.prepare("kul", str(tmp_path), str(tmp_path / "out"),
+                  protocol=protocols.Protocol(**settings), progress=False)
+  assert not os.path.exists(tmp_path / "out.partial")

@@ -76,6 +76,13 @@ class Protocol:
       raise ValueError("--val_fraction + --test_fraction must be below 1.")
     if (self.val_subjects or self.test_subjects) and self.name != "subject-held-out":
       raise ValueError("--val_subjects/--test_subjects need --protocol subject-held-out.")
+    counts = (self.val_count, self.test_count)
+    if any(c is not None for c in counts) and self.name not in ("trial-held-out",
+                                                                 "subject-held-out"):
+      raise ValueError("--val_count/--test_count (held-out trials or subjects) need "
+                       "--protocol trial-held-out or subject-held-out.")
+    if any(c is not None and c < 0 for c in counts):
+      raise ValueError(f"--val_count/--test_count must be >= 0, got {counts}.")
 
 
 def natural_key(text: str):
