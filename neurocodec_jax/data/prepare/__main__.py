@@ -23,6 +23,14 @@ def _optional_float(text: str):
   return None if text.lower() == "none" else float(text)
 
 
+def _eeg_settings(args) -> signals.EEGSettings | None:
+  """The EEG options given on the command line over EEGSettings' defaults, or None
+  (the reader's recipe) when none was given."""
+  given = {k: getattr(args, f"eeg_{k}") for k in ("l_freq", "h_freq", "reference")
+           if hasattr(args, f"eeg_{k}")}
+  return signals.EEGSettings(**given) if given else None
+
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m neurocodec_jax.data.prepare",
                               description=__doc__.split("\n")[0])
@@ -37,12 +45,14 @@ def parser() -> argparse.ArgumentParser:
   g.add_argument("--segment_seconds", type=float, default=2.0)
   g.add_argument("--hop_length", type=int, default=None,
                  help="codec hop in samples (default: DAC's for the sample rate)")
-  g.add_argument("--eeg_l_freq", type=_optional_float, default=1.0,
-                 help="EEG high-pass edge in Hz ('none': no high-pass)")
-  g.add_argument("--eeg_h_freq", type=_optional_float, default=32.0,
-                 help="EEG low-pass edge in Hz ('none': no low-pass)")
-  g.add_argument("--eeg_reference", default="average",
-                 help="'average', 'none' or a channel name")
+  # Not given: the reader's own recipe (e.g. Cocktail Party's 0.1-45 Hz, mastoids).
+  g.add_argument("--eeg_l_freq", type=_optional_float, default=argparse.SUPPRESS,
+                 help="EEG high-pass edge in Hz ('none': no high-pass; default: the "
+                      "dataset reader's recipe)")
+  g.add_argument("--eeg_h_freq", type=_optional_float, default=argparse.SUPPRESS,
+                 help="EEG low-pass edge in Hz ('none': no low-pass; default: the recipe)")
+  g.add_argument("--eeg_reference", default=argparse.SUPPRESS,
+                 help="'average', 'none' or a channel name (default: the recipe)")
   g = p.add_argument_group("protocol")
   g.add_argument("--protocol", choices=protocols.PROTOCOLS, default="trial-held-out")
   g.add_argument("--val_fraction", type=float, default=0.1)
@@ -83,8 +93,7 @@ def main(argv=None):
   settings = build.Settings(
       sample_rate=args.sample_rate, eeg_rate=args.eeg_rate,
       segment_seconds=args.segment_seconds, hop_length=args.hop_length,
-      eeg=signals.EEGSettings(l_freq=args.eeg_l_freq, h_freq=args.eeg_h_freq,
-                              reference=args.eeg_reference))
+      eeg=_eeg_settings(args))
   protocol = protocols.Protocol(
       name=args.protocol, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
       val_count=args.val_count, test_count=args.test_count,

@@ -179,7 +179,12 @@ class Settings:
   eeg_rate: int = 128
   segment_seconds: float = 2.0
   hop_length: int | None = None          # None: DAC's hop for the sample rate
-  eeg: signals.EEGSettings = signals.EEGSettings()
+  eeg: signals.EEGSettings | None = None  # None: the reader's recipe (its PREPROCESSING)
+
+
+def _eeg_record(eeg: signals.EEGSettings | None):
+  """What the manifest and the cache key record of the EEG settings."""
+  return "the reader's recipe (preprocessing.reader)" if eeg is None else dataclasses.asdict(eeg)
 
 
 def prepare(dataset: str, src: str, out: str, *, settings: Settings = Settings(),
@@ -199,7 +204,8 @@ def prepare(dataset: str, src: str, out: str, *, settings: Settings = Settings()
   if not os.path.isdir(src):
     raise DatasetError(f"{src}: source folder not found.")
   protocol.check()
-  settings.eeg.check(settings.eeg_rate)
+  if settings.eeg is not None:
+    settings.eeg.check(settings.eeg_rate)
   hop = signals.hop_length(settings.sample_rate, settings.hop_length)
   audio_length, eeg_length = layout.window_sizes(
       settings.segment_seconds, settings.sample_rate, settings.eeg_rate, hop)
@@ -207,7 +213,7 @@ def prepare(dataset: str, src: str, out: str, *, settings: Settings = Settings()
   options = dict(options or {})
   # Only what the recordings depend on keys the cache (not the protocol or windows).
   key = dict(dataset=dataset, src=os.path.abspath(src), sample_rate=settings.sample_rate,
-             eeg_rate=settings.eeg_rate, eeg=dataclasses.asdict(settings.eeg),
+             eeg_rate=settings.eeg_rate, eeg=_eeg_record(settings.eeg),
              options=json.loads(json.dumps(options, default=_jsonable, sort_keys=True)))
   work = out + ".partial"
   try:
@@ -297,7 +303,7 @@ def _manifest(module, dataset, src, settings, hop, audio_length, eeg_length, pro
           segment_seconds=settings.segment_seconds, hop_length=hop,
           audio_length=audio_length, eeg_length=eeg_length,
           eeg_units=getattr(module, "EEG_UNITS", "microvolts"),
-          eeg=dataclasses.asdict(settings.eeg), reader=getattr(module, "PREPROCESSING", ""),
+          eeg=_eeg_record(settings.eeg), reader=getattr(module, "PREPROCESSING", ""),
           options=json.loads(json.dumps(options, default=_jsonable))),
       protocol=dict(dataclasses.asdict(protocol), **details,
                     counts={s: len(r) for s, r in rows.items()}),

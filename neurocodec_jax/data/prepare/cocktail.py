@@ -19,7 +19,7 @@ original's ``data_processing/dataset_generate/preprocessed_to_h5_new.py``.
 
 Preprocessing follows the original (EEGLAB script + h5 builder), per subject (the
 band and the reference give way to the framework's EEG settings when those are
-changed from their defaults, see :func:`eeg_settings`):
+given, see :func:`eeg_settings`):
 
 1. ``[eegData, mastoids]`` (130 channels), band-pass 0.1-45 Hz with MNE's zero-phase
    FIR, whose automatic design reproduces EEGLAB's ``pop_eegfiltnew`` heuristics.
@@ -166,9 +166,9 @@ RECIPE = (0.1, 45.0, "mastoids")  # the original's band-pass and reference
 
 
 def eeg_settings(eeg: object | None) -> tuple[float | None, float | None, str]:
-  """``(l_freq, h_freq, reference)``: the framework's ``EEGSettings`` when they were
-  changed from their defaults (e.g. on the command line), else :data:`RECIPE`."""
-  if eeg is None or eeg == type(eeg)():
+  """``(l_freq, h_freq, reference)``: the framework's ``EEGSettings`` when given
+  (e.g. on the command line), else (None) :data:`RECIPE`."""
+  if eeg is None:
     return RECIPE
   return eeg.l_freq, eeg.h_freq, eeg.reference
 
@@ -371,8 +371,8 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
     eeg_rate: EEG rate out (128; other rates are resampled after filtering).
     subjects: only these subject ids (``"Subject3"`` or ``"3"``); None for all.
     eeg: the framework's ``EEGSettings`` (band-pass edges, reference: ``average``,
-      ``none``, a channel name, or ``mastoids``); left at their defaults, the
-      original's recipe applies (0.1-45 Hz, mastoids).
+      ``none``, a channel name, or ``mastoids``); None: the original's recipe
+      (0.1-45 Hz, mastoids).
     attended: ``"original"`` (subjects 1-17 "20000", 18-33 "Journey") or a CSV of
       ``subject,story`` rows.
     bad_channels: ``both`` (the original's lists and automatic detection),

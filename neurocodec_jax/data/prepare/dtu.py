@@ -255,8 +255,8 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
     eeg_rate: EEG rate out (128).
     subjects: only these subject ids (``"S3"`` or ``"3"``); None for all.
     eeg: the framework's ``EEGSettings`` (band-pass edges, reference: ``average``,
-      ``none``, a channel name, or ``mastoids``); left at their defaults, the
-      Cocktail Party recipe applies (0.1-45 Hz, mastoids).
+      ``none``, a channel name, or ``mastoids``); None: the Cocktail Party
+      recipe (0.1-45 Hz, mastoids).
     bad_z: robust z-score of a channel's log-std above which it is interpolated
       (flat channels always are); 0 disables the detection.
 

@@ -49,7 +49,8 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 SOURCE = dict(name="Auditory Attention Detection Dataset KULeuven", version="2.0",
               doi="10.5281/zenodo.4004271", url="https://zenodo.org/records/4004271")
 PREPROCESSING = ("EEG: the release's 128 Hz EEG (0.5 Hz high-pass by the authors), "
-                 "re-referenced, band-passed and resampled as in 'eeg'; audio: the dry "
+                 "average reference and 1-32 Hz band-pass (or as in 'eeg' when the --eeg_* "
+                 "options are given); audio: the dry "
                  "stimulus of each ear resampled to the codec rate, truncated to the EEG "
                  "and the shorter story, both talkers at equal RMS, mixture = their sum.")
 EEG_RATE = 128                 # FileHeader.SampleRate of the release
@@ -124,10 +125,12 @@ def _is_repetition(trial: dict, where: str) -> bool:
 
 
 def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
-                    eeg: signals.EEGSettings = signals.EEGSettings(),
+                    eeg: signals.EEGSettings | None = None,
                     subjects=None, trials: str = "main", stimuli_dir: str | None = None,
                     **_) -> Iterator[Recording]:
-  """The KUL trials of ``subjects`` (default all) as Recordings, subject by subject."""
+  """The KUL trials of ``subjects`` (default all) as Recordings, subject by subject
+  (``eeg`` None: :class:`~signals.EEGSettings`' defaults, 1-32 Hz, average reference)."""
+  eeg = eeg or signals.EEGSettings()
   if trials not in TRIALS:
     raise ValueError(f"kul trials must be one of {TRIALS}, got {trials!r}.")
   stimuli_dir = stimuli_dir or os.path.join(src, "stimuli")

@@ -186,7 +186,7 @@ def _trial_eeg(path: str, eeg_rate: int, settings: signals.EEGSettings | None) -
 
 
 def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
-                    eeg: signals.EEGSettings = signals.EEGSettings(), subjects=None,
+                    eeg: signals.EEGSettings | None = None, subjects=None,
                     list_path=None, eeg_dir=None, audio_dir=None, mixing: str = "neuroheed",
                     eeg_mode: str = "as-published", **_) -> Iterator[Recording]:
   """One Recording per list row (``trial`` = ``<trial>-row<line>``, ``group`` = the
@@ -208,8 +208,8 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       eeg_path = os.path.join(eeg_dir, f"S{r['subject']}Tra{r['trial']}.npy")
       if r["trial"] not in trial_eeg:
         trial_eeg.clear()          # rows are sorted by trial: keep one trial's EEG
-        trial_eeg[r["trial"]] = _trial_eeg(eeg_path, eeg_rate,
-                                           eeg if eeg_mode == "preprocess" else None)
+        settings = (eeg or signals.EEGSettings()) if eeg_mode == "preprocess" else None
+        trial_eeg[r["trial"]] = _trial_eeg(eeg_path, eeg_rate, settings)
       full = trial_eeg[r["trial"]]
       e0, n_eeg = int(r["target_start"] * eeg_rate), int(r["duration"] * eeg_rate)
       if e0 + n_eeg > full.shape[0] + SLACK_SECONDS * eeg_rate:
