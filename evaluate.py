@@ -58,6 +58,10 @@ def main(argv):
       ablation=ablation, out_dir=FLAGS.out, num_samples=FLAGS.num_samples,
       which=FLAGS.which)
   print(json.dumps(result["metrics"], indent=2))
+  if "protocol" in result:
+    p = result["protocol"]
+    print(f"protocol: {p.get('name')} ({p.get('dataset')}; metrics are comparable only "
+          f"under the same protocol)")
   print(f"wrote {result['out_dir']}/metrics.json")
 
 

@@ -4,7 +4,8 @@ Select a preset with ``--config configs/neurocodec.py:<preset>`` and override an
 field with ``--config.<field>=<value>``. Presets:
 
 * ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels.
-* ``kul``: KU Leuven data, 16 kHz DAC, 64 EEG channels, split by subject.
+* ``kul``: KU Leuven data, 16 kHz DAC, 64 EEG channels, read from ``data/kul``,
+  where ``python -m neurocodec_jax.data.prepare kul --src DIR`` writes it.
 * ``demo``: the synthetic AAD dataset, the project's trained small DAC
   (codec_bridge/weights) and the EEG recipe (separate-then-select), sized to train
   in minutes on two CPU cores.
@@ -182,7 +183,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   ))
 
   if preset == "kul":
-    c.root = "data/kul"
+    c.root = "data/kul"         # python -m neurocodec_jax.data.prepare kul's default --out
     c.eeg_channels = 64
     c.codec = _codec("16khz", random=False)
     c.checkpoint_dir = "checkpoints/neurocodec_kul"

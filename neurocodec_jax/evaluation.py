@@ -22,6 +22,11 @@ subject when subjects are known):
                   with model.selector: how good the decoded EEG envelope and the
                   separated streams are, each on its own (``selector_diagnostics``)
 
+Next to the metrics, ``metrics.json`` reports the dataset's evaluation protocol
+(``protocol``: within-trial, trial-held-out, subject-held-out, ...) when the data
+root's ``manifest.json`` has one (``python -m neurocodec_jax.data.prepare`` writes
+it): scores under different protocols are not comparable.
+
 Ablations (``--noise_cue``, ``--shuffle_eeg``) replace the EEG the model sees,
 through :class:`EEGAblation`, not just a flag.
 """
@@ -323,6 +328,22 @@ def restore_state(config, models: steps.Models, example: dict, *, workdir: str |
     ckpt.close()
 
 
+def dataset_protocol(root: str) -> dict | None:
+  """The ``protocol`` entry of ``<root>/manifest.json`` with the dataset's name, or
+  None when there is no manifest or it names no protocol (synthetic data)."""
+  try:
+    with open(os.path.join(root, "manifest.json")) as f:
+      manifest = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    logging.warning("Cannot read %s/manifest.json (%s): no protocol reported.", root, e)
+    return None
+  if not isinstance(manifest, dict) or not isinstance(manifest.get("protocol"), dict):
+    return None
+  return dict(manifest["protocol"], dataset=manifest.get("dataset"))
+
+
 def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = None,
              split: str = "test", ablation: str = "none", out_dir: str | None = None,
              num_samples: int = 0, which: str = "best", perceptual: bool = True) -> dict:
@@ -364,6 +385,9 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
         written += 1
   result = dict(split=split, ablation=ablation, checkpoint=restored_from, n=len(rows),
                 metrics=summarize(rows))
+  protocol = dataset_protocol(config.root)
+  if protocol is not None:
+    result["protocol"] = protocol
   subjects = sorted({r["subject"] for r in rows})
   if subjects != [-1]:
     result["per_subject"] = {str(s): summarize([r for r in rows if r["subject"] == s])

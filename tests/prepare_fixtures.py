@@ -1,0 +1,131 @@
+"""Small fixture datasets in the published formats, from synthetic signals.
+
+Shared by the tests of ``neurocodec_jax.data.prepare`` readers: speech-like talkers
+(``data.synthetic.talker``), EEG-like noise in microvolts, and writers for each
+format (``.mat`` v5 via scipy, wavs via soundfile, ``.npy``, CSV lists).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import scipy.io
+import soundfile
+
+from neurocodec_jax.data import synthetic
+
+
+def speech(rng: np.random.Generator, seconds: float, rate: int, rms: float = 0.1) -> np.ndarray:
+  """float32 ``[seconds * rate]`` speech-like audio at ``rms``."""
+  return (rms * synthetic.talker(rng, int(round(seconds * rate)), rate)).astype(np.float32)
+
+
+def write_wav(path: str, audio: np.ndarray, rate: int):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  soundfile.write(path, audio, rate, subtype="PCM_16")
+
+
+def eeg_noise(rng: np.random.Generator, seconds: float, rate: float, channels: int,
+              microvolts: float = 10.0) -> np.ndarray:
+  """float64 ``[time, channels]``: smoothed noise plus a slow drift, in microvolts."""
+  n = int(round(seconds * rate))
+  x = rng.standard_normal((n, channels))
+  x = np.cumsum(x, axis=0) * 0.05 + x                  # some low-frequency power
+  x += 20 * np.sin(2 * np.pi * 0.1 * np.arange(n) / rate)[:, None]
+  return microvolts * x / x.std()
+
+
+def cell(items) -> np.ndarray:
+  """A MATLAB 1 x N cell array for scipy.io.savemat."""
+  out = np.empty((1, len(items)), dtype=object)
+  for i, item in enumerate(items):
+    out[0, i] = item
+  return out
+
+
+# ------------------------------------------------------------------ KU Leuven ----
+
+KUL_PARTS, KUL_TRACKS = (1, 2), (1, 2)
+
+
+def kul_trial(rng, *, trial_id: int, part: int, attended_track: int, attended_ear: str,
+              condition: str, seconds: float, repetition: bool = False,
+              channels: int = 64, rate: int = 128) -> dict:
+  """One ``trials{i}`` struct as the release stores it (see data/prepare/kul.py)."""
+  prefix = "rep_" if repetition else ""
+  other = 3 - attended_track
+  files = {attended_track: f"{prefix}part{part}_track{attended_track}_{condition}.wav",
+           other: f"{prefix}part{part}_track{other}_{condition}.wav"}
+  left, right = ((files[attended_track], files[other]) if attended_ear == "L"
+                 else (files[other], files[attended_track]))
+  return {
+      "RawData": {"Channels": np.arange(1, channels + 1, dtype=np.float64),
+                  "EegData": eeg_noise(rng, seconds, rate, channels)},
+      "FileHeader": {"SampleRate": float(rate), "ChannelCount": float(channels)},
+      "TrialID": float(trial_id), "attended_ear": attended_ear,
+      "stimuli": cell([left, right]).reshape(2, 1), "condition": condition,
+      "experiment": 3.0 if repetition else 1.0, "part": float(part),
+      "attended_track": float(attended_track), "repetition": float(repetition),
+  }
+
+
+def write_kul(src: str, *, subjects: int = 3, seconds: float = 6.0, wav_rate: int = 22050,
+              story_seconds: tuple[float, float] = (7.0, 6.5), repetition: bool = True,
+              edit=None, seed: int = 0) -> str:
+  """A KU Leuven release in miniature under ``src``: ``S<n>.mat`` with 4 main trials
+  (parts 1-2 x attended track 1-2, ears alternating, both conditions) and optionally
+  one repetition trial each, and ``stimuli/`` dry and hrtf wavs of every part/track.
+  ``edit(subject, trial_index, struct)`` may change a trial before it is saved."""
+  rng = np.random.default_rng(seed)
+  stimuli = os.path.join(src, "stimuli")
+  for prefix in ("", "rep_"):
+    for part in KUL_PARTS:
+      for track in KUL_TRACKS:
+        audio = speech(rng, story_seconds[track - 1], wav_rate)
+        for condition in ("dry", "hrtf"):
+          write_wav(os.path.join(stimuli, f"{prefix}part{part}_track{track}_{condition}.wav"),
+                    audio, wav_rate)
+  for s in range(1, subjects + 1):
+    trials = []
+    for k, (part, track) in enumerate([(1, 1), (2, 1), (1, 2), (2, 2)]):
+      trials.append(kul_trial(rng, trial_id=k + 1, part=part, attended_track=track,
+                              attended_ear="LR"[(k + s) % 2],
+                              condition=("dry", "hrtf")[k % 2], seconds=seconds))
+    if repetition:
+      trials.append(kul_trial(rng, trial_id=9, part=1, attended_track=1, attended_ear="R",
+                              condition="hrtf", seconds=seconds, repetition=True))
+    if edit is not None:
+      for i, t in enumerate(trials):
+        edit(s, i, t)
+    scipy.io.savemat(os.path.join(src, f"S{s}.mat"), {"trials": cell(trials)})
+  return src
+
+
+# ------------------------------------------------------------------- KUL-mix ----
+
+def write_kulmix(src: str, *, subjects: int = 3, trials: int = 2, seconds: float = 8.0,
+                 wav_rate: int = 8000, eeg_time_major: bool = True, seed: int = 0,
+                 rows=None) -> str:
+  """KUL-mix in miniature: ``mixture_data_list_2mix.csv`` (no header; split, subject,
+  trial, target wav, target start, unused, interferer wav, interferer start, SNR dB,
+  duration), ``eeg/S<s>Tra<t>.npy`` (64 channels at 128 Hz) and ``audio/*.wav``.
+  Default rows per trial: train 0-4 s at 0 dB, val 4-6 s at 3 dB, test 6-8 s at -3 dB."""
+  rng = np.random.default_rng(seed)
+  for part in range(1, trials + 1):
+    for track in (1, 2):
+      write_wav(os.path.join(src, "audio", f"part{part}_track{track}_dry.wav"),
+                speech(rng, seconds + 1, wav_rate), wav_rate)
+  os.makedirs(os.path.join(src, "eeg"), exist_ok=True)
+  lines = []
+  for s in range(1, subjects + 1):
+    for t in range(1, trials + 1):
+      eeg = eeg_noise(rng, seconds, 128, 64).astype(np.float32)
+      np.save(os.path.join(src, "eeg", f"S{s}Tra{t}.npy"), eeg if eeg_time_major else eeg.T)
+      target, other = f"part{t}_track{1 + (s + t) % 2}_dry.wav", f"part{t}_track{2 - (s + t) % 2}_dry.wav"
+      for split, start, snr, dur in rows or (("train", 0, 0, 4), ("val", 4, 3, 2),
+                                             ("test", 6, -3, 2)):
+        lines.append(f"{split},{s},{t},{target},{start},0,{other},{start},{snr},{dur}")
+  with open(os.path.join(src, "mixture_data_list_2mix.csv"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return src

@@ -1,0 +1,413 @@
+"""Cocktail Party and DTU readers on small fixtures written in the published formats.
+
+Each fixture encodes a known truth: the EEG carries the attended talker's envelope
+(at a known lag of zero) on a smooth spatial pattern, plus a signal common to every
+electrode and the mastoids (which the mastoid reference must remove), a bad channel,
+and for DTU a DC offset, unlisted events and a single-talker trial.
+"""
+
+import csv
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import soundfile
+
+from neurocodec_jax.data.prepare import DatasetError, cocktail, dtu
+
+EEG_RATE, SR_OUT, WAV_RATE = 128, 16000, 44100
+COMMON_HZ = 1.5  # the signal shared by all electrodes and the mastoids
+
+
+# --------------------------------------------------------------- fixtures ----
+
+def savemat73(path, variables):
+  """A MATLAB v7.3 file (HDF5 with MATLAB's 512-byte header) of numeric arrays:
+  MATLAB stores column-major, so a ``[time, channels]`` array is written transposed."""
+  with h5py.File(path, "w", userblock_size=512) as f:
+    for name, value in variables.items():
+      a = np.atleast_2d(np.asarray(value, np.float64))
+      f.create_dataset(name, data=a.T).attrs["MATLAB_class"] = np.bytes_("double")
+  header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: tests HDF5 schema 1.00 ."
+  with open(path, "r+b") as f:
+    f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
+
+
+def envelope(seconds, seed, rate=EEG_RATE):
+  """A positive, speech-rate (2-8 Hz) envelope ``[seconds * rate]``."""
+  rng = np.random.default_rng(seed)
+  n = int(round(seconds * rate))
+  spec = np.fft.rfft(rng.standard_normal(n))
+  f = np.fft.rfftfreq(n, 1 / rate)
+  spec[(f < 2) | (f > 8)] = 0
+  e = np.fft.irfft(spec, n)
+  return 1.0 + e / np.abs(e).max()
+
+
+def talker(env, seed):
+  """Noise-carrier audio at WAV_RATE, amplitude-modulated by ``env`` (EEG rate)."""
+  t_audio = np.arange(int(len(env) / EEG_RATE * WAV_RATE)) / WAV_RATE
+  env_up = np.interp(t_audio, np.arange(len(env)) / EEG_RATE, env)
+  return 0.1 * env_up * np.random.default_rng(seed).standard_normal(len(t_audio))
+
+
+def pattern(n_channels):
+  """A smooth spatial pattern (microvolts per envelope unit)."""
+  return 5.0 * (1.0 + np.sin(np.linspace(0, 3, n_channels)))
+
+
+def brain(env, n_channels, rate, seed, seconds):
+  """``[time, n_channels]`` EEG at ``rate``: pattern x envelope (demeaned) + noise."""
+  n = int(round(seconds * rate))
+  t = np.arange(n) / rate
+  e = np.interp(t, np.arange(len(env)) / EEG_RATE, env - env.mean(), right=0)
+  rng = np.random.default_rng(seed)
+  return e[:, None] * pattern(n_channels) + rng.standard_normal((n, n_channels))
+
+
+def common(n, rate):
+  return 40.0 * np.sin(2 * np.pi * COMMON_HZ * np.arange(n) / rate)
+
+
+# Cocktail: subject -> runs -> (EEG seconds, audio seconds, mat format)
+COCKTAIL = {1: {1: (4.0, 4.5, "v5"), 2: (5.0, 4.25, "v73")},
+            18: {1: (4.0, 4.0, "v5"), 3: (4.5, 5.0, "v5")}}
+
+
+def story_env(story, run, seconds):
+  return envelope(seconds, seed=100 * sum(map(ord, story)) + run)
+
+
+def make_cocktail(root):
+  """The published layout with COCKTAIL's runs; subject 1 attends "20000" and has
+  its (listed) channel 48 noisy, subject 18 attends "Journey" with channel 10 flat."""
+  runs = {r: max(a for _, a, _ in [v[r] for v in COCKTAIL.values() if r in v])
+          for v in COCKTAIL.values() for r in v}
+  for story in cocktail.STORIES:
+    folder = os.path.join(root, "Stimuli", "Audio", story)
+    os.makedirs(folder, exist_ok=True)
+    for r, seconds in runs.items():
+      audio = talker(story_env(story, r, seconds), seed=r + 7 * len(story))
+      soundfile.write(os.path.join(folder, f"{story}_{r}.wav"), audio, WAV_RATE,
+                      subtype="FLOAT")
+  for s, subject_runs in COCKTAIL.items():
+    folder = os.path.join(root, "EEG", f"Subject{s}")
+    os.makedirs(folder, exist_ok=True)
+    story = cocktail.original_attended(s)
+    for r, (eeg_s, audio_s, fmt) in subject_runs.items():
+      env = story_env(story, r, runs[r])
+      x = brain(env, 130, EEG_RATE, seed=100 * s + r, seconds=eeg_s)
+      x += common(len(x), EEG_RATE)[:, None]
+      if s == 1:
+        x[:, 47] += 300 * np.random.default_rng(r).standard_normal(len(x))
+      else:
+        x[:, 9] = 0.0
+      variables = {"eegData": x[:, :128], "mastoids": x[:, 128:], "fs": 128.0}
+      path = os.path.join(folder, f"Subject{s}_Run{r}.mat")
+      if fmt == "v73":
+        savemat73(path, variables)
+      else:
+        scipy.io.savemat(path, variables)
+  return root
+
+
+@pytest.fixture(scope="module")
+def cocktail_src(tmp_path_factory):
+  return make_cocktail(str(tmp_path_factory.mktemp("cocktail")))
+
+
+@pytest.fixture(scope="module")
+def cocktail_recs(cocktail_src):
+  return list(cocktail.iter_recordings(cocktail_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+
+
+def audio_envelope(audio, sample_rate=SR_OUT):
+  """``|audio|`` averaged over each EEG sample's span."""
+  k = sample_rate // EEG_RATE
+  n = len(audio) // k
+  return np.abs(audio[:n * k]).reshape(n, k).mean(axis=1)
+
+
+def corr(a, b):
+  n = min(len(a), len(b))
+  a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+  return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def best_lag(eeg_component, env, max_lag=16):
+  lags = range(-max_lag, max_lag + 1)
+  r = [corr(eeg_component[max(l, 0):], env[max(-l, 0):]) for l in lags]
+  return list(lags)[int(np.argmax(r))]
+
+
+def check_recording(rec, eeg_seconds, channels):
+  n = int(eeg_seconds * EEG_RATE)
+  assert rec.eeg.shape == (n, channels) and rec.eeg.dtype == np.float32
+  for a in (rec.attended, rec.unattended, rec.noisy):
+    assert a.shape == (n * SR_OUT // EEG_RATE,) and a.dtype == np.float32
+    assert np.abs(a).max() <= 0.99
+  np.testing.assert_allclose(rec.noisy, rec.attended + rec.unattended, atol=1e-6)
+  assert 1 < np.median(rec.eeg.std(axis=0)) < 100          # microvolts
+  # The mastoid reference removed what every electrode shared with the mastoids.
+  ref = common(n, EEG_RATE)
+  assert abs(corr(rec.eeg.mean(axis=1), ref)) < 0.2
+  # Attended talker and alignment: the EEG tracks the attended envelope at lag 0.
+  component = rec.eeg @ pattern(channels)
+  r_att = corr(component, audio_envelope(rec.attended))
+  r_unatt = corr(component, audio_envelope(rec.unattended))
+  assert r_att > 0.5 and r_att > r_unatt + 0.3, (r_att, r_unatt)
+  assert abs(best_lag(component, audio_envelope(rec.attended))) <= 1
+
+
+# --------------------------------------------------------------- cocktail ----
+
+def test_cocktail_recordings(cocktail_src, cocktail_recs):
+  recs = cocktail_recs
+  assert [(r.subject, r.trial) for r in recs] == [
+      ("Subject1", "1"), ("Subject1", "2"), ("Subject18", "1"), ("Subject18", "3")]
+  assert cocktail.list_subjects(cocktail_src) == ["Subject1", "Subject18"]
+  for rec in recs:
+    s, r = int(rec.subject[7:]), int(rec.trial)
+    eeg_s, audio_s, _ = COCKTAIL[s][r]
+    check_recording(rec, min(eeg_s, audio_s), 128)
+    story = "20000" if s <= 17 else "Journey"
+    other = "Journey" if story == "20000" else "20000"
+    assert rec.stimuli == (f"{story}_{r}", f"{other}_{r}")
+    assert rec.provenance["attended_story"] == story
+    assert rec.provenance["reference"] == "mastoids M1+M2"
+  # Bad channels: subject 1's listed channel 48, subject 18's flat channel 10 (auto).
+  assert "B16 (48)" in recs[0].provenance["bad_channels"]
+  assert "A10 (10)" in recs[2].provenance["bad_channels"]
+  for rec, c in ((recs[0], 47), (recs[2], 9)):
+    sd = rec.eeg.std(axis=0)
+    assert 0.2 * np.median(sd) < sd[c] < 5 * np.median(sd)   # interpolated
+
+
+def test_cocktail_options(cocktail_src, tmp_path):
+  table = tmp_path / "attended.csv"
+  table.write_text("subject,story\n1,Journey\n18,20000\n")
+  recs = list(cocktail.iter_recordings(cocktail_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE,
+                                       subjects=["Subject1"], attended=str(table),
+                                       bad_channels="none"))
+  assert [r.subject for r in recs] == ["Subject1", "Subject1"]
+  assert recs[0].stimuli == ("Journey_1", "20000_1")      # swapped by the table
+  assert recs[0].provenance["bad_channels"] == []
+  assert np.median(recs[0].eeg.std(axis=0)) * 10 < recs[0].eeg[:, 47].std()
+
+
+def _broken_cocktail(tmp_path, edit):
+  root = str(tmp_path / "src")
+  os.makedirs(os.path.join(root, "EEG", "Subject2"))
+  os.makedirs(os.path.join(root, "Stimuli"))
+  for story in cocktail.STORIES:
+    soundfile.write(os.path.join(root, "Stimuli", f"{story}_1.wav"),
+                    talker(envelope(3, 1), 1), WAV_RATE)
+  x = brain(envelope(3, 2), 130, EEG_RATE, 3, 3.0)
+  variables = {"eegData": x[:, :128], "mastoids": x[:, 128:], "fs": 128.0}
+  edit(root, variables)
+  scipy.io.savemat(os.path.join(root, "EEG", "Subject2", "Subject2_Run1.mat"), variables)
+  return root
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda root, v: os.remove(os.path.join(root, "Stimuli", "Journey_1.wav")),
+     r"Subject2_Run1\.mat: stimulus 'Journey_1\.wav' of run 1 not found"),
+    (lambda root, v: v.update(fs=256.0),
+     r"Subject2_Run1\.mat: field 'fs' is 256, expected 128"),
+    (lambda root, v: v.pop("mastoids"),
+     r"Subject2_Run1\.mat: missing field 'mastoids'"),
+    (lambda root, v: v.update(eegData=v["eegData"][:, :64]),
+     r"Subject2_Run1\.mat: field 'eegData' has 64 columns, expected 128"),
+    (lambda root, v: v.update(mastoids=v["mastoids"][:100]),
+     r"Subject2_Run1\.mat: field 'mastoids' has 100 samples, expected 384"),
+])
+def test_cocktail_malformed(tmp_path, edit, message):
+  root = _broken_cocktail(tmp_path, edit)
+  with pytest.raises(DatasetError, match=message):
+    list(cocktail.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+
+
+# -------------------------------------------------------------------- DTU ----
+
+RAW_RATE = 512
+# Trials of a subject: (trigger, male wav, female wav, attend_mf, seconds)
+DTU_TRIALS = [(11, "aske_story1_trial_1.wav", "marianne_story3_trial_1.wav", 1, 3.0),
+              (12, "aske_story1_trial_2.wav", "", 1, 2.0),          # single talker
+              (13, "aske_story2_trial_1.wav", "marianne_story4_trial_1.wav", 2, 3.5)]
+
+
+def dtu_names():
+  import mne  # pylint: disable=g-import-not-at-top
+  names = mne.channels.make_standard_montage("biosemi64").ch_names
+  return names + [f"EXG{i}" for i in range(1, 9)] + ["Status"]
+
+
+def wav_env(name, seconds):
+  return envelope(seconds + 0.5, seed=sum(map(ord, name)))
+
+
+def make_dtu(root, sidecar_subjects=(2,)):
+  """``EEG/S1.mat`` (expinfo a struct array) and ``EEG/S2.mat`` (no expinfo, a CSV
+  sidecar), ``AUDIO/*.wav`` 0.5 s longer than their trials; subject 2's Fz is flat."""
+  os.makedirs(os.path.join(root, "EEG"))
+  os.makedirs(os.path.join(root, "AUDIO"))
+  for _, male, female, _, seconds in DTU_TRIALS:
+    for name in (male, female):
+      if name:
+        audio = talker(wav_env(name, seconds), seed=len(name))
+        soundfile.write(os.path.join(root, "AUDIO", name), audio, WAV_RATE)
+  for s in (1, 2):
+    gap, pieces, events = 1.0, [], [(0.2, 200.0)]        # an unlisted event first
+    t = gap
+    for trigger, male, female, attend, seconds in DTU_TRIALS:
+      att = male if attend == 1 else female
+      env = wav_env(att or male, seconds)
+      pieces.append((t, brain(env, 64, RAW_RATE, seed=10 * s + trigger, seconds=seconds)))
+      events += [(t, float(trigger)), (t + seconds, 99.0)]
+      t += seconds + gap
+    n = int(t * RAW_RATE)
+    x = np.random.default_rng(s).standard_normal((n, 73))
+    for start, piece in pieces:
+      i = int(round(start * RAW_RATE))
+      x[i:i + len(piece), :64] += piece
+    x[:, :66] += common(n, RAW_RATE)[:, None] + 500.0      # shared signal, DC offset
+    if s == 2:
+      x[:, 37] = 0.0                                       # Fz flat
+    event = np.zeros((1, len(events)), dtype=[("sample", "O"), ("value", "O")])
+    for k, (sec, value) in enumerate(events):
+      event[0, k] = (float(round(sec * RAW_RATE) + 1), value)   # 1-based samples
+    eeg_cell = np.empty((1, 1), dtype=object)
+    eeg_cell[0, 0] = x
+    names = np.empty((1, 73), dtype=object)
+    names[0, :] = dtu_names()
+    variables = {"data": {"eeg": eeg_cell, "fsample": {"eeg": float(RAW_RATE)},
+                          "dim": {"chan": {"eeg": names}}, "event": {"eeg": event}}}
+    header = ["trigger", "n_speakers", "wavfile_male", "wavfile_female", "attend_mf",
+              "attend_lr", "acoustic_condition"]
+    rows = [(trig, 2 if female else 1, male, female, attend, 1 + k % 2, 1 + k % 3)
+            for k, (trig, male, female, attend, _) in enumerate(DTU_TRIALS)]
+    if s in sidecar_subjects:
+      with open(os.path.join(root, "EEG", f"S{s}_expinfo.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    else:
+      info = np.zeros((len(rows), 1), dtype=[(h, "O") for h in header])
+      for k, row in enumerate(rows):
+        info[k, 0] = tuple(float(v) if not isinstance(v, str) else v for v in row)
+      variables["expinfo"] = info
+    scipy.io.savemat(os.path.join(root, "EEG", f"S{s}.mat"), variables)
+  return root
+
+
+@pytest.fixture(scope="module")
+def dtu_src(tmp_path_factory):
+  return make_dtu(str(tmp_path_factory.mktemp("dtu")))
+
+
+@pytest.fixture(scope="module")
+def dtu_recs(dtu_src):
+  return list(dtu.iter_recordings(dtu_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+
+
+def test_dtu_recordings(dtu_src, dtu_recs):
+  recs = dtu_recs
+  assert [(r.subject, r.trial) for r in recs] == [("S1", "1"), ("S1", "3"),
+                                                  ("S2", "1"), ("S2", "3")]
+  assert dtu.list_subjects(dtu_src) == ["S1", "S2"]
+  for rec in recs:
+    trigger, male, female, attend, seconds = DTU_TRIALS[int(rec.trial) - 1]
+    check_recording(rec, seconds, 64)
+    att, unatt = (male, female) if attend == 1 else (female, male)
+    assert rec.stimuli == (att[:-4], unatt[:-4])
+    assert rec.provenance["attended_talker"] == ("male" if attend == 1 else "female")
+    assert rec.provenance["reference"] == "mastoids EXG1+EXG2"
+    assert rec.provenance["onset_s"] == pytest.approx(
+        1.0 + sum(t[4] + 1.0 for t in DTU_TRIALS[:int(rec.trial) - 1]), abs=1e-2)
+  assert recs[2].provenance["bad_channels"] == ["Fz"]
+  assert recs[2].provenance["expinfo"] == os.path.join("EEG", "S2_expinfo.csv")
+  assert recs[0].provenance["expinfo"] == os.path.join("EEG", "S1.mat")
+
+
+def _broken_dtu(tmp_path, edit):
+  root = make_dtu(str(tmp_path / "src"), sidecar_subjects=(1, 2))
+  os.remove(os.path.join(root, "EEG", "S2.mat"))
+  edit(root)
+  return root
+
+
+def _rewrite_csv(root, fn):
+  path = os.path.join(root, "EEG", "S1_expinfo.csv")
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  fn(rows)
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows(rows)
+
+
+def _set_mat(root, fn):
+  path = os.path.join(root, "EEG", "S1.mat")
+  m = scipy.io.loadmat(path)
+  variables = {k: v for k, v in m.items() if not k.startswith("__")}
+  fn(variables)
+  scipy.io.savemat(path, variables)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda root: os.remove(os.path.join(root, "AUDIO", "marianne_story4_trial_1.wav")),
+     r"S1_expinfo\.csv: row 3 names stimulus 'marianne_story4_trial_1\.wav', not found"),
+    (lambda root: _rewrite_csv(root, lambda rows: rows[1].__setitem__(4, "3")),
+     r"S1_expinfo\.csv: row 1 'attend_mf' is '3', expected 1 \(male\) or 2 \(female\)"),
+    (lambda root: _rewrite_csv(root, lambda rows: rows[3].__setitem__(0, "77")),
+     r"S1\.mat: no event in 'data\.event\.eeg\.value' matches .*S1_expinfo\.csv row 3 "
+     r"trigger 77"),
+    (lambda root: os.remove(os.path.join(root, "EEG", "S1_expinfo.csv")),
+     r"S1\.mat: missing variable 'expinfo' and no sidecar"),
+    (lambda root: _set_mat(root, lambda v: v.update(data={
+        k: v["data"][0, 0][k] for k in ("eeg", "dim", "event")})),
+     r"S1\.mat: missing field 'data\.fsample'"),
+])
+def test_dtu_malformed(tmp_path, edit, message):
+  root = _broken_dtu(tmp_path, edit)
+  with pytest.raises(DatasetError, match=message):
+    list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+
+
+def test_dtu_expinfo_table_explains_export(tmp_path):
+  """The published expinfo is a MATLAB table (opaque to Python): the error says how
+  to export it. Stand-in: an expinfo that is neither a struct nor columns."""
+  root = _broken_dtu(tmp_path, lambda root: os.remove(os.path.join(root, "EEG", "S1_expinfo.csv")))
+  _set_mat(root, lambda v: v.update(expinfo=np.arange(3.0)))
+  with pytest.raises(DatasetError, match=r"S1\.mat: variable 'expinfo' is not readable as "
+                                         r"a struct.*writetable\(expinfo,'S1_expinfo\.csv'\)"):
+    list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+
+
+# ------------------------------------------------- through prepare to the layout ----
+
+@pytest.mark.parametrize("dataset, option", [("cocktail", ["--cocktail_bad_channels", "auto"]),
+                                             ("dtu", ["--dtu_bad_z", "6"])])
+def test_prepare_layout_opens(dataset, option, cocktail_src, dtu_src, tmp_path):
+  cli = pytest.importorskip("neurocodec_jax.data.prepare.__main__")
+  from neurocodec_jax.data import open_split  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  src, channels = (cocktail_src, 128) if dataset == "cocktail" else (dtu_src, 64)
+  out = str(tmp_path / dataset)
+  # Two trials per subject: within-trial is the protocol that fills all three splits.
+  assert cli.main([dataset, "--src", src, "--out", out, "--segment_seconds", "1",
+                   "--sample_rate", str(SR_OUT), "--protocol", "within-trial",
+                   "--val_fraction", "0.25", "--test_fraction", "0.25", "--quiet"]
+                  + option) == 0
+  with open(os.path.join(out, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["source"]["doi"] == getattr(cocktail if dataset == "cocktail" else dtu,
+                                              "SOURCE")["doi"]
+  config = tiny_config(out, eeg_channels=channels)
+  for split in ("train", "val", "test"):
+    source = open_split(config, split, fields=("noisy", "clean", "eeg", "subject"))
+    assert len(source) > 0
+    ex = source[0]
+    assert ex["noisy"].shape == ex["clean"].shape == (1, SR_OUT)
+    assert ex["eeg"].shape == (channels, EEG_RATE)
+    assert 1 < np.std(ex["eeg"]) < 100                   # microvolts
