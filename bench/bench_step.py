@@ -39,7 +39,8 @@ from bench.bench_machine import matmul_gflops
 from bench.common import block, median_seconds, peak_rss_mb, report
 from configs import neurocodec
 from neurocodec_jax import codec, losses
-from neurocodec_jax.train import loop, steps
+from neurocodec_jax.run import build_run
+from neurocodec_jax.train import steps
 
 
 def preset_config(preset: str):
@@ -81,9 +82,9 @@ def data_seconds(config) -> float | None:
 def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   config = preset_config(preset)
   total = max(config.train.max_steps, 1)
-  _, models, _, _, _ = loop.programs(config, total)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
-  state = steps.init_state(config, models, batch, config.seed)
+  run = build_run(config, example=batch)
+  models, state = run.models, run.init_state()
   rows = []
   add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
 
