@@ -5,6 +5,9 @@
 pytree, the grain iterator state (so a resumed run sees exactly the batches it
 would have seen) and JSON metadata (epoch, best validation loss).
 ``<workdir>/best/<step>``: the state with the lowest validation loss so far.
+Evaluation reads a part of the state (the generator's parameters and batch
+statistics: ``restore(..., partial=True)``, :func:`restore_step`), leaving the rest
+on disk.
 
 A step is trusted only once it has been read back whole and finite: an
 unreadable one (a truncated file, a lost ``_METADATA``) is moved aside to

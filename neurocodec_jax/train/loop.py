@@ -93,7 +93,7 @@ def traced_length(config, run_length: int) -> int | None:
   return int(run_length) if config.train.schedule == "cosine" else None
 
 
-def make_train_step(run: Run, run_length: int):
+def compiled_train_step(run: Run, run_length: int):
   """``train_step(state, batch, step) -> (state, metrics)``, jitted over the run's mesh;
   compiled once per traced length for ``run`` and the runs that reuse it.
 
@@ -158,7 +158,7 @@ def _train(config, workdir: str, changes: dict, reuse: Run | None,
   train_src, val_src = run.sources[train_split], run.sources[val_split]
   per_epoch = steps_per_epoch(len(train_src), run.local_batch)
   total = total_steps(config, per_epoch)
-  train_step, validate = make_train_step(run, total), make_validate(run)
+  train_step, validate = compiled_train_step(run, total), make_validate(run)
   eval_every = config.train.eval_every if config.train.eval_every > 0 else per_epoch
   data = train_dataset(train_src, run.local_batch, seed=config.seed,
                        num_workers=config.data.num_workers)
