@@ -7,8 +7,8 @@ plateau, best checkpoint).
 
 Data parallel: one mesh axis ``data`` over every device of every host; the
 batch is sharded along it, parameters and optimizer states are replicated. A
-multi-host launch calls ``jax.distributed.initialize()`` first (set
-``NEUROCODEC_MULTIHOST=1`` or pass ``--multihost`` to train.py).
+multi-host launch calls ``jax.distributed.initialize()`` first (pass
+``--multihost`` to train.py).
 """
 
 from __future__ import annotations
