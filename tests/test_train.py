@@ -280,7 +280,8 @@ def test_eight_devices_equal_one_device(tiny_dataset):
   assert err["metrics"] < 1e-5
   # Measured 6.2e-4 of the update bound (2026-11-29, demo codec sizes): entries
   # whose gradient is near Adam's epsilon. A gradient not averaged over the devices
-  # changes Adam's normalised update of most entries by O(lr), i.e. O(1) here.
+  # would change Adam's normalised update of most entries by O(lr), i.e. O(1) here
+  # (reasoned from Adam's update, not measured with such a bug).
   record_error("train step, 8 vs 1 device", "parameters / (steps x lr)", err["params"])
   record_error("train step, 8 vs 1 device", "losses, grad norms (relative)", err["metrics"])
   assert err["params"] < 3e-3
