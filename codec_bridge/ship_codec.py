@@ -34,14 +34,14 @@ STOI_MARGIN, SI_SDR_MARGIN_DB, ADDITIVITY_MARGIN = 0.05, 2.0, 0.05
 
 def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
-  src = os.path.join(src, "weights.pth")
+  weights = os.path.join(src, "weights.pth")
   spec_path = os.path.join(src, "spec.json")
   spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in json.load(open(spec_path)).items()})
   rows = [json.loads(line) for line in open(os.path.join(src, "log.jsonl"))]
   os.makedirs(out_dir, exist_ok=True)
   out = os.path.join(out_dir, name)
-  shutil.copyfile(src, out + ".tmp")
+  shutil.copyfile(weights, out + ".tmp")
   os.replace(out + ".tmp", out)
   t0 = time.perf_counter()
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
