@@ -130,6 +130,21 @@ def test_deterministic_per_seed(tmp_path):
     assert not np.array_equal(_read(a, "val", kind), _read(c, "val", kind))
 
 
+def test_parallel_generation_writes_the_same_files(tmp_path):
+  # Chunks of 2 in spawned processes vs one chunk in this process: every trial
+  # depends only on its ids, not on its chunk or worker.
+  spec = synthetic.PRESETS["tiny"]
+  subjects = [synthetic.make_subject(np.random.default_rng(i), spec.eeg_channels,
+                                     spec.eeg_rate) for i in range(spec.subjects)]
+  for out, workers, chunk in (("serial", 1, 128), ("parallel", 2, 2)):
+    synthetic.write_split(str(tmp_path / out), "train", 7, spec, subjects, 0,
+                          progress=False, workers=workers, chunk=chunk)
+  for kind in ("noisy", "clean", "unattended", "eegs", "subjects"):
+    a = _read(tmp_path / "serial", "train", kind)
+    assert a.shape[0] == 7
+    np.testing.assert_array_equal(a, _read(tmp_path / "parallel", "train", kind))
+
+
 def test_atomic_write(tmp_path, monkeypatch):
   out = tmp_path / "ds"
   calls = []

@@ -30,8 +30,10 @@ Run ``python -m neurocodec_jax.data.synthetic --out DIR --preset demo``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 
@@ -273,30 +275,70 @@ def _write(path, stem, data):
     f.create_dataset(f"{stem}=", data=data)
 
 
-def write_split(out_dir: str, split: str, n: int, spec: SyntheticSpec,
-                subjects: list[Subject], split_id: int, progress: bool = True):
-  """Writes ``out_dir/<split>/{noisy,clean,eegs,unattended,subjects}_<split>.h5``."""
-  t, te, c = spec.audio_length, spec.eeg_length, spec.eeg_channels
+def _trials(spec: SyntheticSpec, subjects: list[Subject], split_id: int,
+            start: int, stop: int) -> dict[str, np.ndarray]:
+  """Trials ``start..stop-1`` of a split: each a pure function of (seed, split, index)."""
+  t, te, c, n = spec.audio_length, spec.eeg_length, spec.eeg_channels, stop - start
   arrays = dict(noisy=np.zeros((n, t, 1), np.float32),
                 clean=np.zeros((n, t, 1), np.float32),
                 unattended=np.zeros((n, t, 1), np.float32),
                 eegs=np.zeros((n, te, c), np.float32),
                 subjects=np.zeros((n,), np.int32))
-  for i in tqdm(range(n), desc=f"synthetic {split}", disable=not progress, unit="trial"):
+  for j, i in enumerate(range(start, stop)):
     rng = np.random.default_rng([spec.seed, split_id, i])
     s = i % len(subjects)
     mix, att, unatt, eeg = make_trial(rng, spec, subjects[s])
-    arrays["noisy"][i, :, 0], arrays["clean"][i, :, 0] = mix, att
-    arrays["unattended"][i, :, 0], arrays["eegs"][i] = unatt, eeg
-    arrays["subjects"][i] = s
+    arrays["noisy"][j, :, 0], arrays["clean"][j, :, 0] = mix, att
+    arrays["unattended"][j, :, 0], arrays["eegs"][j] = unatt, eeg
+    arrays["subjects"][j] = s
+  return arrays
+
+
+def default_workers() -> int:
+  """Generator processes: one per core this process may use."""
+  return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else (os.cpu_count() or 1))
+
+
+def write_split(out_dir: str, split: str, n: int, spec: SyntheticSpec,
+                subjects: list[Subject], split_id: int, progress: bool = True,
+                workers: int = 1, chunk: int = 128):
+  """Writes ``out_dir/<split>/{noisy,clean,eegs,unattended,subjects}_<split>.h5``.
+
+  ``workers`` > 1 generates chunks of ``chunk`` trials in that many processes
+  (spawned, not forked: the caller may hold JAX's threads); every trial is a pure
+  function of its ids, so the files are identical for any ``workers``.
+  """
+  bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+  parts = []
+  with tqdm(total=n, desc=f"synthetic {split}", disable=not progress, unit="trial") as bar:
+    if workers > 1 and len(bounds) > 1:
+      ctx = multiprocessing.get_context("spawn")
+      with concurrent.futures.ProcessPoolExecutor(min(workers, len(bounds)),
+                                                  mp_context=ctx) as pool:
+        futures = [pool.submit(_trials, spec, subjects, split_id, a, b) for a, b in bounds]
+        for (a, b), fut in zip(bounds, futures):
+          parts.append(fut.result())
+          bar.update(b - a)
+    else:
+      for a, b in bounds:
+        parts.append(_trials(spec, subjects, split_id, a, b))
+        bar.update(b - a)
   os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-  for stem, data in arrays.items():
+  for stem in ("noisy", "clean", "unattended", "eegs", "subjects"):
+    data = np.concatenate([p[stem] for p in parts]) if parts else _trials(
+        spec, subjects, split_id, 0, 0)[stem]
     _write(os.path.join(out_dir, split, f"{stem}_{split}.h5"), f"{stem}_{split}", data)
 
 
 def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
-             progress: bool = True) -> str:
-  """Generates all splits into ``out`` atomically (temp dir, then rename)."""
+             progress: bool = True, workers: int | None = None) -> str:
+  """Generates all splits into ``out`` atomically (temp dir, then rename).
+
+  ``workers``: generator processes (default: one per usable core); the output does
+  not depend on it.
+  """
+  workers = default_workers() if workers is None else workers
   out = os.path.abspath(out)
   with atomic_directory(out, overwrite) as tmp:
     rng = np.random.default_rng([spec.seed, 999])
@@ -304,7 +346,7 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
                 for _ in range(spec.subjects)]
     for split_id, (split, n) in enumerate(
         (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test))):
-      write_split(tmp, split, n, spec, subjects, split_id, progress)
+      write_split(tmp, split, n, spec, subjects, split_id, progress, workers)
     manifest = dict(generator="neurocodec_jax.data.synthetic",
                     unattended_gain=UNATTENDED_GAIN, eeg_microvolts=EEG_MICROVOLTS,
                     audio_length=spec.audio_length, eeg_length=spec.eeg_length,
@@ -355,11 +397,13 @@ def main(argv=None):
     p.add_argument(f"--{field.name}", type={"int": int, "float": float, "str": str}[field.type],
                    default=None)
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--workers", type=int, default=None,
+                 help="generator processes (default: one per core; same files for any)")
   args = p.parse_args(argv)
   spec = dataclasses.replace(PRESETS[args.preset], **{
       f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)
       if getattr(args, f.name) is not None})
-  generate(args.out, spec, overwrite=args.overwrite)
+  generate(args.out, spec, overwrite=args.overwrite, workers=args.workers)
   print(summarize(args.out))
 
 
