@@ -72,9 +72,10 @@ def common(n, rate):
   return 40.0 * np.sin(2 * np.pi * COMMON_HZ * np.arange(n) / rate)
 
 
-# Cocktail: subject -> runs -> (EEG seconds, audio seconds, mat format)
+# Cocktail: subject -> runs -> (EEG seconds, audio seconds, mat format); "v5T" is
+# channels x time, as the Dryad README documents (the loaders read time x channels).
 COCKTAIL = {1: {1: (4.0, 4.5, "v5"), 2: (5.0, 4.25, "v73")},
-            18: {1: (4.0, 4.0, "v5"), 3: (4.5, 5.0, "v5")}}
+            18: {1: (4.0, 4.0, "v5"), 3: (4.5, 5.0, "v5T")}}
 
 
 def story_env(story, run, seconds):
@@ -107,6 +108,8 @@ def make_cocktail(root):
         x[:, 9] = 0.0
       variables = {"eegData": x[:, :128], "mastoids": x[:, 128:], "fs": 128.0}
       path = os.path.join(folder, f"Subject{s}_Run{r}.mat")
+      if fmt == "v5T":
+        variables.update(eegData=x[:, :128].T, mastoids=x[:, 128:].T)
       if fmt == "v73":
         savemat73(path, variables)
       else:
@@ -177,7 +180,10 @@ def test_cocktail_recordings(cocktail_src, cocktail_recs):
     other = "Journey" if story == "20000" else "20000"
     assert rec.stimuli == (f"{story}_{r}", f"{other}_{r}")
     assert rec.provenance["attended_story"] == story
+    assert rec.provenance["attended_rule"] == "readme"
     assert rec.provenance["reference"] == "mastoids M1+M2"
+    assert rec.provenance["eeg_layout"] == ("channels x time" if COCKTAIL[s][r][2] == "v5T"
+                                            else "time x channels")
   # Bad channels: subject 1's listed channel 48, subject 18's flat channel 10 (auto).
   assert "B16 (48)" in recs[0].provenance["bad_channels"]
   assert "A10 (10)" in recs[2].provenance["bad_channels"]
@@ -196,6 +202,27 @@ def test_cocktail_options(cocktail_src, tmp_path):
   assert recs[0].stimuli == ("Journey_1", "20000_1")      # swapped by the table
   assert recs[0].provenance["bad_channels"] == []
   assert np.median(recs[0].eeg.std(axis=0)) * 10 < recs[0].eeg[:, 47].std()
+
+
+def test_cocktail_attended_rules(cocktail_src):
+  """The Dryad README's rule and the per-subject list published as its correction
+  (cocktail.py's docstring) disagree for 16 subjects, 1 and 18 among them."""
+  assert [cocktail.original_attended(s) for s in (1, 17, 18, 33)] == [
+      "20000", "20000", "Journey", "Journey"]
+  note = {s: cocktail.lalor_note_attended(s) for s in range(1, 34)}
+  assert sorted(s for s, b in note.items() if b == "20000") == [
+      3, 6, 7, 8, 9, 10, 13, 15, 17, 18, 19, 21, 24, 25, 27, 31, 32]
+  assert sum(note[s] != cocktail.original_attended(s) for s in note) == 16
+  with pytest.raises(DatasetError, match=r"'lalor-note' attended-story list covers"):
+    cocktail.lalor_note_attended(34)
+  recs = list(cocktail.iter_recordings(cocktail_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE,
+                                       attended="lalor-note", bad_channels="none"))
+  assert [r.stimuli[0] for r in recs] == ["Journey_1", "Journey_2", "20000_1", "20000_3"]
+  assert {r.provenance["attended_rule"] for r in recs} == {"lalor-note"}
+  with pytest.raises(DatasetError, match=r"nope\.csv: attended-story table not found "
+                                         r"\(expected one of \['lalor-note'"):
+    list(cocktail.iter_recordings(cocktail_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE,
+                                  attended="nope.csv"))
 
 
 def _broken_cocktail(tmp_path, edit):

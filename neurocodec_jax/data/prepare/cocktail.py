@@ -1,21 +1,71 @@
 """Cocktail Party dataset reader (Broderick et al. 2018; Dryad doi:10.5061/dryad.070jc, CC0).
 
-33 subjects each heard 30 one-minute runs of two audiobooks at once, one per ear:
+33 subjects each heard up to 30 one-minute runs of two audiobooks at once, one per ear:
 *Twenty Thousand Leagues Under the Sea* ("20000") and *Journey to the Centre of the
-Earth* ("Journey"), attending to the same book in every run. Source layout (as
-published; the stimulus folder is searched recursively, so the Dryad ``Stimuli``
-tree and the original NeuroCodec's ``Stimuli/Full_Audio/{20000,Journey}`` both work)::
+Earth* ("Journey"), attending to the same book in every run. Source layout (the
+stimulus folder is searched recursively, so the Dryad ``Stimuli`` tree and the
+original NeuroCodec's ``Stimuli/Full_Audio/{20000,Journey}`` both work)::
 
   SRC/EEG/Subject<s>/Subject<s>_Run<r>.mat   per run, MATLAB v5 or v7.3:
-      eegData   [time, 128] BioSemi 128 (A1..D32), microvolts, 128 Hz
-      mastoids  [time, 2]   left/right mastoid, same units and rate
+      eegData   128 BioSemi channels (A1..D32) x time, either orientation
+      mastoids  2 (left, right) x time, the same orientation and length
       fs        128
   SRC/Stimuli/**/20000_<r>.wav, SRC/Stimuli/**/Journey_<r>.wav   run r's two books
 
+Verified against (what each source says, and what it does not):
+
+- the Dryad README's Cocktail Party section, quoted verbatim in
+  github.com/kevinprinsloo/Semantic_Dissimilarity_Project ``README.md`` (the Dryad
+  page itself is not in the stored corpora): ``eegData`` "Channels (128) x Time
+  Points", ``mastoids`` "Channels (Left=1 Right=2) x Time Points", ``fs``; "EEG data
+  is unfiltered, unreferenced and sampled at 128Hz", time-locked to the onset of
+  the speech; no unit is stated. Subjects 1-17 attend "20000" (left ear), 18-33
+  "Journey" (right ear).
+- the loaders disagree with the README on the orientation: the original's
+  ``EEG_preprocessing.m`` (``eegData=[eegData,mastoids]``, a horizontal
+  concatenation), mindaffectBCI's ``load_cocktail.py`` (``X0.shape[0]`` samples) and
+  CNSP's ``eeg2cnd_LalorNatSpeech.m`` (same Dryad export, ``eeg.data{run} = eegData``
+  as time x channels) all read time x channels; a public loader's log records one
+  file whose ``eegData`` is [128, 7681] (channels x time). So both orientations are
+  accepted here: the axis of length 128 (2 for ``mastoids``) is the channel axis.
+- runs: 30 per subject in the original's scripts (``for i=1:30``), which also
+  "detect which runs are missing for each subject"; a public loader's log shows
+  ``Subject6_Run8.mat`` absent. Every ``Subject<s>_Run<r>.mat`` present is read.
+- stimuli: the README excerpt names no stimulus files. Public loaders read the
+  envelopes ``Stimuli/Envelopes/{20000,Journey}/<book>_<r>_env.mat`` (field
+  ``envelope``); the wav names ``<book>_<r>.wav`` are those of the original's
+  ``data_processing/dataset_generate/preprocessed_to_h5_new.py``
+  (``Stimuli/Full_Audio/20000/20000_{n}.wav``). Whether the Dryad archive ships the
+  wavs was not confirmed from any stored source: a missing wav is an error naming it.
+- units: not stated by the README. BioSemi exports are conventionally microvolts
+  and the original's bad-channel step thresholds at +-100 (EEGLAB's microvolts);
+  the layout's unit check (``data.eeg_units``) decides from the data at training
+  time, so nothing here depends on the unit.
+
+Attended book per subject (:data:`ATTENDED_RULES`), a documented conflict:
+
+- ``readme`` (default, also ``original``): the Dryad README's rule above, which the
+  original NeuroCodec follows (``clean_sound = twenty if subject_i <= 17 else
+  journey``).
+- ``lalor-note``: a per-subject list given as a correction ("So contrary to what
+  the dryad read me file says the following subjects (as indexed by their number on
+  dryad) listened to twenty and journey") in the README of
+  github.com/kevinprinsloo/Semantic_Dissimilarity_Project, a project of the group
+  that recorded the data (its introduction: "our group showed ..."): "20000" for
+  subjects 3 6 7 8 9 10 13 15 17 18 19 21 24 25 27 31 32, "Journey" for 1 2 4 5 11 12
+  14 16 20 22 23 26 28 29 30 33. mindaffectBCI's loader
+  (github.com/mindaffect/pymindaffectBCI,
+  ``mindaffectBCI/decoder/offline/load_cocktail.py``, ``subids_attended_book``) lists
+  the same assignment, without a source. It differs from the README for 16 of the
+  33 subjects (1 2 4 5 11 12 14 16 18 19 21 24 25 27 31 32).
+
+Neither can be settled without the recordings; the decisive check is the data
+itself (a linear envelope decoder per subject reconstructs the attended book's
+envelope better). Any other table: a CSV of ``subject,story`` rows.
+
 Field names are those of the original's MATLAB step (``eegData=[eegData,mastoids]``
 in ``data_processing/EEG_preprocessing/EEG_preprocessing.m``) and of mindaffectBCI's
-public loader (``data['eegData']``, ``data['fs']``); the wav names are those of the
-original's ``data_processing/dataset_generate/preprocessed_to_h5_new.py``.
+public loader (``data['eegData']``, ``data['fs']``).
 
 Preprocessing follows the original (EEGLAB script + h5 builder), per subject (the
 band and the reference give way to the framework's EEG settings when those are
@@ -39,11 +89,6 @@ given, see :func:`eeg_settings`):
    if the mixture would clip), so ``noisy == attended + unattended`` holds exactly.
    The original also cut audio into 87552-sample (1.985 s) pieces beside 2 s EEG
    pieces, drifting by 15 ms per piece; here EEG and audio cover the same span.
-
-Attended book per subject: the original's rule, subjects 1-17 "20000" and 18-33
-"Journey" (:func:`original_attended`). mindaffectBCI's loader
-(``subids_attended_book``) lists a different assignment; pass a CSV
-(``subject,story``) to ``attended`` to use another table.
 """
 
 from __future__ import annotations
@@ -284,17 +329,37 @@ def crop_align(eeg: np.ndarray, eeg_rate: int, audios: Sequence[tuple[np.ndarray
 # ---------------------------------------------------------------------------
 
 def original_attended(subject: int) -> str:
-  """The original's attended book: subjects 1-17 "20000", 18-33 "Journey"."""
+  """The Dryad README's (and the original's) attended book: subjects 1-17 "20000",
+  18-33 "Journey"."""
   return STORIES[0] if subject <= 17 else STORIES[1]
 
 
-def _attended_table(attended: str) -> dict[int, str] | None:
-  """None for the original's rule, else ``{subject: story}`` from a CSV file."""
-  if attended in ("", "original"):
-    return None
+# The per-subject list of the "lalor-note" rule (module docstring): subjects who
+# attended "20000"; every other subject 1-33 attended "Journey".
+LALOR_NOTE_20000 = (3, 6, 7, 8, 9, 10, 13, 15, 17, 18, 19, 21, 24, 25, 27, 31, 32)
+
+
+def lalor_note_attended(subject: int) -> str:
+  """The "lalor-note" rule's attended book (module docstring)."""
+  if not 1 <= subject <= 33:
+    raise DatasetError(f"Subject{subject}: the 'lalor-note' attended-story list covers "
+                       f"subjects 1-33; pass a CSV table for other subjects.")
+  return STORIES[0] if subject in LALOR_NOTE_20000 else STORIES[1]
+
+
+# --cocktail_attended's named rules (module docstring); anything else is a CSV path.
+ATTENDED_RULES = {"readme": original_attended, "original": original_attended,
+                  "lalor-note": lalor_note_attended}
+
+
+def _attended_table(attended: str):
+  """A rule ``subject -> story``: a named one of :data:`ATTENDED_RULES` ("" is
+  "readme"), else ``{subject: story}.__getitem__`` from a CSV file."""
+  if attended in ("",) or attended in ATTENDED_RULES:
+    return ATTENDED_RULES[attended or "readme"]
   if not os.path.isfile(attended):
-    raise DatasetError(f"{attended}: attended-story table not found (expected "
-                       f"'original' or a CSV file of 'subject,story' rows).")
+    raise DatasetError(f"{attended}: attended-story table not found (expected one of "
+                       f"{sorted(ATTENDED_RULES)} or a CSV file of 'subject,story' rows).")
   table = {}
   with open(attended, newline="") as f:
     for i, row in enumerate(csv.reader(f), 1):
@@ -307,7 +372,11 @@ def _attended_table(attended: str) -> dict[int, str] | None:
         raise DatasetError(f"{attended}: row {i} is {row!r}, expected "
                            f"'subject,story' with story in {STORIES}.") from None
       table[s] = story
-  return table
+  def rule(subject: int) -> str:
+    if subject not in table:
+      raise DatasetError(f"{attended}: no attended story for subject {subject}.")
+    return table[subject]
+  return rule
 
 
 def _subject_dirs(src: str) -> list[tuple[int, str]]:
@@ -340,19 +409,31 @@ def _stimulus_index(src: str) -> dict[str, str]:
   return index
 
 
-def _read_run(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """``(eegData [time, 128], mastoids [time, 2])`` of one run file, checked."""
+def time_major(value: object, channels: int) -> tuple[object, bool]:
+  """``value`` as ``[time, channels]``: a 2-D array whose first axis (and not its
+  second) has ``channels`` entries is transposed. Returns it and whether it was.
+  (The Dryad README documents channels x time; the loaders read time x channels.)"""
+  a = np.asarray(value)
+  if a.ndim == 2 and a.shape[0] == channels and a.shape[1] != channels:
+    return a.T, True
+  return value, False
+
+
+def _read_run(path: str) -> tuple[np.ndarray, np.ndarray, bool]:
+  """``(eegData [time, 128], mastoids [time, 2], transposed)`` of one run file,
+  checked; either orientation is accepted (module docstring)."""
   m = read_mat(path, ["eegData", "mastoids", "fs"])
   fs = scalar(field(m, "fs", path), path, "fs")
   if fs != PUBLISHED_EEG_RATE:
     raise DatasetError(f"{path}: field 'fs' is {fs:g}, expected {PUBLISHED_EEG_RATE} "
                        f"(the Cocktail Party EEG is published at 128 Hz).")
-  eeg = matrix(field(m, "eegData", path), path, "eegData", N_CHANNELS)
-  mastoids = matrix(field(m, "mastoids", path), path, "mastoids", 2)
+  eeg, transposed = time_major(field(m, "eegData", path), N_CHANNELS)
+  eeg = matrix(eeg, path, "eegData", N_CHANNELS)
+  mastoids = matrix(time_major(field(m, "mastoids", path), 2)[0], path, "mastoids", 2)
   if mastoids.shape[0] != eeg.shape[0]:
     raise DatasetError(f"{path}: field 'mastoids' has {mastoids.shape[0]} samples, "
                        f"expected {eeg.shape[0]} (as 'eegData').")
-  return eeg, mastoids
+  return eeg, mastoids, transposed
 
 
 def _biosemi128_names() -> list[str]:
@@ -361,7 +442,7 @@ def _biosemi128_names() -> list[str]:
 
 def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
                     subjects: Collection[str] | None = None,
-                    eeg: object | None = None, attended: str = "original",
+                    eeg: object | None = None, attended: str = "readme",
                     bad_channels: str = "both", **unused) -> Iterator[Recording]:
   """Yields one :class:`Recording` per run, subjects in numeric order.
 
@@ -373,8 +454,9 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
     eeg: the framework's ``EEGSettings`` (band-pass edges, reference: ``average``,
       ``none``, a channel name, or ``mastoids``); None: the original's recipe
       (0.1-45 Hz, mastoids).
-    attended: ``"original"`` (subjects 1-17 "20000", 18-33 "Journey") or a CSV of
-      ``subject,story`` rows.
+    attended: ``"readme"`` (= ``"original"``: subjects 1-17 "20000", 18-33
+      "Journey"), ``"lalor-note"`` (the per-subject list of the module docstring) or
+      a CSV of ``subject,story`` rows.
     bad_channels: ``both`` (the original's lists and automatic detection),
       ``original``, ``auto`` or ``none``.
 
@@ -397,19 +479,17 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
                   if (m := _RUN_RE.match(f)) and int(m.group(1)) == s)
     if not runs:
       raise DatasetError(f"{folder}: no {subject}_Run<r>.mat files.")
-    if table is not None and s not in table:
-      raise DatasetError(f"{attended}: no attended story for subject {s}.")
-    story = table[s] if table is not None else original_attended(s)
+    story = table(s)
     other = STORIES[1 - STORIES.index(story)]
     # Runs are read, filtered and referenced one at a time; the automatic bad-channel
     # detection looks at the subject's runs together (first pass) so that every run
     # interpolates the same channels, as the original's merged-data lists do.
     filtered = []
     for r, path in runs:
-      x, mastoids = _read_run(path)
+      x, mastoids, transposed = _read_run(path)
       both = bandpass(np.concatenate([x, mastoids], axis=1), PUBLISHED_EEG_RATE,
                       l_freq, h_freq).astype(np.float32)
-      filtered.append((r, path, both[:, :N_CHANNELS], both[:, N_CHANNELS:]))
+      filtered.append((r, path, both[:, :N_CHANNELS], both[:, N_CHANNELS:], transposed))
     bad = set()
     if bad_channels in ("both", "original"):
       bad |= {c - 1 for c in ORIGINAL_BAD_CHANNELS.get(s, [])}
@@ -418,7 +498,7 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
     if len(bad) > N_CHANNELS // 2:
       raise DatasetError(f"{folder}: {len(bad)} of {N_CHANNELS} channels of 'eegData' "
                          f"are flat or noisy, too many to interpolate.")
-    for r, path, x, mastoids in filtered:
+    for r, path, x, mastoids, transposed in filtered:
       x = interpolate(x.astype(np.float64), PUBLISHED_EEG_RATE, "biosemi128", names, bad)
       x, ref = rereference(x, mastoids.astype(np.float64), ref_names, reference, path,
                            "mastoids")
@@ -443,7 +523,8 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
               wav_files=[os.path.relpath(wavs[f"{st}_{r}.wav".lower()], src)
                          for st in (story, other)],
               wav_rates=[audio[story][1], audio[other][1]],
-              attended_story=story, attended_rule=attended,
+              attended_story=story, attended_rule=attended or "readme",
+              eeg_layout="channels x time" if transposed else "time x channels",
               bad_channels=[f"{names[c]} ({c + 1})" for c in sorted(bad)],
               reference=ref,
               band_hz=[l_freq, h_freq], talker_gain=float(gain)),
@@ -452,9 +533,11 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
   """The reader's command-line options (``--cocktail_<option>``)."""
-  group.add_argument("--cocktail_attended", dest="attended", default="original",
-                     help="attended book per subject: 'original' (1-17 20000, 18-33 "
-                          "Journey) or a CSV of subject,story rows")
+  group.add_argument("--cocktail_attended", dest="attended", default="readme",
+                     help="attended book per subject: 'readme' (= 'original': the Dryad "
+                          "README's 1-17 20000, 18-33 Journey), 'lalor-note' (the "
+                          "per-subject list published as a correction of the README; "
+                          "see cocktail.py) or a CSV of subject,story rows")
   group.add_argument("--cocktail_bad_channels", dest="bad_channels", default="both",
                      choices=BAD_CHANNEL_MODES,
                      help="channels to interpolate: the original's per-subject lists, "
