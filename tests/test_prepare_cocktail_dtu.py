@@ -276,9 +276,23 @@ def wav_env(name, seconds):
   return envelope(seconds + 0.5, seed=sum(map(ord, name)))
 
 
-def make_dtu(root, sidecar_subjects=(2,)):
+def write_preproc(root, s, values):
+  """``DATA_preproc/S<s>_data_preproc.mat`` with only what the reader checks: one
+  event per two-talker trial whose value is its attend_mf (preproc_data.m)."""
+  os.makedirs(os.path.join(root, "DATA_preproc"), exist_ok=True)
+  event = np.zeros((1, len(values)), dtype=[("sample", "O"), ("value", "O")])
+  for k, v in enumerate(values):
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = float(v)
+    event[0, k] = (float(k + 1), cell)
+  scipy.io.savemat(os.path.join(root, "DATA_preproc", f"S{s}_data_preproc.mat"),
+                   {"data": {"event": {"eeg": event}, "fsample": {"eeg": 64.0}}})
+
+
+def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv"):
   """``EEG/S1.mat`` (expinfo a struct array) and ``EEG/S2.mat`` (no expinfo, a CSV
-  sidecar), ``AUDIO/*.wav`` 0.5 s longer than their trials; subject 2's Fz is flat."""
+  sidecar), ``AUDIO/*.wav`` 0.5 s longer than their trials; subject 2's Fz is flat;
+  ``DATA_preproc/S1_data_preproc.mat`` holds subject 1's attended talkers."""
   os.makedirs(os.path.join(root, "EEG"))
   os.makedirs(os.path.join(root, "AUDIO"))
   for _, male, female, _, seconds in DTU_TRIALS:
@@ -317,7 +331,7 @@ def make_dtu(root, sidecar_subjects=(2,)):
     rows = [(trig, 2 if female else 1, male, female, attend, 1 + k % 2, 1 + k % 3)
             for k, (trig, male, female, attend, _) in enumerate(DTU_TRIALS)]
     if s in sidecar_subjects:
-      with open(os.path.join(root, "EEG", f"S{s}_expinfo.csv"), "w", newline="") as f:
+      with open(os.path.join(root, "EEG", sidecar_name.format(s=s)), "w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
     else:
       info = np.zeros((len(rows), 1), dtype=[(h, "O") for h in header])
@@ -325,6 +339,7 @@ def make_dtu(root, sidecar_subjects=(2,)):
         info[k, 0] = tuple(float(v) if not isinstance(v, str) else v for v in row)
       variables["expinfo"] = info
     scipy.io.savemat(os.path.join(root, "EEG", f"S{s}.mat"), variables)
+  write_preproc(root, 1, [a for _, _, female, a, _ in DTU_TRIALS if female])
   return root
 
 
@@ -354,6 +369,53 @@ def test_dtu_recordings(dtu_src, dtu_recs):
         1.0 + sum(t[4] + 1.0 for t in DTU_TRIALS[:int(rec.trial) - 1]), abs=1e-2)
   assert recs[2].provenance["bad_channels"] == ["Fz"]
   assert recs[2].provenance["expinfo"] == os.path.join("EEG", "S2_expinfo.csv")
+  assert recs[0].provenance["expinfo"] == os.path.join("EEG", "S1.mat")
+  assert recs[0].provenance["attend_mf_checked_against"] == os.path.join(
+      "DATA_preproc", "S1_data_preproc.mat")
+  assert "attend_mf_checked_against" not in recs[2].provenance
+
+
+@pytest.mark.parametrize("name", ["S{s}.csv", "s{s}_expinfo.txt"])
+def test_dtu_expinfo_exports(tmp_path, name):
+  """TorchEEG's writetable name ``S<n>.csv``; a public TFDS builder's
+  space-separated ``s<n>_expinfo.txt``."""
+  root = make_dtu(str(tmp_path / "src"), sidecar_subjects=(1, 2), sidecar_name=name)
+  if name.endswith(".txt"):
+    for s in (1, 2):
+      path = os.path.join(root, "EEG", name.format(s=s))
+      with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+      with open(path, "w") as f:   # MATLAB's writetable(..., 'Delimiter', ' ')
+        f.write("\n".join(" ".join(r) for r in rows) + "\n")
+  recs = list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE,
+                                  subjects=["S1"], bad_z=0))
+  assert [r.trial for r in recs] == ["1", "3"]
+  assert recs[0].provenance["expinfo"] == os.path.join("EEG", name.format(s=1))
+  assert [r.provenance["attended_talker"] for r in recs] == ["male", "female"]
+
+
+def test_dtu_expinfo_via_matio(tmp_path, monkeypatch):
+  """Without a struct or a sidecar, a MATLAB table is read through mat-io when it is
+  installed (stand-in: a module returning a DataFrame-like object)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  root = _broken_dtu(tmp_path, lambda root: os.remove(os.path.join(root, "EEG", "S1_expinfo.csv")))
+  _set_mat(root, lambda v: v.update(expinfo=np.arange(3.0)))   # not a struct
+  header = ["trigger", "wavfile_male", "wavfile_female", "attend_mf"]
+
+  class Frame:
+    columns = header
+    def __getitem__(self, c):
+      return [row[header.index(c)] for row in DTU_TRIALS]
+
+  asked = []
+  def load_from_mat(path, variable_names=None):
+    asked.append((os.path.basename(path), variable_names))
+    return {"expinfo": Frame()}
+  monkeypatch.setitem(sys.modules, "matio", types.SimpleNamespace(load_from_mat=load_from_mat))
+  recs = list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE, bad_z=0))
+  assert asked == [("S1.mat", ["expinfo"])]
+  assert [r.provenance["attended_talker"] for r in recs] == ["male", "female"]
   assert recs[0].provenance["expinfo"] == os.path.join("EEG", "S1.mat")
 
 
@@ -394,6 +456,10 @@ def _set_mat(root, fn):
     (lambda root: _set_mat(root, lambda v: v.update(data={
         k: v["data"][0, 0][k] for k in ("eeg", "dim", "event")})),
      r"S1\.mat: missing field 'data\.fsample'"),
+    (lambda root: write_preproc(root, 1, [2, 2]),
+     r"S1_data_preproc\.mat: field 'data\.event\.eeg\.value' \(the attended talker of "
+     r"each two-talker trial, 1 male, 2 female\) is \[2, 2\], but .*S1_expinfo\.csv "
+     r"gives attend_mf \[1, 2\]"),
 ])
 def test_dtu_malformed(tmp_path, edit, message):
   root = _broken_dtu(tmp_path, edit)

@@ -6,32 +6,62 @@ to one of them per trial; 64-channel BioSemi EEG at 512 Hz. Source layout::
 
   SRC/EEG/S<n>.mat       continuous raw EEG (MATLAB v5 or v7.3), variables:
       data.eeg           {1x1 cell} [time, 73] 64 EEG (A1..B32 = Fp1..O2), EXG1,
-                         EXG2 (mastoids), EXG3-EXG8 (EOG, unused), Status; microvolts
+                         EXG2 (mastoids), EXG3-EXG8 (EOG, unused), Status;
+                         microvolts (FieldTrip's BioSemi convention; no source read
+                         states it: the reader checks the scale)
       data.fsample.eeg   512
       data.dim.chan.eeg  channel labels (optional; positions are used without)
-      data.event.eeg     struct array: .sample (1-based sample), .value (trigger)
-      expinfo            one row per trial: trigger, n_speakers, wavfile_male,
-                         wavfile_female, attend_mf (1 male, 2 female), attend_lr,
-                         acoustic_condition
+      data.event.eeg     struct array: .sample (1-based sample), .value (trigger);
+                         onsets (values = expinfo.trigger, in row order) alternate
+                         with trial offsets
+      expinfo            a MATLAB table, one row per trial: trigger, n_speakers,
+                         wavfile_male, wavfile_female, attend_mf (1 male, 2 female),
+                         attend_lr, acoustic_condition
   SRC/AUDIO/*.wav        the talkers' stories (44.1 kHz), named by expinfo
+  SRC/DATA_preproc/S<n>_data_preproc.mat   optional, used only as a check (below)
 
-Field names: the dataset's own ``preproc_data.m`` (``data.eeg{1}``,
-``data.fsample.eeg``, ``data.event.eeg.sample/value``, ``expinfo.attend_mf``,
-``expinfo.wavfile_male/female``, ``expinfo.trigger``; onsets are the events whose
-values match ``expinfo.trigger``), TorchEEG's ``DTUProcessedDataset`` (channels
-65/66 = right/left mastoid; ``attended_speaker`` 1 = male, 2 = female) and public
-Python loaders of ``EEG/S<n>.mat`` (73 columns: 64 EEG + 8 EXG + Status).
+Verified against:
 
-The published ``expinfo`` is a MATLAB *table*, which neither scipy nor pymatreader
-can decode. It is read from the .mat when it is a plain struct (a struct of columns
-or a struct array, e.g. after ``expinfo = table2struct(expinfo)``), else from a
-sidecar ``EEG/S<n>_expinfo.csv`` (or ``.txt``; comma, tab or space separated, a
-header row with the column names), written once in MATLAB with
-``load('S1.mat','expinfo'); writetable(expinfo,'S1_expinfo.csv')``.
+- ``preproc_data.m``, the COCOHA-toolbox script that writes ``DATA_preproc``'s
+  ``S<n>_data_preproc.mat`` from ``EEG/S<n>.mat`` and ``AUDIO`` (a public copy found
+  in the code index; the Zenodo record's own copy was not seen): ``events = cat(1,data.event.eeg.value{:})``
+  with ``events(1:2:end) == expinfo.trigger`` (every other event is a trial onset,
+  in expinfo's row order; the ones between are offsets); ``data.fsample.eeg``;
+  channels ``EXG3``-``EXG8`` and ``Status`` dropped, ``EXG3/5`` and ``EXG4/7`` as EOG;
+  ``story_names = [expinfo.wavfile_male expinfo.wavfile_female]`` indexed by
+  ``attend_mf`` (1 male, 2 female) for the attended talker; single-talker rows have
+  an empty ``wavfile_female``.
+- TorchEEG's ``DTUDataset`` (torcheeg/datasets/module/auditory_attention/dtu.py):
+  ``data.eeg``, ``data.fsample.eeg``, ``data.dim.chan.eeg`` (names incl. ``EXG1``..
+  ``EXG8``, ``Status``), ``data.event.eeg.sample/value``; each trial runs from the
+  event matching its ``expinfo.trigger`` to the next offset (191; 192 for subject 8);
+  rows with an empty ``wavfile_female`` skipped; ``expinfo`` read from
+  ``S<n>.csv`` written by ``writetable(expinfo, 'S<n>.csv')``. Its
+  ``DTUProcessedDataset`` docstring: channel 65 right, 66 left mastoid.
+- Public Python loaders of ``EEG/S<n>.mat`` (73 columns: 64 EEG + 8 EXG + Status).
 
-Not used: ``DATA_preproc/S<n>_data_preproc.mat``. Its ``wavA``/``wavB`` are the
-attended/unattended talkers' *envelopes* at 64 Hz (its preprocessing script sets
-``wavA`` from ``event.eeg.value``), not audio, and its EEG is at 64 Hz.
+Here each trial runs from its onset to the next event after it (the offset), cut
+to the shorter of that and its two wavs.
+
+``expinfo`` is a MATLAB *table*, which neither scipy nor pymatreader can decode. It
+is taken, in order, from: the .mat when it is a plain struct (e.g. after
+``expinfo = table2struct(expinfo)``); a sidecar next to the .mat,
+``EEG/S<n>_expinfo.csv`` (or ``.txt``/``.tsv``; comma, tab or single-space separated
+as writetable writes them, a header row with the column names; lower-case
+``s<n>_expinfo.txt`` too) or
+TorchEEG's ``EEG/S<n>.csv``, written once in MATLAB with ``load('S1.mat','expinfo');
+writetable(expinfo,'S1_expinfo.csv')``; else mat-io (``pip install mat-io``), whose
+``matio.load_from_mat`` documents reading MATLAB tables as pandas DataFrames (not
+tried on the published files: mat-io is not installed here).
+
+A Python-readable copy of the attended talker exists in ``DATA_preproc``:
+``preproc_data.m`` overwrites each onset's event value with ``expinfo.attend_mf``,
+keeps the events of value 1 or 2, and drops the single-talker trials, so
+``data.event.eeg(k).value`` of ``S<n>_data_preproc.mat`` is the attend_mf of the
+k-th two-talker row, and ``wavA``/``wavB`` are the attended/unattended talkers'
+*envelopes* at 64 Hz (``co_auditoryfilterbank``, ``.^0.3``), not audio. The wav
+names are not in that file, so it cannot replace expinfo; when present it checks
+the expinfo's attend_mf (a mismatch is an error naming both files).
 
 Preprocessing, the same recipe as the Cocktail Party reader (:mod:`.cocktail`): the
 continuous recording is resampled to ``eeg_rate`` (polyphase, with its anti-alias
@@ -102,6 +132,9 @@ def _text(v: object) -> str:
 
 
 def _sidecar(path: str) -> str | None:
+  """The exported expinfo next to ``EEG/S<n>.mat``: ``S<n>_expinfo.{csv,txt,tsv}``
+  (also lower-case ``s<n>_expinfo.txt``, the space-separated name a public TFDS
+  builder reads) or ``S<n>.csv`` (TorchEEG's ``writetable(expinfo, 'S<n>.csv')``)."""
   stem = os.path.splitext(path)[0]
   for ext in (".csv", ".txt", ".tsv"):
     for cand in (stem + "_expinfo" + ext,
@@ -109,7 +142,29 @@ def _sidecar(path: str) -> str | None:
                               + "_expinfo" + ext)):
       if os.path.isfile(cand):
         return cand
-  return None
+  return stem + ".csv" if os.path.isfile(stem + ".csv") else None
+
+
+def _frame_columns(table: object) -> dict[str, list] | None:
+  """A pandas-like DataFrame's columns as lists (None for anything else)."""
+  if not hasattr(table, "columns") or not hasattr(table, "__getitem__"):
+    return None
+  return {str(c): list(table[c]) for c in table.columns}
+
+
+def _expinfo_via_matio(path: str) -> dict[str, list] | None:
+  """``expinfo`` decoded by mat-io (``pip install mat-io``; ``matio.load_from_mat``
+  returns MATLAB tables as pandas DataFrames, per its documentation), or None when
+  mat-io is not installed or cannot read it. Not exercised on the published files."""
+  try:
+    import matio  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  try:
+    table = matio.load_from_mat(path, variable_names=["expinfo"]).get("expinfo")
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return _frame_columns(table)
 
 
 def _read_sidecar(path: str) -> dict[str, list]:
@@ -118,9 +173,11 @@ def _read_sidecar(path: str) -> dict[str, list]:
   lines = [ln for ln in text.splitlines() if ln.strip()]
   if not lines:
     raise DatasetError(f"{path}: empty expinfo table.")
-  delim = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
-  rows = (list(csv.reader(lines, delimiter=delim)) if delim
-          else [ln.split() for ln in lines])
+  # One character separates fields, as writetable writes them (and pandas'
+  # read_csv(delimiter=' ') reads them): two spaces in a row enclose an empty field,
+  # e.g. a single-talker row's empty wavfile_female.
+  delim = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else " ")
+  rows = list(csv.reader(lines, delimiter=delim))
   header = [h.strip().strip('"') for h in rows[0]]
   cols: dict[str, list] = {h: [] for h in header}
   for row in rows[1:]:
@@ -142,13 +199,16 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
     cols, origin = _read_sidecar(side), side
   elif isinstance(e, dict):  # a struct lacking columns: the check below names them
     cols, origin = e, f"{path}: expinfo"
+  elif (matio_cols := _frame_columns(e) or _expinfo_via_matio(path)) is not None:
+    cols, origin = matio_cols, f"{path}: expinfo"
   elif e is None:
     raise DatasetError(f"{path}: missing variable 'expinfo' and no sidecar "
                        f"{os.path.splitext(path)[0]}_expinfo.csv.")
   else:
     raise DatasetError(
         f"{path}: variable 'expinfo' is not readable as a struct (the published one "
-        f"is a MATLAB table, which Python readers cannot decode). Export it once: in "
+        f"is a MATLAB table, which scipy and pymatreader cannot decode; mat-io can, "
+        f"if installed). Export it once: in "
         f"MATLAB, load('{os.path.basename(path)}','expinfo'); writetable(expinfo,"
         f"'{os.path.splitext(os.path.basename(path))[0]}_expinfo.csv'), next to the .mat.")
   for c in EXPINFO_COLUMNS:
@@ -161,6 +221,68 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
     if len(cols[c]) != n:
       raise DatasetError(f"{origin}: column '{c}' has {len(cols[c])} rows, expected {n}.")
   return cols, origin
+
+
+def _attended(cols: dict[str, list], origin: str) -> dict[int, int]:
+  """``{row index: attend_mf}`` (1 male, 2 female) of the two-talker rows."""
+  out = {}
+  for i in range(len(cols["trigger"])):
+    if not _text(cols["wavfile_male"][i]) or not _text(cols["wavfile_female"][i]):
+      continue  # single-talker trial
+    try:
+      attend = int(float(_text(cols["attend_mf"][i]) or "nan"))
+    except ValueError:
+      attend = 0
+    if attend not in (1, 2):
+      raise DatasetError(f"{origin}: row {i + 1} 'attend_mf' is "
+                         f"{cols['attend_mf'][i]!r}, expected 1 (male) or 2 (female).")
+    out[i] = attend
+  return out
+
+
+def _numbers(value: object) -> list[float]:
+  """The numbers of a MATLAB cell/struct-array field as read (nested lists/arrays,
+  one number per element)."""
+  out = []
+  for v in np.atleast_1d(np.asarray(value, dtype=object)).reshape(-1):
+    while isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.size == 1
+                                           and v.dtype == object):
+      v = v[0] if not isinstance(v, np.ndarray) else v.reshape(-1)[0]
+    out.append(float(np.asarray(v, dtype=np.float64).reshape(-1)[0]))
+  return out
+
+
+def _check_preproc(src: str, n: int, attends: dict[int, int], origin: str) -> str | None:
+  """Checks the expinfo's attend_mf against ``DATA_preproc/S<n>_data_preproc.mat``
+  when that file is present; returns its path relative to ``src`` (None if absent).
+
+  The dataset's ``preproc_data.m`` sets each trial onset's event value to
+  ``expinfo.attend_mf``, keeps the events of value 1 or 2, cuts the trials there and
+  drops the single-talker ones: ``data.event.eeg(k).value`` is the attend_mf of the
+  k-th two-talker expinfo row (a Python-readable copy of the attended talker; the
+  wav names are not in that file)."""
+  rel = os.path.join("DATA_preproc", f"S{n}_data_preproc.mat")
+  path = os.path.join(src, rel)
+  if not os.path.isfile(path):
+    return None
+  data = field(read_mat(path, ["data"]), "data", path)
+  ev = field(field(data, "event", path, "data."), "eeg", path, "data.event.")
+  if isinstance(ev, list):  # a struct array read as a list of structs
+    ev = {"value": [e.get("value") if isinstance(e, dict) else None for e in ev]}
+  try:
+    values = _numbers(field(ev, "value", path, "data.event.eeg."))
+  except (TypeError, ValueError, IndexError):
+    raise DatasetError(f"{path}: field 'data.event.eeg.value' is not one number per "
+                       f"trial.") from None
+  expected = [attends[i] for i in sorted(attends)]
+  got = [int(v) if v == v else None for v in values]
+  if got != expected:
+    raise DatasetError(
+        f"{path}: field 'data.event.eeg.value' (the attended talker of each two-talker "
+        f"trial, 1 male, 2 female) is {got}, but {origin} gives "
+        f"attend_mf {expected} for its two-talker rows: the expinfo table does not "
+        f"belong to this subject, or is out of order.")
+  return rel
 
 
 def _events(path: str, data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -280,8 +402,12 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
         raise
       m = dict(read_mat(path, ["data"]), expinfo="<unreadable>")
     cols, origin = _expinfo(path, m)
+    attends = _attended(cols, origin)
+    checked = _check_preproc(src, n, attends, origin)
     x, onsets, values, facts = _read_subject(path, m, eeg_rate, l_freq, h_freq, reference,
                                              bad_z)
+    if checked:
+      facts["attend_mf_checked_against"] = checked
     cursor = 0
     for i in range(len(cols["trigger"])):
       male, female = _text(cols["wavfile_male"][i]), _text(cols["wavfile_female"][i])
@@ -297,13 +423,7 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
       cursor = k + 1
       if not male or not female:
         continue  # single-talker trial
-      try:
-        attend = int(float(_text(cols["attend_mf"][i]) or "nan"))
-      except ValueError:
-        attend = 0
-      if attend not in (1, 2):
-        raise DatasetError(f"{origin}: row {i + 1} 'attend_mf' is "
-                           f"{cols['attend_mf'][i]!r}, expected 1 (male) or 2 (female).")
+      attend = attends[i]
       start = int(round(onsets[k]))
       later = onsets[k + 1:][onsets[k + 1:] > onsets[k]]
       stop = int(round(later[0])) if later.size else x.shape[0]
