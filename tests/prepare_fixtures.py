@@ -106,7 +106,7 @@ def write_kul(src: str, *, subjects: int = 3, seconds: float = 6.0, wav_rate: in
 
 def write_kulmix(src: str, *, subjects: int = 3, trials: int = 2, seconds: float = 8.0,
                  wav_rate: int = 8000, eeg_time_major: bool = True, seed: int = 0,
-                 rows=None) -> str:
+                 rows=None, audio_dir: str = "audio") -> str:
   """KUL-mix in miniature: ``mixture_data_list_2mix.csv`` (no header; split, subject,
   trial, target wav, target start, unused, interferer wav, interferer start, SNR dB,
   duration), ``eeg/S<s>Tra<t>.npy`` (64 channels at 128 Hz) and ``audio/*.wav``.
@@ -114,7 +114,7 @@ def write_kulmix(src: str, *, subjects: int = 3, trials: int = 2, seconds: float
   rng = np.random.default_rng(seed)
   for part in range(1, trials + 1):
     for track in (1, 2):
-      write_wav(os.path.join(src, "audio", f"part{part}_track{track}_dry.wav"),
+      write_wav(os.path.join(src, audio_dir, f"part{part}_track{track}_dry.wav"),
                 speech(rng, seconds + 1, wav_rate), wav_rate)
   os.makedirs(os.path.join(src, "eeg"), exist_ok=True)
   lines = []

@@ -314,6 +314,16 @@ def test_kulmix_malformed_inputs(tmp_path, break_it, names):
   assert nothing_left(out)
 
 
+def test_kulmix_finds_the_recipes_audio_8k_folder(tmp_path):
+  """ClearerVoice-Studio's config reads the wavs from ``KUL_eeg/audio_8k/``."""
+  src = fx.write_kulmix(str(tmp_path / "src"), subjects=1, trials=1, audio_dir="audio_8k")
+  recs = list(kulmix.iter_recordings(src, sample_rate=16000, eeg_rate=128))
+  assert len(recs) == 3 and all(r.noisy.shape == (int(r.eeg.shape[0] * 125),) for r in recs)
+  os.remove(os.path.join(src, "mixture_data_list_2mix.csv"))
+  with pytest.raises(DatasetError, match=r"mixture list not found .*pass it with --kulmix_list"):
+    list(kulmix.iter_recordings(src, sample_rate=16000, eeg_rate=128))
+
+
 def test_kulmix_reads_channel_major_eeg(tmp_path):
   src = fx.write_kulmix(str(tmp_path / "src"), subjects=1, trials=1, eeg_time_major=False)
   (r, *_) = kulmix.iter_recordings(src, sample_rate=16000, eeg_rate=128)

@@ -1,24 +1,44 @@
 """KUL-mix: the KU Leuven mixtures behind NeuroHeed's and the original NeuroCodec's
 published KUL extraction numbers.
 
-Source layout (NeuroHeed's release, huggingface.co/datasets/alibabasglab/KUL-mix;
-paths configurable)::
+Source layout (paths configurable)::
 
-  <src>/mixture_data_list_2mix.csv   the mixture list, no header
+  <src>/mixture_data_list_2mix.csv   the mixture list, no header (the recipe keeps it
+                                     in ClearerVoice-Studio,
+                                     train/target_speaker_extraction/data/KUL/)
   <src>/eeg/S<subject>Tra<trial>.npy EEG of a whole trial, 64 channels at 128 Hz,
                                      [time, 64] (a [64, time] array is accepted)
-  <src>/audio/<wav>                  the stimulus wavs the list names
+  <src>/audio/<wav> or <src>/audio_8k/<wav>   the stimulus wavs the list names
 
 List columns: split (train/val/test), subject, trial, target wav, target start (s;
 also where the EEG starts), unused, interferer wav, interferer start (s), SNR (dB),
 duration (s). Every row is one mixture of ``duration`` seconds.
 
-Verified against the recipe's own loader, ClearerVoice-Studio
-``train/target_speaker_extraction/dataloader/dataset_eeg.py`` (NeuroHeed's code;
-``config/config_KUL_eeg_neuroheed_2spk.yaml``: ``eeg/``, ``audio_8k/``, 128 Hz EEG,
-indexed ``eeg[start * 128 : ..., :]``), and the original NeuroCodec's
-``kul_mixcsv_to_lmdb.py`` (github.com/JulianSilva2001/NeuroCodec, branch
-``neurodataa``), which documents the columns above.
+Verified against:
+
+- the recipe's own loader, ClearerVoice-Studio
+  ``train/target_speaker_extraction/dataloader/dataset_eeg.py`` (NeuroHeed's code,
+  github.com/modelscope/ClearerVoice-Studio): rows split on ``,`` and filtered on
+  column 1; the EEG of ``f"{reference_direc}S{subject}Tra{trial}.npy"``, loaded for
+  subjects 1-16 and trials 1-8 only, indexed ``eeg[int(col5 * 128) : ..., :]``
+  (time-major); the target read from ``int(col5 * audio_sr)``, the interferer from
+  ``int(col8 * audio_sr)`` (sample offsets at the config's rate: the wavs must be at
+  ``audio_sr``); the mixing of :func:`recipe_mix`. Its
+  ``config/config_KUL_eeg_neuroheed_2spk.yaml``: ``audio_direc: .../KUL_eeg/audio_8k/``,
+  ``reference_direc: .../KUL_eeg/eeg/``, ``audio_sr: 8000``, ``ref_sr: 128``,
+  ``max_length: 10``; the list at ``./data/KUL/mixture_data_list_2mix.csv`` (its blob
+  is over the snapshot's size limit: no row of it was read here).
+- the original NeuroCodec's ``kul_mixcsv_to_lmdb.py`` (github.com/JulianSilva2001/
+  NeuroCodec, branch ``neurodataa``), which documents the columns above ("4 target
+  start time (sec) -> also EEG start", "5 unused"), accepts EEG as [64, T] or
+  [T, 64], and mixes with the same ``snr_mix``.
+
+Not verified (no stored source; the dataset card at
+huggingface.co/datasets/alibabasglab/KUL-mix was not in the corpora): the release's
+own folder names (this reader defaults to ``audio/`` and tries ``audio_8k/``, the
+recipe config's, when ``audio/`` is absent), the EEG's preprocessing and units
+inside the ``.npy`` (used as published, so the layout's unit check decides), and the
+list's contents.
 
 Mixing, exactly as the recipe's loader does it (:func:`recipe_mix`): for a non-zero
 SNR the interferer is scaled to the target's power, then both are divided by
@@ -27,10 +47,11 @@ interferer ends ``snr`` dB above the target); at SNR 0 the two are added as stor
 (``--kulmix_mixing neurocodec``: power-matched at 0 dB too, as the original
 NeuroCodec's script did). A mixture peaking above 1 is scaled down with its
 sources. Powers and peaks are taken over the whole row (the original NeuroCodec's
-choice; NeuroHeed's loader took them over a batch's shortest row). Audio is
-resampled to the codec rate before mixing; a row's EEG is the trial's EEG from
-the target start, as published (the recipe's preprocessing; ``--kulmix_eeg
-preprocess`` applies ``--eeg_*`` to the whole trial first).
+choice; NeuroHeed's loader took them over a batch's shortest row, at most 10 s).
+Audio is cut at the wav's own rate (the same samples as the recipe's when the wavs
+are at 8 kHz) and resampled to the codec rate before mixing; a row's EEG is the
+trial's EEG from the target start, as published (the recipe's preprocessing;
+``--kulmix_eeg preprocess`` applies ``--eeg_*`` to the whole trial first).
 """
 
 from __future__ import annotations
@@ -71,7 +92,8 @@ def add_arguments(group):
   group.add_argument("--kulmix_eeg_dir", dest="eeg_dir", default=None,
                      help="folder of S<s>Tra<t>.npy (default <src>/eeg)")
   group.add_argument("--kulmix_audio_dir", dest="audio_dir", default=None,
-                     help="folder of the wavs (default <src>/audio)")
+                     help="folder of the wavs (default <src>/audio, else "
+                          "<src>/audio_8k)")
   group.add_argument("--kulmix_mixing", dest="mixing", choices=MIXING, default="neuroheed",
                      help="neuroheed: the recipe's loader; neurocodec: power-matched "
                           "at 0 dB too")
@@ -99,16 +121,24 @@ def recipe_mix(target: np.ndarray, interferer: np.ndarray, snr_db: float,
   return mixture, target, interferer
 
 
+AUDIO_DIRS = ("audio", "audio_8k")   # this reader's default; the recipe config's
+
+
 def _paths(src, list_path=None, eeg_dir=None, audio_dir=None):
+  if not audio_dir:
+    found = [d for d in AUDIO_DIRS if os.path.isdir(os.path.join(src, d))]
+    audio_dir = os.path.join(src, (found or AUDIO_DIRS)[0])
   return (list_path or os.path.join(src, "mixture_data_list_2mix.csv"),
-          eeg_dir or os.path.join(src, "eeg"), audio_dir or os.path.join(src, "audio"))
+          eeg_dir or os.path.join(src, "eeg"), audio_dir)
 
 
 def read_list(path: str) -> list[dict]:
   """The mixture list's rows as dicts (``line``: 1-based line number)."""
   if not os.path.isfile(path):
     raise DatasetError(f"{path}: mixture list not found (the CSV without header: "
-                       f"{', '.join(COLUMNS)}).")
+                       f"{', '.join(COLUMNS)}; the recipe's is ClearerVoice-Studio's "
+                       f"train/target_speaker_extraction/data/KUL/"
+                       f"mixture_data_list_2mix.csv: pass it with --kulmix_list).")
   rows = []
   with open(path, newline="") as f:
     for line, parts in enumerate(csv.reader(f), start=1):
