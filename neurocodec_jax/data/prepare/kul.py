@@ -18,12 +18,27 @@ README documents them:
   TrialID, condition, experiment, part, repetition   (provenance; ``repetition``
                           selects the main trials)
 
-Verified against the dataset's README (``README.txt`` of the Zenodo record, mirrored
-in github.com/lagooneration/Auditory-Attention-Decoding ``README.txt.txt``), the
-authors' ``preprocess_data.m`` (stimuli{1}/{2} are the left/right files; the
-envelope comes from the ``_dry`` version of each named file), and TorchEEG's loader
-(torcheeg/datasets/module/auditory_attention/kul.py: ``trials`` in ``S<n>.mat``,
-channel 48 = Cz, i.e. BioSemi-64 order).
+Verified against:
+
+- the dataset's README (``README.txt`` of the Zenodo record, mirrored in
+  github.com/lagooneration/Auditory-Attention-Decoding ``README.txt.txt``): the
+  fields above and their meanings ("stimuli{1} and stimuli{2} indicating the name of
+  audio files presented in the left ear and the right ear"; "attended_track ... '1'
+  for track 1"; "repetition : binary variable"); 20 trials per subject (4 + 4 + 12
+  repetitions of the first 2 minutes of experiment 1's parts); wavs named
+  ``part{part}_track{track}_{condition}.wav``, "envelopes were extracted only from
+  part{part number}_track{tracknumber}_dry.wav"; "high-pass filtered (0.5 Hz cut
+  off) and downsampled ... to 128 Hz"; truncate the audio to the EEG.
+- the authors' ``preprocess_data.m`` (Neetha Das; public copies in the code index):
+  ``trial.stimuli{1}(1:stimname_len)`` with 16 characters for a repetition, else 12
+  ("rep_partX_trackX or partX_trackX"), plus ``_dry``: the dry file of each named
+  stimulus, for HRTF trials too; envelopes truncated to ``length(EegData)``.
+- TorchEEG's loader (torcheeg/datasets/module/auditory_attention/kul.py):
+  ``trials`` in ``S<n>.mat``, the first 8 trials as the main ones, ``EegData``
+  [samples, 64], channel 48 = Cz, i.e. BioSemi-64 order.
+
+Not verified: the EEG's unit (the README states none; the layout's unit check
+decides) and the stimulus wavs' sample rate (read from each file).
 
 What becomes a :class:`Recording`: the EEG preprocessed (``signals``); the attended
 talker = the dry stimulus presented to ``attended_ear``, the unattended one the other
