@@ -375,6 +375,18 @@ def test_dtu_recordings(dtu_src, dtu_recs):
   assert "attend_mf_checked_against" not in recs[2].provenance
 
 
+def test_dtu_preproc_check_skips_what_it_cannot_read(tmp_path):
+  """DATA_preproc's layout is inferred from preproc_data.m: events that are not one
+  value per two-talker row skip the check (noted) instead of blocking the data."""
+  root = make_dtu(str(tmp_path / "src"))
+  write_preproc(root, 1, [1, 2, 2])
+  recs = list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE,
+                                  subjects=["S1"], bad_z=0))
+  assert recs[0].provenance["attend_mf_checked_against"] == os.path.join(
+      "DATA_preproc", "S1_data_preproc.mat") + ": not checked (3 event values for 2 " \
+      "two-talker rows)"
+
+
 @pytest.mark.parametrize("name", ["S{s}.csv", "s{s}_expinfo.txt"])
 def test_dtu_expinfo_exports(tmp_path, name):
   """TorchEEG's writetable name ``S<n>.csv``; a public TFDS builder's

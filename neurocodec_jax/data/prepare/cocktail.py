@@ -24,10 +24,13 @@ Verified against (what each source says, and what it does not):
 - the loaders disagree with the README on the orientation: the original's
   ``EEG_preprocessing.m`` (``eegData=[eegData,mastoids]``, a horizontal
   concatenation), mindaffectBCI's ``load_cocktail.py`` (``X0.shape[0]`` samples) and
-  CNSP's ``eeg2cnd_LalorNatSpeech.m`` (same Dryad export, ``eeg.data{run} = eegData``
-  as time x channels) all read time x channels; a public loader's log records one
-  file whose ``eegData`` is [128, 7681] (channels x time). So both orientations are
-  accepted here: the axis of length 128 (2 for ``mastoids``) is the channel axis.
+  CNSP's ``eeg2cnd_LalorNatSpeech.m`` (the same Dryad record's Natural Speech folder,
+  same fields, ``eeg.data{run} = eegData`` as time x channels) all read time x
+  channels; yet a public Cocktail Party loader's FIXME records the error "operands
+  could not be broadcast together with shapes (128, 7681) (2, 1)" from
+  ``eegData - mean(mastoids, axis=1)``, i.e. at least one file stored channels x
+  time. So both orientations are accepted here: the axis of length 128 (2 for
+  ``mastoids``) is the channel axis.
 - runs: 30 per subject in the original's scripts (``for i=1:30``), which also
   "detect which runs are missing for each subject"; a public loader's log shows
   ``Subject6_Run8.mat`` absent. Every ``Subject<s>_Run<r>.mat`` present is read.
