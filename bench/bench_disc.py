@@ -4,7 +4,7 @@ The discriminator step's program (D loss and its gradient wrt the discriminator'
 parameters on fake and real audio) is compiled at DAC's full size (width 1.0)
 for 44.1 and 16 kHz; XLA's memory analysis gives the buffers it needs (arguments,
 outputs, temporaries), and one run gives its time and the process's peak RSS.
-Run: ``python -m bench.bench_disc [--batch 8 --seconds 2 --no-run]``.
+Run: ``python -m bench.bench_disc [--batch 8 --seconds 2 --no_run]``.
 """
 
 import argparse
@@ -22,7 +22,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seconds", type=float, default=2.0)
-  p.add_argument("--no-run", dest="run", action="store_false")
+  p.add_argument("--no_run", dest="run", action="store_false")
   args = p.parse_args(argv)
   rows = []
   for sr in (44100, 16000):

@@ -1,10 +1,10 @@
 """Ship a codec trained by ``train_codec``: the weights file plus a measured manifest.
 
-  python -m codec_bridge.ship_codec --run runs/codec/demo \
-      --dest codec_bridge/weights --name demo_codec_16khz.pth [--n 32]
+  python -m codec_bridge.ship_codec --src runs/codec/demo \
+      --out codec_bridge/weights --name demo_codec_16khz.pth [--n 32]
 
-Copies ``<run>/weights.pth`` (DAC's own format) to ``<dest>/<name>`` and writes
-``<dest>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
+Copies ``<src>/weights.pth`` (DAC's own format) to ``<out>/<name>`` and writes
+``<out>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
 weights), steps and wall time, the file's SHA-256, and its quality on fresh
 held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
 distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
@@ -89,12 +89,12 @@ def ship(run: str, dest: str, name: str, n: int = 32) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--run", required=True)
-  p.add_argument("--dest", default=os.path.join(os.path.dirname(__file__), "weights"))
+  p.add_argument("--src", required=True, help="a train_codec run directory")
+  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
   p.add_argument("--n", type=int, default=32)
   args = p.parse_args(argv)
-  m = ship(args.run, args.dest, args.name, args.n)
+  m = ship(args.src, args.out, args.name, args.n)
   print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
                                       "latent_structure")}, indent=2))
   return 0

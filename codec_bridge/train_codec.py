@@ -6,7 +6,7 @@ and a random-weight DAC's quantized latent space is a hash (see
 
   python -m codec_bridge.train_codec --out runs/codec/demo --threads 1 \
       --steps 3000 --lambda_sisdr 1.0 --gan_start 5000     # the shipped codec
-  python -m codec_bridge.ship_codec --run runs/codec/demo  # weights + manifest
+  python -m codec_bridge.ship_codec --src runs/codec/demo  # weights + manifest
 
 What it trains: ``dac.DAC`` at the sizes of ``configs.neurocodec.DEMO_CODEC``
 (16 kHz, hop 320) with the installed package's objectives, as DAC's

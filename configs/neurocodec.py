@@ -209,8 +209,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     # stream-envelope term x5), streams that add up to the mixture's continuous
     # latent, a hard trial-level decision at evaluation, an EEG kernel covering the
     # cortical response, decoding at the mixture's frame norms.
-    # Latent-space terms only: 100 steps of DAC's waveform terms at 15/1/2 raised the
-    # latent loss 0.011 -> 0.028 and cost 2.5 s/step here (enable them with
+    # Latent-space terms only: DAC's waveform terms at 15/1/2 raised the validation
+    # latent loss and multiply the step time (README levers table; enable them with
     # lambda_mel/adv/feat and train.waveform_start for a curriculum).
     c.model.selector = "correlation"
     c.model.select_window = "trial"

@@ -1,6 +1,6 @@
 """Does a latent frame attend to the EEG recorded at the same time? (issue 12, step 2)
 
-  python scripts/attention_maps.py runs/demo [--split val --n 64 --which latest]
+  python scripts/attention_maps.py --workdir runs/demo [--split val --n 64 --which latest]
 
 Runs a trained model on ``--n`` trials of ``--split`` with the true EEG and records
 every cross-attention layer's weights (flax's ``sow_weights``, switched on by a
@@ -85,7 +85,7 @@ def summarize(weights: np.ndarray, lags: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("workdir")
+  p.add_argument("--workdir", required=True, help="a training run's directory")
   p.add_argument("--split", default="val")
   p.add_argument("--n", type=int, default=64, help="trials to average over")
   p.add_argument("--which", default="latest", choices=("best", "latest"))

@@ -43,9 +43,8 @@ import jax
 import jax.numpy as jnp
 
 BACKENDS = ("sequential", "sequential_vjp", "associative", "chunked")
-# Unrolling the reverse (adjoint) scan lets XLA fuse consecutive steps: at batch 8,
-# dim 512, state 16 on 2 CPU cores fwd+bwd went 110 -> 81 ms (L 172) and 768 ->
-# 606 ms (L 1024) with 4; 2 was close, 3 worse (172 % 3 != 0), 8 worse.
+# Unrolling the reverse (adjoint) scan lets XLA fuse consecutive steps; 4 was chosen
+# by `python -m bench.bench_scan` (README "Performance").
 BWD_UNROLL = 4
 
 

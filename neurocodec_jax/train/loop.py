@@ -7,8 +7,8 @@ checkpoints and the best one), non-finite steps, the workdir's config.
 
 The codec, cached codes, sources, models, mesh and compiled programs come from
 ``neurocodec_jax.run``: data parallel over every device of every host (a
-multi-host launch calls ``jax.distributed.initialize()`` first: set
-``NEUROCODEC_MULTIHOST=1`` or pass ``--multihost`` to train.py).
+multi-host launch calls ``jax.distributed.initialize()`` first: pass
+``--multihost`` to train.py).
 """
 
 from __future__ import annotations
