@@ -34,16 +34,16 @@ from neurocodec_jax import latent_structure
 STOI_MARGIN, SI_SDR_MARGIN_DB, ADDITIVITY_MARGIN = 0.05, 2.0, 0.05
 
 
-def ship(run: str, dest: str, name: str, n: int = 32) -> dict:
+def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
-  src = os.path.join(run, "weights.pth")
-  spec_path = os.path.join(run, "spec.json")
+  weights = os.path.join(src, "weights.pth")
+  spec_path = os.path.join(src, "spec.json")
   spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in json.load(open(spec_path)).items()})
-  rows = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
-  os.makedirs(dest, exist_ok=True)
-  out = os.path.join(dest, name)
-  shutil.copyfile(src, out + ".tmp")
+  rows = [json.loads(line) for line in open(os.path.join(src, "log.jsonl"))]
+  os.makedirs(out_dir, exist_ok=True)
+  out = os.path.join(out_dir, name)
+  shutil.copyfile(weights, out + ".tmp")
   os.replace(out + ".tmp", out)
   t0 = time.perf_counter()
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
@@ -56,7 +56,7 @@ def ship(run: str, dest: str, name: str, n: int = 32) -> dict:
       sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
       bytes=os.path.getsize(out),
       format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)",
-      command=("python -m codec_bridge.train_codec --out " + run + " " + " ".join(
+      command=("python -m codec_bridge.train_codec --out " + src + " " + " ".join(
           f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
           for k, v in json.load(open(spec_path)).items()
           if v != getattr(train_codec.CodecSpec, k, None))),
@@ -80,7 +80,7 @@ def ship(run: str, dest: str, name: str, n: int = 32) -> dict:
       test_floors_latent=dict(
           additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
   )
-  path = os.path.join(dest, "manifest.json")
+  path = os.path.join(out_dir, "manifest.json")
   with open(path + ".tmp", "w") as f:
     json.dump(manifest, f, indent=2)
   os.replace(path + ".tmp", path)

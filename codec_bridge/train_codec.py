@@ -5,7 +5,7 @@ and a random-weight DAC's quantized latent space is a hash (see
 ``neurocodec_jax.latent_structure``), so the demo ships a small DAC trained here::
 
   python -m codec_bridge.train_codec --out runs/codec/demo --threads 1 \
-      --steps 3000 --lambda_sisdr 1.0 --gan_start 5000     # the shipped codec
+      --lambda_sisdr 1.0 --gan_start 100000   # the shipped codec (its manifest's command)
   python -m codec_bridge.ship_codec --src runs/codec/demo  # weights + manifest
 
 What it trains: ``dac.DAC`` at the sizes of ``configs.neurocodec.DEMO_CODEC``
@@ -69,17 +69,17 @@ class CodecSpec:
   encoder_dim: int = 8
   encoder_rates: tuple = (2, 4, 5, 8)
   latent_dim: int = 64
-  decoder_dim: int = 64
+  decoder_dim: int = 128
   decoder_rates: tuple = (8, 5, 4, 2)
   n_codebooks: int = 8
-  codebook_size: int = 256
+  codebook_size: int = 1024
   codebook_dim: int = 8
   quantizer_dropout: float = 0.5
   # Discriminator (DAC: periods 2,3,5,7,11; fft 2048,1024,512).
   periods: tuple = (2, 3, 5, 7, 11)
   fft_sizes: tuple = (512, 256, 128)
   # Optimisation.
-  steps: int = 4000
+  steps: int = 5500
   batch_size: int = 8
   clip_seconds: float = 0.4          # DAC trains on 0.38 s excerpts
   lr: float = 1e-3

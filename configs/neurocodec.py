@@ -43,8 +43,8 @@ DAC_ARCHS = {
 DEMO_CODEC_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                   "codec_bridge", "weights", "demo_codec_16khz.pth")
 DEMO_CODEC = dict(sample_rate=16000, encoder_dim=8, encoder_rates=(2, 4, 5, 8),
-                  latent_dim=64, decoder_dim=64, decoder_rates=(8, 5, 4, 2),
-                  n_codebooks=8, codebook_size=256, codebook_dim=8)
+                  latent_dim=64, decoder_dim=128, decoder_rates=(8, 5, 4, 2),
+                  n_codebooks=8, codebook_size=1024, codebook_dim=8)
 
 
 def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.ConfigDict:

@@ -12,7 +12,7 @@ import pytest
 from neurocodec_jax import evaluation, latent_structure
 from neurocodec_jax.run import build_run, load_run_config
 from neurocodec_jax.train import loop, steps
-from tests.conftest import tiny_config
+from tests.conftest import record_error, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,14 +236,23 @@ def one_step_params(root: str, devices, steps: int = 2):
 GRADIENT_FREE = ("['mha']['key']['bias']", "['envelope_head']['Conv_0']['bias']")
 
 
-def compare_devices(root: str) -> dict:
-  """Runs 1- and 8-device steps in this process; returns the largest differences."""
-  one, m1 = one_step_params(root, jax.devices()[:1])
-  eight, m8 = one_step_params(root, jax.devices())
+def compare_devices(root: str, steps: int = 2) -> dict:
+  """Runs 1- and 8-device steps in this process; returns the largest differences.
+
+  Parameters are compared in units of the largest update the optimizer can make in
+  ``steps`` steps (Adam moves an entry by at most ~lr per step), not relative to the
+  parameter: zero-initialised biases are nothing but two updates after two steps,
+  and Adam's normalisation turns the reduction-order rounding of a gradient entry
+  near its epsilon (1e-8) into a visible share of that entry's update. A
+  data-parallel bug (a gradient not averaged over devices) moves entries by O(lr).
+  """
+  one, m1 = one_step_params(root, jax.devices()[:1], steps)
+  eight, m8 = one_step_params(root, jax.devices(), steps)
+  max_update = steps * m1[0]["lr"]
   param_err = {}
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(one)[0], jax.tree.leaves(eight)):
     name = jax.tree_util.keystr(path)
-    param_err[name] = float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
+    param_err[name] = float(np.max(np.abs(a - b)) / max_update)
   kept = {k: v for k, v in param_err.items() if not any(g in k for g in GRADIENT_FREE)}
   # Relative differences, except the envelope loss: a Pearson correlation (scale 1)
   # that starts near 0 (0.0017 here), where a relative error only measures rounding
@@ -269,11 +278,17 @@ def test_eight_devices_equal_one_device(tiny_dataset):
   assert proc.returncode == 0, proc.stderr[-3000:]
   err = json.loads(proc.stdout.strip().splitlines()[-1])
   print(f"8 vs 1 device, 2 steps: max relative difference of losses/grad norms "
-        f"{err['metrics']:.2e}, of parameters {err['params']:.2e} "
+        f"{err['metrics']:.2e}, of parameters {err['params']:.2e} of 2 x lr "
         f"(excluding gradient-free {err['excluded']})")
   assert len(err["excluded"]) == 2          # one key bias (1 layer), one envelope bias
   assert err["metrics"] < 1e-5
-  assert err["params"] < 1e-4
+  # Measured 6.2e-4 of the update bound (2026-11-29, demo codec sizes): entries
+  # whose gradient is near Adam's epsilon. A gradient not averaged over the devices
+  # would change Adam's normalised update of most entries by O(lr), i.e. O(1) here
+  # (reasoned from Adam's update, not measured with such a bug).
+  record_error("train step, 8 vs 1 device", "parameters / (steps x lr)", err["params"])
+  record_error("train step, 8 vs 1 device", "losses, grad norms (relative)", err["metrics"])
+  assert err["params"] < 3e-3
 
 
 def test_waveform_losses_refused_on_several_cpu_devices():

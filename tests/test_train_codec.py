@@ -21,6 +21,12 @@ def _state(out):
   return torch.load(os.path.join(out, "train_state.pt"), weights_only=False)
 
 
+def test_default_sizes_are_the_demo_codec():
+  from configs.neurocodec import DEMO_CODEC  # pylint: disable=g-import-not-at-top
+  arch = {k: tuple(v) if isinstance(v, list) else v for k, v in train_codec.CodecSpec().arch.items()}
+  assert arch == DEMO_CODEC
+
+
 def test_clips_are_pure_functions_of_their_ids_and_never_repeat():
   spec = train_codec.CodecSpec(**TINY)
   a, b = train_codec.clip(spec, 3, 1), train_codec.clip(spec, 3, 1)
