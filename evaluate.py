@@ -34,6 +34,7 @@ def main(argv):
   # The evaluation stack (JAX: seconds to import) comes after the flags, so that an
   # unknown --config key is reported at once.
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.run import load_run_config  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   if FLAGS.compare:
     if len(FLAGS.compare) != 2:
@@ -47,7 +48,7 @@ def main(argv):
       raise app.UsageError("--checkpoint needs --config.")
     config = FLAGS.config
   elif FLAGS.workdir:
-    config = evaluation.load_run_config(FLAGS.workdir)
+    config = load_run_config(FLAGS.workdir)
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
   validate_or_exit(config)

@@ -6,7 +6,10 @@ Run: ``python -m bench.bench_pipeline [--root DIR]`` (default: the demo dataset)
 """
 
 import argparse
+import sys
 import time
+
+from absl import flags
 
 from bench.common import report
 from configs import neurocodec
@@ -26,6 +29,8 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--root", default=None)
   args = p.parse_args(argv)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS([sys.argv[0]])       # grain's workers read absl flags: their defaults
   config = neurocodec.get_config("demo")
   if args.root:
     config.root = args.root

@@ -39,7 +39,8 @@ from bench.bench_machine import matmul_gflops
 from bench.common import block, median_seconds, peak_rss_mb, report
 from configs import neurocodec
 from neurocodec_jax import codec, losses
-from neurocodec_jax.train import loop, steps
+from neurocodec_jax.run import build_run
+from neurocodec_jax.train import steps
 
 
 def preset_config(preset: str):
@@ -51,18 +52,24 @@ def preset_config(preset: str):
 
 
 def random_batch(config, seed: int = 0) -> dict:
+  """Random values of the preset's shapes for every field its train step reads
+  (``steps.batch_fields``: the recipe's competing talker and continuous latents too)."""
   arch = config.codec.arch
   hop, frames = codec.hop_length(arch), codec.frame_count(arch, config.data.segment_seconds)
   b = config.batch_size
   rng = np.random.default_rng(seed)
-  codes = lambda: rng.integers(0, arch.codebook_size, (b, arch.n_codebooks, frames)).astype(np.int32)
   eeg_t = int(config.data.segment_seconds * config.data.eeg_rate)
-  batch = dict(noisy_codes=codes(), clean_codes=codes(),
-               eeg=rng.standard_normal((b, config.eeg_channels, eeg_t)).astype(np.float32),
-               clean=(0.1 * rng.standard_normal((b, 1, frames * hop))).astype(np.float32))
-  if config.model.mix_input == "continuous":
-    batch["noisy_latent"] = rng.standard_normal((b, arch.latent_dim, frames)).astype(np.float32)
-  return batch
+
+  def value(field):
+    if field.endswith("_codes"):
+      return rng.integers(0, arch.codebook_size, (b, arch.n_codebooks, frames)).astype(np.int32)
+    if field.endswith("_latent"):
+      return rng.standard_normal((b, arch.latent_dim, frames)).astype(np.float32)
+    if field == "eeg":
+      return rng.standard_normal((b, config.eeg_channels, eeg_t)).astype(np.float32)
+    return (0.1 * rng.standard_normal((b, 1, frames * hop))).astype(np.float32)   # audio
+
+  return {field: value(field) for field in steps.batch_fields(config)}
 
 
 def data_seconds(config) -> float | None:
@@ -81,9 +88,9 @@ def data_seconds(config) -> float | None:
 def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   config = preset_config(preset)
   total = max(config.train.max_steps, 1)
-  _, models, _, _, _ = loop.programs(config, total)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
-  state = steps.init_state(config, models, batch, config.seed)
+  run = build_run(config, example=batch)
+  models, state = run.models, run.init_state()
   rows = []
   add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
 

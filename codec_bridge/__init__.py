@@ -3,10 +3,23 @@
 ``load_dac`` / ``load_dac_from_config`` load it (real weights, or random for tests
 and the demo), ``quantizer_params`` exports its quantizer to JAX
 (``neurocodec_jax.codec``), ``make_decoder`` wraps its decoder as a differentiable
-JAX function, and ``codec_bridge.precompute`` encodes a dataset's audio to codes once.
+JAX function, ``encode`` runs its encoder and quantizer on audio, and
+``codec_bridge.precompute`` encodes a dataset's audio to codes once. ``FrozenDAC``
+holds a loaded DAC behind the methods a ``neurocodec_jax`` run calls.
+
+Dependencies go one way, from this package to ``neurocodec_jax``: the bridge is the
+torch adapter to the JAX package's codec (its sizes, ``neurocodec_jax.codec``), data
+layout (the codes cache ``neurocodec_jax.data`` reads) and measures
+(``latent_structure``), so it imports them. ``neurocodec_jax`` never imports this
+package but at one injection point, ``neurocodec_jax.run.load_codec``, which makes
+the default ``FrozenDAC`` of a run; every other JAX module receives the codec as an
+object and imports no torch. This package is the only place outside tests and
+benchmarks that does.
 """
 
 from codec_bridge.decode import make_decoder
+from codec_bridge.encode import encode
+from codec_bridge.frozen import FrozenDAC
 from codec_bridge.loading import (WeightsNotFound, codec_identity, load_dac,
                                   load_dac_from_config)
 from codec_bridge.quantizer import quantizer_params

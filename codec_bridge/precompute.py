@@ -40,9 +40,9 @@ import time
 
 import h5py
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from codec_bridge.encode import encode
 from codec_bridge.loading import codec_identity, load_dac_from_config
 from neurocodec_jax import codec
 from neurocodec_jax.data.hdf5 import (AUDIO_KINDS, fingerprint,  # pylint: disable=unused-import
@@ -132,16 +132,6 @@ def required_datasets(config, kinds) -> list[str]:
   if config.model.target_latent == "continuous":
     names += [f"{kind}_latent" for kind in kinds if kind != "noisy"]
   return names
-
-
-def _encode(dac_model, audio: np.ndarray, sample_rate: int):
-  """``(codes int16, quantized z, continuous encoder output)``, as ``DAC.encode`` does."""
-  device = next(dac_model.parameters()).device
-  x = torch.from_numpy(np.asarray(audio, np.float32)).to(device)
-  with torch.inference_mode():
-    latent = dac_model.encoder(dac_model.preprocess(x, sample_rate))
-    z, codes, *_ = dac_model.quantizer(latent, None)
-  return codes.cpu().numpy().astype(np.int16), z.cpu().numpy(), latent.cpu().numpy()
 
 
 # ------------------------------------------------------------------ lock ----
@@ -314,7 +304,7 @@ def _precompute_locked(config, split: str, dac_model, progress: bool = True,
           if not np.all(np.isfinite(x)):    # checked when opened; the file changed since?
             raise ValueError(f"{info.paths[kind]} [{info.keys[kind]}]: non-finite audio in "
                              f"rows {start}-{stop - 1}; expected finite values.")
-          codes, z, latent = _encode(dac_model, x, config.codec.arch.sample_rate)
+          codes, z, latent = encode(dac_model, x)
           f[f"{kind}_codes"][start:stop] = codes
           if store_z:
             f[f"{kind}_z"][start:stop] = z

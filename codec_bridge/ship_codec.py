@@ -26,6 +26,8 @@ import time
 import torch
 
 from codec_bridge import loading, train_codec
+from codec_bridge.frozen import FrozenDAC
+from neurocodec_jax import latent_structure
 
 # Margins below the measured values for the test floors (4 held-out clips in the
 # test vs ``--n`` here: small samples scatter).
@@ -47,9 +49,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
   load_seconds = time.perf_counter() - t0
   quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
-  from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top
   mix, a, b = train_codec.heldout(spec, n, kind="parts")
-  latent = latent_structure.measure_arrays(dac_model, mix, a, b)
+  latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
   manifest = dict(
       file=name,
       sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from codec_bridge import loading
 from neurocodec_jax import codec
+from neurocodec_jax.data import synthetic
 
 
 @dataclasses.dataclass
@@ -112,7 +113,6 @@ class CodecSpec:
 
 def clip(spec: CodecSpec, step: int, index: int) -> np.ndarray:
   """Clip ``index`` of ``step``: ``[clip_length]`` float32, a pure function of its ids."""
-  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng([spec.seed, step, index])
   n, sr = spec.clip_length, spec.sample_rate
   x = synthetic.talker(rng, n, sr)
@@ -135,7 +135,6 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
   ``(mixture, a, b)`` as the demo's trials (sources at their level in the mixture).
   """
-  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   sr = spec.sample_rate
   length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []

@@ -90,12 +90,12 @@ def main(argv=None) -> int:
   prepare_data(config)
   print(f"[demo] codec: {describe_codec(config)}")
   print(f"[demo] training the {args.preset} preset in {workdir}")
-  train_and_evaluate(config, workdir)
+  run = train_and_evaluate(config, workdir)["run"]
   results = {}
   for ablation in evaluation.ABLATIONS:
     results[ablation] = evaluation.evaluate(
         config, workdir=workdir, split="test", ablation=ablation,
-        num_samples=3 if ablation == "none" else 0)
+        num_samples=3 if ablation == "none" else 0, reuse=run)   # shared codec, programs
   print("\n[demo] test split, true EEG vs ablations:")
   for ablation in ("noise_cue", "shuffle_eeg"):
     print(evaluation.compare(os.path.join(results["none"]["out_dir"], "metrics.json"),

@@ -29,6 +29,10 @@ it): scores under different protocols are not comparable.
 
 Ablations (``--noise_cue``, ``--shuffle_eeg``) replace the EEG the model sees,
 through :class:`EEGAblation`, not just a flag.
+
+The run (codec, codes, source, models) is ``neurocodec_jax.run``'s; only the
+generator is read from the checkpoint; the per-example metrics are validation's
+(``neurocodec_jax.metrics``).
 """
 
 from __future__ import annotations
@@ -38,78 +42,23 @@ import json
 import logging
 import math
 import os
-from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-from neurocodec_jax import codec, losses
 from neurocodec_jax.data import atomic, eval_dataset, find_split_files
+from neurocodec_jax.metrics import make_metrics
+from neurocodec_jax.run import Run, build_run
 from neurocodec_jax.train import steps
-from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, reason
 
 ABLATIONS = ("none", "noise_cue", "shuffle_eeg")
 
-
-# ----------------------------------------------------------------- config ----
-
-def load_run_config(workdir: str):
-  """The config a run saved in ``<workdir>/config.json``, as a locked ConfigDict."""
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir? "
-                            f"Otherwise pass --checkpoint and --config.")
-  with open(path) as f:
-    saved = json.load(f)
-  config = neurocodec.get_config(saved.get("preset", "cocktail"))
-  _update(config, saved, path)
-  # A key the saved run lacks is an option added since: that run trained without it,
-  # i.e. with the option's base default (the original behaviour), not the preset's.
-  base = neurocodec.get_config("cocktail")
-  for key in _absent(config, saved):
-    node, base_node = config, base
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node, base_node = node[p], base_node[p]
-    if node[leaf] != base_node[leaf]:
-      logging.warning("%s has no %r (a run from before that option): using its base "
-                      "default %r, not the preset's %r.", path, key, base_node[leaf], node[leaf])
-      node[leaf] = base_node[leaf]
-  return config
-
-
-def _absent(config, values: dict, prefix: str = "") -> list[str]:
-  """Dotted keys of ``config`` missing from the saved ``values`` (``arch`` is whole)."""
-  out = []
-  for key in config.keys():
-    current = config[key]
-    if key not in values:
-      out.append(prefix + key)
-    elif hasattr(current, "keys") and isinstance(values[key], dict) and key != "arch":
-      out += _absent(current, values[key], prefix + key + ".")
-  return out
-
-
-def _update(config, values: dict, path: str, prefix: str = ""):
-  for key, value in values.items():
-    if key not in config:
-      raise KeyError(f"{path}: unknown config key {prefix + key!r}.")
-    current = config[key]
-    if hasattr(current, "keys") and isinstance(value, dict):
-      if key == "arch":            # a plain dict field: replace whole
-        config[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-      else:
-        _update(current, value, path, prefix + key + ".")
-    else:
-      config[key] = _as_tuple(value) if isinstance(current, tuple) else value
-
-
-def _as_tuple(value):
-  return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+# The per-example metrics evaluation writes: per_example.csv's columns after index and
+# subject, before the perceptual ones, in this order (those the split's fields allow).
+COLUMNS = ("cos_attended", "cos_mix_attended", "cos_mix_unattended", "cos_unattended",
+           "cue_r_attended", "cue_r_unattended", "id_cue_true_envelopes", "id_oracle_cue",
+           "latent_loss", "si_sdr", "si_sdr_unattended", "stream_r_other", "stream_r_own")
 
 
 # --------------------------------------------------------------- ablations ----
@@ -150,70 +99,6 @@ class EEGAblation:
 
 
 # ----------------------------------------------------------------- metrics ----
-
-def make_predict_fn(config, models: steps.Models, has_unattended: bool):
-  """Jitted per-example latent metrics and the decoded re-quantized waveform."""
-  n_q = config.codec.n_quantizers_eval
-
-  selector = config.model.selector != "none" and has_unattended
-
-  @jax.jit
-  def predict(state, batch):
-    if selector:
-      z_pred, _, aux = steps.predict(models, state, batch, return_aux=True)
-    else:
-      z_pred, _ = steps.predict(models, state, batch)
-    z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
-    wave = models.decode(codec.requantize(models.qparams, z_pred, n_q))
-    out = dict(latent_loss=steps.per_example(
-        lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
-               si_sdr=losses.si_sdr(batch["clean"], wave, align=True),
-               cos_attended=losses.frame_cosine(z_pred, z_tgt), wave=wave[:, 0])
-    if has_unattended:
-      z_un = codec.codes_to_z(models.qparams, batch["unattended_codes"])
-      out["cos_unattended"] = losses.frame_cosine(z_pred, z_un)
-      z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
-      out["cos_mix_attended"] = losses.frame_cosine(z_mix, z_tgt)
-      out["cos_mix_unattended"] = losses.frame_cosine(z_mix, z_un)
-      out["si_sdr_unattended"] = losses.si_sdr(batch["unattended"], wave, align=True)
-      if selector:
-        out.update(selector_diagnostics(config, aux, batch, z_tgt, z_un))
-    return out
-
-  return predict
-
-
-def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict:
-  """Where a separate-then-select model loses trials: the cue or the separation.
-
-  Per example, with the talkers' true frame-rate envelopes (from their audio):
-  ``cue_r_attended`` / ``cue_r_unattended``, the decoded EEG envelope's Pearson
-  correlation with each talker, and ``id_cue_true_envelopes`` (1 when it is closer
-  to the attended one: the identification a PERFECT separation would give with this
-  EEG decoder); ``stream_r_own`` / ``stream_r_other``, the stream envelopes'
-  correlation with their own talker and with the other one (assignment by latent
-  cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
-  picks the stream closer to the attended talker: the identification a perfect cue
-  would give with this separation).
-  """
-  pear = losses.envelope.pearson
-  streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
-  env_att, env_unatt = steps.talker_envelopes(config, batch, stream_env.shape[1])
-  cos_att = jnp.stack([losses.frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
-  cos_un = jnp.stack([losses.frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
-  att_stream = jnp.argmax(cos_att - cos_un, axis=-1)                               # [b]
-  r_att = jnp.stack([pear(stream_env[..., k], env_att) for k in (0, 1)], -1)        # [b, 2]
-  r_un = jnp.stack([pear(stream_env[..., k], env_unatt) for k in (0, 1)], -1)
-  take = lambda x, k: jnp.take_along_axis(x, k[:, None], axis=-1)[:, 0]
-  other = 1 - att_stream
-  picked = jnp.argmax(r_att, axis=-1)
-  r_cue_att, r_cue_un = pear(cue, env_att), pear(cue, env_unatt)
-  return dict(cue_r_attended=r_cue_att, cue_r_unattended=r_cue_un,
-              id_cue_true_envelopes=(r_cue_att > r_cue_un).astype(jnp.float32),
-              stream_r_own=(take(r_att, att_stream) + take(r_un, other)) / 2,
-              stream_r_other=(take(r_un, att_stream) + take(r_att, other)) / 2,
-              id_oracle_cue=(take(cos_att, picked) > take(cos_un, picked)).astype(jnp.float32))
-
 
 def perceptual_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> dict:
   """PESQ (wide band, at 16 kHz), STOI and ESTOI of one pair of ``[T]`` signals."""
@@ -297,37 +182,6 @@ def write_sample(out_dir: str, i: int, noisy, pred, clean, sample_rate: int, row
 
 # -------------------------------------------------------------------- run ----
 
-def restore_state(config, models: steps.Models, example: dict, *, workdir: str | None,
-                  checkpoint: str | None, which: str = "best") -> tuple[Any, str]:
-  """Restores the generator state from a workdir (best or latest) or a step folder.
-
-  From a workdir, the newest readable step (an unreadable one is named in a warning
-  and left in place: a training run may own the folder).
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  template = steps.init_state(config, models, example, config.seed)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
-  if checkpoint:
-    path = os.path.join(os.path.abspath(checkpoint), "state")
-    try:
-      return ocp.StandardCheckpointer().restore(path, target), checkpoint
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"{checkpoint} is not a readable checkpoint of this config "
-                            f"({reason(e)}).") from e
-  ckpt = Checkpoints(workdir, use_async=False, writable=False)
-  try:
-    best = which == "best" and ckpt.best.latest_step() is not None
-    manager = ckpt.best if best else ckpt.latest
-    try:
-      state, _ = ckpt.restore(target, best=best)
-    except CheckpointError as e:
-      hint = " (--which latest evaluates the latest checkpoint)" if best else ""
-      raise CheckpointError(f"{e}{hint}") from None
-    return state, os.path.join(str(manager.directory), str(ckpt.restored_step))
-  finally:
-    ckpt.close()
-
-
 def dataset_protocol(root: str) -> dict | None:
   """The ``protocol`` entry of ``<root>/manifest.json`` with the dataset's name, or
   None when there is no manifest or it names no protocol (synthetic data)."""
@@ -346,35 +200,33 @@ def dataset_protocol(root: str) -> dict | None:
 
 def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = None,
              split: str = "test", ablation: str = "none", out_dir: str | None = None,
-             num_samples: int = 0, which: str = "best", perceptual: bool = True) -> dict:
-  """Evaluates a checkpoint on ``split``; writes metrics.json, per_example.csv, samples."""
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
-  dac_model = codec_bridge.load_dac_from_config(config.codec)
+             num_samples: int = 0, which: str = "best", perceptual: bool = True,
+             reuse: Run | None = None) -> dict:
+  """Evaluates a checkpoint on ``split``; writes metrics.json, per_example.csv, samples.
+
+  ``reuse``: an earlier run of this process (a result's ``"run"``) whose codec, models
+  and compiled programs to share where they fit (``run.build_run``).
+  """
   fields = steps.mix_fields(config) + ["clean_codes", "eeg", "clean", "noisy", "subject", "index"]
-  has_unattended = "unattended" in find_split_files(config.root, split)
-  if has_unattended:
+  if "unattended" in find_split_files(config.root, split):
     fields += ["unattended", "unattended_codes"]
-  source = loop.codes_and_sources(config, dac_model, {split: fields})[split]
-  # The full model set (discriminator included) so the state matches the checkpoint.
-  models = loop.build_models(config, dac_model, need_decoder=True)
-  state, restored_from = restore_state(config, models, loop._first_example(source),
-                                       workdir=workdir, checkpoint=checkpoint, which=which)
-  predict = make_predict_fn(config, models, has_unattended)
+  run = build_run(config, {split: fields}, reuse=reuse)
+  state, restored_from = run.restore_generator(workdir=workdir, checkpoint=checkpoint,
+                                               which=which)
+  metrics = make_metrics(run, target="quantized")   # cosines and loss against the codes
+  source = run.sources[split]
   data = EEGAblation(source, ablation, seed=config.seed) if ablation != "none" else source
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
                                     "eval", f"{split}_{ablation}")
   os.makedirs(out_dir, exist_ok=True)
   sr = config.codec.arch.sample_rate
   rows, written = [], 0
-  for batch in tqdm(eval_dataset(data, config.batch_size), desc=f"eval {split} ({ablation})",
+  for batch in tqdm(eval_dataset(data, run.local_batch), desc=f"eval {split} ({ablation})",
                     unit="batch"):
-    device_batch = {k: jnp.asarray(v) for k, v in batch.items()
-                    if k not in ("noisy", "subject", "index")}
-    out = jax.device_get(predict(state, device_batch))
+    out = metrics(state, batch)
     for j in range(len(batch["index"])):
       row = dict(index=int(batch["index"][j]), subject=int(batch["subject"][j]))
-      row.update({k: float(v[j]) for k, v in out.items() if k != "wave"})
+      row.update({k: float(out[k][j]) for k in COLUMNS if k in out})
       if perceptual:
         row.update(perceptual_metrics(batch["clean"][j, 0], out["wave"][j], sr))
       rows.append(row)
@@ -394,8 +246,7 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
                              for s in subjects}
   atomic.write_text(os.path.join(out_dir, "per_example.csv"), _csv(rows))
   atomic.write_text(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2))
-  result["out_dir"] = out_dir
-  return result
+  return dict(result, out_dir=out_dir, run=run)
 
 
 def _csv(rows: list[dict]) -> str:

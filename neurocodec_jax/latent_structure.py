@@ -27,13 +27,12 @@ import json
 import sys
 
 import numpy as np
-import torch
 from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
 from neurocodec_jax.losses import frame_cosine   # what evaluate's cos_* keys use
-from neurocodec_jax.data import open_split
+from neurocodec_jax.run import Codec, build_run
 
 KINDS = ("noisy", "clean", "unattended")
 
@@ -49,56 +48,45 @@ def structure(z_mix: np.ndarray, z_att: np.ndarray, z_un: np.ndarray) -> dict:
               id_gate=float(np.mean(frame_cosine(gated, z_att) > frame_cosine(gated, z_un))))
 
 
-def encode(dac_model, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-  """``[n, 1, T]`` -> (continuous encoder output, quantized z), each ``[n, D, F]``."""
-  device = next(dac_model.parameters()).device
-  with torch.inference_mode():
-    x = dac_model.preprocess(torch.from_numpy(audio).to(device), sample_rate)
-    z_e = dac_model.encoder(x)
-    z_q = dac_model.quantizer(z_e)[0]
-  return z_e.cpu().numpy(), z_q.cpu().numpy()
-
-
-def measure_arrays(dac_model, mix: np.ndarray, att: np.ndarray, unatt: np.ndarray,
-                   batch: int = 16) -> dict:
-  """The measures on audio arrays ``[n, T]`` (e.g. the codec trainer's held-out clips)."""
+def _measure(codec: Codec, chunks) -> dict:
+  """The measures of the continuous and the quantized latents of ``chunks``: audio
+  ``(mixture, attended, unattended)``, each ``[b, 1, T]``, encoded by the codec."""
   z = {k: ([], []) for k in KINDS}
-  for start in range(0, len(mix), batch):
-    for k, x in zip(KINDS, (mix, att, unatt)):
-      cont, quant = encode(dac_model, np.asarray(x[start:start + batch], np.float32)[:, None],
-                           int(dac_model.sample_rate))
-      z[k][0].append(cont)
-      z[k][1].append(quant)
+  for chunk in chunks:
+    for k, audio in zip(KINDS, chunk):
+      _, quantized, continuous = codec.encode(audio)
+      z[k][0].append(continuous)
+      z[k][1].append(quantized)
   return {name: structure(*(np.concatenate(z[k][i]) for k in KINDS))
           for i, name in enumerate(("continuous", "quantized"))}
 
 
-def measure(config, dac_model, split: str = "test", n: int = 64, batch: int = 16) -> dict:
-  """``{"continuous": {...}, "quantized": {...}}`` on the first ``n`` trials of ``split``."""
-  source = open_split(config, split, fields=KINDS)
+def measure_arrays(codec: Codec, mix: np.ndarray, att: np.ndarray, unatt: np.ndarray,
+                   batch: int = 16) -> dict:
+  """The measures on audio arrays ``[n, T]`` (e.g. the codec trainer's held-out clips)."""
+  return _measure(codec, ([np.asarray(x[start:start + batch], np.float32)[:, None]
+                           for x in (mix, att, unatt)]
+                          for start in range(0, len(mix), batch)))
+
+
+def measure(codec: Codec, source, n: int = 64, batch: int = 16) -> dict:
+  """``{"continuous": {...}, "quantized": {...}, "n"}`` on the first ``n`` trials of a
+  source with the :data:`KINDS` fields."""
   n = min(n, len(source))
-  z = {k: ([], []) for k in KINDS}
-  for start in tqdm(range(0, n, batch), desc=f"encode {split}", unit="batch"):
-    rows = [source[i] for i in range(start, min(start + batch, n))]
-    for k in KINDS:
-      cont, quant = encode(dac_model, np.stack([r[k] for r in rows]),
-                           config.codec.arch.sample_rate)
-      z[k][0].append(cont)
-      z[k][1].append(quant)
-  out = {}
-  for i, name in enumerate(("continuous", "quantized")):
-    out[name] = structure(*(np.concatenate(z[k][i]) for k in KINDS))
-  out["n"] = n
-  return out
+
+  def chunks():
+    for start in tqdm(range(0, n, batch), desc="encode", unit="batch"):
+      rows = [source[i] for i in range(start, min(start + batch, n))]
+      yield [np.stack([r[k] for r in rows]) for k in KINDS]
+
+  return dict(_measure(codec, chunks()), n=n)
 
 
 def main(argv):
   del argv
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  config = flags.FLAGS.config
-  result = measure(config, codec_bridge.load_dac_from_config(config.codec),
-                   flags.FLAGS.split, flags.FLAGS.n)
-  print(json.dumps(result, indent=2))
+  split = flags.FLAGS.split
+  run = build_run(flags.FLAGS.config, {split: KINDS})
+  print(json.dumps(measure(run.codec, run.sources[split], flags.FLAGS.n), indent=2))
   return 0
 
 

@@ -92,20 +92,16 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
 
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax import codec, evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models.eeg_encoder import EEGEncoder  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train import loop, steps  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.run import build_run, load_run_config  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
 
-  config = evaluation.load_run_config(args.workdir)
-  dac_model = codec_bridge.load_dac_from_config(config.codec)
+  config = load_run_config(args.workdir)
   fields = steps.mix_fields(config) + ["clean_codes", "eeg"]
-  source = loop.codes_and_sources(config, dac_model, {args.split: fields})[args.split]
-  models = loop.build_models(config, dac_model, need_decoder=False)
-  example = source[0]
-  example = {k: np.asarray(v)[None] for k, v in example.items()}
-  state, restored = evaluation.restore_state(config, models, example, workdir=args.workdir,
-                                             checkpoint=None, which=args.which)
+  run = build_run(config, {args.split: fields})
+  models, source = run.models, run.sources[args.split]
+  state, restored = run.restore_generator(workdir=args.workdir, which=args.which)
   n = min(args.n, len(source))
   batch = {k: np.stack([np.asarray(source[i][k]) for i in range(n)]) for k in fields}
   z_mix = steps.mix_latent(models.qparams, batch, config.model.mix_input)

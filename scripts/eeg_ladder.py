@@ -29,6 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # pylint: disable=wrong-import-position
+
 from configs import neurocodec  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join("experiments", "eeg_ladder.jsonl")
@@ -131,6 +133,8 @@ def main(argv=None) -> int:
     print(table())
     return 0
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS([sys.argv[0]])       # grain's workers (data.num_workers) read absl flags
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
@@ -144,6 +148,7 @@ def main(argv=None) -> int:
     spec.cue = synth.get("cue", "eeg")
     synthetic.generate(config.root, spec)
   t0 = time.time()
+  run = None                   # the codec and compiled programs, shared by what follows
   if args.eval_of:
     # Evaluate another run's checkpoint under this config (e.g. another select_window).
     workdir_src = os.path.join("runs", "ladder", args.eval_of)
@@ -152,13 +157,13 @@ def main(argv=None) -> int:
       if not os.path.exists(os.path.join(workdir, sub)):
         os.symlink(os.path.abspath(os.path.join(workdir_src, sub)), os.path.join(workdir, sub))
   else:
-    train_and_evaluate(config, workdir)
+    run = train_and_evaluate(config, workdir)["run"]
   train_seconds = time.time() - t0
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
   for ablation in evaluation.ABLATIONS:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
-                            which="latest", perceptual=False)
-    m = r["metrics"]
+                            which="latest", perceptual=False, reuse=run)
+    run, m = r["run"], r["metrics"]
     row = dict(name=name, rung=args.rung, eval_of=args.eval_of, variant=args.variant, codec=args.codec,
                codec_weights=args.codec_weights,
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,

@@ -5,6 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+from absl import flags
 
 from neurocodec_jax.data import (AADSource, DataError, eval_dataset, find_split_files, open_split,
                                  steps_per_epoch, train_dataset)
@@ -262,7 +263,27 @@ def test_host_sharding_is_disjoint_and_complete(tiny_dataset):
   assert set(trained[0]).isdisjoint(trained[1])
 
 
-def test_worker_processes_match_in_process(tiny_dataset):
+@pytest.fixture
+def absl_flags_parsed():
+  """grain's worker processes read absl flags, which the process's entry point parses:
+  here, for the test, at their defaults."""
+  parsed = flags.FLAGS.is_parsed()
+  if not parsed:
+    flags.FLAGS(["pytest"])
+  yield
+  if not parsed:
+    flags.FLAGS.unparse_flags()
+
+
+def test_worker_processes_need_parsed_flags(tiny_dataset):
+  _, config = tiny_dataset
+  source = open_split(config, "val", fields=("index",))
+  assert not flags.FLAGS.is_parsed()          # nothing in the library parses them
+  with pytest.raises(RuntimeError, match="grain's worker processes read absl flags"):
+    eval_dataset(source, 4, num_workers=2)
+
+
+def test_worker_processes_match_in_process(tiny_dataset, absl_flags_parsed):
   _, config = tiny_dataset
   source = open_split(config, "val", fields=("index", "noisy"))
   inproc = list(eval_dataset(source, 4))

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from neurocodec_jax import evaluation
+from neurocodec_jax.run import build_run
 from neurocodec_jax.train import checkpoint, loop
 from neurocodec_jax.train.checkpoint import CheckpointError
 from tests.test_train import train_config
@@ -51,9 +51,14 @@ def _copy(src, tmp_path, name="copy"):
 
 @pytest.fixture(scope="module")
 def reference(tiny_dataset, tmp_path_factory):
+  """``(workdir, result)``; the other runs here reuse ``result["run"]``'s programs."""
   root, _ = tiny_dataset
   workdir = str(tmp_path_factory.mktemp("rel") / "reference")
   return workdir, loop.train_and_evaluate(config_for(root), workdir)
+
+
+def train(config, workdir, reference, **kwargs):
+  return loop.train_and_evaluate(config, workdir, reuse=reference[1]["run"], **kwargs)
 
 
 # ------------------------------------------------------------ checkpoints ----
@@ -79,7 +84,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous_step(
   workdir = _copy(ref_dir, tmp_path)
   corrupt(os.path.join(workdir, "checkpoints", "6"))
   with caplog.at_level(logging.WARNING):
-    resumed = loop.train_and_evaluate(config_for(root), workdir)
+    resumed = train(config_for(root), workdir, reference)
   aside = os.path.join(workdir, "checkpoints.corrupt", "6")
   assert (f"Checkpoint {workdir}/checkpoints/6 is unreadable ({fault}" in caplog.text
           and f"moved to {aside}; using step 3 instead." in caplog.text), caplog.text
@@ -102,7 +107,7 @@ def test_no_readable_checkpoint_is_a_clear_error(reference, tiny_dataset, tmp_pa
       rf"No readable checkpoint in {workdir}/checkpoints \(step 6: state/_METADATA is missing"
       rf".*; step 3: OUT_OF_RANGE.*\)\. If the config changed.*move {workdir}/checkpoints "
       rf"away to start afresh")):
-    loop.train_and_evaluate(config_for(root), workdir)
+    train(config_for(root), workdir, reference)
   # Nothing set aside (the template may be what is wrong), nothing rewritten.
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   assert not os.path.exists(os.path.join(workdir, "checkpoints.corrupt"))
@@ -116,7 +121,7 @@ def test_corrupt_best_checkpoint_is_set_aside_and_rewritten(reference, tiny_data
   (best,) = os.listdir(os.path.join(workdir, "best"))
   _drop_metadata(os.path.join(workdir, "best", best))
   with caplog.at_level(logging.WARNING):
-    result = loop.train_and_evaluate(config_for(root, **{"train.max_steps": 8}), workdir)
+    result = train(config_for(root, **{"train.max_steps": 8}), workdir, reference)
   assert (f"Checkpoint {workdir}/best/{best} is unreadable (state/_METADATA is missing)"
           in caplog.text)
   assert "The next validation writes a new best checkpoint." in caplog.text
@@ -125,17 +130,12 @@ def test_corrupt_best_checkpoint_is_set_aside_and_rewritten(reference, tiny_data
 
 
 def test_evaluation_falls_back_without_moving(reference, tiny_dataset, tmp_path, caplog):
-  import codec_bridge  # pylint: disable=g-import-not-at-top
   root, _ = tiny_dataset
   workdir = _copy(reference[0], tmp_path)
   _drop_metadata(os.path.join(workdir, "checkpoints", "6"))
-  config = config_for(root)
-  dac = codec_bridge.load_dac_from_config(config.codec)
-  source = loop.codes_and_sources(config, dac, {"test": ["noisy_codes", "eeg"]})["test"]
-  models = loop.build_models(config, dac, need_decoder=False)
+  run = build_run(config_for(root), {"test": ["noisy_codes", "eeg"]}, reuse=reference[1]["run"])
   with caplog.at_level(logging.WARNING):
-    _, path = evaluation.restore_state(config, models, loop._first_example(source),
-                                       workdir=workdir, checkpoint=None, which="latest")
+    _, path = run.restore_generator(workdir=workdir, which="latest")
   assert path == os.path.join(workdir, "checkpoints", "3")
   assert f"{workdir}/checkpoints/6 is unreadable" in caplog.text
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]  # a reader
@@ -148,25 +148,26 @@ def _state_leaves(step_dir):
   return [np.asarray(x) for x in jax.tree.leaves(restored)]
 
 
-def test_overflowing_lr_is_divergence_and_never_checkpointed(tiny_dataset, tmp_path, caplog):
+def test_overflowing_lr_is_divergence_and_never_checkpointed(reference, tiny_dataset, tmp_path,
+                                                            caplog):
   root, _ = tiny_dataset
   workdir = str(tmp_path / "lr")
   steps = {"train.checkpoint_every": 1, "train.eval_every": 100}
-  loop.train_and_evaluate(config_for(root, **steps, **{"train.max_steps": 2}), workdir)
+  train(config_for(root, **steps, **{"train.max_steps": 2}), workdir, reference)
   huge = config_for(root, lr=1e39, **steps, **{"train.max_steps": 4})
   # A harmless change: allowed, named, recorded.
   with caplog.at_level(logging.WARNING), pytest.raises(FloatingPointError, match=(
       r"Non-finite updated parameters or optimizer state at step 3; the parameters were "
       r"kept at step 2\. Last good checkpoint: step 2 in .*The batch's inputs are finite and "
       r"in range, so the training diverged: lower lr \(now 1e\+39\) or train.grad_clip")):
-    loop.train_and_evaluate(huge, workdir)
+    train(huge, workdir, reference)
   assert "lr: 0.001 -> 1e+39" in caplog.text and "train.max_steps: 2 -> 4" in caplog.text
   assert json.load(open(os.path.join(workdir, "config.json")))["lr"] == 1e39
   history = [json.loads(l) for l in open(os.path.join(workdir, "config_history.jsonl"))]
   assert history[-1]["step"] == 2 and history[-1]["changes"]["lr"] == [0.001, 1e39]
   # "skip": no update is applied, and every checkpoint written stays finite.
   huge.train.nonfinite = "skip"
-  skipped = loop.train_and_evaluate(huge, workdir)
+  skipped = train(huge, workdir, reference)
   assert skipped["step"] == 4
   kept = _state_leaves(os.path.join(workdir, "checkpoints", "4"))
   for a, b in zip(_state_leaves(os.path.join(workdir, "checkpoints", "3")), kept):
@@ -195,7 +196,7 @@ def _poison(monkeypatch, call, example, value):
 @pytest.mark.parametrize("value, what", [(1e30, r"values up to \|x\| = 1e\+30"),
                                          (np.nan, "1 non-finite values")])
 def test_data_fault_names_the_example_and_leaves_no_empty_folders(
-    tiny_dataset, tmp_path, monkeypatch, value, what):
+    reference, tiny_dataset, tmp_path, monkeypatch, value, what):
   root, _ = tiny_dataset
   workdir = str(tmp_path / "data_fault")
   _poison(monkeypatch, 2, 1, value)
@@ -204,7 +205,7 @@ def test_data_fault_names_the_example_and_leaves_no_empty_folders(
       rf"none\. Data fault, not divergence: the train batch's inputs are non-finite or "
       rf"absurdly large \(\|x\| > 1e\+06\): example 1 of the batch \(dataset index \d+\): "
       rf"'eeg' has {what}\. Fix or remove those examples; lowering lr will not help\.")):
-    loop.train_and_evaluate(config_for(root, **{"train.eval_every": 100}), workdir)
+    train(config_for(root, **{"train.eval_every": 100}), workdir, reference)
   # Failed before its first checkpoint: no empty checkpoints/ or best/, no leftovers.
   assert sorted(os.listdir(workdir)) == ["config.json", "metrics.jsonl"]
   assert _keys(_rows(workdir)) == [(1, "train")]
@@ -217,7 +218,7 @@ def test_failure_before_anything_leaves_no_workdir(tiny_dataset, tmp_path):
   assert not os.path.exists(workdir)
 
 
-def test_full_disk_is_one_clear_error(tiny_dataset, tmp_path, monkeypatch):
+def test_full_disk_is_one_clear_error(reference, tiny_dataset, tmp_path, monkeypatch):
   root, _ = tiny_dataset
   workdir = str(tmp_path / "full")
   monkeypatch.setattr(checkpoint.shutil, "disk_usage",
@@ -226,7 +227,7 @@ def test_full_disk_is_one_clear_error(tiny_dataset, tmp_path, monkeypatch):
       rf"Not enough disk space for checkpoint step 3 in {workdir}/checkpoints: it needs "
       rf"about [\d.]+ MB, 0\.0 MB are free\. Free space and re-run: training starts afresh "
       rf"\(no checkpoint yet\)\.")):
-    loop.train_and_evaluate(config_for(root, **{"train.eval_every": 100}), workdir)
+    train(config_for(root, **{"train.eval_every": 100}), workdir, reference)
   assert sorted(os.listdir(workdir)) == ["config.json", "metrics.jsonl"]
 
 
@@ -243,7 +244,7 @@ def test_shape_changing_config_is_refused_and_config_json_kept(reference, tiny_d
       r"holds a run trained with another config; these changes alter its model, optimizer "
       r"state or data, so it cannot resume:\n  batch_size: 4 -> 8\n  hidden_dim: 16 -> 32\n"
       r"Use a new --workdir")):
-    loop.train_and_evaluate(config_for(root, hidden_dim=32, batch_size=8), workdir)
+    train(config_for(root, hidden_dim=32, batch_size=8), workdir, reference)
   assert sorted(os.listdir(workdir)) == listing
   for name, data in before.items():
     assert open(os.path.join(workdir, name), "rb").read() == data, name
@@ -255,7 +256,7 @@ def test_harmless_config_change_is_allowed_with_a_warning(reference, tiny_datase
   workdir = _copy(reference[0], tmp_path)
   config = config_for(root, **{"train.log_every": 2, "train.keep_checkpoints": 3})
   with caplog.at_level(logging.WARNING):
-    result = loop.train_and_evaluate(config, workdir)
+    result = train(config, workdir, reference)
   assert result["step"] == 6
   assert (f"Resuming {workdir} with changed settings:\n  train.keep_checkpoints: 2 -> 3\n"
           f"  train.log_every: 1 -> 2") in caplog.text
@@ -266,12 +267,12 @@ def test_switching_a_loss_term_on_is_refused(reference, tiny_dataset, tmp_path):
   root, _ = tiny_dataset
   workdir = _copy(reference[0], tmp_path)
   with pytest.raises(loop.ConfigMismatch, match=r"lambda_adv: 0\.0 -> 1\.0"):
-    loop.train_and_evaluate(config_for(root, lambda_adv=1.0), workdir)
+    train(config_for(root, lambda_adv=1.0), workdir, reference)
 
 
 def test_metrics_rows_unique_after_kill_and_resume(reference, tiny_dataset, tmp_path):
   root, _ = tiny_dataset
   workdir = str(tmp_path / "killed")
-  loop.train_and_evaluate(config_for(root), workdir, stop_after=5)   # rows 1-5, val 4
-  loop.train_and_evaluate(config_for(root), workdir)                 # resumes from 3
+  train(config_for(root), workdir, reference, stop_after=5)   # rows 1-5, val 4
+  train(config_for(root), workdir, reference)                 # resumes from 3
   assert _keys(_rows(workdir)) == _keys(_rows(reference[0]))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from neurocodec_jax import evaluation, latent_structure
+from neurocodec_jax.run import build_run, load_run_config
 from neurocodec_jax.train import loop, steps
 from tests.conftest import record_error, tiny_config
 
@@ -35,7 +36,8 @@ def _params(result):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dataset, tmp_path_factory):
-  """``(workdir, result)`` of a full run; ``result["initial"]``: its initial state."""
+  """``(workdir, result)`` of a full run; ``result["initial"]``: its initial state;
+  ``result["run"]``: its run, whose compiled programs the other runs here reuse."""
   root, _ = tiny_dataset
   workdir = str(tmp_path_factory.mktemp("run") / "full")
   initial, init_state = [], steps.init_state
@@ -97,10 +99,10 @@ def test_resume_after_kill_mid_epoch_is_bitwise_equal(uninterrupted, tiny_datase
   config = train_config(root)
   # Killed after step 5: the checkpoint at step 3 (mid-epoch 1) survives, step
   # 4's validation and plateau update and step 5 are lost and must be redone.
-  killed = loop.train_and_evaluate(config, workdir, stop_after=5)
+  killed = loop.train_and_evaluate(config, workdir, reuse=full["run"], stop_after=5)
   assert killed["step"] == 5
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
-  resumed = loop.train_and_evaluate(config, workdir)
+  resumed = loop.train_and_evaluate(config, workdir, reuse=full["run"])
   assert resumed["step"] == 6
   for a, b in zip(_params(full), _params(resumed)):
     np.testing.assert_array_equal(a, b)
@@ -109,7 +111,7 @@ def test_resume_after_kill_mid_epoch_is_bitwise_equal(uninterrupted, tiny_datase
 def test_restart_after_completion_trains_nothing(uninterrupted, tiny_dataset):
   root, _ = tiny_dataset
   workdir, full = uninterrupted
-  again = loop.train_and_evaluate(train_config(root), workdir)
+  again = loop.train_and_evaluate(train_config(root), workdir, reuse=full["run"])
   assert again["step"] == 6
   for a, b in zip(_params(full), _params(again)):
     np.testing.assert_array_equal(a, b)
@@ -127,33 +129,37 @@ def _nan_on_step(monkeypatch, bad_step):
   monkeypatch.setattr(loop, "shard_batch", poisoned)
 
 
-def test_non_finite_loss_stops_naming_step_and_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_naming_step_and_checkpoint(uninterrupted, tiny_dataset, tmp_path,
+                                                          monkeypatch):
   root, _ = tiny_dataset
   workdir = str(tmp_path / "nan")
   _nan_on_step(monkeypatch, 5)
   with pytest.raises(FloatingPointError, match=r"step 5.*kept at step 4.*Last good "
                      r"checkpoint: step 3"):
-    loop.train_and_evaluate(train_config(root, **{"train.eval_every": 100}), workdir)
+    loop.train_and_evaluate(train_config(root, **{"train.eval_every": 100}), workdir,
+                            reuse=uninterrupted[1]["run"])
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
 
 
-def test_non_finite_loss_skip_keeps_parameters(tiny_dataset, tmp_path, monkeypatch):
+def test_non_finite_loss_skip_keeps_parameters(uninterrupted, tiny_dataset, tmp_path, monkeypatch):
   root, _ = tiny_dataset
+  run = uninterrupted[1]["run"]
   config = train_config(root, **{"train.nonfinite": "skip", "train.max_steps": 2,
                                  "train.eval_every": 100})
   before = loop.train_and_evaluate(config.copy_and_resolve_references(),
-                                   str(tmp_path / "a"), stop_after=1)
+                                   str(tmp_path / "a"), reuse=run, stop_after=1)
   _nan_on_step(monkeypatch, 2)
-  after = loop.train_and_evaluate(config, str(tmp_path / "b"))
+  after = loop.train_and_evaluate(config, str(tmp_path / "b"), reuse=run)
   assert after["step"] == 2
   for a, b in zip(_params(before), _params(after)):
     np.testing.assert_array_equal(a, b)
 
 
 def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
-  workdir, _ = uninterrupted
-  config = evaluation.load_run_config(workdir)
-  normal = evaluation.evaluate(config, workdir=workdir, split="test", num_samples=2)
+  workdir, full = uninterrupted
+  config = load_run_config(workdir)
+  normal = evaluation.evaluate(config, workdir=workdir, split="test", num_samples=2,
+                               reuse=full["run"])
   keys = {"latent_loss", "si_sdr", "pesq_wb", "stoi", "estoi", "cos_attended",
           "cos_unattended", "si_sdr_unattended", "id_latent", "id_si_sdr",
           "cos_mix_attended", "cos_mix_unattended", "id_latent_mixture"}
@@ -164,9 +170,9 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
                "target_clean_1.wav", "inference_plot_1.png"):
     assert os.path.exists(os.path.join(out, name)), name
   noise = evaluation.evaluate(config, workdir=workdir, split="test", ablation="noise_cue",
-                              perceptual=False)
+                              perceptual=False, reuse=full["run"])
   shuffled = evaluation.evaluate(config, workdir=workdir, split="test",
-                                 ablation="shuffle_eeg", perceptual=False)
+                                 ablation="shuffle_eeg", perceptual=False, reuse=full["run"])
   # The model sees other EEG, so its predictions change.
   for other in (noise, shuffled):
     assert other["metrics"]["latent_loss"] != normal["metrics"]["latent_loss"]
@@ -178,14 +184,14 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
 
 
 def test_latent_structure_agrees_with_evaluation(uninterrupted):
-  """The diagnostic encodes with torch directly; evaluation reads precomputed codes."""
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  workdir, _ = uninterrupted
-  config = evaluation.load_run_config(workdir)
-  metrics = evaluation.evaluate(config, workdir=workdir, split="test",
-                                perceptual=False)["metrics"]
-  result = latent_structure.measure(config, codec_bridge.load_dac_from_config(config.codec),
-                                    "test", n=8)
+  """The diagnostic encodes the audio through the bridge; evaluation reads the cached
+  codes."""
+  workdir, full = uninterrupted
+  config = load_run_config(workdir)
+  metrics = evaluation.evaluate(config, workdir=workdir, split="test", perceptual=False,
+                                reuse=full["run"])["metrics"]
+  run = build_run(config, {"test": latent_structure.KINDS}, reuse=full["run"])
+  result = latent_structure.measure(run.codec, run.sources["test"], n=8)
   quantized = result["quantized"]
   assert result["n"] == 8
   assert quantized["id_copy"] == metrics["id_latent_mixture"]
@@ -202,24 +208,22 @@ def one_step_params(root: str, devices, steps: int = 2):
   devices (``loop.check_multi_device``).
   """
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  import codec_bridge
   from neurocodec_jax.data import train_dataset
+  from neurocodec_jax.run import shard_batch
   from neurocodec_jax.train import steps as steps_lib
   config = train_config(root, batch_size=8, lambda_mel=0.0, lambda_adv=0.0,
                         lambda_feat=0.0)
-  dac = codec_bridge.load_dac_from_config(config.codec)
-  source = loop.codes_and_sources(config, dac, {"train": steps_lib.batch_fields(config)})["train"]
-  models = loop.build_models(config, dac, need_decoder=True)
+  run = build_run(config, {"train": steps_lib.batch_fields(config)})
   mesh = Mesh(np.asarray(devices), ("data",))
   rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  state = jax.device_put(steps_lib.init_state(config, models, loop._first_example(source),
-                                              config.seed), rep)
-  step = jax.jit(steps_lib.make_train_step(config, models, total_steps=steps),
+  state = jax.device_put(steps_lib.init_state(config, run.models, run.example, config.seed),
+                         rep)
+  step = jax.jit(steps_lib.make_train_step(config, run.models, total_steps=steps),
                  in_shardings=(rep, bat), out_shardings=(rep, rep))
-  data = iter(train_dataset(source, 8, seed=0))
+  data = iter(train_dataset(run.sources["train"], 8, seed=0))
   metrics = []
   for _ in range(steps):
-    state, m = step(state, loop.shard_batch(next(data), bat))
+    state, m = step(state, shard_batch(next(data), bat))
     metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
   return jax.device_get(state["g"]["params"]), metrics
 

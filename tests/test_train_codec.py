@@ -107,5 +107,5 @@ def test_shipped_codec_quantized_space_is_additive(shipped):
   dac_model = codec_bridge.load_dac("16khz", weights=path, device="cpu")
   spec = train_codec.CodecSpec(**manifest["spec"])
   mix, a, b = train_codec.heldout(dataclasses.replace(spec, seed=spec.seed + 7), 8, kind="parts")
-  res = latent_structure.measure_arrays(dac_model, mix, a, b)
+  res = latent_structure.measure_arrays(codec_bridge.FrozenDAC(dac_model), mix, a, b)
   assert res["quantized"]["additivity"] >= manifest["test_floors_latent"]["additivity"]

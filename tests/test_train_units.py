@@ -160,7 +160,7 @@ def test_latent_structure_measures():
 def test_selector_diagnostics_separate_cue_from_separation_errors():
   """Perfect streams + a good cue score 1; swapped-content streams and a cue that
   follows the unattended talker are each caught by their own measure."""
-  from neurocodec_jax import evaluation, losses  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import losses, metrics  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   rng = np.random.default_rng(0)
   b, dim, frames, n = 4, 16, 100, 32000
@@ -176,17 +176,17 @@ def test_selector_diagnostics_separate_cue_from_separation_errors():
   good = dict(streams=jnp.stack([z_un, z_att], 1), stream_env=jnp.stack([env_u, env_a], -1),
               cue=env_a + 0.2 * env_u)
   d = {k: np.asarray(v) for k, v in
-       evaluation.selector_diagnostics(config, good, batch, z_att, z_un).items()}
+       metrics.selector_diagnostics(config, good, batch, z_att, z_un).items()}
   assert d["id_cue_true_envelopes"].all() and d["id_oracle_cue"].all()
   assert (d["stream_r_own"] > 0.99).all() and (np.abs(d["stream_r_other"]) < 0.3).all()
   assert (d["cue_r_attended"] > d["cue_r_unattended"]).all()
   # A cue that follows the ignored talker: the cue measure fails, separation is intact.
   bad_cue = dict(good, cue=env_u)
-  d = evaluation.selector_diagnostics(config, bad_cue, batch, z_att, z_un)
+  d = metrics.selector_diagnostics(config, bad_cue, batch, z_att, z_un)
   assert not np.asarray(d["id_cue_true_envelopes"]).any() and np.asarray(d["id_oracle_cue"]).all()
   # Stream envelopes swapped against the stream latents: a perfect cue picks the wrong stream.
   crossed = dict(good, stream_env=jnp.stack([env_a, env_u], -1))
-  d = evaluation.selector_diagnostics(config, crossed, batch, z_att, z_un)
+  d = metrics.selector_diagnostics(config, crossed, batch, z_att, z_un)
   assert not np.asarray(d["id_oracle_cue"]).any()
   assert (np.asarray(d["stream_r_other"]) > 0.99).all()
 
@@ -206,23 +206,23 @@ def test_cosine_schedule_takes_the_run_length_from_epochs():
   assert lr(total) == pytest.approx(0.0, abs=1e-9)
   with pytest.raises(ValueError, match="run's length"):
     optim.learning_rate(config, jnp.asarray(0), jnp.asarray(1.0), -1)
-  # Programs differ by run length only where the schedule traces it.
-  assert loop.program_key(config, 100) != loop.program_key(config, 200)
+  # Train steps differ by run length only where the schedule traces it.
+  assert loop.traced_length(config, 100) != loop.traced_length(config, 200)
   config.train.schedule = "plateau"
-  assert loop.program_key(config, 100) == loop.program_key(config, 200)
+  assert loop.traced_length(config, 100) == loop.traced_length(config, 200)
 
 
 def test_run_config_from_before_an_option_gets_its_base_default(tmp_path):
   """A config.json saved before model.mix_input & co existed evaluates as trained
   (quantized input, soft decision), not with the demo preset's newer values."""
   import json  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.run import load_run_config  # pylint: disable=g-import-not-at-top
   saved = json.loads(neurocodec.get_config("demo").to_json_best_effort())
   for key in ("mix_input", "mixture_consistency", "select_decision"):
     del saved["model"][key]
   saved["model"]["selector"] = "correlation"
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  config = evaluation.load_run_config(str(tmp_path))
+  config = load_run_config(str(tmp_path))
   assert (config.model.mix_input, config.model.mixture_consistency,
           config.model.select_decision) == ("quantized", False, "soft")
   assert config.model.selector == "correlation" and config.lambda_sep_env == 5.0  # saved values

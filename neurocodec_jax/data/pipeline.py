@@ -26,10 +26,13 @@ def _host_shard(ds: grain.MapDataset, shard: tuple[int, int] | None):
 def _iterable(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   if num_workers > 0:
-    # grain's workers read absl flags; outside an absl app (tests, notebooks)
-    # nothing parsed them, and their defaults are what we want.
+    # grain reads absl flags to start its workers: the process's, which its entry
+    # point parses (an absl app does); this module never parses them for it.
     if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
+      raise RuntimeError(
+          f"num_workers={num_workers}: grain's worker processes read absl flags, which "
+          f"this process has not parsed. absl apps (train.py, evaluate.py) parse them; "
+          f"elsewhere parse them first, e.g. absl.flags.FLAGS(sys.argv[:1]) (defaults).")
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
 

@@ -5,6 +5,9 @@
 pytree, the grain iterator state (so a resumed run sees exactly the batches it
 would have seen) and JSON metadata (epoch, best validation loss).
 ``<workdir>/best/<step>``: the state with the lowest validation loss so far.
+Evaluation reads a part of the state (the generator's parameters and batch
+statistics: ``restore(..., partial=True)``, :func:`restore_step`), leaving the rest
+on disk.
 
 A step is trusted only once it has been read back whole and finite: an
 unreadable one (a truncated file, a lost ``_METADATA``) is moved aside to
@@ -128,7 +131,8 @@ class Checkpoints:
   # ----------------------------------------------------------------- read ----
 
   def restore(self, abstract_state: Any, data_iter=None, step: int | None = None,
-              best: bool = False, template_trusted: bool = False) -> tuple[Any, dict]:
+              best: bool = False, template_trusted: bool = False,
+              partial: bool = False) -> tuple[Any, dict]:
     """Restores ``(state, meta)`` (and ``data_iter``'s position, when given).
 
     Tries ``step``, or every step newest first, and returns the first that reads
@@ -136,7 +140,8 @@ class Checkpoints:
     newer steps are moved to ``<folder>.corrupt/`` once a readable one shows the
     template is right (so a changed config never sets good checkpoints aside), or
     at once with ``template_trusted``. Raises :class:`CheckpointError` naming each
-    step's fault when none is readable.
+    step's fault when none is readable. ``partial``: ``abstract_state`` is a part
+    of the state (e.g. ``{"g": {"params", "batch_stats"}}``); only its arrays are read.
     """
     manager = self.best if best else self.latest
     candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
@@ -145,7 +150,7 @@ class Checkpoints:
     bad = []
     for s in candidates:
       try:
-        state, meta = self._read(manager, s, abstract_state, data_iter)
+        state, meta = self._read(manager, s, abstract_state, data_iter, partial)
       except Exception as e:  # pylint: disable=broad-except
         bad.append((s, reason(e)))
         continue
@@ -160,12 +165,13 @@ class Checkpoints:
         f"since they were written, re-run with the run's own config (config.json); "
         f"otherwise move {manager.directory} away to start afresh.")
 
-  def _read(self, manager, step: int, abstract_state: Any, data_iter) -> tuple[Any, dict]:
+  def _read(self, manager, step: int, abstract_state: Any, data_iter,
+            partial: bool) -> tuple[Any, dict]:
     # orbax reports a lost tree description as a pytree mismatch: name it.
     for name in ("state/_METADATA",):
       if not os.path.exists(os.path.join(str(manager.directory), str(step), name)):
         raise ValueError(f"{name} is missing")
-    items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    items = dict(state=_state_restore(abstract_state, partial), meta=ocp.args.JsonRestore())
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -217,6 +223,27 @@ class Checkpoints:
           _tidy(str(manager.directory))
 
 
+def _state_restore(abstract_state: Any, partial: bool):
+  """orbax's restore arguments for the ``state`` item (all of it, or a part)."""
+  if not partial:
+    return ocp.args.StandardRestore(abstract_state)
+  return ocp.args.PyTreeRestore(
+      abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+      partial_restore=True)
+
+
+def restore_step(step_dir: str, abstract_state: Any) -> Any:
+  """The arrays of ``abstract_state`` (a part of the state, e.g. the generator's) read
+  from one step folder, ``<workdir>/checkpoints/<step>`` or ``best/<step>``."""
+  try:
+    return ocp.PyTreeCheckpointer().restore(
+        os.path.join(os.path.abspath(step_dir), "state"),
+        args=_state_restore(abstract_state, partial=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{step_dir} is not a readable checkpoint of this config "
+                          f"({reason(e)}).") from e
+
+
 def _ignore_closed_loop_errors():
   """Drops "Event loop is closed" reports (installed once, for the process).
 
@@ -247,7 +274,8 @@ def all_finite(tree: Any) -> bool:
 
 def _trained(state: Any) -> Any:
   """The models' parameters and optimizer states (the plateau's best starts at inf)."""
-  return {k: state[k] for k in ("g", "d")} if isinstance(state, dict) and "g" in state else state
+  return ({k: state[k] for k in ("g", "d") if k in state}
+          if isinstance(state, dict) and "g" in state else state)
 
 
 def reason(error: BaseException, limit: int = 240) -> str:

@@ -1,13 +1,13 @@
 """``train_and_evaluate(config, workdir)``: the training run behind ``train.py``.
 
-Sections: setup (codec, cached codes, data, models, mesh), state (fresh or
-resumed), the loop (jitted step, progress, logging, checkpoints), validation
-(latent loss and SI-SDR of the decoded re-quantized prediction, reduce-on-
-plateau, best checkpoint).
+Sections: validation (the latent loss, identification and SI-SDR of the decoded
+re-quantized prediction, by ``neurocodec_jax.metrics``), the train programs, the
+loop (state fresh or resumed, jitted step, progress, logging, reduce-on-plateau,
+checkpoints and the best one), non-finite steps, the workdir's config.
 
-Data parallel: one mesh axis ``data`` over every device of every host; the
-batch is sharded along it, parameters and optimizer states are replicated. A
-multi-host launch calls ``jax.distributed.initialize()`` first (pass
+The codec, cached codes, sources, models, mesh and compiled programs come from
+``neurocodec_jax.run``: data parallel over every device of every host (a
+multi-host launch calls ``jax.distributed.initialize()`` first: pass
 ``--multihost`` to train.py).
 """
 
@@ -22,104 +22,44 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from neurocodec_jax import codec, losses
-from neurocodec_jax.data import (atomic, eval_dataset, find_split_files, open_split,
-                                 steps_per_epoch, train_dataset)
+from neurocodec_jax.data import (atomic, eval_dataset, find_split_files, steps_per_epoch,
+                                 train_dataset)
+from neurocodec_jax.metrics import make_metrics
+from neurocodec_jax.run import (HOST_ONLY, HOST_ONLY_TRAIN, Run, build_run, load_run_config,
+                                shard_batch)
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
 from neurocodec_jax.train.metrics_log import MetricsLog
 
 
-# ------------------------------------------------------------------ setup ----
-
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def build_models(config, dac_model, *, need_decoder: bool) -> steps.Models:
-  """Generator, discriminator (when a GAN term is on), frozen codec pieces, optimizers."""
-  import codec_bridge  # torch lives behind the bridge  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.models import discriminators, generator  # pylint: disable=g-import-not-at-top
-  disc = None
-  if steps.uses_gan(config):
-    disc = discriminators.Discriminator.from_config(config)
-  decode = codec_bridge.make_decoder(dac_model) if need_decoder else None
-  return steps.Models(
-      generator=generator.NeuroCodec.from_config(config),
-      discriminator=disc, decode=decode,
-      qparams=codec_bridge.quantizer_params(dac_model),
-      g_tx=optim.generator_optimizer(config),
-      d_tx=optim.discriminator_optimizer(config) if disc is not None else None,
-      mix_input=config.model.mix_input, target=config.model.target_latent)
-
-
-def codes_and_sources(config, dac_model, splits, extra_fields=()):
-  """Precomputes codes when missing or stale; returns ``{split: AADSource}``."""
-  from codec_bridge import precompute  # pylint: disable=g-import-not-at-top
-  sources = {}
-  for split, fields in splits.items():
-    codes_path = precompute.ensure_codes(config, split, dac_model=dac_model)
-    sources[split] = open_split(config, split, fields=tuple(fields) + tuple(extra_fields),
-                                codes_path=codes_path)
-  return sources
-
-
-def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
-  """Host-local numpy batch -> global jax arrays sharded along the batch axis."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
-
-
-def pad_batch(batch: dict, size: int) -> tuple[dict, np.ndarray]:
-  """Pads the batch axis to ``size`` by repeating the last example; returns a mask."""
-  n = len(next(iter(batch.values())))
-  mask = np.arange(size) < n
-  if n == size:
-    return batch, mask
-  idx = np.minimum(np.arange(size), n - 1)
-  return {k: np.asarray(v)[idx] for k, v in batch.items()}, mask
-
-
 # ------------------------------------------------------------- validation ----
 
-def make_validate(config, models: steps.Models, mesh: Mesh):
-  """Returns ``validate(state, source) -> dict`` of mean latent loss and SI-SDR.
+# What validation logs (under the names on the left, in this order) of the metrics'
+# keys (right).
+VALIDATION = dict(envelope="envelope", id_latent="id_latent", latent="latent_loss",
+                  si_sdr="si_sdr")
 
-  The latent part runs sharded; the re-quantized latents are then decoded by a
-  single-device program, so the torch callback never runs inside a program with
-  cross-device collectives (see ``check_multi_device``).
-  """
-  eval_step = steps.make_eval_step(config, models)
-  n_q = config.codec.n_quantizers_eval
-  batched = NamedSharding(mesh, P("data"))
 
-  @jax.jit
-  def latent_metrics(state, batch):
-    out = eval_step(state, batch)
-    out["z_q"] = codec.requantize(models.qparams, out.pop("z_pred"), n_q)
-    return out
-
-  @jax.jit
-  def decoded_si_sdr(z_q, clean):
-    return losses.si_sdr(clean, models.decode(z_q), align=True)
+def make_validate(run: Run):
+  """Returns ``validate(state, source) -> dict``: the means of :data:`VALIDATION`
+  (identification when the source has the competing talker's codes) and ``loss``,
+  the latent and envelope terms weighted as in training (the plateau's and the best
+  checkpoint's measure)."""
+  config = run.config
+  metrics = make_metrics(run, target=config.model.target_latent)
 
   def validate(state, source) -> dict:
     sums, count = {}, 0
-    local = config.batch_size // jax.process_count()
-    for batch in eval_dataset(source, local):
-      batch, mask = pad_batch(batch, local)
-      out = jax.device_get(latent_metrics(state, shard_batch(batch, batched)))
-      z_q = out.pop("z_q")
-      if models.decode is not None:
-        out["si_sdr"] = np.asarray(decoded_si_sdr(z_q, np.asarray(batch["clean"])))
-      for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[mask]))
-      count += int(mask.sum())
+    for batch in eval_dataset(source, run.local_batch):
+      out = metrics(state, batch)
+      for name, key in VALIDATION.items():
+        if key in out:
+          sums[name] = sums.get(name, 0.0) + float(np.sum(out[key]))
+      count += len(out["latent_loss"])
     means = {k: v / count for k, v in sums.items()}
     means["loss"] = config.lambda_recon * means["latent"] + config.lambda_env * means.get(
         "envelope", 0.0)
@@ -147,46 +87,23 @@ def check_multi_device(config, mesh: Mesh):
 
 # --------------------------------------------------------------- programs ----
 
-# Fields that only steer the host loop; runs differing only in these share programs.
-HOST_ONLY = ("epochs", "checkpoint_dir", "root", "noise_cue")
-HOST_ONLY_TRAIN = ("max_steps", "log_every", "checkpoint_every", "eval_every",
-                   "keep_checkpoints", "nonfinite", "tensorboard", "wandb")
+def traced_length(config, run_length: int) -> int | None:
+  """The run length the train step traces: the cosine schedule's horizon; None for
+  the other schedules (a step compiled for one length serves every length)."""
+  return int(run_length) if config.train.schedule == "cosine" else None
 
 
-def program_key(config, run_length: int) -> str:
-  """Config JSON without host-only fields, plus the run length when the schedule
-  traces it (cosine)."""
-  d = json.loads(config.to_json_best_effort())
-  for k in HOST_ONLY:
-    d.pop(k, None)
-  for k in HOST_ONLY_TRAIN:
-    d["train"].pop(k, None)
-  d.pop("synthetic", None)
-  if config.train.schedule == "cosine":
-    d["run_length"] = int(run_length)
-  return json.dumps(d, sort_keys=True) + repr([d.id for d in jax.devices()])
+def compiled_train_step(run: Run, run_length: int):
+  """``train_step(state, batch, step) -> (state, metrics)``, jitted over the run's mesh;
+  compiled once per traced length for ``run`` and the runs that reuse it.
 
-
-_PROGRAMS: dict = {}
-
-
-def programs(config, run_length: int, dac_model=None):
-  """``(dac_model, models, mesh, jitted train step, validate)``, built once per key.
-
-  Building and compiling the step costs tens of seconds on a CPU; a second run in
-  the same process (a resume, a test, a notebook) reuses them. ``run_length``: the
-  run's resolved number of steps (:func:`total_steps`); ``dac_model``: the codec, when the
-  caller has loaded it already.
+  ``run_length``: the run's resolved number of steps (:func:`total_steps`).
   """
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  key = program_key(config, run_length)
-  if key not in _PROGRAMS:
-    if dac_model is None:
-      dac_model = codec_bridge.load_dac_from_config(config.codec)
-    models = build_models(config, dac_model, need_decoder=True)
-    mesh = make_mesh()
+  config, models, mesh = run.config, run.models, run.mesh
+  replicated, batched = run.replicated, run.batched
+
+  def build():
     check_multi_device(config, mesh)
-    replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     jit = lambda fn: jax.jit(fn, donate_argnums=0, in_shardings=(replicated, batched),
                              out_shardings=(replicated, replicated))
     full_step = jit(steps.make_train_step(config, models, total_steps=run_length))
@@ -195,26 +112,11 @@ def programs(config, run_length: int, dac_model=None):
       latent_step = jit(steps.make_train_step(config, models, total_steps=run_length,
                                               waveform=False))
       start = config.train.waveform_start
-      train_step = lambda state, batch, step: (full_step if step >= start
-                                               else latent_step)(state, batch)
-    else:
-      train_step = lambda state, batch, step: full_step(state, batch)
-    _PROGRAMS.clear()                    # keep one set alive (they hold the codec)
-    _PROGRAMS[key] = (_codec_key(config), (dac_model, models, mesh, train_step,
-                                           make_validate(config, models, mesh)))
-  return _PROGRAMS[key][1]
+      return lambda state, batch, step: (full_step if step >= start
+                                         else latent_step)(state, batch)
+    return lambda state, batch, step: full_step(state, batch)
 
-
-def _codec_key(config) -> str:
-  return config.codec.to_json_best_effort(sort_keys=True)
-
-
-def cached_codec(config):
-  """The codec the cached programs hold when ``config`` uses the same one, else None."""
-  for codec_key, built in _PROGRAMS.values():
-    if codec_key == _codec_key(config):
-      return built[0]
-  return None
+  return run.compiled(("train", traced_length(config, run_length)), build)
 
 
 # ------------------------------------------------------------------ train ----
@@ -224,59 +126,54 @@ def total_steps(config, per_epoch: int) -> int:
   return config.train.max_steps if config.train.max_steps > 0 else config.epochs * per_epoch
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
+def train_and_evaluate(config, workdir: str, *, reuse: Run | None = None,
+                       stop_after: int | None = None) -> dict:
   """Trains per ``config`` in ``workdir``, resuming from its latest readable checkpoint.
 
   Args:
     config: a NeuroCodec config (configs/neurocodec.py).
     workdir: run folder: config.json, metrics.jsonl, checkpoints/, best/.
+    reuse: an earlier run of this process (a result's ``"run"``) whose codec, models
+      and compiled programs to share where they fit (``run.build_run``).
     stop_after: stop (without a final checkpoint) after this global step — how
       tests simulate a run killed mid-epoch.
 
   Returns:
-    The final state (host arrays) and summary, as ``{"state", "step", "val"}``.
+    The final state (host arrays), summary and run, as ``{"state", "step", "val", "run"}``.
   """
   changes = check_workdir_config(config, workdir)      # before anything is written
   with quiet_libraries(), tidy_on_failure(workdir):
-    return _train(config, workdir, changes, stop_after)
+    return _train(config, workdir, changes, reuse, stop_after)
 
 
-def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
-  import codec_bridge  # pylint: disable=g-import-not-at-top
-  dac_model = cached_codec(config) or codec_bridge.load_dac_from_config(config.codec)
+def _train(config, workdir: str, changes: dict, reuse: Run | None,
+           stop_after: int | None) -> dict:
+  train_split, val_split = config.data.train_split, config.data.val_split
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
-  sources = codes_and_sources(config, dac_model, {
-      config.data.train_split: steps.batch_fields(config) + ("index",),
-      config.data.val_split: steps.val_fields(
-          config, "unattended" in find_split_files(config.root, config.data.val_split))})
-  train_src, val_src = sources[config.data.train_split], sources[config.data.val_split]
-
-  local_batch = config.batch_size // jax.process_count()
-  per_epoch = steps_per_epoch(len(train_src), local_batch)
+  run = build_run(config, {
+      train_split: steps.batch_fields(config) + ("index",),
+      val_split: steps.val_fields(config, "unattended" in find_split_files(config.root,
+                                                                           val_split))},
+                  reuse=reuse)
+  train_src, val_src = run.sources[train_split], run.sources[val_split]
+  per_epoch = steps_per_epoch(len(train_src), run.local_batch)
   total = total_steps(config, per_epoch)
-  dac_model, models, mesh, train_step, validate = programs(config, total, dac_model)
-  n_dev = mesh.devices.size
-  if config.batch_size % n_dev:
-    raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
-                     f"{n_dev} devices.")
-  replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  train_step, validate = compiled_train_step(run, total), make_validate(run)
   eval_every = config.train.eval_every if config.train.eval_every > 0 else per_epoch
-  data = train_dataset(train_src, local_batch, seed=config.seed,
+  data = train_dataset(train_src, run.local_batch, seed=config.seed,
                        num_workers=config.data.num_workers)
   data_iter = iter(data)
 
-  example = _first_example(train_src)
-  state = jax.device_put(steps.init_state(config, models, example, config.seed), replicated)
+  state = run.init_state()
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpoints(workdir, keep=config.train.keep_checkpoints)
   log = bar = None
   try:
-    state, meta = _resume(ckpt, state, replicated, data_iter)
+    state, meta = _resume(ckpt, state, run.replicated, data_iter)
     save_config(config, workdir, changes, int(state["step"]))   # the run is known valid
     n_params = sum(x.size for x in jax.tree.leaves(state["g"]["params"]))
     logging.info("Generator: %.2fM parameters; %d devices; %d steps/epoch; %d steps.",
-                 n_params / 1e6, n_dev, per_epoch, total)
-
+                 n_params / 1e6, run.mesh.devices.size, per_epoch, total)
     start = int(state["step"])
     log = MetricsLog(workdir, config, start=start)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
@@ -285,7 +182,7 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
     for step in range(start, total):
       host = next(data_iter)
       index = host.pop("index", None)
-      batch = shard_batch(host, batched)
+      batch = shard_batch(host, run.batched)
       state, metrics = train_step(state, batch, step)
       metrics = jax.device_get(metrics)
       code = int(metrics.pop("nonfinite", 0))
@@ -308,7 +205,7 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
         plateau = optim.plateau_update(jax.device_get(state["plateau"]), val["loss"],
                                        factor=config.train.plateau_factor,
                                        patience=config.train.plateau_patience)
-        state = dict(state, plateau=jax.device_put(plateau, replicated))
+        state = dict(state, plateau=jax.device_put(plateau, run.replicated))
         if val["loss"] < meta["best_val"]:
           meta["best_val"] = val["loss"]
           ckpt.save_best(done, state, meta)
@@ -326,7 +223,7 @@ def _train(config, workdir: str, changes: dict, stop_after: int | None) -> dict:
     raise
   _close(bar, log)
   ckpt.close()                     # a failed final save raises here
-  return dict(state=jax.device_get(state), step=int(state["step"]), val=val)
+  return dict(state=jax.device_get(state), step=int(state["step"]), val=val, run=run)
 
 
 def _close(bar, log):
@@ -452,8 +349,7 @@ def check_workdir_config(config, workdir: str) -> dict:
       logging.warning("%s has checkpoints but no config.json: the config cannot be checked "
                       "against them.", workdir)
     return {}
-  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
-  changes = config_changes(evaluation.load_run_config(workdir), config)
+  changes = config_changes(load_run_config(workdir), config)
   if not changes:
     return {}
   if not _has_checkpoint(workdir):
@@ -536,7 +432,3 @@ def quiet_libraries(level: int = logging.WARNING):
     logger.removeFilter(no_traceback)
     logger.setLevel(previous)
 
-
-def _first_example(source) -> dict:
-  """One example with a batch axis, for shapes at initialization."""
-  return {k: np.asarray(v)[None] for k, v in source[0].items()}

@@ -1,4 +1,4 @@
-"""Pure train and evaluation steps: ``(state, batch) -> (state, metrics)``.
+"""The pure train step ``(state, batch) -> (state, metrics)`` and the prediction.
 
 One generator forward per step, as DAC's trainer: the prediction (latents and,
 when a waveform loss is on, its decoded waveform) is computed once with
@@ -141,18 +141,24 @@ class Models:
   target: str = "quantized"                         # model.target_latent (see target_latent)
 
 
+def init_generator(config, models: Models, example: dict, rngs: dict) -> dict:
+  """The generator's initial ``{"params", "batch_stats"}`` for one example batch's
+  shapes; ``rngs``: ``{"params", "dropout"}`` keys."""
+  z_mix = mix_latent(models.qparams, example, config.model.mix_input)
+  variables = models.generator.init(rngs, z_mix, jnp.asarray(example["eeg"]), train=False)
+  return dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+
+
 def init_state(config, models: Models, example: dict, seed: int) -> dict:
   """Initial train state from one example batch (shapes only matter)."""
   rng = jax.random.PRNGKey(seed)
   g_rng, d_rng, drop_rng, state_rng = jax.random.split(rng, 4)
-  z_mix = mix_latent(models.qparams, example, config.model.mix_input)
-  variables = models.generator.init({"params": g_rng, "dropout": drop_rng}, z_mix,
-                                    jnp.asarray(example["eeg"]), train=False)
-  g = dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+  g = init_generator(config, models, example, {"params": g_rng, "dropout": drop_rng})
   g["opt"] = models.g_tx.init(g["params"])
   d = {}
   if models.discriminator is not None:
-    audio = jnp.zeros((1, 1, z_mix.shape[-1] * codec.hop_length(config.codec.arch)), jnp.float32)
+    frames = mix_latent(models.qparams, example, config.model.mix_input).shape[-1]
+    audio = jnp.zeros((1, 1, frames * codec.hop_length(config.codec.arch)), jnp.float32)
     d_params = models.discriminator.init(d_rng, audio)["params"]
     d = dict(params=d_params, opt=models.d_tx.init(d_params))
   return dict(step=jnp.asarray(0, jnp.int32), rng=state_rng, g=g, d=d,
@@ -165,7 +171,7 @@ def _latents(models: Models, batch: dict):
   return z_mix, z_tgt
 
 
-def _envelope_target(config, batch, n_frames):
+def envelope_target(config, batch, n_frames):
   env = losses.speech_envelope(batch["clean"][:, 0], config.codec.arch.sample_rate,
                                config.data.eeg_rate, batch["eeg"].shape[-1])
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
@@ -291,7 +297,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
         terms.update(separation_losses(config, aux, batch, z_tgt, models.qparams))
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(
-            env, _envelope_target(config, batch, env.shape[-1]))
+            env, envelope_target(config, batch, env.shape[-1]))
       if lam["mel"] > 0 and wave_on:
         terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
       if gan_on:
@@ -356,29 +362,3 @@ def val_fields(config, has_unattended: bool) -> tuple[str, ...]:
   split has them: validation then reports identification)."""
   fields = mix_fields(config) + target_fields(config) + ["eeg", "clean"]
   return tuple(fields + (["unattended_codes"] if has_unattended else []))
-
-
-def make_eval_step(config, models: Models) -> Callable[[dict, dict], dict]:
-  """Validation metrics in latent space (the decoded SI-SDR is computed on the host).
-
-  With ``unattended_codes`` in the batch, also ``id_latent``: 1 per example when the
-  prediction is closer (frame cosine) to the attended talker's quantized z than to the
-  other's, as evaluation's identification.
-  """
-
-  def step(state: dict, batch: dict) -> dict:
-    z_pred, env = predict(models, state, batch)
-    _, z_tgt = _latents(models, batch)
-    out = dict(latent=per_example(
-        lambda p, t: losses.latent_loss(p, t, config.normalize_latents), z_pred, z_tgt),
-               z_pred=z_pred)
-    if "unattended_codes" in batch:
-      cos = lambda talker: losses.frame_cosine(
-          z_pred, codec.codes_to_z(models.qparams, batch[f"{talker}_codes"]))
-      out["id_latent"] = (cos("clean") > cos("unattended")).astype(jnp.float32)
-    if config.lambda_env > 0:
-      target = _envelope_target(config, batch, env.shape[-1])
-      out["envelope"] = per_example(losses.envelope_loss, env, target)
-    return out
-
-  return step

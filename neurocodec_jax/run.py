@@ -1,0 +1,287 @@
+"""A run built from its config, in one place: codec, cached codes, sources, models,
+mesh, an example batch, compiled programs and restores.
+
+Training (``train.loop``), evaluation, ``latent_structure``, the benchmarks and the
+tests all start from :func:`build_run`::
+
+  run = build_run(config, {"test": fields})       # codes computed when missing or stale
+  state, where = run.restore_generator(workdir=workdir)
+
+The codec is injected: ``build_run(..., codec=...)`` takes any object with the
+methods of :class:`Codec`; without one, :func:`load_codec` loads the frozen DAC
+through ``codec_bridge``: the one place this package names the bridge (the bridge
+depends on this package, see ``codec_bridge``), so no other module here imports it
+or torch.
+
+A run holds its compiled programs (``Run.compiled``): building and compiling a step
+costs tens of seconds on a CPU. A second run in the same process (a resume, an
+evaluation after training, a test) passes the first as ``reuse=``: it shares the
+first's codec when the codec config is the same, and its models, mesh and programs
+when the program key (:func:`program_key`) is.
+
+Data parallel: one mesh axis ``data`` over every device of every host; batches are
+sharded along it (:func:`shard_batch`), parameters and optimizer states replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Callable, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from neurocodec_jax.data import AADSource, open_split
+from neurocodec_jax.train import optim, steps
+from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract, restore_step
+
+
+class Codec(Protocol):
+  """What a run needs of the frozen codec (``codec_bridge.FrozenDAC`` provides it)."""
+
+  def quantizer_params(self) -> dict:
+    """The quantizer's parameter pytree (``neurocodec_jax.codec``)."""
+
+  def decoder(self) -> Callable[[jax.Array], jax.Array]:
+    """``decode(z) [B, D, F] -> [B, 1, F * hop]``, differentiable, usable under jit."""
+
+  def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[n, 1, T]`` audio -> ``(codes, quantized z, continuous latent)``."""
+
+  def ensure_codes(self, config, split: str) -> str:
+    """The path of ``split``'s valid codes cache (computed when missing or stale)."""
+
+
+def load_codec(codec_config) -> Codec:
+  """The frozen DAC per a config's ``codec`` group: the injection point of the bridge."""
+  import codec_bridge  # pylint: disable=g-import-not-at-top
+  return codec_bridge.FrozenDAC.from_config(codec_config)
+
+
+# ------------------------------------------------------------- the config ----
+
+def load_run_config(workdir: str):
+  """The config a run saved in ``<workdir>/config.json``, as a locked ConfigDict."""
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir? "
+                            f"Otherwise pass --checkpoint and --config.")
+  with open(path) as f:
+    saved = json.load(f)
+  config = neurocodec.get_config(saved.get("preset", "cocktail"))
+  _update(config, saved, path)
+  # A key the saved run lacks is an option added since: that run trained without it,
+  # i.e. with the option's base default (the original behaviour), not the preset's.
+  base = neurocodec.get_config("cocktail")
+  for key in _absent(config, saved):
+    node, base_node = config, base
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node, base_node = node[p], base_node[p]
+    if node[leaf] != base_node[leaf]:
+      logging.warning("%s has no %r (a run from before that option): using its base "
+                      "default %r, not the preset's %r.", path, key, base_node[leaf], node[leaf])
+      node[leaf] = base_node[leaf]
+  return config
+
+
+def _absent(config, values: dict, prefix: str = "") -> list[str]:
+  """Dotted keys of ``config`` missing from the saved ``values`` (``arch`` is whole)."""
+  out = []
+  for key in config.keys():
+    current = config[key]
+    if key not in values:
+      out.append(prefix + key)
+    elif hasattr(current, "keys") and isinstance(values[key], dict) and key != "arch":
+      out += _absent(current, values[key], prefix + key + ".")
+  return out
+
+
+def _update(config, values: dict, path: str, prefix: str = ""):
+  for key, value in values.items():
+    if key not in config:
+      raise KeyError(f"{path}: unknown config key {prefix + key!r}.")
+    current = config[key]
+    if hasattr(current, "keys") and isinstance(value, dict):
+      if key == "arch":            # a plain dict field: replace whole
+        config[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+      else:
+        _update(current, value, path, prefix + key + ".")
+    else:
+      config[key] = _as_tuple(value) if isinstance(current, tuple) else value
+
+
+def _as_tuple(value):
+  return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+# Fields that only steer the host loop; runs differing only in these share programs.
+HOST_ONLY = ("epochs", "checkpoint_dir", "root", "noise_cue")
+HOST_ONLY_TRAIN = ("max_steps", "log_every", "checkpoint_every", "eval_every",
+                   "keep_checkpoints", "nonfinite", "tensorboard", "wandb")
+
+
+def program_key(config) -> str:
+  """Config JSON without the host-only fields, plus the devices: what programs
+  compiled for ``config`` depend on."""
+  d = json.loads(config.to_json_best_effort())
+  for k in HOST_ONLY:
+    d.pop(k, None)
+  for k in HOST_ONLY_TRAIN:
+    d["train"].pop(k, None)
+  d.pop("synthetic", None)
+  return json.dumps(d, sort_keys=True) + repr([d.id for d in jax.devices()])
+
+
+# ------------------------------------------------------------------ build ----
+
+def build_models(config, codec: Codec) -> steps.Models:
+  """Generator, discriminator (when a GAN term is on), frozen codec pieces, optimizers."""
+  from neurocodec_jax.models import discriminators, generator  # pylint: disable=g-import-not-at-top
+  disc = discriminators.Discriminator.from_config(config) if steps.uses_gan(config) else None
+  return steps.Models(
+      generator=generator.NeuroCodec.from_config(config),
+      discriminator=disc, decode=codec.decoder(), qparams=codec.quantizer_params(),
+      g_tx=optim.generator_optimizer(config),
+      d_tx=optim.discriminator_optimizer(config) if disc is not None else None,
+      mix_input=config.model.mix_input, target=config.model.target_latent)
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
+  """Host-local numpy batch -> global jax arrays sharded along the batch axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def pad_batch(batch: dict, size: int) -> dict:
+  """Pads the batch axis to ``size`` by repeating the last example (the padding's
+  results are dropped: the first ``n`` rows are the batch's)."""
+  n = len(next(iter(batch.values())))
+  if n == size:
+    return batch
+  idx = np.minimum(np.arange(size), n - 1)
+  return {k: np.asarray(v)[idx] for k, v in batch.items()}
+
+
+def first_example(source) -> dict:
+  """One example with a batch axis, for shapes at initialization."""
+  return {k: np.asarray(v)[None] for k, v in source[0].items()}
+
+
+@dataclasses.dataclass
+class Run:
+  """What a config builds before any state (see the module docstring).
+
+  ``sources``: ``{split: AADSource}`` with the requested fields; ``example``: one
+  example with a batch axis (shapes for initialization); ``programs``: compiled
+  programs by key, shared with the runs that reuse this one.
+  """
+  config: Any
+  codec: Codec
+  models: steps.Models
+  mesh: Mesh
+  sources: dict[str, AADSource]
+  example: dict | None
+  programs: dict
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batched(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+  @property
+  def local_batch(self) -> int:
+    """This host's share of ``config.batch_size``."""
+    return self.config.batch_size // jax.process_count()
+
+  def compiled(self, key, build: Callable[[], Any]):
+    """``build()``, once per ``key`` for this run and the runs that reuse it."""
+    if key not in self.programs:
+      self.programs[key] = build()
+    return self.programs[key]
+
+  def init_state(self) -> dict:
+    """The fresh train state (``steps.init_state``), replicated over the mesh."""
+    return jax.device_put(steps.init_state(self.config, self.models, self.example,
+                                           self.config.seed), self.replicated)
+
+  def restore_generator(self, *, workdir: str | None = None, checkpoint: str | None = None,
+                        which: str = "best") -> tuple[dict, str]:
+    """``({"g": {"params", "batch_stats"}}, where)``: the generator alone, read from a
+    step folder (``checkpoint``) or a workdir's best or latest checkpoint.
+
+    Only the generator's arrays are read (a partial restore): the discriminator and
+    the optimizer states stay on disk. From a workdir, the newest readable step (an
+    unreadable one is named in a warning and left in place: a training run may own
+    the folder).
+    """
+    key = jax.random.PRNGKey(0)                  # shapes only
+    variables = jax.eval_shape(lambda: steps.init_generator(
+        self.config, self.models, self.example, {"params": key, "dropout": key}))
+    target = abstract({"g": variables}, self.replicated)
+    if checkpoint:
+      return restore_step(checkpoint, target), checkpoint
+    ckpt = Checkpoints(workdir, use_async=False, writable=False)
+    try:
+      best = which == "best" and ckpt.best.latest_step() is not None
+      manager = ckpt.best if best else ckpt.latest
+      try:
+        state, _ = ckpt.restore(target, best=best, partial=True)
+      except CheckpointError as e:
+        hint = " (--which latest evaluates the latest checkpoint)" if best else ""
+        raise CheckpointError(f"{e}{hint}") from None
+      return state, os.path.join(str(manager.directory), str(ckpt.restored_step))
+    finally:
+      ckpt.close()
+
+
+def build_run(config, splits: dict | None = None, *, codec: Codec | None = None,
+              example: dict | None = None, reuse: Run | None = None) -> Run:
+  """The :class:`Run` of ``config``.
+
+  Args:
+    config: a NeuroCodec config (configs/neurocodec.py).
+    splits: ``{split: fields}`` to open; code fields get the split's codes cache,
+      computed first when missing or stale.
+    codec: the frozen codec; default: ``reuse``'s when its codec config is the
+      same, else :func:`load_codec`.
+    example: the example batch; default: the first example of the first split.
+    reuse: an earlier run whose codec, models and programs to share where they fit.
+  """
+  if reuse is not None and codec is None and _codec_key(reuse.config) == _codec_key(config):
+    codec = reuse.codec
+  codec = codec if codec is not None else load_codec(config.codec)
+  sources = {}
+  for split, fields in (splits or {}).items():
+    needs_codes = any(f in AADSource.CODE_FIELDS for f in fields)
+    sources[split] = open_split(config, split, fields=tuple(fields),
+                                codes_path=codec.ensure_codes(config, split) if needs_codes
+                                else None)
+  if example is None and sources:
+    example = first_example(next(iter(sources.values())))
+  if (reuse is not None and reuse.codec is codec
+      and program_key(reuse.config) == program_key(config)):
+    models, mesh, programs = reuse.models, reuse.mesh, reuse.programs
+  else:
+    models, mesh, programs = build_models(config, codec), make_mesh(), {}
+  if config.batch_size % mesh.devices.size:
+    raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
+                     f"{mesh.devices.size} devices.")
+  return Run(config=config, codec=codec, models=models, mesh=mesh, sources=sources,
+             example=example, programs=programs)
+
+
+def _codec_key(config) -> str:
+  return config.codec.to_json_best_effort(sort_keys=True)
