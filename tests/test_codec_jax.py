@@ -198,4 +198,5 @@ def test_full_16khz_decoder_equals_dac():
   assert wave.shape == (1, 1, 4 * 320) and n == 4 * 320 - 8
   err, dac_own = normwise_error(wave[..., :n], ref), normwise_error(ref, ref64)
   record_error(COMPONENT, "decoder wave, 16 kHz full", err, f"DAC fp32 vs fp64: {dac_own:.1e}")
+  # Measured 1.8e-6 (DAC's own fp32 vs fp64: 1.6e-6; 1 seed, 4 frames): ~3.5x margin.
   assert err < 4 * max(dac_own, 1e-6), (err, dac_own)
