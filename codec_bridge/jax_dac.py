@@ -114,7 +114,12 @@ class JaxDAC:
     return self.params["quantizer"]
 
   def decoder(self) -> Callable[[jax.Array], jax.Array]:
-    """``decode(z) [B, D, F] -> [B, 1, F * hop]``: pure JAX, differentiable, jit/vmap."""
+    """``decode(z) [B, D, F] -> [B, 1, F * hop]``: pure JAX, differentiable, jit/vmap.
+
+    The weights are closed over: a jitted caller embeds them in its program as
+    constants (demo codec: 2.8 M characters of HLO, 55 k with the weights passed as
+    arguments to ``dac_jax.decode(params, z)``); not measured at full size.
+    """
     params, latent_dim = self.params, int(self.model.latent_dim)
 
     def decode(z: jax.Array) -> jax.Array:
