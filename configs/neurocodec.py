@@ -58,6 +58,9 @@ def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.
       random=random,       # build DAC with ``arch`` sizes and random weights
       arch=arch,           # sizes used to build (random) or to check (loaded)
       device="auto",       # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+      # Where the frozen encoder/decoder run: "torch" (DAC itself; the decoder through
+      # host callbacks) or "jax" (ported to Flax, weights copied from the torch DAC).
+      backend="torch",
       cache_dir=ml_collections.FieldReference(None, field_type=str),
       precompute_batch_size=8,
       store_z=False,       # also store continuous z next to the codes

@@ -51,6 +51,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   from neurocodec_jax.data import hdf5  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models import layers  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.train import optim, steps  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import run  # pylint: disable=g-import-not-at-top
   return {
       "preset": tuple(neurocodec.PRESETS),
       "activation": layers.ACTIVATIONS,
@@ -66,6 +67,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "train.nonfinite": NONFINITE,
       "data.eeg_units": ("auto",) + tuple(hdf5.EEG_UNITS),
       "codec.model_type": tuple(neurocodec.DAC_ARCHS),
+      "codec.backend": run.CODEC_BACKENDS,
   }
 
 
@@ -174,7 +176,7 @@ def _rules() -> dict:
       "data.num_workers": count, "data.check_finite": _bool,
       # codec
       "codec.model_type": None, "codec.weights": _optional_text, "codec.random": _bool,
-      "codec.device": _device, "codec.cache_dir": _optional_text,
+      "codec.device": _device, "codec.backend": None, "codec.cache_dir": _optional_text,
       "codec.precompute_batch_size": positive, "codec.store_z": _bool,
       "codec.n_quantizers_eval": positive,           # <= arch.n_codebooks: _relations
       "codec.arch.sample_rate": positive, "codec.arch.encoder_dim": positive,

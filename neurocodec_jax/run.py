@@ -41,7 +41,8 @@ from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstra
 
 
 class Codec(Protocol):
-  """What a run needs of the frozen codec (``codec_bridge.FrozenDAC`` provides it)."""
+  """What a run needs of the frozen codec (``codec_bridge.FrozenDAC`` and ``JaxDAC``
+  provide it)."""
 
   def quantizer_params(self) -> dict:
     """The quantizer's parameter pytree (``neurocodec_jax.codec``)."""
@@ -56,10 +57,19 @@ class Codec(Protocol):
     """The path of ``split``'s valid codes cache (computed when missing or stale)."""
 
 
+# codec.backend: where the frozen encoder and decoder run (codec_bridge.FrozenDAC: torch,
+# the decoder through host callbacks; codec_bridge.JaxDAC: ported to Flax, pure JAX).
+CODEC_BACKENDS = ("torch", "jax")
+
+
 def load_codec(codec_config) -> Codec:
   """The frozen DAC per a config's ``codec`` group: the injection point of the bridge."""
   import codec_bridge  # pylint: disable=g-import-not-at-top
-  return codec_bridge.FrozenDAC.from_config(codec_config)
+  backend = codec_config.get("backend", "torch")
+  if backend not in CODEC_BACKENDS:
+    raise ValueError(f"codec.backend={backend!r}: expected one of {CODEC_BACKENDS}.")
+  cls = codec_bridge.JaxDAC if backend == "jax" else codec_bridge.FrozenDAC
+  return cls.from_config(codec_config)
 
 
 # ------------------------------------------------------------- the config ----

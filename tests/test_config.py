@@ -95,7 +95,7 @@ ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.
                "model.select_window", "model.output_norm", "model.select_decision",
                "model.mix_input", "model.target_latent", "train.schedule", "train.nonfinite",
                "data.eeg_units",
-               "codec.model_type")
+               "codec.model_type", "codec.backend")
 
 
 def _set(config, path, value):
@@ -131,6 +131,9 @@ def test_choices_come_from_the_consuming_code():
   assert choices["model.selector"] == tuple(generator.SELECTORS)
   assert choices["model.mix_input"] == tuple(steps.MIX_INPUTS)
   assert choices["codec.model_type"] == tuple(neurocodec.DAC_ARCHS)
+  from neurocodec_jax import run  # pylint: disable=g-import-not-at-top
+  assert choices["codec.backend"] == run.CODEC_BACKENDS == ("torch", "jax")
+  assert neurocodec.get_config().codec.backend == "torch"      # the default is unchanged
   assert "millivolts" in choices["data.eeg_units"]
 
 
