@@ -33,11 +33,17 @@ def workdir_of(preset: str) -> str:
 
 def prepare_data(config) -> str:
   """Generates the synthetic dataset at ``config.root`` unless it exists."""
+  spec = synthetic.spec_from_config(config)
   if os.path.isdir(config.root):
+    stale = synthetic.mismatch(config.root, spec)
+    if stale:
+      raise ValueError(f"{os.path.join(config.root, 'manifest.json')}: {stale}; the "
+                       f"{config.root} dataset was written for other settings: delete "
+                       "it (or move it aside) to regenerate.")
     print(f"[demo] synthetic dataset found at {config.root} (delete it to regenerate)")
   else:
     print(f"[demo] generating the synthetic AAD dataset at {config.root}")
-    synthetic.generate(config.root, synthetic.spec_from_config(config))
+    synthetic.generate(config.root, spec)
   print(synthetic.summarize(config.root))
   for split in ("train", "val", "test"):
     open_split(config, split)            # validates the layout against the config

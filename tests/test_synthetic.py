@@ -178,3 +178,13 @@ def test_cli_writes_layout_and_manifest(tmp_path, capsys):
   config = tiny_config(out)
   source = open_split(config, "train", fields=("noisy", "eeg", "subject"))
   assert len(source) == 4 and source.info.eeg_scale == 1e6
+
+
+def test_mismatch_names_the_stale_field(tmp_path):
+  # The demo refuses a dataset written for other settings instead of reusing it.
+  spec = synthetic.PRESETS["tiny"]
+  root = synthetic.generate(str(tmp_path / "ds"), spec, progress=False)
+  assert synthetic.mismatch(root, spec) is None
+  assert synthetic.mismatch(root, dataclasses.replace(spec, n_train=32)) == (
+      "field 'n_train' is 16, expected 32")
+  assert "no manifest.json" in synthetic.mismatch(str(tmp_path), spec)

@@ -373,6 +373,21 @@ def spec_from_config(config) -> SyntheticSpec:
       n_val=s.n_val, n_test=s.n_test, eeg_snr_db=s.eeg_snr_db, seed=s.seed)
 
 
+def mismatch(root: str, spec: SyntheticSpec) -> str | None:
+  """Which generator setting of the dataset at ``root`` differs from ``spec``
+  (``"field 'n_train' is 4096, expected 12288"``), or None when all agree."""
+  path = os.path.join(root, "manifest.json")
+  if not os.path.exists(path):
+    return "no manifest.json (not a synthetic dataset?)"
+  with open(path) as f:
+    manifest = json.load(f)
+  for field in dataclasses.fields(SyntheticSpec):
+    want = getattr(spec, field.name)
+    if manifest.get(field.name) != want:
+      return f"field {field.name!r} is {manifest.get(field.name)!r}, expected {want!r}"
+  return None
+
+
 def summarize(root: str) -> str:
   """A human-readable summary of a generated (or any) dataset in the layout."""
   lines = [f"dataset at {root}"]
