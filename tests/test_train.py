@@ -310,8 +310,13 @@ def test_eight_devices_equal_one_device_with_waveform_losses(tiny_dataset):
                err["params"])
   record_error("train step, 8 vs 1 device, waveform", "losses, grad norms (relative)",
                err["metrics"])
+  # Measured 2026-11-29: losses and gradient norms 5.7e-6 relative (the mel and GAN
+  # sums reduce in another order over 8 devices); parameters 4.0e-3 of the update
+  # bound, in the Mamba x_proj kernel, an entry whose gradient is near Adam's epsilon
+  # (the discriminator's largest: 4.2e-4). Bounds ~2x and 5x those; an unaveraged
+  # gradient moves most entries by O(1) of the bound.
   assert err["metrics"] < 1e-5
-  assert err["params"] < 3e-3
+  assert err["params"] < 2e-2
 
 
 def test_waveform_losses_refused_on_several_cpu_devices():
