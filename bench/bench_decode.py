@@ -1,7 +1,10 @@
-"""Decode forward and forward+VJP through the codec bridge vs torch directly.
+"""Decode forward and forward+VJP: the torch bridge (``codec.backend=torch``), the
+Flax port (``codec.backend=jax``) and torch directly, side by side in one process.
 
 Random-weight DACs (no real weights here): the demo codec, and the full 44.1 kHz
-architecture. Run: ``python -m bench.bench_decode``.
+architecture. The JAX rows pass the weights as arguments (``dac_jax.decode(params,
+z)``), as a train step should; the VJP is with respect to z. Run:
+``python -m bench.bench_decode``.
 """
 
 import jax
@@ -13,6 +16,7 @@ import codec_bridge
 from bench.common import block, median_seconds, report
 from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import codec
+from neurocodec_jax.models import dac_jax
 
 
 def main(argv=None):
@@ -27,16 +31,28 @@ def main(argv=None):
         (batch, arch["latent_dim"], frames)), jnp.float32)
     fwd = jax.jit(decode)
     fwd_vjp = jax.jit(jax.grad(lambda z: jnp.sum(decode(z) ** 2)))
+    params = codec_bridge.params_from_torch(dac)
+    jax_fwd = jax.jit(dac_jax.decode)
+    jax_fwd_vjp = jax.jit(jax.grad(lambda p, z: jnp.sum(dac_jax.decode(p, z) ** 2),
+                                   argnums=1))
     zt = torch.from_numpy(np.asarray(z))
+    def torch_fwd():
+      with torch.no_grad():
+        dac.decoder(zt)
     def torch_fwd_bwd():
       zz = zt.clone().requires_grad_()
       (dac.decoder(zz) ** 2).sum().backward()
     rows.append(dict(codec=name, batch=batch, seconds=seconds,
                      bridge_fwd_s=median_seconds(lambda: block(fwd(z)), 3),
                      bridge_fwd_vjp_s=median_seconds(lambda: block(fwd_vjp(z)), 3),
+                     jax_fwd_s=median_seconds(lambda: block(jax_fwd(params, z)), 3),
+                     jax_fwd_vjp_s=median_seconds(
+                         lambda: block(jax_fwd_vjp(params, z)), 3),
+                     torch_fwd_s=median_seconds(torch_fwd, 3),
                      torch_fwd_bwd_s=median_seconds(torch_fwd_bwd, 3)))
   report("decode", ["codec", "batch", "seconds", "bridge_fwd_s", "bridge_fwd_vjp_s",
-                    "torch_fwd_bwd_s"], rows, notes="random weights, fp32, CPU")
+                    "jax_fwd_s", "jax_fwd_vjp_s", "torch_fwd_s", "torch_fwd_bwd_s"],
+         rows, notes="random weights, fp32, CPU; jax = codec.backend=jax (Flax port)")
   return rows
 
 

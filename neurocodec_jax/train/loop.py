@@ -69,20 +69,22 @@ def make_validate(run: Run):
 
 
 def check_multi_device(config, mesh: Mesh):
-  """Refuses waveform losses in a multi-device CPU step (a known XLA CPU hang).
+  """Refuses waveform losses through the torch decoder in a multi-device CPU step
+  (a known XLA CPU hang).
 
   With several (forced) CPU devices, a torch call inside a host callback of a
   program that also runs cross-device all-reduces intermittently deadlocks XLA's
   CPU collectives (reproduced with a plain torch conv in ``jax.pure_callback``;
-  numpy callbacks are fine). Single-device runs, and the latent/envelope
-  objectives on any number of devices, are unaffected.
+  numpy callbacks are fine). Single-device runs, the latent/envelope objectives on
+  any number of devices, and ``codec.backend=jax`` (no callback) are unaffected.
   """
   if (steps.uses_waveform(config) and mesh.devices.size > 1
-      and jax.default_backend() == "cpu"):
+      and jax.default_backend() == "cpu" and config.codec.backend == "torch"):
     raise ValueError(
         f"Waveform losses (lambda_mel/adv/feat > 0) decode through a torch callback, "
         f"which can deadlock XLA's collectives across {mesh.devices.size} CPU devices. "
-        f"Use one CPU device, an accelerator, or set lambda_mel=lambda_adv=lambda_feat=0.")
+        f"Use codec.backend=jax, one CPU device, an accelerator, or set "
+        f"lambda_mel=lambda_adv=lambda_feat=0.")
 
 
 # --------------------------------------------------------------- programs ----
