@@ -309,7 +309,7 @@ def write_split(out_dir: str, split: str, n: int, spec: SyntheticSpec,
   (spawned, not forked: the caller may hold JAX's threads); every trial is a pure
   function of its ids, so the files are identical for any ``workers``.
   """
-  bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+  bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)] or [(0, 0)]
   parts = []
   with tqdm(total=n, desc=f"synthetic {split}", disable=not progress, unit="trial") as bar:
     if workers > 1 and len(bounds) > 1:
@@ -326,8 +326,7 @@ def write_split(out_dir: str, split: str, n: int, spec: SyntheticSpec,
         bar.update(b - a)
   os.makedirs(os.path.join(out_dir, split), exist_ok=True)
   for stem in ("noisy", "clean", "unattended", "eegs", "subjects"):
-    data = np.concatenate([p[stem] for p in parts]) if parts else _trials(
-        spec, subjects, split_id, 0, 0)[stem]
+    data = np.concatenate([p[stem] for p in parts])
     _write(os.path.join(out_dir, split, f"{stem}_{split}.h5"), f"{stem}_{split}", data)
 
 
