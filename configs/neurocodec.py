@@ -167,6 +167,10 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       plateau_patience=5,
       warmup_steps=0,
       waveform_start=0,            # curriculum: waveform terms (mel, GAN) from this step
+      # Cue curriculum (model.selector="correlation"): the selector's cue starts as the
+      # attended talker's own envelope and anneals linearly to the EEG's decoded one
+      # over this many steps (0: the EEG from the start). Training only.
+      cue_curriculum_steps=0,
       max_steps=-1,                # -1: epochs * steps_per_epoch
       log_every=10,
       checkpoint_every=200,

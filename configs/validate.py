@@ -206,7 +206,8 @@ def _rules() -> dict:
       "train.weight_decay": weight, "train.grad_clip": rate, "train.schedule": None,
       "train.plateau_factor": _number(0.0, 1.0, lo_open=True, hi_open=True),
       "train.plateau_patience": count, "train.warmup_steps": count,
-      "train.waveform_start": count, "train.max_steps": _int(1, or_value=-1),
+      "train.waveform_start": count, "train.cue_curriculum_steps": count,
+      "train.max_steps": _int(1, or_value=-1),
       "train.log_every": positive, "train.checkpoint_every": positive,
       "train.eval_every": _int(1, or_value=-1), "train.keep_checkpoints": positive,
       "train.nonfinite": None, "train.tensorboard": _bool, "train.wandb": _bool,
@@ -233,6 +234,10 @@ def _relations(c) -> list[str]:
   if c.codec.n_quantizers_eval > n_codebooks:
     problems.append(f"codec.n_quantizers_eval={c.codec.n_quantizers_eval!r} is invalid: "
                     f"expected an integer in [1, codec.arch.n_codebooks={n_codebooks!r}]")
+  if c.train.cue_curriculum_steps and c.model.selector != "correlation":
+    problems.append(f"train.cue_curriculum_steps={c.train.cue_curriculum_steps!r} needs "
+                    f"model.selector='correlation' (the cue it anneals is the selector's), "
+                    f"got {c.model.selector!r}")
   if len(c.mel.n_mels) != len(c.mel.window_lengths):
     problems.append(f"mel.window_lengths has {len(c.mel.window_lengths)} entries: expected "
                     f"one per mel.n_mels ({len(c.mel.n_mels)})")

@@ -217,6 +217,15 @@ def test_fields_that_constrain_each_other(path, value, expected):
   assert _error(config) == expected
 
 
+def test_cue_curriculum_needs_the_selector():
+  config = neurocodec.get_config("cocktail")           # the original: no selector
+  config.train.cue_curriculum_steps = 100
+  assert _error(config) == ("train.cue_curriculum_steps=100 needs model.selector="
+                            "'correlation' (the cue it anneals is the selector's), got 'none'")
+  config.model.selector = "correlation"
+  check.validate(config)
+
+
 def test_unknown_and_missing_keys_of_an_unlocked_config():
   # A config rebuilt from a dict is not locked: validate compares the key sets.
   config = ml_collections.ConfigDict(neurocodec.get_config("demo").to_dict())

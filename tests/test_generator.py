@@ -283,6 +283,20 @@ def test_selector_hard_decision_outputs_one_stream_at_evaluation():
   assert (np.asarray(aux["weights"]) % 1 != 0).any()
 
 
+def test_selector_cue_fn_replaces_the_decoded_envelope_as_cue():
+  """The cue curriculum's hook: the selector correlates with cue_fn(env), the
+  returned env stays the decoded one, and a cue of another shape is refused."""
+  model, v, z, eeg = _init(_selector_config())
+  _, env, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  _, env2, aux2 = model.apply(v, z, eeg, train=False, return_aux=True, cue_fn=lambda e: -e)
+  np.testing.assert_array_equal(env2, env)
+  np.testing.assert_allclose(aux2["cue"], -aux["cue"], rtol=1e-6, atol=1e-6)
+  # A negated cue flips every correlation: the weights swap streams.
+  np.testing.assert_allclose(aux2["weights"], aux["weights"][..., ::-1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="cue_fn must keep the decoded envelope's shape"):
+    model.apply(v, z, eeg, train=False, cue_fn=lambda e: e[:, 1:])
+
+
 def test_selector_trial_window_uses_one_weight_per_trial():
   model, v, z, eeg = _init(_selector_config(**{"model.select_window": "trial"}))
   _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)

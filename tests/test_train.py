@@ -330,7 +330,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "model.mixture_consistency": True,
                                  "model.select_decision": "hard",
                                  "codec.cache_dir": str(tmp_path / "codes"),
-                                 "train.waveform_start": 3, "train.eval_every": 6})
+                                 "train.waveform_start": 3, "train.eval_every": 6,
+                                 "train.cue_curriculum_steps": 4})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
@@ -339,6 +340,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Curriculum: waveform terms and the discriminator only from step waveform_start.
   assert all("loss_mel" not in r and "d_loss" not in r for r in rows[:3])
   assert all("loss_mel" in r and "d_loss" in r for r in rows[3:])
+  # Cue curriculum: the oracle's share of the selector's cue, 1 -> 0 over 4 steps.
+  np.testing.assert_allclose([r["cue_oracle_weight"] for r in rows], [1, .75, .5, .25, 0, 0])
   val_rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
               if json.loads(l)["split"] == "val"]
   # Validation reports identification (the val split has the competing talker).

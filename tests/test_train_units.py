@@ -256,3 +256,27 @@ def test_continuous_targets_need_their_fields_and_are_the_targets():
   config.model.target_latent = "quantized"
   assert not any(f.endswith("_latent") and f != "noisy_latent"
                  for f in steps.batch_fields(config))
+
+
+def test_cue_curriculum_anneals_from_the_oracle_to_the_eeg():
+  """train.cue_curriculum_steps=N: the selector's cue is the attended envelope at
+  step 0, the EEG's decoded envelope from step N on, linear between (both
+  standardized), and the oracle passes no gradient."""
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  config.train.cue_curriculum_steps = 100
+  sr, rate = config.codec.arch.sample_rate, config.data.eeg_rate
+  rng = np.random.default_rng(0)
+  clean = rng.standard_normal((2, 1, sr)).astype(np.float32)
+  batch = dict(clean=clean, eeg=np.zeros((2, 32, rate), np.float32))
+  env = jnp.asarray(rng.standard_normal((2, rate - 31)) * 3 + 7, jnp.float32)
+  oracle = steps.envelope_target(config, batch, env.shape[-1])
+  z = lambda x: (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
+  for step, w in [(0, 1.0), (25, 0.75), (100, 0.0), (900, 0.0)]:
+    cue = steps.curriculum_cue(config, batch, env, jnp.asarray(step))
+    np.testing.assert_allclose(cue, w * z(oracle) + (1 - w) * z(env), rtol=0, atol=2e-5)
+    assert float(steps.cue_oracle_weight(config, jnp.asarray(step))) == pytest.approx(w)
+  grad = lambda step: jax.grad(lambda e: (steps.curriculum_cue(
+      config, batch, e, jnp.asarray(step)) * oracle).sum())(env)
+  assert float(jnp.abs(grad(0)).max()) == 0.0 and float(jnp.abs(grad(50)).max()) > 0
+  assert "clean" in steps.batch_fields(config)

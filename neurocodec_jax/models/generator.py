@@ -286,7 +286,8 @@ class NeuroCodec(nn.Module):
   def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False):
     """Separate-then-select (see the module docstring).
 
-    ``x [b, F, hidden]``, ``env [b, T']`` (decoded attended envelope, EEG rate),
+    ``x [b, F, hidden]``, ``env [b, T']`` (the cue: the decoded attended envelope at
+    the EEG rate, or what the caller put in its place, e.g. the cue curriculum's),
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
     [b, F, 2]``, ``weights [b, F, 2]``, ``cue [b, F]``.
@@ -330,8 +331,12 @@ class NeuroCodec(nn.Module):
                                    self.lookahead, self.eeg_kernel))
 
   def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
-               return_aux: bool = False):
-    """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only)."""
+               return_aux: bool = False, cue_fn=None):
+    """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only).
+
+    ``cue_fn``: ``env [b, T'] -> cue [b, T']``, what the selector uses in place of the
+    decoded envelope (the training step's cue curriculum); ``env`` is returned as decoded.
+    """
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
     kv, env = self.encode_eeg(eeg, train=train)
@@ -343,7 +348,11 @@ class NeuroCodec(nn.Module):
     for block in self.blocks:
       x = block(x, kv, mask, train=train)
     if self.selector == "correlation":
-      z, aux = self._select(x, env, streaming, z_mix, train)
+      cue = env if cue_fn is None else cue_fn(env)
+      if cue.shape != env.shape:
+        raise ValueError(f"cue_fn must keep the decoded envelope's shape {env.shape}, "
+                         f"got {cue.shape}.")
+      z, aux = self._select(x, cue, streaming, z_mix, train)
     else:
       z, aux = self._finish(x), {}
     return (self._rescale(z, z_mix), env, aux) if return_aux else (self._rescale(z, z_mix), env)

@@ -119,7 +119,8 @@ def target_latent(qparams, batch: dict, target: str, talker: str = "clean") -> j
 def batch_fields(config) -> tuple[str, ...]:
   """The source fields a training batch needs under ``config``'s loss weights."""
   fields = mix_fields(config) + target_fields(config) + ["eeg"]
-  if uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0:
+  if (uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0
+      or config.train.cue_curriculum_steps > 0):
     fields.append("clean")
   if uses_aux(config):
     fields += target_fields(config, "unattended")
@@ -175,6 +176,34 @@ def envelope_target(config, batch, n_frames):
   env = losses.speech_envelope(batch["clean"][:, 0], config.codec.arch.sample_rate,
                                config.data.eeg_rate, batch["eeg"].shape[-1])
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
+
+
+def _standardize(x: jax.Array) -> jax.Array:
+  """Zero mean, unit variance over the last axis (the selector's correlation is blind
+  to both, so only the blend of two envelopes needs them matched)."""
+  x = x - x.mean(-1, keepdims=True)
+  return x / jnp.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-8)
+
+
+def cue_oracle_weight(config, step: jax.Array) -> jax.Array:
+  """The oracle's share of the curriculum's cue at ``step``: 1 -> 0 linearly."""
+  n = max(config.train.cue_curriculum_steps, 1)
+  return jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / n, 0.0, 1.0)
+
+
+def curriculum_cue(config, batch: dict, env: jax.Array, step: jax.Array) -> jax.Array:
+  """The cue curriculum's selector cue ``[b, T']`` at ``step``.
+
+  ``w = max(0, 1 - step / train.cue_curriculum_steps)`` of the attended talker's own
+  envelope (the oracle) plus ``1 - w`` of the EEG's decoded ``env``, each
+  standardized. Early on the selector picks the right stream whatever the EEG
+  encoder has learned, so the attended latent term trains the stream it should
+  (not a blend of both); by the end of the curriculum the cue is the EEG's alone.
+  The oracle is detached: it is data, not a path for gradients.
+  """
+  w = cue_oracle_weight(config, step)
+  oracle = jax.lax.stop_gradient(envelope_target(config, batch, env.shape[-1]))
+  return w * _standardize(oracle) + (1.0 - w) * _standardize(env)
 
 
 def _pit(cost_same, cost_swap):
@@ -254,6 +283,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
              features=config.lambda_feat, sep=config.lambda_sep,
              sep_env=config.lambda_sep_env)
   aux_on = uses_aux(config)
+  curriculum = config.train.cue_curriculum_steps > 0
   wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
@@ -265,9 +295,12 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
 
     def forward(g_params):
       variables = {"params": g_params, "batch_stats": state["g"]["batch_stats"]}
+      cue_fn = None
+      if curriculum:
+        cue_fn = lambda env: curriculum_cue(config, batch, env, state["step"])
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
-          mutable=["batch_stats"], return_aux=True)
+          mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
       wave = models.decode(z_pred) if wave_on else None
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
@@ -317,6 +350,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     new_g = dict(params=optax.apply_updates(g["params"], g_updates),
                  batch_stats=batch_stats, opt=g_opt)
     metrics.update({f"loss_{k}": v for k, v in terms.items()})
+    if curriculum:
+      metrics["cue_oracle_weight"] = cue_oracle_weight(config, state["step"])
     metrics.update(g_loss=g_loss, g_grad_norm=optax.global_norm(g_grads), lr=lr,
                    # The gradient reaching the EEG encoder: the issue-12 diagnostic of
                    # whether training still asks anything of the EEG.
