@@ -89,6 +89,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   # and of their envelopes against both talkers' envelopes. Need unattended_*.h5.
   c.lambda_sep = 0.0
   c.lambda_sep_env = 0.0
+  # Attended-vs-unattended contrastive term of the selector (train/steps.py
+  # separation_terms "select"); also needs unattended_*.h5.
+  c.lambda_select = 0.0
   c.hidden_dim = 256
   c.num_layers = 4
   c.batch_size = 8

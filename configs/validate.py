@@ -166,7 +166,7 @@ def _rules() -> dict:
       "normalize_latents": _bool, "noise_cue": _bool,
       "lambda_recon": weight, "lambda_env": weight, "lambda_mel": weight,
       "lambda_adv": weight, "lambda_feat": weight, "lambda_sep": weight,
-      "lambda_sep_env": weight,
+      "lambda_sep_env": weight, "lambda_select": weight,
       "hidden_dim": positive, "num_layers": positive, "batch_size": positive,
       "lr": rate, "epochs": positive, "eeg_channels": positive,
       "root": _text, "checkpoint_dir": _text, "seed": count,
@@ -234,6 +234,10 @@ def _relations(c) -> list[str]:
   if c.codec.n_quantizers_eval > n_codebooks:
     problems.append(f"codec.n_quantizers_eval={c.codec.n_quantizers_eval!r} is invalid: "
                     f"expected an integer in [1, codec.arch.n_codebooks={n_codebooks!r}]")
+  for name in ("lambda_sep", "lambda_sep_env", "lambda_select"):
+    if c[name] > 0 and c.model.selector != "correlation":
+      problems.append(f"{name}={c[name]!r} needs model.selector='correlation' (a term of "
+                      f"the selector's streams), got {c.model.selector!r}")
   if c.train.cue_curriculum_steps and c.model.selector != "correlation":
     problems.append(f"train.cue_curriculum_steps={c.train.cue_curriculum_steps!r} needs "
                     f"model.selector='correlation' (the cue it anneals is the selector's), "

@@ -226,6 +226,14 @@ def test_cue_curriculum_needs_the_selector():
   check.validate(config)
 
 
+@pytest.mark.parametrize("name", ["lambda_sep", "lambda_sep_env", "lambda_select"])
+def test_selector_terms_need_the_selector(name):
+  config = neurocodec.get_config("cocktail")
+  config[name] = 1.0
+  assert _error(config) == (f"{name}=1.0 needs model.selector='correlation' (a term of the "
+                            "selector's streams), got 'none'")
+
+
 def test_unknown_and_missing_keys_of_an_unlocked_config():
   # A config rebuilt from a dict is not locked: validate compares the key sets.
   config = ml_collections.ConfigDict(neurocodec.get_config("demo").to_dict())

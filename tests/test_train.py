@@ -331,7 +331,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "model.select_decision": "hard",
                                  "codec.cache_dir": str(tmp_path / "codes"),
                                  "train.waveform_start": 3, "train.eval_every": 6,
-                                 "train.cue_curriculum_steps": 4})
+                                 "train.cue_curriculum_steps": 4, "lambda_select": 0.5})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
@@ -348,6 +348,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   assert val_rows and all(0 <= r["id_latent"] <= 1 for r in val_rows)
   for r in rows:
     assert np.isfinite(r["loss_sep"]) and -1 <= r["loss_sep_env"] <= 1
+    assert 0 < r["loss_select"] < 10           # a two-way cross-entropy: ln 2 at chance
     # The gradient reaching the EEG encoder is logged, nonzero and part of the total.
     assert 0 < r["g_grad_norm_eeg"] < r["g_grad_norm"]
   assert "select_scale" in result["state"]["g"]["params"]

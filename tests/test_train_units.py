@@ -280,3 +280,23 @@ def test_cue_curriculum_anneals_from_the_oracle_to_the_eeg():
       config, batch, e, jnp.asarray(step)) * oracle).sum())(env)
   assert float(jnp.abs(grad(0)).max()) == 0.0 and float(jnp.abs(grad(50)).max()) > 0
   assert "clean" in steps.batch_fields(config)
+
+
+def test_select_term_is_the_selectors_cross_entropy_against_the_attended_stream():
+  """lambda_select: -log softmax(logits)[the stream the PIT gives the attended talker],
+  whichever stream that is."""
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  z_att, z_un = (jnp.asarray(rng.standard_normal((3, 8, 5)), jnp.float32) for _ in range(2))
+  logits = jnp.asarray(rng.standard_normal((3, 5, 2)), jnp.float32)
+  log_w = np.asarray(jax.nn.log_softmax(logits, -1))
+  aux = dict(streams=jnp.stack([z_att, z_un], 1), logits=logits)
+  terms = steps.separation_terms(aux, z_att, z_un)
+  assert float(terms["sep"]) == pytest.approx(0.0, abs=1e-6)
+  assert float(terms["select"]) == pytest.approx(-log_w[..., 0].mean(), rel=1e-6)
+  # Streams swapped (example 1 only): its label follows the attended talker.
+  streams = np.asarray(aux["streams"]).copy()
+  streams[1] = streams[1, ::-1]
+  terms = steps.separation_terms(dict(aux, streams=jnp.asarray(streams)), z_att, z_un)
+  expected = np.concatenate([log_w[0, :, 0], log_w[1, :, 1], log_w[2, :, 0]])
+  assert float(terms["select"]) == pytest.approx(-expected.mean(), rel=1e-6)

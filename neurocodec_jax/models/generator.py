@@ -290,7 +290,7 @@ class NeuroCodec(nn.Module):
     the EEG rate, or what the caller put in its place, e.g. the cue curriculum's),
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
-    [b, F, 2]``, ``weights [b, F, 2]``, ``cue [b, F]``.
+    [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``.
     """
     b, n_frames, _ = x.shape
     streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
@@ -324,7 +324,7 @@ class NeuroCodec(nn.Module):
       weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
     z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
     return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
-                               cue=cue)
+                               logits=logits, cue=cue)
 
   def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
     return jnp.asarray(stream_mask(n_frames, n_eeg, self.frame_seconds, self.eeg_rate,

@@ -53,7 +53,7 @@ def uses_gan(config) -> bool:
 
 def uses_aux(config) -> bool:
   """The separate-then-select losses (they need the competing talker)."""
-  return config.lambda_sep > 0 or config.lambda_sep_env > 0
+  return config.lambda_sep > 0 or config.lambda_sep_env > 0 or config.lambda_select > 0
 
 
 MIX_INPUTS = ("quantized", "continuous")
@@ -219,16 +219,25 @@ def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
   per-example minimum over the two assignments, halved); with the talkers'
   frame-rate envelopes ``[b, F]``, ``aux["stream_env"] [b, F, 2]``'s negative
   Pearson correlation under the assignment the latent term chose ("sep_env").
+
+  "select": the attended-versus-unattended contrastive term, a two-way InfoNCE of
+  the selector: cross-entropy of ``aux["logits"] [b, F, 2]`` (the cue's correlation
+  with each stream's envelope, times the learned inverse temperature) against the
+  stream the latent term assigned to the attended talker. It trains the decision
+  evaluation makes (the better-correlated stream) directly, where the attended
+  latent term on the soft blend only moves it as far as the streams differ.
   """
   per = lambda p, t: per_example(lambda a, b: losses.latent_loss(a, b, normalize), p, t)
   s0, s1 = aux["streams"][:, 0], aux["streams"][:, 1]
   same = per(s0, z_att) + per(s1, z_unatt)
   swap = per(s0, z_unatt) + per(s1, z_att)
   terms = dict(sep=_pit(same, swap) / 2)
+  swapped = jax.lax.stop_gradient(swap < same)                # [b]: stream 1 is attended
+  log_w = jax.nn.log_softmax(aux["logits"], axis=-1)          # [b, F, 2]
+  terms["select"] = -jnp.mean(jnp.where(swapped[:, None], log_w[..., 1], log_w[..., 0]))
   if env_att is not None:
     pear = losses.envelope.pearson
     e0, e1 = aux["stream_env"][..., 0], aux["stream_env"][..., 1]
-    swapped = jax.lax.stop_gradient(swap < same)
     terms["sep_env"] = -jnp.mean(jnp.where(swapped, pear(e0, env_unatt) + pear(e1, env_att),
                                            pear(e0, env_att) + pear(e1, env_unatt))) / 2
   return terms
@@ -281,7 +290,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
              mel=config.lambda_mel, adversarial=config.lambda_adv,
              features=config.lambda_feat, sep=config.lambda_sep,
-             sep_env=config.lambda_sep_env)
+             sep_env=config.lambda_sep_env, select=config.lambda_select)
   aux_on = uses_aux(config)
   curriculum = config.train.cue_curriculum_steps > 0
   wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
