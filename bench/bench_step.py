@@ -90,15 +90,15 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   total = max(config.train.max_steps, 1)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
-  models, state = run.models, run.init_state()
+  models, frozen, state = run.models, run.frozen, run.init_state()
   rows = []
   add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
 
   add("data", data_seconds(config) or float("nan"))
 
   # Latent model: generator forward + backward on the latent loss.
-  z_mix = steps.mix_latent(models.qparams, batch, config.model.mix_input)
-  z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
+  z_mix = steps.mix_latent(frozen["quantizer"], batch, config.model.mix_input)
+  z_tgt = codec.codes_to_z(frozen["quantizer"], batch["clean_codes"])
   def latent_loss(params):
     (z, _), _ = models.generator.apply(
         {"params": params, "batch_stats": state["g"]["batch_stats"]}, z_mix, batch["eeg"],
@@ -112,10 +112,11 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   # Codec decode through the bridge.
   z_pred = jax.random.normal(jax.random.PRNGKey(1), z_tgt.shape)
   dec = jax.jit(models.decode)
-  add("decode fwd", median_seconds(lambda: block(dec(z_pred)), repeats))
-  dec_vjp = jax.jit(jax.grad(lambda z: jnp.sum(models.decode(z) ** 2)))
-  add("decode fwd+vjp", median_seconds(lambda: block(dec_vjp(z_pred)), repeats))
-  wave = dec(z_pred)
+  add("decode fwd", median_seconds(lambda: block(dec(frozen["decoder"], z_pred)), repeats))
+  dec_vjp = jax.jit(jax.grad(lambda p, z: jnp.sum(models.decode(p, z) ** 2), argnums=1))
+  add("decode fwd+vjp", median_seconds(lambda: block(dec_vjp(frozen["decoder"], z_pred)),
+                                       repeats))
+  wave = dec(frozen["decoder"], z_pred)
 
   if config.lambda_mel > 0:
     mel = jax.jit(jax.value_and_grad(lambda w: losses.mel_loss(
@@ -150,13 +151,13 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   step_fn = jax.jit(steps.make_train_step(config, models, total_steps=total),
                     donate_argnums=0)
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch, frozen).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20 if mem is not None else float("nan")
   holder = {"state": state}
   def run():
-    holder["state"], metrics = step_fn(holder["state"], batch)
+    holder["state"], metrics = step_fn(holder["state"], batch, frozen)
     block(metrics)
   t_step = median_seconds(run, repeats)
   cache = step_fn._cache_size()  # pylint: disable=protected-access

@@ -219,14 +219,15 @@ def one_step_params(root: str, devices, steps: int = 2, waveform: bool = False):
   run = build_run(config, {"train": steps_lib.batch_fields(config)})
   mesh = Mesh(np.asarray(devices), ("data",))
   rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  state = jax.device_put(steps_lib.init_state(config, run.models, run.example, config.seed),
-                         rep)
+  frozen = jax.device_put(run.frozen, rep)
+  state = jax.device_put(steps_lib.init_state(config, run.models, run.example, frozen,
+                                              config.seed), rep)
   step = jax.jit(steps_lib.make_train_step(config, run.models, total_steps=steps),
-                 in_shardings=(rep, bat), out_shardings=(rep, rep))
+                 in_shardings=(rep, bat, rep), out_shardings=(rep, rep))
   data = iter(train_dataset(run.sources["train"], 8, seed=0))
   metrics = []
   for _ in range(steps):
-    state, m = step(state, shard_batch(next(data), bat))
+    state, m = step(state, shard_batch(next(data), bat), frozen)
     metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
   return jax.device_get({"g": state["g"]["params"], "d": state["d"].get("params", {})}), metrics
 
