@@ -22,12 +22,21 @@ torch, outside XLA's count); "of peak" divides its achieved GFLOP/s by this
 machine's matmul peak (``bench_machine``). Memory: XLA's temp buffer size of the
 compiled step, and the process's peak RSS.
 
-Run: ``python -m bench.bench_step [--presets demo cocktail]``.
+``--programs``: instead, the train step's program with a waveform term on
+(``lambda_mel=15`` when the preset has none) for each ``--backends`` codec backend:
+the lowered StableHLO's size (characters, and bytes of dense constants), lowering and
+compile time, with the frozen codec's arrays (``run.frozen``) as an argument, as
+training runs it, and closed over, as before issue 15 (XLA then embeds them in the
+program as constants).
+
+Run: ``python -m bench.bench_step [--presets demo cocktail]``;
+``python -m bench.bench_step --programs --presets demo --backends torch jax``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import jax
@@ -168,11 +177,52 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   return rows
 
 
+def program_rows(preset: str, backend: str) -> list[dict]:
+  """The train step's program, the frozen codec as an argument vs closed over (see the
+  module docstring); each lowered and compiled once, in that order."""
+  config = preset_config(preset)
+  config.codec.backend = backend
+  if not steps.uses_waveform(config):
+    config.lambda_mel = 15.0
+  batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
+  run = build_run(config, example=batch)
+  state = run.init_state()
+  step = steps.make_train_step(config, run.models, total_steps=max(config.train.max_steps, 1))
+  rows = []
+  for frozen, fn, args in (("argument", step, (state, batch, run.frozen)),
+                           ("closed over", lambda s, b: step(s, b, run.frozen), (state, batch))):
+    start = time.perf_counter()
+    lowered = jax.jit(fn, donate_argnums=0).lower(*args)
+    lower_s = time.perf_counter() - start
+    text = lowered.as_text()
+    start = time.perf_counter()
+    lowered.compile()
+    constants = sum(len(h) // 2 for h in re.findall(r'dense<"0x([0-9A-F]+)">', text))
+    rows.append(dict(preset=preset, backend=backend, frozen=frozen, hlo_chars=len(text),
+                     constants_mb=constants / 2 ** 20, lower_s=lower_s,
+                     compile_s=time.perf_counter() - start))
+  frozen_mb = sum(x.nbytes for x in jax.tree.leaves(run.frozen)) / 2 ** 20
+  for r in rows:
+    r["frozen_mb"] = frozen_mb
+  return rows
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--presets", nargs="+", default=["demo", "cocktail"])
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--programs", action="store_true",
+                 help="the step's program size and compile time instead (module docstring)")
+  p.add_argument("--backends", nargs="+", default=["torch", "jax"],
+                 help="codec backends of --programs")
   args = p.parse_args(argv)
+  if args.programs:
+    rows = [r for preset in args.presets for b in args.backends for r in program_rows(preset, b)]
+    report("step_program", ["preset", "backend", "frozen", "frozen_mb", "hlo_chars",
+                            "constants_mb", "lower_s", "compile_s"], rows,
+           notes=f"train step with a waveform term on, random inputs of each preset's "
+                 f"shapes; CPU, {jax.device_count()} device(s)")
+    return rows
   peak = matmul_gflops()
   rows = []
   for preset in args.presets:
