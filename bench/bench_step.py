@@ -22,12 +22,21 @@ torch, outside XLA's count); "of peak" divides its achieved GFLOP/s by this
 machine's matmul peak (``bench_machine``). Memory: XLA's temp buffer size of the
 compiled step, and the process's peak RSS.
 
-Run: ``python -m bench.bench_step [--presets demo cocktail]``.
+``--programs``: instead, the train step's program with a waveform term on
+(``lambda_mel=15`` when the preset has none) for each ``--backends`` codec backend:
+the lowered StableHLO's size (characters, and bytes of dense constants), lowering and
+compile time, with the frozen codec's arrays (``run.frozen``) as an argument, as
+training runs it, and closed over, as before issue 15 (XLA then embeds them in the
+program as constants).
+
+Run: ``python -m bench.bench_step [--presets demo cocktail]``;
+``python -m bench.bench_step --programs --presets demo --backends torch jax``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import jax
@@ -90,15 +99,15 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   total = max(config.train.max_steps, 1)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
-  models, state = run.models, run.init_state()
+  models, frozen, state = run.models, run.frozen, run.init_state()
   rows = []
   add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
 
   add("data", data_seconds(config) or float("nan"))
 
   # Latent model: generator forward + backward on the latent loss.
-  z_mix = steps.mix_latent(models.qparams, batch, config.model.mix_input)
-  z_tgt = codec.codes_to_z(models.qparams, batch["clean_codes"])
+  z_mix = steps.mix_latent(frozen["quantizer"], batch, config.model.mix_input)
+  z_tgt = codec.codes_to_z(frozen["quantizer"], batch["clean_codes"])
   def latent_loss(params):
     (z, _), _ = models.generator.apply(
         {"params": params, "batch_stats": state["g"]["batch_stats"]}, z_mix, batch["eeg"],
@@ -112,10 +121,11 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   # Codec decode through the bridge.
   z_pred = jax.random.normal(jax.random.PRNGKey(1), z_tgt.shape)
   dec = jax.jit(models.decode)
-  add("decode fwd", median_seconds(lambda: block(dec(z_pred)), repeats))
-  dec_vjp = jax.jit(jax.grad(lambda z: jnp.sum(models.decode(z) ** 2)))
-  add("decode fwd+vjp", median_seconds(lambda: block(dec_vjp(z_pred)), repeats))
-  wave = dec(z_pred)
+  add("decode fwd", median_seconds(lambda: block(dec(frozen["decoder"], z_pred)), repeats))
+  dec_vjp = jax.jit(jax.grad(lambda p, z: jnp.sum(models.decode(p, z) ** 2), argnums=1))
+  add("decode fwd+vjp", median_seconds(lambda: block(dec_vjp(frozen["decoder"], z_pred)),
+                                       repeats))
+  wave = dec(frozen["decoder"], z_pred)
 
   if config.lambda_mel > 0:
     mel = jax.jit(jax.value_and_grad(lambda w: losses.mel_loss(
@@ -150,13 +160,13 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   step_fn = jax.jit(steps.make_train_step(config, models, total_steps=total),
                     donate_argnums=0)
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch, frozen).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20 if mem is not None else float("nan")
   holder = {"state": state}
   def run():
-    holder["state"], metrics = step_fn(holder["state"], batch)
+    holder["state"], metrics = step_fn(holder["state"], batch, frozen)
     block(metrics)
   t_step = median_seconds(run, repeats)
   cache = step_fn._cache_size()  # pylint: disable=protected-access
@@ -167,11 +177,52 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   return rows
 
 
+def program_rows(preset: str, backend: str) -> list[dict]:
+  """The train step's program, the frozen codec as an argument vs closed over (see the
+  module docstring); each lowered and compiled once, in that order."""
+  config = preset_config(preset)
+  config.codec.backend = backend
+  if not steps.uses_waveform(config):
+    config.lambda_mel = 15.0
+  batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
+  run = build_run(config, example=batch)
+  state = run.init_state()
+  step = steps.make_train_step(config, run.models, total_steps=max(config.train.max_steps, 1))
+  rows = []
+  for frozen, fn, args in (("argument", step, (state, batch, run.frozen)),
+                           ("closed over", lambda s, b: step(s, b, run.frozen), (state, batch))):
+    start = time.perf_counter()
+    lowered = jax.jit(fn, donate_argnums=0).lower(*args)
+    lower_s = time.perf_counter() - start
+    text = lowered.as_text()
+    start = time.perf_counter()
+    lowered.compile()
+    constants = sum(len(h) // 2 for h in re.findall(r'dense<"0x([0-9A-F]+)">', text))
+    rows.append(dict(preset=preset, backend=backend, frozen=frozen, hlo_chars=len(text),
+                     constants_mb=constants / 2 ** 20, lower_s=lower_s,
+                     compile_s=time.perf_counter() - start))
+  frozen_mb = sum(x.nbytes for x in jax.tree.leaves(run.frozen)) / 2 ** 20
+  for r in rows:
+    r["frozen_mb"] = frozen_mb
+  return rows
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--presets", nargs="+", default=["demo", "cocktail"])
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--programs", action="store_true",
+                 help="the step's program size and compile time instead (module docstring)")
+  p.add_argument("--backends", nargs="+", default=["torch", "jax"],
+                 help="codec backends of --programs")
   args = p.parse_args(argv)
+  if args.programs:
+    rows = [r for preset in args.presets for b in args.backends for r in program_rows(preset, b)]
+    report("step_program", ["preset", "backend", "frozen", "frozen_mb", "hlo_chars",
+                            "constants_mb", "lower_s", "compile_s"], rows,
+           notes=f"train step with a waveform term on, random inputs of each preset's "
+                 f"shapes; CPU, {jax.device_count()} device(s)")
+    return rows
   peak = matmul_gflops()
   rows = []
   for preset in args.presets:

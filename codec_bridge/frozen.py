@@ -28,13 +28,24 @@ class FrozenDAC:
   def from_config(cls, codec_config) -> FrozenDAC:
     return cls(load_dac_from_config(codec_config))
 
-  def quantizer_params(self) -> dict:
-    """The quantizer as the pytree ``neurocodec_jax.codec`` reads."""
-    return quantizer_params(self.model)
+  def frozen_params(self) -> dict:
+    """``{"quantizer", "decoder"}``: the arrays the jitted programs take as an argument
+    (``neurocodec_jax.run.Codec``); the quantizer as the pytree ``neurocodec_jax.codec``
+    reads, no decoder arrays (None): its weights stay in torch."""
+    return dict(quantizer=quantizer_params(self.model), decoder=None)
 
-  def decoder(self) -> Callable[[jax.Array], jax.Array]:
-    """``decode(z) [B, D, F] -> [B, 1, F * hop]``, differentiable, usable under jit."""
-    return make_decoder(self.model)
+  def decoder(self) -> Callable[[None, jax.Array], jax.Array]:
+    """``decode(params, z) [B, D, F] -> [B, 1, F * hop]``, differentiable, usable under
+    jit; ``params`` (``frozen_params()["decoder"]``, None) is ignored: the host
+    callbacks run the torch decoder (``make_decoder``)."""
+    torch_decode = make_decoder(self.model)
+
+    def decode(params, z: jax.Array) -> jax.Array:
+      del params
+      return torch_decode(z)
+
+    decode.hop_length = torch_decode.hop_length
+    return decode
 
   def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[n, 1, T]`` -> ``(codes, quantized z, continuous latent)`` (``encode.encode``)."""

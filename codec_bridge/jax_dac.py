@@ -2,7 +2,7 @@
 
 ``params_from_torch`` copies a loaded ``dac.DAC`` into the Flax parameter pytree;
 ``JaxDAC`` is ``FrozenDAC`` with the encoder and decoder in JAX: its ``decoder()`` is
-a pure JAX function (autodiff, no host callback).
+a pure JAX function of the decoder's weights and z (autodiff, no host callback).
 """
 
 from __future__ import annotations
@@ -109,26 +109,28 @@ class JaxDAC:
   def from_config(cls, codec_config) -> JaxDAC:
     return cls(load_dac_from_config(codec_config))
 
-  def quantizer_params(self) -> dict:
-    """The quantizer as the pytree ``neurocodec_jax.codec`` reads."""
-    return self.params["quantizer"]
+  def frozen_params(self) -> dict:
+    """``{"quantizer", "decoder"}``: the weights the jitted programs take as an argument
+    (``neurocodec_jax.run.Codec``), the decoder's the first argument of ``decoder()``'s
+    ``decode``."""
+    return dict(quantizer=self.params["quantizer"], decoder=self.params["decoder"])
 
-  def decoder(self) -> Callable[[jax.Array], jax.Array]:
-    """``decode(z) [B, D, F] -> [B, 1, F * hop]``: pure JAX, differentiable, jit/vmap.
+  def decoder(self) -> Callable[[dict, jax.Array], jax.Array]:
+    """``decode(params, z) [B, D, F] -> [B, 1, F * hop]``, ``params`` the decoder's
+    weights (``frozen_params()["decoder"]``): pure JAX, differentiable, jit/vmap.
 
-    The weights are closed over: a jitted caller embeds them in its program as
-    constants (demo codec: 2.8 M characters of HLO, 55 k with the weights passed as
-    arguments to ``dac_jax.decode(params, z)``); not measured at full size.
+    The weights are an argument, not closed over: a jitted caller would embed
+    closed-over weights in its program as constants (``neurocodec_jax.run``).
     """
-    params, latent_dim = self.params, int(self.model.latent_dim)
+    latent_dim = int(self.model.latent_dim)
 
-    def decode(z: jax.Array) -> jax.Array:
+    def decode(params: dict, z: jax.Array) -> jax.Array:
       if z.ndim != 3 or z.shape[1] != latent_dim:
         raise ValueError(f"decode expects z of shape [batch, {latent_dim}, frames], "
                          f"got {tuple(z.shape)}.")
-      return dac_jax.decode(params, z)
+      return dac_jax.decode(dict(decoder=params), z)
 
-    decode.hop_length = dac_jax.hop_length(params)
+    decode.hop_length = dac_jax.hop_length(self.params)
     return decode
 
   def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

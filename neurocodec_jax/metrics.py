@@ -18,11 +18,14 @@ batch's fields:
   with the ``unattended`` audio: si_sdr_unattended, and with ``model.selector``
                   the :func:`selector_diagnostics`
 
-Two programs, each compiled once per batch structure: the latent part runs sharded
-over the run's mesh on the batch padded to the run's per-host batch size (so the
-last, smaller batch compiles nothing new); the re-quantized latents are then
-decoded by a single-device program, so the torch callback never runs inside a
-program with cross-device collectives (``train.loop.check_multi_device``).
+Two programs, each compiled once per batch structure, both taking the run's frozen
+codec arrays (``run.frozen``) as an argument: the latent part runs sharded over the
+run's mesh on the batch padded to the run's per-host batch size (so the last,
+smaller batch compiles nothing new); the re-quantized latents are then decoded: by a
+single-device program with the torch codec, so its callback never runs inside a
+program with cross-device collectives (``train.loop.check_multi_device``); sharded
+over the mesh as the latent part with ``codec.backend=jax`` (no callback, and its
+weights are on every device).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ HOST_FIELDS = ("noisy", "subject", "index")
 def make_metrics(run: Run, target: str) -> Callable[[dict, dict], dict]:
   """``metrics(state, batch) -> {name: [n]}`` (see the module docstring), compiled
   once for ``run`` and the runs that reuse it."""
-  return run.compiled(("metrics", target), lambda: _make(
+  program = run.compiled(("metrics", target), lambda: _make(
       run.config, run.models, run.batched, run.local_batch, target))
+  return lambda state, batch: program(state, batch, run.frozen)
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str):
@@ -55,18 +59,18 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str):
       lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
 
   @jax.jit
-  def latent_metrics(state, batch):
+  def latent_metrics(state, batch, frozen):
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
-    z_pred, env, *aux = steps.predict(models, state, batch, return_aux=with_aux)
-    z_att = codec.codes_to_z(models.qparams, batch["clean_codes"])
-    out = dict(latent_loss=per_example(z_pred, steps.target_latent(models.qparams, batch,
-                                                                    target)),
+    z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux)
+    quantizer = frozen["quantizer"]
+    z_att = codec.codes_to_z(quantizer, batch["clean_codes"])
+    out = dict(latent_loss=per_example(z_pred, steps.target_latent(quantizer, batch, target)),
                cos_attended=losses.frame_cosine(z_pred, z_att))
     if "unattended_codes" in batch:
-      z_un = codec.codes_to_z(models.qparams, batch["unattended_codes"])
+      z_un = codec.codes_to_z(quantizer, batch["unattended_codes"])
       out["cos_unattended"] = losses.frame_cosine(z_pred, z_un)
       out["id_latent"] = (out["cos_attended"] > out["cos_unattended"]).astype(jnp.float32)
-      z_mix = codec.codes_to_z(models.qparams, batch["noisy_codes"])
+      z_mix = codec.codes_to_z(quantizer, batch["noisy_codes"])
       out["cos_mix_attended"] = losses.frame_cosine(z_mix, z_att)
       out["cos_mix_unattended"] = losses.frame_cosine(z_mix, z_un)
       if with_aux:
@@ -74,24 +78,27 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str):
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
-    out["z_q"] = codec.requantize(models.qparams, z_pred, n_q)
+    out["z_q"] = codec.requantize(quantizer, z_pred, n_q)
     return out
 
   @jax.jit
-  def decoded(z_q, audio):
-    wave = models.decode(z_q)
-    out = {f"si_sdr{suffix}": losses.si_sdr(audio[talker], wave, align=True)
+  def decoded(decoder, inputs):
+    wave = models.decode(decoder, inputs["z_q"])
+    out = {f"si_sdr{suffix}": losses.si_sdr(inputs[talker], wave, align=True)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
-           if talker in audio}
+           if talker in inputs}
     return dict(out, wave=wave[:, 0])
 
-  def metrics(state, batch: dict) -> dict:
+  def metrics(state, batch: dict, frozen: dict) -> dict:
     n = len(next(iter(batch.values())))
     batch = pad_batch(batch, local_batch)
     device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
-    out = jax.device_get(latent_metrics(state, shard_batch(device, batched)))
-    audio = {k: np.asarray(batch[k]) for k in ("clean", "unattended") if k in batch}
-    out.update(jax.device_get(decoded(out.pop("z_q"), audio)))
+    out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen))
+    inputs = {k: np.asarray(batch[k]) for k in ("clean", "unattended") if k in batch}
+    inputs["z_q"] = out.pop("z_q")
+    if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
+      inputs = shard_batch(inputs, batched)
+    out.update(jax.device_get(decoded(frozen["decoder"], inputs)))
     return {k: np.asarray(v)[:n] for k, v in out.items()}
 
   return metrics

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
   state, restored = run.restore_generator(workdir=args.workdir, which=args.which)
   n = min(args.n, len(source))
   batch = {k: np.stack([np.asarray(source[i][k]) for i in range(n)]) for k in fields}
-  z_mix = steps.mix_latent(models.qparams, batch, config.model.mix_input)
+  z_mix = steps.mix_latent(run.frozen["quantizer"], batch, config.model.mix_input)
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   layers = attention_weights(models.generator, variables, z_mix, jnp.asarray(batch["eeg"]))
   if not layers:

@@ -159,20 +159,23 @@ def test_jax_backend_decoder_under_jit_and_grad(dac_model):
       model_type="16khz", weights=None))
   codec = run.load_codec(config)
   assert isinstance(codec, codec_bridge.JaxDAC)
-  decode = codec.decoder()
+  decode, params = codec.decoder(), codec.frozen_params()["decoder"]
   z = jnp.asarray(np.random.default_rng(4).standard_normal((2, 64, 5)), jnp.float32)
-  loss = jax.jit(jax.value_and_grad(lambda z: jnp.mean(decode(z) ** 2)))
-  value, grad = loss(z)
+  loss = jax.jit(jax.value_and_grad(lambda p, z: jnp.mean(decode(p, z) ** 2), argnums=1))
+  value, grad = loss(params, z)
   assert np.isfinite(value) and grad.shape == z.shape and np.abs(grad).max() > 0
-  # The same gradient as the torch bridge's (custom VJP through torch autograd).
-  ref = jax.grad(lambda z: jnp.mean(codec_bridge.make_decoder(dac_model)(z) ** 2))(z)
+  # The same gradient as the torch backend's (custom VJP through torch autograd).
+  torch_codec = codec_bridge.FrozenDAC(dac_model)
+  torch_decode, none = torch_codec.decoder(), torch_codec.frozen_params()["decoder"]
+  assert none is None
+  ref = jax.grad(lambda z: jnp.mean(torch_decode(none, z) ** 2))(z)
   assert normwise_error(grad, ref) < 3e-6
-  assert decode.hop_length == 320
+  assert decode.hop_length == torch_decode.hop_length == 320
   with pytest.raises(ValueError, match=r"z of shape \[batch, 64, frames\]"):
-    decode(jnp.ones((1, 32, 4)))
+    decode(params, jnp.ones((1, 32, 4)))
   # vmap too (the bridge's callback decoder cannot).
-  per_item = jax.jit(jax.vmap(decode))(z[:, None])
-  np.testing.assert_allclose(per_item[:, 0], jax.jit(decode)(z), atol=1e-6)
+  per_item = jax.jit(jax.vmap(decode, in_axes=(None, 0)))(params, z[:, None])
+  np.testing.assert_allclose(per_item[:, 0], jax.jit(decode)(params, z), atol=1e-6)
 
 
 def test_default_backend_is_torch(dac_model):

@@ -216,9 +216,14 @@ def hop_length(params: dict) -> int:
 def decode(params: dict, z: jax.Array) -> jax.Array:
   """z ``[B, D, F]`` -> waveform ``[B, 1, F * hop]``, as ``codec_bridge.make_decoder``:
   DAC's decoder output, its tail (8 samples short for odd-stride models) zero-padded,
-  or cut, to ``F * hop``. Differentiable; jit/vmap/grad as any JAX function."""
-  wave = decoder_module(params["decoder"]).apply({"params": params["decoder"]}, z)
-  n = z.shape[-1] * hop_length(params)
+  or cut, to ``F * hop``. Differentiable; jit/vmap/grad as any JAX function.
+
+  Reads ``params["decoder"]`` only (the hop is the product of the decoder's rates,
+  which ``params_from_torch`` checks against the encoder's), so a train step can take
+  the decoder's weights alone as an argument."""
+  module = decoder_module(params["decoder"])
+  wave = module.apply({"params": params["decoder"]}, z)
+  n = z.shape[-1] * math.prod(module.rates)
   missing = n - wave.shape[-1]
   return jnp.pad(wave, ((0, 0), (0, 0), (0, missing))) if missing > 0 else wave[..., :n]
 

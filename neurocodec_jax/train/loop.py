@@ -99,14 +99,17 @@ def compiled_train_step(run: Run, run_length: int):
   """``train_step(state, batch, step) -> (state, metrics)``, jitted over the run's mesh;
   compiled once per traced length for ``run`` and the runs that reuse it.
 
-  ``run_length``: the run's resolved number of steps (:func:`total_steps`).
+  ``run_length``: the run's resolved number of steps (:func:`total_steps`). The
+  programs take the run's frozen codec arrays (``run.frozen``) as an argument, never
+  donated (the state is).
   """
   config, models, mesh = run.config, run.models, run.mesh
   replicated, batched = run.replicated, run.batched
 
   def build():
     check_multi_device(config, mesh)
-    jit = lambda fn: jax.jit(fn, donate_argnums=0, in_shardings=(replicated, batched),
+    jit = lambda fn: jax.jit(fn, donate_argnums=0,
+                             in_shardings=(replicated, batched, replicated),
                              out_shardings=(replicated, replicated))
     full_step = jit(steps.make_train_step(config, models, total_steps=run_length))
     if config.train.waveform_start > 0 and steps.uses_waveform(config):
@@ -114,11 +117,12 @@ def compiled_train_step(run: Run, run_length: int):
       latent_step = jit(steps.make_train_step(config, models, total_steps=run_length,
                                               waveform=False))
       start = config.train.waveform_start
-      return lambda state, batch, step: (full_step if step >= start
-                                         else latent_step)(state, batch)
-    return lambda state, batch, step: full_step(state, batch)
+      return lambda state, batch, frozen, step: (full_step if step >= start
+                                                 else latent_step)(state, batch, frozen)
+    return lambda state, batch, frozen, step: full_step(state, batch, frozen)
 
-  return run.compiled(("train", traced_length(config, run_length)), build)
+  program = run.compiled(("train", traced_length(config, run_length)), build)
+  return lambda state, batch, step: program(state, batch, run.frozen, step)
 
 
 # ------------------------------------------------------------------ train ----

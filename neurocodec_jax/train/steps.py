@@ -1,4 +1,4 @@
-"""The pure train step ``(state, batch) -> (state, metrics)`` and the prediction.
+"""The pure train step ``(state, batch, frozen) -> (state, metrics)`` and the prediction.
 
 One generator forward per step, as DAC's trainer: the prediction (latents and,
 when a waveform loss is on, its decoded waveform) is computed once with
@@ -25,6 +25,12 @@ Batch (numpy or sharded jax arrays, leading axis = batch)::
                              float32 [batch, latent_dim, frames]  (model.target_latent="continuous")
   eeg                        float32 [batch, eeg_channels, eeg_time]  (µV)
   clean                      float32 [batch, 1, frames * hop]  (when needed)
+
+Frozen (the codec's arrays, ``run.Codec.frozen_params``; an argument of every
+program, never closed over: XLA would embed closed-over arrays as constants)::
+
+  quantizer   neurocodec_jax.codec's pytree (codebook float32 [n_codebooks, K, d], ...)
+  decoder     Models.decode's params (codec.backend=jax: DAC's decoder; torch: None)
 """
 
 from __future__ import annotations
@@ -131,34 +137,35 @@ def batch_fields(config) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Models:
-  """Everything a step closes over (static for jit)."""
+  """What a step closes over: static for jit (modules, optimizers, pure functions,
+  flags), no arrays (the codec's travel in ``frozen``)."""
   generator: nn.Module
   discriminator: nn.Module | None
-  decode: Callable[[jax.Array], jax.Array] | None   # [B, D, F] -> [B, 1, F * hop]
-  qparams: PyTree                                   # frozen quantizer
+  decode: Callable[[PyTree, jax.Array], jax.Array] | None   # (frozen["decoder"], z [B, D, F])
+                                                            # -> [B, 1, F * hop]
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation | None
   mix_input: str = "quantized"                      # model.mix_input (see mix_latent)
   target: str = "quantized"                         # model.target_latent (see target_latent)
 
 
-def init_generator(config, models: Models, example: dict, rngs: dict) -> dict:
+def init_generator(config, models: Models, example: dict, frozen: dict, rngs: dict) -> dict:
   """The generator's initial ``{"params", "batch_stats"}`` for one example batch's
   shapes; ``rngs``: ``{"params", "dropout"}`` keys."""
-  z_mix = mix_latent(models.qparams, example, config.model.mix_input)
+  z_mix = mix_latent(frozen["quantizer"], example, config.model.mix_input)
   variables = models.generator.init(rngs, z_mix, jnp.asarray(example["eeg"]), train=False)
   return dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
 
 
-def init_state(config, models: Models, example: dict, seed: int) -> dict:
+def init_state(config, models: Models, example: dict, frozen: dict, seed: int) -> dict:
   """Initial train state from one example batch (shapes only matter)."""
   rng = jax.random.PRNGKey(seed)
   g_rng, d_rng, drop_rng, state_rng = jax.random.split(rng, 4)
-  g = init_generator(config, models, example, {"params": g_rng, "dropout": drop_rng})
+  g = init_generator(config, models, example, frozen, {"params": g_rng, "dropout": drop_rng})
   g["opt"] = models.g_tx.init(g["params"])
   d = {}
   if models.discriminator is not None:
-    frames = mix_latent(models.qparams, example, config.model.mix_input).shape[-1]
+    frames = mix_latent(frozen["quantizer"], example, config.model.mix_input).shape[-1]
     audio = jnp.zeros((1, 1, frames * codec.hop_length(config.codec.arch)), jnp.float32)
     d_params = models.discriminator.init(d_rng, audio)["params"]
     d = dict(params=d_params, opt=models.d_tx.init(d_params))
@@ -166,9 +173,9 @@ def init_state(config, models: Models, example: dict, seed: int) -> dict:
               plateau=optim.init_plateau())
 
 
-def _latents(models: Models, batch: dict):
-  z_mix = mix_latent(models.qparams, batch, models.mix_input)
-  z_tgt = target_latent(models.qparams, batch, models.target)
+def _latents(models: Models, batch: dict, quantizer: PyTree):
+  z_mix = mix_latent(quantizer, batch, models.mix_input)
+  z_tgt = target_latent(quantizer, batch, models.target)
   return z_mix, z_tgt
 
 
@@ -278,8 +285,10 @@ def _finite(tree) -> jax.Array:
 
 
 def make_train_step(config, models: Models, *, total_steps: int, waveform: bool = True
-                    ) -> Callable[[dict, dict], tuple[dict, dict]]:
-  """The (unjitted) train step for ``config``; see the module docstring.
+                    ) -> Callable[[dict, dict, dict], tuple[dict, dict]]:
+  """The (unjitted) train step ``(state, batch, frozen) -> (state, metrics)`` for
+  ``config``; see the module docstring. Not differentiated w.r.t. ``frozen``, nor
+  to be donated (the run's one copy).
 
   ``total_steps``: the run's resolved length (the learning-rate schedule's horizon).
 
@@ -298,9 +307,9 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   mel_settings = dict(config.mel)
   disc = models.discriminator
 
-  def step(state: dict, batch: dict) -> tuple[dict, dict]:
+  def step(state: dict, batch: dict, frozen: dict) -> tuple[dict, dict]:
     rng = jax.random.fold_in(state["rng"], state["step"])
-    z_mix, z_tgt = _latents(models, batch)
+    z_mix, z_tgt = _latents(models, batch, frozen["quantizer"])
 
     def forward(g_params):
       variables = {"params": g_params, "batch_stats": state["g"]["batch_stats"]}
@@ -310,7 +319,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
-      wave = models.decode(z_pred) if wave_on else None
+      wave = models.decode(frozen["decoder"], z_pred) if wave_on else None
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -336,7 +345,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       z_pred, env, wave, aux = outs
       terms = {"latent": losses.latent_loss(z_pred, z_tgt, config.normalize_latents)}
       if aux_on:
-        terms.update(separation_losses(config, aux, batch, z_tgt, models.qparams))
+        terms.update(separation_losses(config, aux, batch, z_tgt, frozen["quantizer"]))
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(
             env, envelope_target(config, batch, env.shape[-1]))
@@ -387,10 +396,11 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   return step
 
 
-def predict(models: Models, state: dict, batch: dict, return_aux: bool = False) -> tuple:
+def predict(models: Models, state: dict, batch: dict, frozen: dict,
+            return_aux: bool = False) -> tuple:
   """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T'])`` (``+ aux``, the
   selector's streams/envelopes/weights/cue, with ``return_aux``)."""
-  z_mix = mix_latent(models.qparams, batch, models.mix_input)   # no target needed
+  z_mix = mix_latent(frozen["quantizer"], batch, models.mix_input)   # no target needed
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
                                 return_aux=return_aux)
