@@ -7,8 +7,9 @@ preset's shapes:
   data         one batch from the grain pipeline (demo data; ``bench_pipeline``
                has the throughput)
   latent       generator forward + backward on the latent loss (no decode)
-  decode fwd   the codec bridge's torch decoder forward
-  decode vjp   decoder forward + VJP (the torch autograd backward)
+  decode fwd   the codec's decoder forward (codec.backend torch: the bridge's host
+               callback into DAC; jax: the Flax decoder in XLA)
+  decode vjp   decoder forward + VJP
   mel          multi-scale mel loss value + gradient wrt the waveform
   disc         discriminator: D loss + grads on (fake, real), then the generator-
                side adversarial + feature loss gradient wrt the waveform
@@ -29,7 +30,11 @@ compile time, with the frozen codec's arrays (``run.frozen``) as an argument, as
 training runs it, and closed over, as before issue 15 (XLA then embeds them in the
 program as constants).
 
-Run: ``python -m bench.bench_step [--presets demo cocktail]``;
+``--backends torch jax`` measures each codec backend in turn (one process);
+``--waveform`` adds DAC's waveform terms (mel 15, adversarial 1, features 2) to a
+preset that has none, so that the step decodes.
+
+Run: ``python -m bench.bench_step [--presets demo cocktail] [--backends torch jax] [--waveform]``;
 ``python -m bench.bench_step --programs --presets demo --backends torch jax``.
 """
 
@@ -52,11 +57,18 @@ from neurocodec_jax.run import build_run
 from neurocodec_jax.train import steps
 
 
-def preset_config(preset: str):
+def preset_config(preset: str, backend: str | None = None, waveform: bool = False):
+  """``backend``: ``codec.backend`` (None: the preset's); ``waveform``: DAC's waveform
+  terms (mel 15, adversarial 1, features 2) when the preset has none (the demo recipe
+  trains on latent terms only, so its step never decodes)."""
   config = neurocodec.get_config(preset)
   if preset != "demo":                 # full-size architecture, random weights
     config.codec.random = True
     config.batch_size = 1
+  if backend is not None:
+    config.codec.backend = backend
+  if waveform and not steps.uses_waveform(config):
+    config.lambda_mel, config.lambda_adv, config.lambda_feat = 15.0, 1.0, 2.0
   return config
 
 
@@ -94,14 +106,16 @@ def data_seconds(config) -> float | None:
   return median_seconds(lambda: next(it), repeats=10, warmup=0)
 
 
-def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
-  config = preset_config(preset)
+def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None = None,
+            waveform: bool = False) -> list[dict]:
+  config = preset_config(preset, backend, waveform)
   total = max(config.train.max_steps, 1)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
   models, frozen, state = run.models, run.frozen, run.init_state()
   rows = []
-  add = lambda part, seconds, **kw: rows.append(dict(preset=preset, part=part, ms=1e3 * seconds, **kw))
+  add = lambda part, seconds, **kw: rows.append(dict(
+      preset=preset, backend=config.codec.backend, part=part, ms=1e3 * seconds, **kw))
 
   add("data", data_seconds(config) or float("nan"))
 
@@ -118,7 +132,7 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
   t = median_seconds(lambda: block(latent(state["g"]["params"])), repeats)
   add("latent", t, gflop=flops / 1e9, pct_of_peak=100 * flops / t / 1e9 / peak_gflops)
 
-  # Codec decode through the bridge.
+  # Codec decode (torch: through the bridge; jax: in XLA).
   z_pred = jax.random.normal(jax.random.PRNGKey(1), z_tgt.shape)
   dec = jax.jit(models.decode)
   add("decode fwd", median_seconds(lambda: block(dec(frozen["decoder"], z_pred)), repeats))
@@ -180,8 +194,7 @@ def measure(preset: str, repeats: int, peak_gflops: float) -> list[dict]:
 def program_rows(preset: str, backend: str) -> list[dict]:
   """The train step's program, the frozen codec as an argument vs closed over (see the
   module docstring); each lowered and compiled once, in that order."""
-  config = preset_config(preset)
-  config.codec.backend = backend
+  config = preset_config(preset, backend)
   if not steps.uses_waveform(config):
     config.lambda_mel = 15.0
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
@@ -213,11 +226,14 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--programs", action="store_true",
                  help="the step's program size and compile time instead (module docstring)")
-  p.add_argument("--backends", nargs="+", default=["torch", "jax"],
-                 help="codec backends of --programs")
+  p.add_argument("--backends", nargs="+", default=None,
+                 help="codec backends (default: the preset's; with --programs: torch jax)")
+  p.add_argument("--waveform", action="store_true",
+                 help="DAC's waveform terms (15/1/2) when the preset has none")
   args = p.parse_args(argv)
   if args.programs:
-    rows = [r for preset in args.presets for b in args.backends for r in program_rows(preset, b)]
+    rows = [r for preset in args.presets for b in (args.backends or ["torch", "jax"])
+            for r in program_rows(preset, b)]
     report("step_program", ["preset", "backend", "frozen", "frozen_mb", "hlo_chars",
                             "constants_mb", "lower_s", "compile_s"], rows,
            notes=f"train step with a waveform term on, random inputs of each preset's "
@@ -226,8 +242,9 @@ def main(argv=None):
   peak = matmul_gflops()
   rows = []
   for preset in args.presets:
-    rows += measure(preset, args.repeats, peak)
-  report("step", ["preset", "part", "ms", "gflop", "pct_of_peak", "compile_s", "xla_temp_mb",
+    for backend in args.backends or [None]:
+      rows += measure(preset, args.repeats, peak, backend, args.waveform)
+  report("step", ["preset", "backend", "part", "ms", "gflop", "pct_of_peak", "compile_s", "xla_temp_mb",
                   "compiles", "peak_rss_mb", "examples_per_s"], rows,
          notes=f"random inputs of each preset's shapes; cocktail: DAC 44.1 kHz architecture "
                f"with random weights, batch 1; matmul peak {peak:.1f} GFLOP/s; "
