@@ -1,35 +1,207 @@
-"""Memory (and time) of DAC's discriminator in Flax for 2 s clips at batch 8.
+"""DAC's discriminator in Flax beside DAC's torch module: time per part, and memory.
 
-The discriminator step's program (D loss and its gradient wrt the discriminator's
-parameters on fake and real audio) is compiled at DAC's full size (width 1.0)
-for 44.1 and 16 kHz; XLA's memory analysis gives the buffers it needs (arguments,
-outputs, temporaries), and one run gives its time and the process's peak RSS.
-Run: ``python -m bench.bench_disc [--batch 8 --seconds 2 --no_run]``.
+Comparison (the default): for each sub-discriminator (every MPD period, every MRD
+FFT size) ours and DAC's torch module with our weights copied from it run forward
+and backward (the gradient wrt the input, as the generator's adversarial and
+feature terms need, and wrt every weight, as the discriminator's step needs) on the
+same ``[batch, 1, T]`` input, interleaved, median of ``--repeats`` after warm-up,
+in one process with one thread count. The loss is the mean square of every feature
+map (DAC's GAN and feature terms read every map). Widths: 1.0 is DAC's size; the
+demo's 0.0625 narrows every channel count on both sides (DAC's own forward code
+with narrower layers). ``--per_layer`` adds one row per conv layer (its input shape
+as the sub-discriminator feeds it).
+
+``--memory``: the discriminator step's program (D loss and its parameter gradient on
+fake and real) at full size for 44.1 and 16 kHz: XLA's buffers and one run's time.
+
+Set ``XLA_FLAGS`` in the environment to measure XLA CPU options; the rows say which.
+Run: ``python -m bench.bench_disc [--sample_rate 16000 --batch 8 --seconds 2]``.
 """
 
+from __future__ import annotations
+
 import argparse
+import os
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bench.common import block, peak_rss_mb, report
+from bench.common import block, median_seconds, peak_rss_mb, report
 from neurocodec_jax import losses
-from neurocodec_jax.models.discriminators import Discriminator
+from neurocodec_jax.models import discriminators as ours
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--seconds", type=float, default=2.0)
-  p.add_argument("--no_run", dest="run", action="store_false")
-  args = p.parse_args(argv)
+def _torch_discriminator(kind: str, arg: int, width: float, sample_rate: int):
+  """DAC's ``Discriminator`` with one sub-discriminator, every conv narrowed by ``width``."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from dac.model import discriminator as tdisc  # pylint: disable=g-import-not-at-top
+  periods, ffts = ([arg], []) if kind == "mpd" else ([], [arg])
+  torch.manual_seed(0)
+  model = tdisc.Discriminator(periods=periods, fft_sizes=ffts, sample_rate=sample_rate)
+  if width != 1.0:
+    sub = model.discriminators[0]
+    ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
+
+    def narrow(conv_module, act=True):
+      conv = conv_module[0] if act else conv_module
+      new_in = conv.in_channels if conv.in_channels in (1, 2) else ch(conv.in_channels)
+      new_out = 1 if conv.out_channels == 1 else ch(conv.out_channels)
+      return tdisc.WNConv2d(new_in, new_out, conv.kernel_size, conv.stride,
+                            padding=conv.padding, act=act)
+
+    if kind == "mpd":
+      sub.convs = torch.nn.ModuleList([narrow(c) for c in sub.convs])
+    else:
+      sub.band_convs = torch.nn.ModuleList(
+          [torch.nn.ModuleList([narrow(c) for c in stack]) for stack in sub.band_convs])
+    sub.conv_post = narrow(sub.conv_post, act=False)
+  return model
+
+
+def _loss_torch(fmaps):
+  return sum((f ** 2).mean() for maps in fmaps for f in maps)
+
+
+def _loss_jax(fmaps):
+  return sum(jnp.mean(f ** 2) for maps in fmaps for f in maps)
+
+
+def _conv_layers(kind: str, arg: int, width: float):
+  """``[(name, torch module path, our module kwargs)]`` of one sub-discriminator."""
+  layers = []
+  ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
+  if kind == "mpd":
+    for i, (c, s) in enumerate(((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))):
+      layers.append((f"conv_{i}", f"convs.{i}", dict(features=ch(c), kernel_size=(5, 1),
+                                                      strides=(s, 1), padding=(2, 0))))
+  else:
+    for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+                                   ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+                                   ((3, 3), (1, 1), (1, 1)))):
+      # Band 1 of 5 (0.1-0.25: 15% of the bins) is representative of the widths.
+      layers.append((f"band_1_conv_{i}", f"band_convs.1.{i}",
+                     dict(features=ch(32), kernel_size=k, strides=s, padding=p)))
+  return layers
+
+
+def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
+            repeats: int, per_layer: bool, mpd_2d: bool) -> list[dict]:
+  import torch  # pylint: disable=g-import-not-at-top
+  n = int(seconds * sample_rate)
+  x_np = (np.random.default_rng(0).standard_normal((batch, 1, n)) * 0.1).astype(np.float32)
+  rows = []
+  flags = os.environ.get("XLA_FLAGS", "")
+  parts = [("mpd", p) for p in periods] + [("mrd", f) for f in ffts]
+  for width in widths:
+    for kind, arg in parts:
+      ref = _torch_discriminator(kind, arg, width, sample_rate)
+      mine = ours.Discriminator(periods=(arg,) if kind == "mpd" else (),
+                                fft_sizes=(arg,) if kind == "mrd" else (),
+                                sample_rate=sample_rate, width=width)
+      params = ours.params_from_torch(ref)
+      x_t = torch.from_numpy(x_np).requires_grad_(True)
+
+      def run_torch():
+        ref.zero_grad(set_to_none=True)
+        x_t.grad = None
+        _loss_torch(ref(x_t)).backward()
+        return x_t.grad
+
+      step = jax.jit(jax.grad(lambda p, x: _loss_jax(mine.apply({"params": p}, x)),
+                              argnums=(0, 1)))
+      x_j = jnp.asarray(x_np)
+      run_jax = lambda: block(step(params, x_j))
+      # Same computation on both sides, or the timing means nothing.
+      want = float(_loss_torch(ref(x_t)))
+      got = float(_loss_jax(mine.apply({"params": params}, x_j)))
+      if not abs(got - want) <= 1e-4 * abs(want):
+        raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
+      runs = {"torch": run_torch, "ours": run_jax}
+      if kind == "mpd" and mpd_2d:       # the unfolded 2-D form (before issue 16)
+        step_2d = jax.jit(jax.grad(lambda p, x: _loss_jax(
+            mine.clone(mpd_fold_period=False).apply({"params": p}, x)), argnums=(0, 1)))
+        runs["ours_2d"] = lambda: block(step_2d(params, x_j))
+      times = {k: [] for k in runs}
+      for fn in runs.values():
+        fn()
+      for _ in range(repeats):           # interleaved: drift hits every side alike
+        for k, fn in runs.items():
+          times[k].append(median_seconds(fn, 1, 0))
+      row = dict(width=width, part=f"{kind}_{arg}", layer="all",
+                 **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
+      row["ratio"] = row["ours_ms"] / row["torch_ms"]
+      row["xla_flags"] = flags or "-"
+      rows.append(row)
+      print(row, flush=True)
+      if per_layer:
+        rows += _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, mpd_2d)
+  return rows
+
+
+def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, mpd_2d) -> list[dict]:
+  """Each conv layer alone (forward + input and weight gradients) at its real input."""
+  import torch  # pylint: disable=g-import-not-at-top
+  sub = ref.discriminators[0]
+  modules = dict(sub.named_modules())
+  inputs = {}
+  hooks = [modules[path].register_forward_pre_hook(
+      lambda m, a, path=path: inputs.__setitem__(path, a[0].detach().clone()))
+           for _, path, _ in _conv_layers(kind, arg, width)]
+  with torch.no_grad():
+    ref(x_t.detach())
+  for h in hooks:
+    h.remove()
+  rows = []
+  for name, path, kw in _conv_layers(kind, arg, width):
+    module = modules[path]
+    xin = inputs[path].requires_grad_(True)
+    conv = ours.WNConv(**kw)
+    p = params["disc_0"][name]
+
+    def run_torch(module=module, xin=xin):
+      module.zero_grad(set_to_none=True)
+      xin.grad = None
+      (module(xin) ** 2).mean().backward()
+      return xin.grad
+
+    grad = lambda conv: jax.jit(jax.grad(
+        lambda p, x: jnp.mean(conv.apply({"params": p}, x) ** 2), argnums=(0, 1)))
+    xj = jnp.asarray(xin.detach().numpy())                  # [B, C, H, W]
+    runs = {"torch": run_torch}
+    if kind == "mpd":                    # as MPD runs it: phases folded into the batch
+      folded = jnp.moveaxis(xj, -1, 1).reshape(-1, *xj.shape[1:3])   # [B * p, C, H]
+      step = grad(ours.WNConv(**kw, drop_unit_axis=True))
+      runs["ours"] = lambda step=step, p=p, x=folded: block(step(p, x))
+      if mpd_2d:
+        step_2d = grad(conv)
+        runs["ours_2d"] = lambda step=step_2d, p=p, x=xj: block(step(p, x))
+    else:
+      step = grad(conv)
+      runs["ours"] = lambda step=step, p=p, x=xj: block(step(p, x))
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+      fn()
+    for _ in range(repeats):
+      for k, fn in runs.items():
+        times[k].append(median_seconds(fn, 1, 0))
+    row = dict(width=width, part=f"{kind}_{arg}", layer=f"{name} {list(xin.shape)}",
+               **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
+    row["ratio"] = row["ours_ms"] / row["torch_ms"]
+    row["xla_flags"] = flags or "-"
+    rows.append(row)
+    print(row, flush=True)
+  return rows
+
+
+def memory(batch: int, seconds: float, run: bool) -> list[dict]:
   rows = []
   for sr in (44100, 16000):
-    disc = Discriminator(sample_rate=sr)
-    n = int(args.seconds * sr)
-    fake = jax.random.normal(jax.random.PRNGKey(0), (args.batch, 1, n)) * 0.1
-    real = jax.random.normal(jax.random.PRNGKey(1), (args.batch, 1, n)) * 0.1
+    disc = ours.Discriminator(sample_rate=sr)
+    n = int(seconds * sr)
+    fake = jax.random.normal(jax.random.PRNGKey(0), (batch, 1, n)) * 0.1
+    real = jax.random.normal(jax.random.PRNGKey(1), (batch, 1, n)) * 0.1
     params = jax.jit(disc.init)(jax.random.PRNGKey(2), fake[:1])["params"]
     d_step = jax.jit(jax.value_and_grad(lambda p, f, r: losses.discriminator_loss(
         disc.apply({"params": p}, f), disc.apply({"params": p}, r))))
@@ -37,21 +209,55 @@ def main(argv=None):
     compiled = d_step.lower(params, fake, real).compile()
     compile_s = time.perf_counter() - start
     mem = compiled.memory_analysis()
-    row = dict(sample_rate=sr, batch=args.batch, seconds=args.seconds, compile_s=compile_s,
+    row = dict(sample_rate=sr, batch=batch, seconds=seconds, compile_s=compile_s,
                xla_temp_gb=mem.temp_size_in_bytes / 2 ** 30,
                xla_total_gb=(mem.temp_size_in_bytes + mem.argument_size_in_bytes
                              + mem.output_size_in_bytes) / 2 ** 30)
-    if args.run:
+    if run:
       start = time.perf_counter()
       block(compiled(params, fake, real))
       row["run_s"] = time.perf_counter() - start
       row["peak_rss_gb"] = peak_rss_mb() / 1024
     rows.append(row)
     print(row, flush=True)
-  report("disc", ["sample_rate", "batch", "seconds", "compile_s", "xla_temp_gb",
-                  "xla_total_gb", "run_s", "peak_rss_gb"], rows,
-         notes="DAC's discriminator at full size (MPD 2,3,5,7,11 + MRD 2048,1024,512), "
-               "D loss + parameter gradients on fake and real, fp32, CPU")
+  return rows
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--sample_rate", type=int, default=16000)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--seconds", type=float, default=2.0)
+  p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.0625])
+  p.add_argument("--periods", type=int, nargs="*", default=[2, 3, 5, 7, 11])
+  p.add_argument("--ffts", type=int, nargs="*", default=[2048, 1024, 512])
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--threads", type=int, default=os.cpu_count(),
+                 help="torch's intra-op threads (XLA's CPU pool uses every core)")
+  p.add_argument("--per_layer", action="store_true")
+  p.add_argument("--mpd_2d", action="store_true",
+                 help="also time our MPD's 2-D form (before issue 16) beside the folded one")
+  p.add_argument("--name", default="disc", help="results file bench/results/<name>.json")
+  p.add_argument("--memory", action="store_true",
+                 help="instead: XLA's buffers of the full-size D step at 44.1 and 16 kHz")
+  p.add_argument("--no_run", dest="run", action="store_false", help="with --memory")
+  args = p.parse_args(argv)
+  if args.memory:
+    rows = memory(args.batch, args.seconds, args.run)
+    report(f"{args.name}_memory", ["sample_rate", "batch", "seconds", "compile_s",
+                                   "xla_temp_gb", "xla_total_gb", "run_s", "peak_rss_gb"],
+           rows, notes="DAC's discriminator at full size (MPD 2,3,5,7,11 + MRD 2048,1024,512), "
+                       "D loss + parameter gradients on fake and real, fp32, CPU")
+    return rows
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(args.threads)
+  rows = compare(args.sample_rate, args.batch, args.seconds, args.widths, args.periods,
+                 args.ffts, args.repeats, args.per_layer, args.mpd_2d)
+  report(args.name, ["width", "part", "layer", "torch_ms", "ours_ms", "ours_2d_ms", "ratio",
+                     "xla_flags"],
+         rows, notes=f"forward + input and weight gradients, batch {args.batch} x "
+                     f"{args.seconds} s at {args.sample_rate} Hz, torch threads {args.threads}, "
+                     f"median of {args.repeats} interleaved runs after warm-up")
   return rows
 
 
