@@ -1,7 +1,7 @@
 """DAC's discriminator in Flax beside DAC's torch module: time per part, and memory.
 
 Comparison (the default): for each sub-discriminator (every MPD period, every MRD
-FFT size) ours and DAC's torch module with our weights copied from it run forward
+FFT size) DAC's torch module and ours with its weights copied run forward
 and backward (the gradient wrt the input, as the generator's adversarial and
 feature terms need, and wrt every weight, as the discriminator's step needs) on the
 same ``[batch, 1, T]`` input, interleaved, median of ``--repeats`` after warm-up,
@@ -9,7 +9,8 @@ in one process with one thread count. The loss is the mean square of every featu
 map (DAC's GAN and feature terms read every map). Widths: 1.0 is DAC's size; the
 demo's 0.0625 narrows every channel count on both sides (DAC's own forward code
 with narrower layers). ``--per_layer`` adds one row per conv layer (its input shape
-as the sub-discriminator feeds it).
+as the sub-discriminator feeds it). ``--before`` adds our forms before issue 16 (MPD's
+2-D convolutions, MRD's native strided input gradient).
 
 ``--memory``: the discriminator step's program (D loss and its parameter gradient on
 fake and real) at full size for 44.1 and 16 kHz: XLA's buffers and one run's time.
@@ -33,31 +34,39 @@ from neurocodec_jax import losses
 from neurocodec_jax.models import discriminators as ours
 
 
-def _torch_discriminator(kind: str, arg: int, width: float, sample_rate: int):
-  """DAC's ``Discriminator`` with one sub-discriminator, every conv narrowed by ``width``."""
+def torch_discriminator(periods, ffts, width: float, sample_rate: int):
+  """DAC's ``Discriminator`` (MPDs, MRDs), every conv narrowed by ``width`` (DAC's own
+  forward code with narrower layers; 1.0 is DAC's model)."""
   import torch  # pylint: disable=g-import-not-at-top
   from dac.model import discriminator as tdisc  # pylint: disable=g-import-not-at-top
-  periods, ffts = ([arg], []) if kind == "mpd" else ([], [arg])
   torch.manual_seed(0)
-  model = tdisc.Discriminator(periods=periods, fft_sizes=ffts, sample_rate=sample_rate)
-  if width != 1.0:
-    sub = model.discriminators[0]
-    ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
+  model = tdisc.Discriminator(periods=list(periods), fft_sizes=list(ffts),
+                              sample_rate=sample_rate)
+  if width == 1.0:
+    return model
+  ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
 
-    def narrow(conv_module, act=True):
-      conv = conv_module[0] if act else conv_module
-      new_in = conv.in_channels if conv.in_channels in (1, 2) else ch(conv.in_channels)
-      new_out = 1 if conv.out_channels == 1 else ch(conv.out_channels)
-      return tdisc.WNConv2d(new_in, new_out, conv.kernel_size, conv.stride,
-                            padding=conv.padding, act=act)
+  def narrow(conv_module, act=True):
+    conv = conv_module[0] if act else conv_module
+    new_in = conv.in_channels if conv.in_channels in (1, 2) else ch(conv.in_channels)
+    new_out = 1 if conv.out_channels == 1 else ch(conv.out_channels)
+    return tdisc.WNConv2d(new_in, new_out, conv.kernel_size, conv.stride,
+                          padding=conv.padding, act=act)
 
-    if kind == "mpd":
+  for sub in model.discriminators:
+    if isinstance(sub, tdisc.MPD):
       sub.convs = torch.nn.ModuleList([narrow(c) for c in sub.convs])
     else:
       sub.band_convs = torch.nn.ModuleList(
           [torch.nn.ModuleList([narrow(c) for c in stack]) for stack in sub.band_convs])
     sub.conv_post = narrow(sub.conv_post, act=False)
   return model
+
+
+def _torch_discriminator(kind: str, arg: int, width: float, sample_rate: int):
+  """One sub-discriminator as a whole ``Discriminator`` (DAC's input normalization too)."""
+  return torch_discriminator([arg] if kind == "mpd" else [], [arg] if kind == "mrd" else [],
+                             width, sample_rate)
 
 
 def _loss_torch(fmaps):
@@ -87,7 +96,7 @@ def _conv_layers(kind: str, arg: int, width: float):
 
 
 def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
-            repeats: int, per_layer: bool, mpd_2d: bool) -> list[dict]:
+            repeats: int, per_layer: bool, before: bool) -> list[dict]:
   import torch  # pylint: disable=g-import-not-at-top
   n = int(seconds * sample_rate)
   x_np = (np.random.default_rng(0).standard_normal((batch, 1, n)) * 0.1).astype(np.float32)
@@ -119,10 +128,11 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
       if not abs(got - want) <= 1e-4 * abs(want):
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
       runs = {"torch": run_torch, "ours": run_jax}
-      if kind == "mpd" and mpd_2d:       # the unfolded 2-D form (before issue 16)
-        step_2d = jax.jit(jax.grad(lambda p, x: _loss_jax(
-            mine.clone(mpd_fold_period=False).apply({"params": p}, x)), argnums=(0, 1)))
-        runs["ours_2d"] = lambda: block(step_2d(params, x_j))
+      if before:                         # our forms before issue 16
+        old = mine.clone(mpd_fold_period=False, mrd_dense_input_grad=False)
+        step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
+                                    argnums=(0, 1)))
+        runs["before"] = lambda: block(step_old(params, x_j))
       times = {k: [] for k in runs}
       for fn in runs.values():
         fn()
@@ -136,11 +146,11 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
       rows.append(row)
       print(row, flush=True)
       if per_layer:
-        rows += _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, mpd_2d)
+        rows += _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before)
   return rows
 
 
-def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, mpd_2d) -> list[dict]:
+def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) -> list[dict]:
   """Each conv layer alone (forward + input and weight gradients) at its real input."""
   import torch  # pylint: disable=g-import-not-at-top
   sub = ref.discriminators[0]
@@ -174,12 +184,15 @@ def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, mpd_2d) 
       folded = jnp.moveaxis(xj, -1, 1).reshape(-1, *xj.shape[1:3])   # [B * p, C, H]
       step = grad(ours.WNConv(**kw, drop_unit_axis=True))
       runs["ours"] = lambda step=step, p=p, x=folded: block(step(p, x))
-      if mpd_2d:
+      if before:
         step_2d = grad(conv)
-        runs["ours_2d"] = lambda step=step_2d, p=p, x=xj: block(step(p, x))
+        runs["before"] = lambda step=step_2d, p=p, x=xj: block(step(p, x))
     else:
-      step = grad(conv)
+      step = grad(ours.WNConv(**kw, dense_input_grad=None))     # as MRD runs it
       runs["ours"] = lambda step=step, p=p, x=xj: block(step(p, x))
+      if before:
+        step_old = grad(conv)
+        runs["before"] = lambda step=step_old, p=p, x=xj: block(step(p, x))
     times = {k: [] for k in runs}
     for fn in runs.values():
       fn()
@@ -235,8 +248,9 @@ def main(argv=None):
   p.add_argument("--threads", type=int, default=os.cpu_count(),
                  help="torch's intra-op threads (XLA's CPU pool uses every core)")
   p.add_argument("--per_layer", action="store_true")
-  p.add_argument("--mpd_2d", action="store_true",
-                 help="also time our MPD's 2-D form (before issue 16) beside the folded one")
+  p.add_argument("--before", action="store_true",
+                 help="also time our forms before issue 16 (MPD's 2-D convs, MRD's "
+                      "native strided input gradient)")
   p.add_argument("--name", default="disc", help="results file bench/results/<name>.json")
   p.add_argument("--memory", action="store_true",
                  help="instead: XLA's buffers of the full-size D step at 44.1 and 16 kHz")
@@ -252,8 +266,8 @@ def main(argv=None):
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(args.threads)
   rows = compare(args.sample_rate, args.batch, args.seconds, args.widths, args.periods,
-                 args.ffts, args.repeats, args.per_layer, args.mpd_2d)
-  report(args.name, ["width", "part", "layer", "torch_ms", "ours_ms", "ours_2d_ms", "ratio",
+                 args.ffts, args.repeats, args.per_layer, args.before)
+  report(args.name, ["width", "part", "layer", "torch_ms", "ours_ms", "before_ms", "ratio",
                      "xla_flags"],
          rows, notes=f"forward + input and weight gradients, batch {args.batch} x "
                      f"{args.seconds} s at {args.sample_rate} Hz, torch threads {args.threads}, "

@@ -12,7 +12,8 @@ preset's shapes:
   decode vjp   decoder forward + VJP
   mel          multi-scale mel loss value + gradient wrt the waveform
   disc         discriminator: D loss + grads on (fake, real), then the generator-
-               side adversarial + feature loss gradient wrt the waveform
+               side adversarial + feature loss gradient wrt the waveform; beside it
+               the same in DAC's torch (``GANLoss``, same periods, FFTs and width)
   optimizer    generator and discriminator optax updates
   step         the whole jitted train step (what training runs)
 
@@ -106,6 +107,33 @@ def data_seconds(config) -> float | None:
   return median_seconds(lambda: next(it), repeats=10, warmup=0)
 
 
+def torch_disc_seconds(config, fake: np.ndarray, real: np.ndarray, repeats: int) -> float:
+  """The same discriminator part in DAC's torch (``GANLoss``; the config's periods, FFT
+  sizes and width): D loss + weight gradients, then the generator's adversarial +
+  feature loss gradient wrt the waveform."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from audiotools import AudioSignal  # pylint: disable=g-import-not-at-top
+  from dac.nn.loss import GANLoss  # pylint: disable=g-import-not-at-top
+  from bench.bench_disc import torch_discriminator  # pylint: disable=g-import-not-at-top
+  d = config.disc
+  if tuple(d.rates):
+    raise ValueError("the torch discriminator row covers MPD and MRD only (disc.rates empty)")
+  gan = GANLoss(torch_discriminator(d.periods, d.fft_sizes, d.width,
+                                    config.codec.arch.sample_rate))
+  sr = config.codec.arch.sample_rate
+  real_t = AudioSignal(torch.from_numpy(real), sr)
+
+  def run():
+    gan.zero_grad(set_to_none=True)
+    fake_t = torch.from_numpy(fake).requires_grad_(True)
+    gan.discriminator_loss(AudioSignal(fake_t.detach(), sr), real_t).backward()
+    adv, feat = gan.generator_loss(AudioSignal(fake_t, sr), real_t)
+    (adv + feat).backward()
+    return fake_t.grad
+
+  return median_seconds(run, repeats)
+
+
 def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None = None,
             waveform: bool = False) -> list[dict]:
   config = preset_config(preset, backend, waveform)
@@ -156,6 +184,8 @@ def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None =
       return d_loss, d_grads, g_grad
     dg = jax.jit(d_and_g)
     add("discriminators", median_seconds(lambda: block(dg(state["d"]["params"], wave)), repeats))
+    add("discriminators (DAC torch)", torch_disc_seconds(config, np.asarray(wave),
+                                                         np.asarray(batch["clean"]), repeats))
 
   g_params, g_opt = state["g"]["params"], state["g"]["opt"]
   def opt_update(params, opt, d_params, d_opt):

@@ -25,6 +25,7 @@ Details matched to DAC 1.0.0 (checked by tests/test_losses.py):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -39,6 +40,41 @@ HIGHEST = jax.lax.Precision.HIGHEST
 BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
 
+def _conv(x, w, strides, padding, dn, groups):
+  return jax.lax.conv_general_dilated(x, w, window_strides=strides, padding=padding,
+                                      dimension_numbers=dn, feature_group_count=groups,
+                                      precision=HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def strided_conv(x, w, strides, padding, dn, groups):
+  """``conv_general_dilated`` whose input gradient avoids XLA CPU's slow path.
+
+  The input gradient of a strided conv is a conv with a dilated input, which XLA's
+  CPU backend runs 2-3x slower than a plain one (README Performance). Here it is
+  the gradient of the same conv at stride 1 subsampled, i.e. a plain conv over the
+  zero-upsampled cotangent: the same numbers, summed in another order.
+  """
+  return _conv(x, w, strides, padding, dn, groups)
+
+
+def _strided_conv_fwd(x, w, strides, padding, dn, groups):
+  return _conv(x, w, strides, padding, dn, groups), (x, w)
+
+
+def _strided_conv_bwd(strides, padding, dn, groups, res, ct):
+  x, w = res
+  _, w_vjp = jax.vjp(lambda w: _conv(x, w, strides, padding, dn, groups), w)
+  subsample = tuple(slice(None, None, s) for s in strides)
+  dense = lambda x: _conv(x, w, (1,) * len(strides), padding, dn, groups)[
+      (Ellipsis, *subsample)]
+  _, x_vjp = jax.vjp(dense, x)
+  return x_vjp(ct)[0], w_vjp(ct)[0]
+
+
+strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
 class WNConv(nn.Module):
   """Weight-normed conv over ``[B, C, *spatial]`` with torch-layout parameters."""
   features: int
@@ -50,6 +86,12 @@ class WNConv(nn.Module):
   # The kernel's last axis has size 1 and the input lacks it: the conv runs with one
   # spatial axis fewer (MPD's folded form); the parameters keep torch's shape.
   drop_unit_axis: bool = False
+  # Strided: the input gradient through ``strided_conv``. None: where measured faster,
+  # on XLA's CPU backend with >= 16 input channels (MRD's 2-D convs at DAC's width:
+  # 2x faster; at the demo's 2 channels 1.2x slower; MPD's folded 1-D convs are
+  # faster as they are). Off on GPU/TPU, whose strided backward is not the slow path
+  # and where the dense form's extra multiply-adds would cost.
+  dense_input_grad: bool | None = False
 
   @nn.compact
   def __call__(self, x):
@@ -74,9 +116,11 @@ class WNConv(nn.Module):
       nd, w, strides, padding = nd - 1, w[..., 0], strides[:-1], padding[:-1]
     spatial = "HW"[:nd] if nd == 2 else "H"
     dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
-    y = jax.lax.conv_general_dilated(
-        x, w, window_strides=strides, padding=[(p, p) for p in padding],
-        dimension_numbers=dn, feature_group_count=self.groups, precision=HIGHEST)
+    dense = self.dense_input_grad
+    if dense is None:
+      dense = jax.default_backend() == "cpu" and in_ch >= 16
+    conv = strided_conv if dense and any(s > 1 for s in strides) else _conv
+    y = conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
     y = y + b.reshape(1, -1, *([1] * nd))
     return nn.leaky_relu(y, 0.1) if self.act else y
 
@@ -164,6 +208,7 @@ class MRD(nn.Module):
   window_length: int
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0
+  dense_input_grad: bool | None = None    # see WNConv (None: where it is faster)
 
   @nn.compact
   def __call__(self, x):
@@ -176,7 +221,8 @@ class MRD(nn.Module):
       for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
                                      ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
                                      ((3, 3), (1, 1), (1, 1)))):
-        band = WNConv(_ch(32, self.width), k, s, p, name=f"band_{b}_conv_{i}")(band)
+        band = WNConv(_ch(32, self.width), k, s, p, dense_input_grad=self.dense_input_grad,
+                      name=f"band_{b}_conv_{i}")(band)
         fmap.append(band)
       outs.append(band)
     x = jnp.concatenate(outs, axis=-1)
@@ -193,6 +239,7 @@ class Discriminator(nn.Module):
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0           # channel multiplier; 1.0 is DAC's (parity) size
   mpd_fold_period: bool = True  # MPD's 1-D form (same maps and parameters; see MPD)
+  mrd_dense_input_grad: bool | None = None   # MRD's strided convs (WNConv; None: auto)
 
   @classmethod
   def from_config(cls, config) -> "Discriminator":
@@ -211,7 +258,7 @@ class Discriminator(nn.Module):
     discs = ([MPD(p, w, self.mpd_fold_period, name=f"disc_{i}") for i, p in enumerate(self.periods)])
     discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
-    discs += [MRD(f, self.bands, w, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
+    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
 
 
