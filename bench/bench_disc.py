@@ -123,7 +123,8 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
       x_j = jnp.asarray(x_np)
       run_jax = lambda: block(step(params, x_j))
       # Same computation on both sides, or the timing means nothing.
-      want = float(_loss_torch(ref(x_t)))
+      with torch.no_grad():
+        want = float(_loss_torch(ref(x_t)))
       got = float(_loss_jax(mine.apply({"params": params}, x_j)))
       if not abs(got - want) <= 1e-4 * abs(want):
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")

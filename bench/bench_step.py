@@ -33,7 +33,8 @@ program as constants).
 
 ``--backends torch jax`` measures each codec backend in turn (one process);
 ``--waveform`` adds DAC's waveform terms (mel 15, adversarial 1, features 2) to a
-preset that has none, so that the step decodes.
+preset that has none, so that the step decodes; ``--full_disc`` swaps in DAC's own
+discriminator (width 1, all periods and FFT sizes; the demo's is narrow).
 
 Run: ``python -m bench.bench_step [--presets demo cocktail] [--backends torch jax] [--waveform]``;
 ``python -m bench.bench_step --programs --presets demo --backends torch jax``.
@@ -58,10 +59,12 @@ from neurocodec_jax.run import build_run
 from neurocodec_jax.train import steps
 
 
-def preset_config(preset: str, backend: str | None = None, waveform: bool = False):
+def preset_config(preset: str, backend: str | None = None, waveform: bool = False,
+                  full_disc: bool = False):
   """``backend``: ``codec.backend`` (None: the preset's); ``waveform``: DAC's waveform
   terms (mel 15, adversarial 1, features 2) when the preset has none (the demo recipe
-  trains on latent terms only, so its step never decodes)."""
+  trains on latent terms only, so its step never decodes); ``full_disc``: DAC's own
+  discriminator (MPD 2, 3, 5, 7, 11, MRD 2048, 1024, 512, width 1)."""
   config = neurocodec.get_config(preset)
   if preset != "demo":                 # full-size architecture, random weights
     config.codec.random = True
@@ -70,6 +73,9 @@ def preset_config(preset: str, backend: str | None = None, waveform: bool = Fals
     config.codec.backend = backend
   if waveform and not steps.uses_waveform(config):
     config.lambda_mel, config.lambda_adv, config.lambda_feat = 15.0, 1.0, 2.0
+  if full_disc:
+    config.disc.periods, config.disc.fft_sizes, config.disc.width = (
+        (2, 3, 5, 7, 11), (2048, 1024, 512), 1.0)
   return config
 
 
@@ -135,8 +141,8 @@ def torch_disc_seconds(config, fake: np.ndarray, real: np.ndarray, repeats: int)
 
 
 def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None = None,
-            waveform: bool = False) -> list[dict]:
-  config = preset_config(preset, backend, waveform)
+            waveform: bool = False, full_disc: bool = False) -> list[dict]:
+  config = preset_config(preset, backend, waveform, full_disc)
   total = max(config.train.max_steps, 1)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
@@ -184,8 +190,8 @@ def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None =
       return d_loss, d_grads, g_grad
     dg = jax.jit(d_and_g)
     add("discriminators", median_seconds(lambda: block(dg(state["d"]["params"], wave)), repeats))
-    add("discriminators (DAC torch)", torch_disc_seconds(config, np.asarray(wave),
-                                                         np.asarray(batch["clean"]), repeats))
+    add("discriminators (DAC torch)", torch_disc_seconds(config, np.array(wave),
+                                                         np.array(batch["clean"]), repeats))
 
   g_params, g_opt = state["g"]["params"], state["g"]["opt"]
   def opt_update(params, opt, d_params, d_opt):
@@ -260,6 +266,8 @@ def main(argv=None):
                  help="codec backends (default: the preset's; with --programs: torch jax)")
   p.add_argument("--waveform", action="store_true",
                  help="DAC's waveform terms (15/1/2) when the preset has none")
+  p.add_argument("--full_disc", action="store_true",
+                 help="DAC's own discriminator (its periods, FFT sizes, width 1)")
   args = p.parse_args(argv)
   if args.programs:
     rows = [r for preset in args.presets for b in (args.backends or ["torch", "jax"])
@@ -273,7 +281,7 @@ def main(argv=None):
   rows = []
   for preset in args.presets:
     for backend in args.backends or [None]:
-      rows += measure(preset, args.repeats, peak, backend, args.waveform)
+      rows += measure(preset, args.repeats, peak, backend, args.waveform, args.full_disc)
   report("step", ["preset", "backend", "part", "ms", "gflop", "pct_of_peak", "compile_s", "xla_temp_mb",
                   "compiles", "peak_rss_mb", "examples_per_s"], rows,
          notes=f"random inputs of each preset's shapes; cocktail: DAC 44.1 kHz architecture "
