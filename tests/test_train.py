@@ -70,12 +70,24 @@ def test_run_writes_checkpoints_metrics_and_config(uninterrupted):
   assert saved["hidden_dim"] == 16 and saved["preset"] == "demo"
 
 
+# Leaves whose gradient is 0 in exact arithmetic by an invariance of the loss: the
+# envelope head's bias (the decoded envelope enters every term only through Pearson
+# correlations, which ignore an offset) and the attention key bias (the softmax over
+# keys ignores a shift shared by all keys). Adam scales their rounding-level gradients
+# up to steps of ~lr or to nothing, as the rounding falls: the envelope head bias
+# moved 0.66 lr over the 6 steps, then 0.005 lr after the discriminator's convolutions
+# changed form (issue 16); the key bias 0.50 lr. So they are checked finite and
+# within Adam's bound only.
+ZERO_GRADIENT_BY_INVARIANCE = ("['envelope_head']['Conv_0']['bias']", "['key']['bias']")
+
+
 def test_parameters_change_and_stay_finite(uninterrupted):
   """Every parameter leaf of the generator and of the discriminator (every loss is on)
   is moved by its gradient, not only by AdamW's decoupled weight decay (which takes a
   leaf with zero gradient to p (1 - lr wd)^steps), and stays finite."""
   _, result = uninterrupted
   config = train_config("unused")
+  exempt = set()
   for net, lr in (("g", config.lr), ("d", config.disc.lr)):
     kept = (1 - lr * config.train.weight_decay) ** result["step"]
     before = jax.tree_util.tree_flatten_with_path(result["initial"][net]["params"])[0]
@@ -85,11 +97,14 @@ def test_parameters_change_and_stay_finite(uninterrupted):
       name = f"{net}{jax.tree_util.keystr(path)}"
       assert np.all(np.isfinite(b)), name
       # Adam moves a leaf with a gradient by ~lr a step: measured >= 3.2 lr over the 6
-      # steps, but 0.66 lr (envelope head bias) and 0.50 lr (attention key bias,
-      # whose gradient is 0 in exact arithmetic). A leaf cut off from the loss moves by
-      # rounding only, ~1e-7 |p|.
+      # steps. A leaf cut off from the loss moves by rounding only, ~1e-7 |p|.
       moved = np.abs(b - a * kept).max()
-      assert moved > 0.1 * lr, (name, moved)
+      if name.endswith(ZERO_GRADIENT_BY_INVARIANCE):
+        exempt.update(s for s in ZERO_GRADIENT_BY_INVARIANCE if name.endswith(s))
+        assert moved < 10 * lr * result["step"], (name, moved)    # Adam's bound
+      else:
+        assert moved > 0.1 * lr, (name, moved)
+  assert exempt == set(ZERO_GRADIENT_BY_INVARIANCE)     # the exemptions name real leaves
 
 
 def test_resume_after_kill_mid_epoch_is_bitwise_equal(uninterrupted, tiny_dataset, tmp_path):
