@@ -82,17 +82,31 @@ def _conv_layers(kind: str, arg: int, width: float):
   layers = []
   ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
   if kind == "mpd":
-    for i, (c, s) in enumerate(((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))):
+    for i, (c, s) in enumerate(ours.MPD_LAYERS):
       layers.append((f"conv_{i}", f"convs.{i}", dict(features=ch(c), kernel_size=(5, 1),
                                                       strides=(s, 1), padding=(2, 0))))
   else:
-    for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
-                                   ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
-                                   ((3, 3), (1, 1), (1, 1)))):
+    for i, (k, s, p) in enumerate(ours.MRD_LAYERS):
       # Band 1 of 5 (0.1-0.25: 15% of the bins) is representative of the widths.
       layers.append((f"band_1_conv_{i}", f"band_convs.1.{i}",
                      dict(features=ch(32), kernel_size=k, strides=s, padding=p)))
   return layers
+
+
+def _timed_row(runs: dict, repeats: int, flags: str, **key) -> dict:
+  """Median ms of each of ``runs`` (name -> blocking callable), warmed up once, then
+  run interleaved so that drift hits every side alike; ``ratio`` = ours / torch."""
+  times = {k: [] for k in runs}
+  for fn in runs.values():
+    fn()
+  for _ in range(repeats):
+    for k, fn in runs.items():
+      times[k].append(median_seconds(fn, 1, 0))
+  row = dict(**key, **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
+  row["ratio"] = row["ours_ms"] / row["torch_ms"]
+  row["xla_flags"] = flags or "-"
+  print(row, flush=True)
+  return row
 
 
 def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
@@ -134,18 +148,8 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
         step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
                                     argnums=(0, 1)))
         runs["before"] = lambda: block(step_old(params, x_j))
-      times = {k: [] for k in runs}
-      for fn in runs.values():
-        fn()
-      for _ in range(repeats):           # interleaved: drift hits every side alike
-        for k, fn in runs.items():
-          times[k].append(median_seconds(fn, 1, 0))
-      row = dict(width=width, part=f"{kind}_{arg}", layer="all",
-                 **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
-      row["ratio"] = row["ours_ms"] / row["torch_ms"]
-      row["xla_flags"] = flags or "-"
-      rows.append(row)
-      print(row, flush=True)
+      rows.append(_timed_row(runs, repeats, flags, width=width, part=f"{kind}_{arg}",
+                             layer="all"))
       if per_layer:
         rows += _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before)
   return rows
@@ -194,18 +198,8 @@ def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) 
       if before:
         step_old = grad(conv)
         runs["before"] = lambda step=step_old, p=p, x=xj: block(step(p, x))
-    times = {k: [] for k in runs}
-    for fn in runs.values():
-      fn()
-    for _ in range(repeats):
-      for k, fn in runs.items():
-        times[k].append(median_seconds(fn, 1, 0))
-    row = dict(width=width, part=f"{kind}_{arg}", layer=f"{name} {list(xin.shape)}",
-               **{f"{k}_ms": 1e3 * float(np.median(v)) for k, v in times.items()})
-    row["ratio"] = row["ours_ms"] / row["torch_ms"]
-    row["xla_flags"] = flags or "-"
-    rows.append(row)
-    print(row, flush=True)
+    rows.append(_timed_row(runs, repeats, flags, width=width, part=f"{kind}_{arg}",
+                           layer=f"{name} {list(xin.shape)}"))
   return rows
 
 

@@ -38,6 +38,11 @@ from neurocodec_jax import audio
 
 HIGHEST = jax.lax.Precision.HIGHEST
 BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+# DAC's conv stacks (before each ``conv_post``): MPD (channels, stride) of its (5, 1)
+# kernels; MRD (kernel, stride, padding) of each band's 32-channel convs.
+MPD_LAYERS = ((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))
+MRD_LAYERS = (((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+              ((3, 9), (1, 2), (1, 4)), ((3, 3), (1, 1), (1, 1)))
 
 
 def _conv(x, w, strides, padding, dn, groups):
@@ -153,7 +158,7 @@ class MPD(nn.Module):
     else:
       unfold = lambda y: y
     fmap = []
-    for i, (ch, stride) in enumerate(((32, 3), (128, 3), (512, 3), (1024, 3), (1024, 1))):
+    for i, (ch, stride) in enumerate(MPD_LAYERS):
       x = WNConv(_ch(ch, self.width), (5, 1), (stride, 1), (2, 0),
                  drop_unit_axis=self.fold_period, name=f"conv_{i}")(x)
       fmap.append(unfold(x))
@@ -218,9 +223,7 @@ class MRD(nn.Module):
     fmap, outs = [], []
     for b, (lo, hi) in enumerate(edges):
       band = spec[..., lo:hi]
-      for i, (k, s, p) in enumerate((((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)),
-                                     ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
-                                     ((3, 3), (1, 1), (1, 1)))):
+      for i, (k, s, p) in enumerate(MRD_LAYERS):
         band = WNConv(_ch(32, self.width), k, s, p, dense_input_grad=self.dense_input_grad,
                       name=f"band_{b}_conv_{i}")(band)
         fmap.append(band)
@@ -255,10 +258,12 @@ class Discriminator(nn.Module):
     x = x - x.mean(-1, keepdims=True)
     x = 0.8 * x / (jnp.abs(x).max(-1, keepdims=True) + 1e-9)
     w = self.width
-    discs = ([MPD(p, w, self.mpd_fold_period, name=f"disc_{i}") for i, p in enumerate(self.periods)])
+    discs = [MPD(p, w, self.mpd_fold_period, name=f"disc_{i}")
+             for i, p in enumerate(self.periods)]
     discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
-    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, name=f"disc_{n + i}") for i, f in enumerate(self.fft_sizes)]
+    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, name=f"disc_{n + i}")
+              for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
 
 
