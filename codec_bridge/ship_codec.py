@@ -9,7 +9,10 @@ weights), steps and wall time, the file's SHA-256, and its quality on fresh
 held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
 distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
 ``latent_structure``'s additivity, id_copy and id_gate in the continuous and the
-quantized latent space. ``test_floors`` (the measured values minus a margin) are
+quantized latent space, and where the quantized space loses additivity: the same
+measures of the quantizer's projections without the codebook rounding
+(:func:`unrounded`), the cosine of the quantized latent with that unrounded one,
+and the quantized additivity per number of codebooks. ``test_floors`` (the measured values minus a margin) are
 what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 """
 
@@ -23,15 +26,60 @@ import shutil
 import sys
 import time
 
+import numpy as np
 import torch
 
 from codec_bridge import loading, train_codec
 from codec_bridge.frozen import FrozenDAC
 from neurocodec_jax import latent_structure
+from neurocodec_jax.losses import frame_cosine
 
 # Margins below the measured values for the test floors (4 held-out clips in the
 # test vs ``--n`` here: small samples scatter).
 STOI_MARGIN, SI_SDR_MARGIN_DB, ADDITIVITY_MARGIN = 0.05, 2.0, 0.05
+
+
+def unrounded(quantizer, z: torch.Tensor) -> torch.Tensor:
+  """DAC's residual quantizer without its codebook rounding: ``[n, D, F]`` -> same.
+
+  Each stage projects the residual down (``in_proj``) and back up (``out_proj``)
+  and subtracts it; rounding to the nearest codeword in between is the only
+  non-linear step, so this is a linear map of ``z``: what the quantized latent would
+  be if the codebooks were infinitely fine.
+  """
+  out, residual = torch.zeros_like(z), z
+  for stage in quantizer.quantizers:
+    part = stage.out_proj(stage.in_proj(residual))
+    out, residual = out + part, residual - part
+  return out
+
+
+def rounding_breakdown(dac_model, mix, a, b, batch: int = 16) -> dict:
+  """Where the quantized latent loses additivity, on audio ``[n, T]`` triples.
+
+  Returns ``latent_structure.structure`` of the unrounded latents, the mean frame
+  cosine of the quantized with the unrounded latent (over the three signals), and
+  the quantized additivity with the first 1, 2, 4, ... codebooks.
+  """
+  n_q = dac_model.quantizer.n_codebooks
+  counts = sorted({k for k in (1, 2, 4, 6, 8, n_q) if k <= n_q})
+  z, zu, zq = [], [], {k: [] for k in counts}
+  with torch.no_grad():
+    for x in (mix, a, b):
+      x = torch.from_numpy(x)[:, None]
+      parts = [dac_model.encoder(x[i:i + batch]) for i in range(0, len(x), batch)]
+      e = torch.cat(parts)
+      z.append(e)
+      zu.append(unrounded(dac_model.quantizer, e))
+      for k in counts:
+        zq[k].append(dac_model.quantizer(e, n_quantizers=k)[0])
+  np_ = lambda ts: [t.numpy() for t in ts]
+  return dict(
+      unrounded={k: round(v, 4) for k, v in latent_structure.structure(*np_(zu)).items()},
+      cos_quantized_unrounded=round(float(np.mean(
+          [frame_cosine(q, u).mean() for q, u in zip(np_(zq[n_q]), np_(zu))])), 4),
+      quantized_additivity_by_codebooks={
+          k: round(latent_structure.structure(*np_(zq[k]))["additivity"], 4) for k in counts})
 
 
 def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
@@ -51,6 +99,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
   mix, a, b = train_codec.heldout(spec, n, kind="parts")
   latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
+  rounding = rounding_breakdown(dac_model, mix, a, b)
   manifest = dict(
       file=name,
       sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
@@ -68,6 +117,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       heldout_clips=n,
       quality={k: round(v, 4) for k, v in quality.items()},
       latent_structure={s: {k: round(v, 4) for k, v in d.items()} for s, d in latent.items()},
+      quantizer_rounding=rounding,
       curve=[{k: r[k] for k in r if k in ("step", "seconds", "mel", "sisdr", "single_si_sdr",
                                           "mixture_si_sdr", "single_stoi", "mixture_stoi",
                                           "single_estoi", "mixture_estoi")}
@@ -96,7 +146,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   m = ship(args.src, args.out, args.name, args.n)
   print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
-                                      "latent_structure")}, indent=2))
+                                      "latent_structure", "quantizer_rounding")}, indent=2))
   return 0
 
 

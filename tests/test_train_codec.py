@@ -109,3 +109,29 @@ def test_shipped_codec_quantized_space_is_additive(shipped):
   mix, a, b = train_codec.heldout(dataclasses.replace(spec, seed=spec.seed + 7), 8, kind="parts")
   res = latent_structure.measure_arrays(codec_bridge.FrozenDAC(dac_model), mix, a, b)
   assert res["quantized"]["additivity"] >= manifest["test_floors_latent"]["additivity"]
+
+
+def test_unrounded_quantizer_is_linear_and_explains_the_quantized_latent():
+  """``ship_codec.unrounded`` (the quantizer without codebook rounding) is a linear
+  map of z, and the breakdown's all-codebook additivity is latent_structure's."""
+  from codec_bridge import ship_codec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top
+  spec = train_codec.CodecSpec(**{**TINY, "n_codebooks": 4})
+  dac_model, _ = train_codec.build(spec)
+  dac_model.eval()
+  g = torch.Generator().manual_seed(0)
+  z1, z2 = (torch.randn(2, spec.latent_dim, 5, generator=g) for _ in range(2))
+  with torch.no_grad():
+    u = lambda z: ship_codec.unrounded(dac_model.quantizer, z)
+    np.testing.assert_allclose(u(z1 + 2 * z2).numpy(), (u(z1) + 2 * u(z2)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # Not the identity and not the rounded quantizer: the projections are rank-limited.
+    assert not torch.allclose(u(z1), z1, atol=1e-3)
+    assert not torch.allclose(u(z1), dac_model.quantizer(z1)[0], atol=1e-3)
+  mix, a, b = train_codec.heldout(spec, 4, seconds=0.2, kind="parts")
+  res = ship_codec.rounding_breakdown(dac_model, mix, a, b)
+  direct = latent_structure.measure_arrays(codec_bridge.FrozenDAC(dac_model), mix, a, b)
+  assert sorted(res["quantized_additivity_by_codebooks"]) == [1, 2, 4]
+  assert res["quantized_additivity_by_codebooks"][4] == pytest.approx(
+      direct["quantized"]["additivity"], abs=1e-4)
+  assert -1 <= res["cos_quantized_unrounded"] <= 1
