@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import types
@@ -16,8 +17,8 @@ import pytest
 
 from neurocodec_jax import evaluation
 from neurocodec_jax.data import open_split
-from neurocodec_jax.data.prepare import (DatasetError, build, files, kul, kulmix, protocols,
-                                         signals)
+from neurocodec_jax.data.prepare import (DatasetError, build, cocktail, dtu, files, kul,
+                                         kulmix, protocols, signals)
 from neurocodec_jax.data.prepare.__main__ import main as cli
 from neurocodec_jax.train import loop
 from tests import prepare_fixtures as fx
@@ -73,6 +74,8 @@ def test_kul_opens_trains_and_evaluates_with_its_protocol(tmp_path):
   assert manifest["dataset"] == "kul" and manifest["source"]["doi"] == "10.5281/zenodo.4004271"
   assert manifest["preprocessing"]["eeg"].startswith("the reader's recipe")
   assert "1-32 Hz" in manifest["preprocessing"]["reader"]
+  assert manifest["source"]["version"] == "2.0"
+  assert manifest["code"] == build.code_version()
   assert manifest["protocol"]["counts"] == {"train": 18, "val": 9, "test": 9}
   assert len(manifest["recordings"]) == 12
   config = tiny_config(str(out), eeg_channels=64)
@@ -328,6 +331,55 @@ def test_kulmix_reads_channel_major_eeg(tmp_path):
   src = fx.write_kulmix(str(tmp_path / "src"), subjects=1, trials=1, eeg_time_major=False)
   (r, *_) = kulmix.iter_recordings(src, sample_rate=16000, eeg_rate=128)
   assert r.eeg.shape == (512, 64) and r.group == "1" and r.split == "train"
+
+
+# ------------------------------------------------------------ the manifest ----
+
+def _git_head(tree):
+  """HEAD of ``tree`` when ``tree`` is a git checkout's top level, else None."""
+  try:
+    top = subprocess.run(["git", "-C", tree, "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if os.path.realpath(top) != os.path.realpath(tree):
+      return None
+    return subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
+def test_manifest_records_dataset_and_code_versions(tmp_path, monkeypatch):
+  # Every reader names its record and version ("unversioned" where none is published).
+  assert {m.__name__.rsplit(".", 1)[1]: (m.SOURCE["record"], m.SOURCE["version"])
+          for m in (kul, kulmix, cocktail, dtu)} == {
+      "kul": ("Zenodo 4004271", "2.0"),
+      "kulmix": ("huggingface.co/datasets/alibabasglab/KUL-mix", "unversioned"),
+      "cocktail": ("Dryad doi:10.5061/dryad.070jc", "unversioned"),
+      "dtu": ("Zenodo 1199011", "Zenodo record 1199011 (as published)")}
+  # The code: setup.py's version and, in a checkout, its commit.
+  with open(os.path.join(ROOT, "setup.py")) as f:
+    setup_version = re.search(r'version="([^"]+)"', f.read()).group(1)
+  code = build.code_version()
+  assert code["package"] == "neurocodec-jax" and code["version"] == setup_version
+  assert code["git_commit"] == _git_head(ROOT)
+  assert (code["git_dirty"] is None) == (code["git_commit"] is None)
+  manifest = prepare("kulmix", fx.write_kulmix(str(tmp_path / "src"), subjects=1, trials=1),
+                     tmp_path / "mix", protocol="recipe")
+  assert manifest["code"] == code and manifest["source"]["version"] == "unversioned"
+  # Without git, or from a tree that is not a checkout: no commit, and no failure.
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+  monkeypatch.setattr(build.subprocess, "run", no_git)
+  assert build.code_version() == dict(code, git_commit=None, git_dirty=None)
+  monkeypatch.undo()
+  monkeypatch.setattr(build, "_SOURCE_TREE", str(tmp_path))   # no setup.py, no .git
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    installed = metadata.version("neurocodec-jax")
+  except metadata.PackageNotFoundError:
+    installed = None
+  assert build.code_version() == dict(code, version=installed, git_commit=None,
+                                      git_dirty=None)
 
 
 # -------------------------------------------------------------- the rest ----

@@ -93,7 +93,10 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 SOURCE = dict(name="EEG and audio dataset for auditory attention decoding (Fuglsang, "
                    "Dau & Hjortkjaer 2017, NeuroImage 156:435)",
-              doi="10.5281/zenodo.1199011", url="https://zenodo.org/records/1199011")
+              doi="10.5281/zenodo.1199011", url="https://zenodo.org/records/1199011",
+              # A Zenodo record id names one published version of a record; no other
+              # version label was seen in the sources read.
+              record="Zenodo 1199011", version="Zenodo record 1199011 (as published)")
 PREPROCESSING = (
     "EEG (EEG/S<n>.mat, 512 Hz): resampled to the EEG rate, 0.1-45 Hz zero-phase FIR, "
     "flat/noisy channels interpolated by spherical splines on biosemi64, mastoid "
