@@ -234,3 +234,29 @@ def write_kulmix(src: str, *, subjects: int = 3, trials: int = 2, seconds: float
   with open(os.path.join(src, "mixture_data_list_2mix.csv"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return src
+
+
+# ------------------------------------------------------------ prepared layouts ----
+
+def nothing_left(out) -> bool:
+  """Neither ``out`` nor anything named after it (``out.partial``, a temporary
+  sibling) exists: what a failed ``prepare`` must leave."""
+  out = str(out)
+  parent = os.path.dirname(out)
+  return not [n for n in os.listdir(parent) if n.startswith(os.path.basename(out))]
+
+
+def train_two_steps(root: str, workdir: str, eeg_channels: int, reuse=None):
+  """Two steps of the tiny model on a prepared folder, latent losses only (as
+  test_reliability_train), checked: the loop reached step 2 with finite parameters.
+  Returns ``(config, result)``; ``reuse``: an earlier result's ``"run"`` whose
+  compiled programs fit (same shapes), to skip compiling again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from tests.test_reliability_train import config_for  # pylint: disable=g-import-not-at-top
+  config = config_for(root, eeg_channels=eeg_channels, **{"train.max_steps": 2})
+  result = loop.train_and_evaluate(config, workdir, reuse=reuse)
+  assert result["step"] == 2
+  assert all(np.isfinite(np.asarray(x)).all()
+             for x in jax.tree.leaves(result["state"]["g"]["params"]))
+  return config, result

@@ -11,7 +11,6 @@ import sys
 import types
 
 import h5py
-import jax
 import numpy as np
 import pytest
 
@@ -20,7 +19,6 @@ from neurocodec_jax.data import open_split
 from neurocodec_jax.data.prepare import (DatasetError, build, cocktail, dtu, files, kul,
                                          kulmix, protocols, signals)
 from neurocodec_jax.data.prepare.__main__ import main as cli
-from neurocodec_jax.train import loop
 from tests import prepare_fixtures as fx
 from tests.conftest import tiny_config
 
@@ -56,21 +54,29 @@ def units(manifest, split):
   return {(s, unit[s, t]) for s, t, _ in windows(manifest, split)}
 
 
-def nothing_left(out):
-  out = str(out)
-  parent = os.path.dirname(out)
-  return not [n for n in os.listdir(parent) if n.startswith(os.path.basename(out))]
+nothing_left = fx.nothing_left
 
 
 # ------------------------------------------------------------------ KU Leuven ----
 
-def test_kul_opens_trains_and_evaluates_with_its_protocol(tmp_path):
+@pytest.fixture(scope="module")
+def kul_trained(tmp_path_factory):
+  """KUL prepared and trained two steps: ``(out, manifest, workdir, config, result)``;
+  the KUL-mix test trains on the same shapes, reusing ``result["run"]``'s programs."""
   # 3 subjects x 4 main trials of 3 s (the shorter story runs 3.5 s): 3 windows each;
   # one trial per subject validates, one tests.
-  src = fx.write_kul(str(tmp_path / "src"), seconds=3.0, story_seconds=(4.0, 3.5),
+  tmp = tmp_path_factory.mktemp("kul_trained")
+  src = fx.write_kul(str(tmp / "src"), seconds=3.0, story_seconds=(4.0, 3.5),
                      repetition=False)
-  out = tmp_path / "kul"
+  out = tmp / "kul"
   manifest = prepare("kul", src, out)
+  workdir = str(tmp / "run")
+  config, result = fx.train_two_steps(str(out), workdir, eeg_channels=64)
+  return out, manifest, workdir, config, result
+
+
+def test_kul_opens_trains_and_evaluates_with_its_protocol(kul_trained):
+  out, manifest, workdir, config, _ = kul_trained
   assert manifest["dataset"] == "kul" and manifest["source"]["doi"] == "10.5281/zenodo.4004271"
   assert manifest["preprocessing"]["eeg"].startswith("the reader's recipe")
   assert "1-32 Hz" in manifest["preprocessing"]["reader"]
@@ -78,23 +84,15 @@ def test_kul_opens_trains_and_evaluates_with_its_protocol(tmp_path):
   assert manifest["code"] == build.code_version()
   assert manifest["protocol"]["counts"] == {"train": 18, "val": 9, "test": 9}
   assert len(manifest["recordings"]) == 12
-  config = tiny_config(str(out), eeg_channels=64)
   for split, n in manifest["protocol"]["counts"].items():
-    source = open_split(config, split, fields=WINDOW_FIELDS)
+    source = open_split(tiny_config(str(out), eeg_channels=64), split, fields=WINDOW_FIELDS)
     assert len(source) == n and source.info.eeg_units == "microvolts"
     item = source[n - 1]
     assert item["noisy"].shape == (1, 16000) and item["eeg"].shape == (64, 128)
     np.testing.assert_allclose(item["noisy"], item["clean"] + item["unattended"], atol=1e-6)
     subject = windows(manifest, split)[n - 1][0]
     assert item["subject"] == manifest["subjects"][subject]
-  # Two steps of the tiny model, latent losses only (as test_reliability_train).
-  from tests.test_reliability_train import config_for   # pylint: disable=g-import-not-at-top
-  config = config_for(str(out), eeg_channels=64, **{"train.max_steps": 2})
-  workdir = str(tmp_path / "run")
-  result = loop.train_and_evaluate(config, workdir)
-  assert result["step"] == 2
-  assert all(np.isfinite(np.asarray(x)).all()
-             for x in jax.tree.leaves(result["state"]["g"]["params"]))
+  # Trained two steps by the fixture (fx.train_two_steps); evaluated here.
   evaluated = evaluation.evaluate(config, workdir=workdir, split="test", perceptual=False)
   assert evaluated["protocol"]["name"] == "trial-held-out"
   assert evaluated["protocol"]["dataset"] == "kul"
@@ -236,7 +234,7 @@ def test_exclude_repeated_drops_windows_heard_in_held_out_splits(kul_src, tmp_pa
 
 # ------------------------------------------------------------------- KUL-mix ----
 
-def test_kulmix_recipe_split_and_mixtures(kulmix_src, tmp_path, caplog):
+def test_kulmix_recipe_split_mixtures_and_training(kulmix_src, kul_trained, tmp_path, caplog):
   out = tmp_path / "mix"
   with caplog.at_level(logging.WARNING):
     manifest = prepare("kulmix", kulmix_src, out, protocol="recipe")
@@ -259,6 +257,8 @@ def test_kulmix_recipe_split_and_mixtures(kulmix_src, tmp_path, caplog):
   eeg = np.load(os.path.join(kulmix_src, "eeg", t))
   np.testing.assert_allclose(first[0]["eeg"].T, eeg[4 * 128:5 * 128], rtol=1e-6)
   assert manifest["subjects"][s] == first[0]["subject"]
+  fx.train_two_steps(str(out), str(tmp_path / "run"), eeg_channels=64,
+                     reuse=kul_trained[4]["run"])
 
 
 def test_kulmix_trial_held_out_keeps_a_trials_rows_together(kulmix_src, tmp_path):

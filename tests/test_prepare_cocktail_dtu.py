@@ -9,6 +9,7 @@ and for DTU a DC offset, unlisted events and a single-talker trial.
 import csv
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -562,3 +563,45 @@ def test_prepare_layout_opens_and_trains(dataset, option, cocktail_src, dtu_src,
     assert ex["noisy"].shape == ex["clean"].shape == (1, SR_OUT)
     assert ex["eeg"].shape == (channels, EEG_RATE)
     assert 1 < np.std(ex["eeg"]) < 100                   # microvolts
+  fx.train_two_steps(out, str(tmp_path / "run"), channels)
+
+
+def _break_cocktail_run(root):
+  """Subject 18's run 3 without its 'mastoids' (subject 1 reads first, and fine)."""
+  path = os.path.join(root, "EEG", "Subject18", "Subject18_Run3.mat")
+  m = scipy.io.loadmat(path)
+  scipy.io.savemat(path, {k: v for k, v in m.items()
+                          if not k.startswith("__") and k != "mastoids"})
+
+
+@pytest.mark.parametrize("dataset, make, message", [
+    ("cocktail", lambda root: _break_cocktail_run(make_cocktail(root)),
+     r"Subject18_Run3\.mat: missing field 'mastoids'"),
+    ("dtu", lambda root: make_dtu(root, fsample={2: 256}),
+     r"S2\.mat: field 'data\.fsample\.eeg' is 256, expected 512 \(the DTU release's raw "
+     r"EEG rate"),
+    ("dtu", lambda root: make_dtu(root, sidecar_subjects=(), table_subjects=(2,)),
+     r"S2\.mat: variable 'expinfo' is a MATLAB table object.*writetable"),
+])
+def test_prepare_malformed_names_file_and_field_and_leaves_nothing(
+    tmp_path, capsys, monkeypatch, dataset, make, message):
+  """Through the command line: the first subject is read (and cached) before the
+  second's file fails; the error names file and field, and neither the layout nor
+  its per-subject cache (``out.partial``) is left."""
+  from neurocodec_jax.data.prepare import build  # pylint: disable=g-import-not-at-top
+  cached = []
+  finish = build.SubjectWriter.finish
+  def spy(writer):
+    cached.append(os.path.basename(writer.final))
+    finish(writer)
+  monkeypatch.setattr(build.SubjectWriter, "finish", spy)
+  root = str(tmp_path / "src")
+  make(root)
+  out = tmp_path / "out"
+  assert cli([dataset, "--src", root, "--out", str(out), "--segment_seconds", "1",
+              "--sample_rate", str(SR_OUT), "--protocol", "within-trial", "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert re.search(message, err), err
+  assert cached == [("Subject1" if dataset == "cocktail" else "S1")]   # was on disk
+  assert not os.path.exists(out) and not os.path.exists(f"{out}.partial")
+  assert fx.nothing_left(out)
