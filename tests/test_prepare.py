@@ -417,6 +417,29 @@ def test_dac_hops_match_the_config_architectures():
   assert signals.DAC_HOP_LENGTHS == {a["sample_rate"]: math.prod(a["encoder_rates"])
                                      for a in neurocodec.DAC_ARCHS.values()}
   assert neurocodec.get_config("kul").root == "data/kul"     # the CLI's default --out
+  assert neurocodec.get_config("cocktail").root == "data/cocktail"
+
+
+def test_default_sample_rate_is_the_presets_codec_rate(tmp_path, monkeypatch):
+  """Without --sample_rate, each dataset is written at the codec rate of the preset
+  that trains on it: cocktail at the cocktail preset's 44.1 kHz, the others at kul's."""
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data.prepare import __main__ as entry  # pylint: disable=g-import-not-at-top
+  rate = lambda preset: neurocodec.get_config(preset).codec.arch.sample_rate
+  assert {d: entry.default_sample_rate(d) for d in build.READERS} == {
+      "cocktail": rate("cocktail"), "kul": rate("kul"), "kulmix": rate("kul"),
+      "dtu": rate("kul")} == {"cocktail": 44100, "kul": 16000, "kulmix": 16000, "dtu": 16000}
+  seen = {}
+
+  def fake_prepare(dataset, src, out, *, settings, **kwargs):
+    seen[dataset] = (settings.sample_rate, out)
+    return {"protocol": {"counts": {"train": 1}}}
+  monkeypatch.setattr(build, "prepare", fake_prepare)
+  for dataset in build.READERS:
+    assert cli([dataset, "--src", str(tmp_path), "--quiet"]) == 0
+    assert seen[dataset] == (entry.default_sample_rate(dataset), f"data/{dataset}")
+  assert cli(["cocktail", "--src", str(tmp_path), "--sample_rate", "16000", "--quiet"]) == 0
+  assert seen["cocktail"][0] == 16000                # given, it wins
 
 
 def test_dataset_protocol_of_a_root(tmp_path):

@@ -566,6 +566,27 @@ def test_prepare_layout_opens_and_trains(dataset, option, cocktail_src, dtu_src,
   fx.train_two_steps(out, str(tmp_path / "run"), channels)
 
 
+def test_cocktail_default_rate_is_what_the_cocktail_preset_reads(cocktail_src, tmp_path):
+  """``prepare cocktail`` without --sample_rate writes data/cocktail as the cocktail
+  preset (root data/cocktail, 44.1 kHz DAC) checks it; the old 16 kHz default did not."""
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import hdf5  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("cocktail")
+  assert config.root == "data/cocktail"
+  outs = {}
+  for name, rate in (("default", []), ("16k", ["--sample_rate", "16000"])):
+    outs[name] = str(tmp_path / name)
+    assert cli(["cocktail", "--src", cocktail_src, "--out", outs[name], "--quiet",
+                "--segment_seconds", "1", "--protocol", "within-trial",
+                "--cocktail_bad_channels", "none"] + rate) == 0
+  config.root, config.data.segment_seconds = outs["default"], 1.0
+  info = hdf5.inspect_split_from_config(config, "train")
+  assert info.audio_length == 44100 // 512 * 512 and info.eeg_channels == 128
+  config.root = outs["16k"]
+  with pytest.raises(hdf5.DataError, match="does not match 1.0 s at 44100 Hz"):
+    hdf5.inspect_split_from_config(config, "train")
+
+
 def _break_cocktail_run(root):
   """Subject 18's run 3 without its 'mastoids' (subject 1 reads first, and fine)."""
   path = os.path.join(root, "EEG", "Subject18", "Subject18_Run3.mat")
