@@ -243,7 +243,7 @@ def _expinfo_class(path: str, m: dict) -> str | None:
   return None
 
 
-def table_error(path: str, what: str) -> DatasetError:
+def _table_error(path: str, what: str) -> DatasetError:
   """The error for an ``expinfo`` no Python reader here can decode, saying what to do."""
   stem = os.path.splitext(os.path.basename(path))[0]
   return DatasetError(
@@ -276,13 +276,13 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
         (matio_cols := _frame_columns(e) or _expinfo_via_matio(path)) is not None):
     cols, origin = matio_cols, f"{path}: expinfo"
   elif is_object or unreadable:
-    raise table_error(path, f"a MATLAB {object_class} object" if is_object else
+    raise _table_error(path, f"a MATLAB {object_class} object" if is_object else
                       "unreadable (the file reads only without it)")
   elif e is None:
     raise DatasetError(f"{path}: missing variable 'expinfo' and no sidecar "
                        f"{os.path.splitext(path)[0]}_expinfo.csv.")
   else:
-    raise table_error(path, f"not readable as a struct ({type(e).__name__})")
+    raise _table_error(path, f"not readable as a struct ({type(e).__name__})")
   for c in EXPINFO_COLUMNS:
     if c not in cols:
       raise DatasetError(f"{origin}: missing column '{c}' (found {sorted(cols)}).")
