@@ -3,7 +3,9 @@
 Select a preset with ``--config configs/neurocodec.py:<preset>`` and override any
 field with ``--config.<field>=<value>``. Presets:
 
-* ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels.
+* ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels, read
+  from ``data/cocktail``, where ``python -m neurocodec_jax.data.prepare cocktail
+  --src DIR`` writes it (at this preset's codec rate, its default ``--sample_rate``).
 * ``kul``: KU Leuven data, 16 kHz DAC, 64 EEG channels, read from ``data/kul``,
   where ``python -m neurocodec_jax.data.prepare kul --src DIR`` writes it.
 * ``demo``: the synthetic AAD dataset, the project's trained small DAC
@@ -100,7 +102,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   c.eeg_channels = 128
   c.backbone = "mamba"            # "mamba" | "transformer"
   c.noise_cue = False             # evaluation ablation: EEG -> matched noise
-  c.root = "data/cocktail"
+  c.root = "data/cocktail"        # python -m neurocodec_jax.data.prepare cocktail's default --out
   c.checkpoint_dir = "checkpoints/neurocodec"
   c.seed = 42
 

@@ -2,13 +2,18 @@
 
 Shared by the tests of ``neurocodec_jax.data.prepare`` readers: speech-like talkers
 (``data.synthetic.talker``), EEG-like noise in microvolts, and writers for each
-format (``.mat`` v5 via scipy, wavs via soundfile, ``.npy``, CSV lists).
+format (``.mat`` v5 via scipy, v7.3 via h5py in MATLAB's layout, MATLAB objects
+such as tables that Python cannot decode, wavs via soundfile, ``.npy``, CSV lists),
+and the two-step training every prepared layout gets.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import struct
 
+import h5py
 import numpy as np
 import scipy.io
 import soundfile
@@ -42,6 +47,106 @@ def cell(items) -> np.ndarray:
   for i, item in enumerate(items):
     out[0, i] = item
   return out
+
+
+# ------------------------------------------------------------ MATLAB formats ----
+
+class StructArray(list):
+  """A MATLAB 1 x N struct array (dicts with the same fields), for :func:`savemat73`."""
+
+
+class MatlabObject:
+  """A MATLAB class instance (e.g. a ``table``): stored, as MATLAB stores it, as a
+  reference into the file's subsystem data, which no Python reader decodes."""
+
+  def __init__(self, class_name: str):
+    self.class_name = class_name
+
+
+_OBJECT_ID = np.array([0xDD000000, 2, 1, 1, 1, 1], np.uint32)  # MATLAB's object reference
+
+
+def savemat73(path: str, variables: dict):
+  """A MATLAB v7.3 file (HDF5 with MATLAB's 512-byte header) as MATLAB writes it:
+  numbers ``double`` (column-major, so a ``[time, channels]`` array is stored
+  transposed), ``str`` as ``char``, dicts as structs (groups), lists as cells and
+  :class:`StructArray` as struct arrays (references into ``#refs#``),
+  :class:`MatlabObject` as an object reference (``MATLAB_object_decode`` 3)."""
+  names = (f"r{i}" for i in itertools.count())
+  with h5py.File(path, "w", userblock_size=512) as f:
+    refs = f.create_group("#refs#")
+
+    def ref(value):
+      name = next(names)
+      put(refs, name, value)
+      return refs[name].ref
+
+    def put(group, name, value):
+      if isinstance(value, StructArray):
+        g = group.create_group(name)
+        g.attrs["MATLAB_class"] = np.bytes_("struct")
+        for key in value[0]:
+          refs_of = np.array([[ref(v[key])] for v in value], dtype=h5py.ref_dtype)
+          g.create_dataset(key, data=refs_of)
+      elif isinstance(value, dict):
+        g = group.create_group(name)
+        g.attrs["MATLAB_class"] = np.bytes_("struct")
+        for key, v in value.items():
+          put(g, key, v)
+      elif isinstance(value, list):
+        d = group.create_dataset(name, data=np.array([[ref(v)] for v in value],
+                                                     dtype=h5py.ref_dtype))
+        d.attrs["MATLAB_class"] = np.bytes_("cell")
+      elif isinstance(value, MatlabObject):
+        d = group.create_dataset(name, data=_OBJECT_ID[None, :])
+        d.attrs["MATLAB_class"] = np.bytes_(value.class_name)
+        d.attrs["MATLAB_object_decode"] = np.int32(3)
+      elif isinstance(value, str):
+        if value:
+          d = group.create_dataset(name, data=np.array([[ord(c)] for c in value], np.uint16))
+          d.attrs["MATLAB_int_decode"] = np.int32(2)
+        else:            # MATLAB stores an empty array's dimensions, flagged empty
+          d = group.create_dataset(name, data=np.zeros(2, np.uint64))
+          d.attrs["MATLAB_empty"] = np.uint8(1)
+        d.attrs["MATLAB_class"] = np.bytes_("char")
+      else:
+        a = np.atleast_2d(np.asarray(value, np.float64))
+        group.create_dataset(name, data=a.T).attrs["MATLAB_class"] = np.bytes_("double")
+
+    for name, value in variables.items():
+      put(f, name, value)
+    if any(isinstance(v, MatlabObject) for v in variables.values()):
+      # Where MATLAB keeps the objects' contents (opaque bytes here, as to any reader).
+      blob = refs.create_dataset(next(names), data=np.zeros((1, 64), np.uint8))
+      mcos = f.create_group("#subsystem#").create_dataset(
+          "MCOS", data=np.array([[blob.ref]], dtype=h5py.ref_dtype))
+      mcos.attrs["MATLAB_class"] = np.bytes_("FileWrapper__")
+      mcos.attrs["MATLAB_object_decode"] = np.int32(3)
+  header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: tests HDF5 schema 1.00 ."
+  with open(path, "r+b") as f:
+    f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
+
+
+def _element(dtype: int, payload: bytes) -> bytes:
+  """A MAT v5 data element: tag (type, bytes) and the payload padded to 8 bytes."""
+  return struct.pack("<II", dtype, len(payload)) + payload + b"\0" * (-len(payload) % 8)
+
+
+def append_matlab_object_v5(path: str, name: str, class_name: str):
+  """Appends to a v5 ``.mat`` the variable ``name``, a MATLAB object of
+  ``class_name`` as MATLAB saves one (an mxOPAQUE_CLASS element naming the ``MCOS``
+  type system and the class, holding an object reference; the object's contents
+  would be in the subsystem data). scipy reads it as a ``MatlabOpaque`` under the
+  key ``'None'``, its name in field ``s0``: all a Python reader gets of a table."""
+  mi_int8, mi_int32, mi_uint32, mi_matrix = 1, 5, 6, 14
+  mx_opaque, mx_uint32 = 17, 13
+  reference = _element(mi_matrix, _element(mi_uint32, struct.pack("<II", mx_uint32, 0))
+                       + _element(mi_int32, struct.pack("<ii", len(_OBJECT_ID), 1))
+                       + _element(mi_int8, b"") + _element(mi_uint32, _OBJECT_ID.tobytes()))
+  body = (_element(mi_uint32, struct.pack("<II", mx_opaque, 0)) + _element(mi_int8, name.encode())
+          + _element(mi_int8, b"MCOS") + _element(mi_int8, class_name.encode()) + reference)
+  with open(path, "ab") as f:
+    f.write(_element(mi_matrix, body))
 
 
 # ------------------------------------------------------------------ KU Leuven ----
@@ -129,3 +234,29 @@ def write_kulmix(src: str, *, subjects: int = 3, trials: int = 2, seconds: float
   with open(os.path.join(src, "mixture_data_list_2mix.csv"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return src
+
+
+# ------------------------------------------------------------ prepared layouts ----
+
+def nothing_left(out) -> bool:
+  """Neither ``out`` nor anything named after it (``out.partial``, a temporary
+  sibling) exists: what a failed ``prepare`` must leave."""
+  out = str(out)
+  parent = os.path.dirname(out)
+  return not [n for n in os.listdir(parent) if n.startswith(os.path.basename(out))]
+
+
+def train_two_steps(root: str, workdir: str, eeg_channels: int, reuse=None):
+  """Two steps of the tiny model on a prepared folder, latent losses only (as
+  test_reliability_train), checked: the loop reached step 2 with finite parameters.
+  Returns ``(config, result)``; ``reuse``: an earlier result's ``"run"`` whose
+  compiled programs fit (same shapes), to skip compiling again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from tests.test_reliability_train import config_for  # pylint: disable=g-import-not-at-top
+  config = config_for(root, eeg_channels=eeg_channels, **{"train.max_steps": 2})
+  result = loop.train_and_evaluate(config, workdir, reuse=reuse)
+  assert result["step"] == 2
+  assert all(np.isfinite(np.asarray(x)).all()
+             for x in jax.tree.leaves(result["state"]["g"]["params"]))
+  return config, result

@@ -5,21 +5,20 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import types
 
 import h5py
-import jax
 import numpy as np
 import pytest
 
 from neurocodec_jax import evaluation
 from neurocodec_jax.data import open_split
-from neurocodec_jax.data.prepare import (DatasetError, build, files, kul, kulmix, protocols,
-                                         signals)
+from neurocodec_jax.data.prepare import (DatasetError, build, cocktail, dtu, files, kul,
+                                         kulmix, protocols, signals)
 from neurocodec_jax.data.prepare.__main__ import main as cli
-from neurocodec_jax.train import loop
 from tests import prepare_fixtures as fx
 from tests.conftest import tiny_config
 
@@ -55,43 +54,45 @@ def units(manifest, split):
   return {(s, unit[s, t]) for s, t, _ in windows(manifest, split)}
 
 
-def nothing_left(out):
-  out = str(out)
-  parent = os.path.dirname(out)
-  return not [n for n in os.listdir(parent) if n.startswith(os.path.basename(out))]
+nothing_left = fx.nothing_left
 
 
 # ------------------------------------------------------------------ KU Leuven ----
 
-def test_kul_opens_trains_and_evaluates_with_its_protocol(tmp_path):
+@pytest.fixture(scope="module")
+def kul_trained(tmp_path_factory):
+  """KUL prepared and trained two steps: ``(out, manifest, workdir, config, result)``;
+  the KUL-mix test trains on the same shapes, reusing ``result["run"]``'s programs."""
   # 3 subjects x 4 main trials of 3 s (the shorter story runs 3.5 s): 3 windows each;
   # one trial per subject validates, one tests.
-  src = fx.write_kul(str(tmp_path / "src"), seconds=3.0, story_seconds=(4.0, 3.5),
+  tmp = tmp_path_factory.mktemp("kul_trained")
+  src = fx.write_kul(str(tmp / "src"), seconds=3.0, story_seconds=(4.0, 3.5),
                      repetition=False)
-  out = tmp_path / "kul"
+  out = tmp / "kul"
   manifest = prepare("kul", src, out)
+  workdir = str(tmp / "run")
+  config, result = fx.train_two_steps(str(out), workdir, eeg_channels=64)
+  return out, manifest, workdir, config, result
+
+
+def test_kul_opens_trains_and_evaluates_with_its_protocol(kul_trained):
+  out, manifest, workdir, config, _ = kul_trained
   assert manifest["dataset"] == "kul" and manifest["source"]["doi"] == "10.5281/zenodo.4004271"
   assert manifest["preprocessing"]["eeg"].startswith("the reader's recipe")
   assert "1-32 Hz" in manifest["preprocessing"]["reader"]
+  assert manifest["source"]["version"] == "2.0"
+  assert manifest["code"] == build.code_version()
   assert manifest["protocol"]["counts"] == {"train": 18, "val": 9, "test": 9}
   assert len(manifest["recordings"]) == 12
-  config = tiny_config(str(out), eeg_channels=64)
   for split, n in manifest["protocol"]["counts"].items():
-    source = open_split(config, split, fields=WINDOW_FIELDS)
+    source = open_split(tiny_config(str(out), eeg_channels=64), split, fields=WINDOW_FIELDS)
     assert len(source) == n and source.info.eeg_units == "microvolts"
     item = source[n - 1]
     assert item["noisy"].shape == (1, 16000) and item["eeg"].shape == (64, 128)
     np.testing.assert_allclose(item["noisy"], item["clean"] + item["unattended"], atol=1e-6)
     subject = windows(manifest, split)[n - 1][0]
     assert item["subject"] == manifest["subjects"][subject]
-  # Two steps of the tiny model, latent losses only (as test_reliability_train).
-  from tests.test_reliability_train import config_for   # pylint: disable=g-import-not-at-top
-  config = config_for(str(out), eeg_channels=64, **{"train.max_steps": 2})
-  workdir = str(tmp_path / "run")
-  result = loop.train_and_evaluate(config, workdir)
-  assert result["step"] == 2
-  assert all(np.isfinite(np.asarray(x)).all()
-             for x in jax.tree.leaves(result["state"]["g"]["params"]))
+  # Trained two steps by the fixture (fx.train_two_steps); evaluated here.
   evaluated = evaluation.evaluate(config, workdir=workdir, split="test", perceptual=False)
   assert evaluated["protocol"]["name"] == "trial-held-out"
   assert evaluated["protocol"]["dataset"] == "kul"
@@ -233,7 +234,7 @@ def test_exclude_repeated_drops_windows_heard_in_held_out_splits(kul_src, tmp_pa
 
 # ------------------------------------------------------------------- KUL-mix ----
 
-def test_kulmix_recipe_split_and_mixtures(kulmix_src, tmp_path, caplog):
+def test_kulmix_recipe_split_mixtures_and_training(kulmix_src, kul_trained, tmp_path, caplog):
   out = tmp_path / "mix"
   with caplog.at_level(logging.WARNING):
     manifest = prepare("kulmix", kulmix_src, out, protocol="recipe")
@@ -256,6 +257,8 @@ def test_kulmix_recipe_split_and_mixtures(kulmix_src, tmp_path, caplog):
   eeg = np.load(os.path.join(kulmix_src, "eeg", t))
   np.testing.assert_allclose(first[0]["eeg"].T, eeg[4 * 128:5 * 128], rtol=1e-6)
   assert manifest["subjects"][s] == first[0]["subject"]
+  fx.train_two_steps(str(out), str(tmp_path / "run"), eeg_channels=64,
+                     reuse=kul_trained[4]["run"])
 
 
 def test_kulmix_trial_held_out_keeps_a_trials_rows_together(kulmix_src, tmp_path):
@@ -330,6 +333,55 @@ def test_kulmix_reads_channel_major_eeg(tmp_path):
   assert r.eeg.shape == (512, 64) and r.group == "1" and r.split == "train"
 
 
+# ------------------------------------------------------------ the manifest ----
+
+def _git_head(tree):
+  """HEAD of ``tree`` when ``tree`` is a git checkout's top level, else None."""
+  try:
+    top = subprocess.run(["git", "-C", tree, "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if os.path.realpath(top) != os.path.realpath(tree):
+      return None
+    return subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
+def test_manifest_records_dataset_and_code_versions(tmp_path, monkeypatch):
+  # Every reader names its record and version ("unversioned" where none is published).
+  assert {m.__name__.rsplit(".", 1)[1]: (m.SOURCE["record"], m.SOURCE["version"])
+          for m in (kul, kulmix, cocktail, dtu)} == {
+      "kul": ("Zenodo 4004271", "2.0"),
+      "kulmix": ("huggingface.co/datasets/alibabasglab/KUL-mix", "unversioned"),
+      "cocktail": ("Dryad doi:10.5061/dryad.070jc", "unversioned"),
+      "dtu": ("Zenodo 1199011", "Zenodo record 1199011 (as published)")}
+  # The code: setup.py's version and, in a checkout, its commit.
+  with open(os.path.join(ROOT, "setup.py")) as f:
+    setup_version = re.search(r'version="([^"]+)"', f.read()).group(1)
+  code = build.code_version()
+  assert code["package"] == "neurocodec-jax" and code["version"] == setup_version
+  assert code["git_commit"] == _git_head(ROOT)
+  assert (code["git_dirty"] is None) == (code["git_commit"] is None)
+  manifest = prepare("kulmix", fx.write_kulmix(str(tmp_path / "src"), subjects=1, trials=1),
+                     tmp_path / "mix", protocol="recipe")
+  assert manifest["code"] == code and manifest["source"]["version"] == "unversioned"
+  # Without git, or from a tree that is not a checkout: no commit, and no failure.
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+  monkeypatch.setattr(build.subprocess, "run", no_git)
+  assert build.code_version() == dict(code, git_commit=None, git_dirty=None)
+  monkeypatch.undo()
+  monkeypatch.setattr(build, "_SOURCE_TREE", str(tmp_path))   # no setup.py, no .git
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    installed = metadata.version("neurocodec-jax")
+  except metadata.PackageNotFoundError:
+    installed = None
+  assert build.code_version() == dict(code, version=installed, git_commit=None,
+                                      git_dirty=None)
+
+
 # -------------------------------------------------------------- the rest ----
 
 def test_cli_and_module_entry_point(kul_src, tmp_path, capsys):
@@ -365,6 +417,29 @@ def test_dac_hops_match_the_config_architectures():
   assert signals.DAC_HOP_LENGTHS == {a["sample_rate"]: math.prod(a["encoder_rates"])
                                      for a in neurocodec.DAC_ARCHS.values()}
   assert neurocodec.get_config("kul").root == "data/kul"     # the CLI's default --out
+  assert neurocodec.get_config("cocktail").root == "data/cocktail"
+
+
+def test_default_sample_rate_is_the_presets_codec_rate(tmp_path, monkeypatch):
+  """Without --sample_rate, each dataset is written at the codec rate of the preset
+  that trains on it: cocktail at the cocktail preset's 44.1 kHz, the others at kul's."""
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data.prepare import __main__ as entry  # pylint: disable=g-import-not-at-top
+  rate = lambda preset: neurocodec.get_config(preset).codec.arch.sample_rate
+  assert {d: entry.default_sample_rate(d) for d in build.READERS} == {
+      "cocktail": rate("cocktail"), "kul": rate("kul"), "kulmix": rate("kul"),
+      "dtu": rate("kul")} == {"cocktail": 44100, "kul": 16000, "kulmix": 16000, "dtu": 16000}
+  seen = {}
+
+  def fake_prepare(dataset, src, out, *, settings, **kwargs):
+    seen[dataset] = (settings.sample_rate, out)
+    return {"protocol": {"counts": {"train": 1}}}
+  monkeypatch.setattr(build, "prepare", fake_prepare)
+  for dataset in build.READERS:
+    assert cli([dataset, "--src", str(tmp_path), "--quiet"]) == 0
+    assert seen[dataset] == (entry.default_sample_rate(dataset), f"data/{dataset}")
+  assert cli(["cocktail", "--src", str(tmp_path), "--sample_rate", "16000", "--quiet"]) == 0
+  assert seen["cocktail"][0] == 16000                # given, it wins
 
 
 def test_dataset_protocol_of_a_root(tmp_path):

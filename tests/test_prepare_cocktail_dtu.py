@@ -9,6 +9,7 @@ and for DTU a DC offset, unlisted events and a single-talker trial.
 import csv
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -17,24 +18,14 @@ import scipy.io
 import soundfile
 
 from neurocodec_jax.data.prepare import DatasetError, cocktail, dtu
+from neurocodec_jax.data.prepare.__main__ import main as cli
+from tests import prepare_fixtures as fx
 
 EEG_RATE, SR_OUT, WAV_RATE = 128, 16000, 44100
 COMMON_HZ = 1.5  # the signal shared by all electrodes and the mastoids
 
 
 # --------------------------------------------------------------- fixtures ----
-
-def savemat73(path, variables):
-  """A MATLAB v7.3 file (HDF5 with MATLAB's 512-byte header) of numeric arrays:
-  MATLAB stores column-major, so a ``[time, channels]`` array is written transposed."""
-  with h5py.File(path, "w", userblock_size=512) as f:
-    for name, value in variables.items():
-      a = np.atleast_2d(np.asarray(value, np.float64))
-      f.create_dataset(name, data=a.T).attrs["MATLAB_class"] = np.bytes_("double")
-  header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: tests HDF5 schema 1.00 ."
-  with open(path, "r+b") as f:
-    f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
-
 
 def envelope(seconds, seed, rate=EEG_RATE):
   """A positive, speech-rate (2-8 Hz) envelope ``[seconds * rate]``."""
@@ -111,7 +102,7 @@ def make_cocktail(root):
       if fmt == "v5T":
         variables.update(eegData=x[:, :128].T, mastoids=x[:, 128:].T)
       if fmt == "v73":
-        savemat73(path, variables)
+        fx.savemat73(path, variables)
       else:
         scipy.io.savemat(path, variables)
   return root
@@ -289,10 +280,15 @@ def write_preproc(root, s, values):
                    {"data": {"event": {"eeg": event}, "fsample": {"eeg": 64.0}}})
 
 
-def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv"):
+def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv",
+             table_subjects=(), v73_subjects=(), fsample=None):
   """``EEG/S1.mat`` (expinfo a struct array) and ``EEG/S2.mat`` (no expinfo, a CSV
   sidecar), ``AUDIO/*.wav`` 0.5 s longer than their trials; subject 2's Fz is flat;
-  ``DATA_preproc/S1_data_preproc.mat`` holds subject 1's attended talkers."""
+  ``DATA_preproc/S1_data_preproc.mat`` holds subject 1's attended talkers.
+
+  ``table_subjects``: expinfo stored as published, a MATLAB table (an object no
+  Python reader decodes); ``v73_subjects``: ``S<n>.mat`` in MATLAB v7.3 (HDF5), the
+  same contents; ``fsample``: ``{subject: data.fsample.eeg}`` instead of 512."""
   os.makedirs(os.path.join(root, "EEG"))
   os.makedirs(os.path.join(root, "AUDIO"))
   for _, male, female, _, seconds in DTU_TRIALS:
@@ -324,8 +320,15 @@ def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv"):
     eeg_cell[0, 0] = x
     names = np.empty((1, 73), dtype=object)
     names[0, :] = dtu_names()
-    variables = {"data": {"eeg": eeg_cell, "fsample": {"eeg": float(RAW_RATE)},
+    rate = float((fsample or {}).get(s, RAW_RATE))
+    variables = {"data": {"eeg": eeg_cell, "fsample": {"eeg": rate},
                           "dim": {"chan": {"eeg": names}}, "event": {"eeg": event}}}
+    if s in v73_subjects:   # the same contents in v7.3's types
+      variables = {"data": {
+          "eeg": [x], "fsample": {"eeg": rate}, "dim": {"chan": {"eeg": dtu_names()}},
+          "event": {"eeg": fx.StructArray(
+              {"sample": float(round(sec * RAW_RATE) + 1), "value": value}
+              for sec, value in events)}}}
     header = ["trigger", "n_speakers", "wavfile_male", "wavfile_female", "attend_mf",
               "attend_lr", "acoustic_condition"]
     rows = [(trig, 2 if female else 1, male, female, attend, 1 + k % 2, 1 + k % 3)
@@ -333,12 +336,24 @@ def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv"):
     if s in sidecar_subjects:
       with open(os.path.join(root, "EEG", sidecar_name.format(s=s)), "w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
-    else:
+    if s in table_subjects and s in v73_subjects:
+      variables["expinfo"] = fx.MatlabObject("table")
+    elif s in v73_subjects and s not in sidecar_subjects:   # table2struct's struct array
+      variables["expinfo"] = fx.StructArray(
+          {h: float(v) if not isinstance(v, str) else v for h, v in zip(header, row)}
+          for row in rows)
+    elif s not in sidecar_subjects and s not in table_subjects:
       info = np.zeros((len(rows), 1), dtype=[(h, "O") for h in header])
       for k, row in enumerate(rows):
         info[k, 0] = tuple(float(v) if not isinstance(v, str) else v for v in row)
       variables["expinfo"] = info
-    scipy.io.savemat(os.path.join(root, "EEG", f"S{s}.mat"), variables)
+    path = os.path.join(root, "EEG", f"S{s}.mat")
+    if s in v73_subjects:
+      fx.savemat73(path, variables)
+    else:
+      scipy.io.savemat(path, variables)
+      if s in table_subjects:
+        fx.append_matlab_object_v5(path, "expinfo", "table")
   write_preproc(root, 1, [a for _, _, female, a, _ in DTU_TRIALS if female])
   return root
 
@@ -407,12 +422,12 @@ def test_dtu_expinfo_exports(tmp_path, name):
 
 
 def test_dtu_expinfo_via_matio(tmp_path, monkeypatch):
-  """Without a struct or a sidecar, a MATLAB table is read through mat-io when it is
-  installed (stand-in: a module returning a DataFrame-like object)."""
+  """Without a struct or a sidecar, the published MATLAB table is read through mat-io
+  when it is installed (stand-in: a module returning a DataFrame-like object)."""
   import sys  # pylint: disable=g-import-not-at-top
   import types  # pylint: disable=g-import-not-at-top
-  root = _broken_dtu(tmp_path, lambda root: os.remove(os.path.join(root, "EEG", "S1_expinfo.csv")))
-  _set_mat(root, lambda v: v.update(expinfo=np.arange(3.0)))   # not a struct
+  root = make_dtu(str(tmp_path / "src"), sidecar_subjects=(), table_subjects=(1,))
+  os.remove(os.path.join(root, "EEG", "S2.mat"))
   header = ["trigger", "wavfile_male", "wavfile_female", "attend_mf"]
 
   class Frame:
@@ -479,35 +494,67 @@ def test_dtu_malformed(tmp_path, edit, message):
     list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
 
 
-def test_dtu_expinfo_table_explains_export(tmp_path):
-  """The published expinfo is a MATLAB table (opaque to Python): the error says how
-  to export it. Stand-in: an expinfo that is neither a struct nor columns."""
-  root = _broken_dtu(tmp_path, lambda root: os.remove(os.path.join(root, "EEG", "S1_expinfo.csv")))
-  _set_mat(root, lambda v: v.update(expinfo=np.arange(3.0)))
-  with pytest.raises(DatasetError, match=r"S1\.mat: variable 'expinfo' is not readable as "
-                                         r"a struct.*writetable\(expinfo,'S1_expinfo\.csv'\)"):
-    list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+@pytest.mark.parametrize("form, what", [
+    ("v5 table", "a MATLAB table object"),       # scipy: a MatlabOpaque under 'None'
+    ("v7.3 table", "a MATLAB table object"),     # pymatreader: the uint32 reference
+    ("not a struct", r"not readable as a struct \(ndarray\)"),
+])
+def test_dtu_expinfo_table_explains_export(tmp_path, form, what):
+  """The published expinfo is a MATLAB table, stored as MATLAB stores objects (no
+  Python reader here decodes it): without an exported copy the error names the
+  file and variable and says how to export it (the README's recipe)."""
+  root = str(tmp_path / "src")
+  if form == "not a struct":
+    make_dtu(root, sidecar_subjects=(1, 2))
+    os.remove(os.path.join(root, "EEG", "S1_expinfo.csv"))
+    _set_mat(root, lambda v: v.update(expinfo=np.arange(3.0)))
+  else:
+    make_dtu(root, sidecar_subjects=(2,), table_subjects=(1,),
+             v73_subjects=(1,) if form == "v7.3 table" else ())
+  with pytest.raises(DatasetError, match=(
+      rf"S1\.mat: variable 'expinfo' is {what}: the published expinfo is a MATLAB table"
+      r".*S1_expinfo\.csv or S1\.csv.*README, Data: DTU.*load\('S1\.mat','expinfo'\); "
+      r"writetable\(expinfo,'S1_expinfo\.csv'\)")):
+    list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE, subjects=["S1"]))
+
+
+def test_dtu_v73_reads_as_v5(tmp_path, dtu_recs):
+  """The same subjects saved as MATLAB v7.3 (HDF5: cells and struct arrays as
+  references, S2's expinfo the published table beside its CSV export) give the
+  recordings of the v5 fixture."""
+  root = make_dtu(str(tmp_path / "src"), v73_subjects=(1, 2), table_subjects=(2,))
+  with h5py.File(os.path.join(root, "EEG", "S1.mat")) as f:       # really v7.3
+    assert f["data/event/eeg/sample"].dtype == h5py.ref_dtype
+  recs = list(dtu.iter_recordings(root, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+  assert [(r.subject, r.trial) for r in recs] == [(r.subject, r.trial) for r in dtu_recs]
+  for a, b in zip(recs, dtu_recs):
+    np.testing.assert_allclose(a.eeg, b.eeg, rtol=1e-6, atol=1e-6)
+    for k in ("attended", "unattended", "noisy"):
+      np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert a.stimuli == b.stimuli and a.provenance == b.provenance
 
 
 # ------------------------------------------------- through prepare to the layout ----
 
 @pytest.mark.parametrize("dataset, option", [("cocktail", ["--cocktail_bad_channels", "auto"]),
                                              ("dtu", ["--dtu_bad_z", "6"])])
-def test_prepare_layout_opens(dataset, option, cocktail_src, dtu_src, tmp_path):
-  cli = pytest.importorskip("neurocodec_jax.data.prepare.__main__")
+def test_prepare_layout_opens_and_trains(dataset, option, cocktail_src, dtu_src, tmp_path):
   from neurocodec_jax.data import open_split  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data.prepare import build  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   src, channels = (cocktail_src, 128) if dataset == "cocktail" else (dtu_src, 64)
+  module = cocktail if dataset == "cocktail" else dtu
   out = str(tmp_path / dataset)
   # Two trials per subject: within-trial is the protocol that fills all three splits.
-  assert cli.main([dataset, "--src", src, "--out", out, "--segment_seconds", "1",
-                   "--sample_rate", str(SR_OUT), "--protocol", "within-trial",
-                   "--val_fraction", "0.25", "--test_fraction", "0.25", "--quiet"]
-                  + option) == 0
+  assert cli([dataset, "--src", src, "--out", out, "--segment_seconds", "1",
+              "--sample_rate", str(SR_OUT), "--protocol", "within-trial",
+              "--val_fraction", "0.25", "--test_fraction", "0.25", "--quiet"]
+             + option) == 0
   with open(os.path.join(out, "manifest.json")) as f:
     manifest = json.load(f)
-  assert manifest["source"]["doi"] == getattr(cocktail if dataset == "cocktail" else dtu,
-                                              "SOURCE")["doi"]
+  for key in ("doi", "record", "version"):
+    assert manifest["source"][key] == module.SOURCE[key]
+  assert manifest["code"] == build.code_version()
   config = tiny_config(out, eeg_channels=channels)
   for split in ("train", "val", "test"):
     source = open_split(config, split, fields=("noisy", "clean", "eeg", "subject"))
@@ -516,3 +563,66 @@ def test_prepare_layout_opens(dataset, option, cocktail_src, dtu_src, tmp_path):
     assert ex["noisy"].shape == ex["clean"].shape == (1, SR_OUT)
     assert ex["eeg"].shape == (channels, EEG_RATE)
     assert 1 < np.std(ex["eeg"]) < 100                   # microvolts
+  fx.train_two_steps(out, str(tmp_path / "run"), channels)
+
+
+def test_cocktail_default_rate_is_what_the_cocktail_preset_reads(cocktail_src, tmp_path):
+  """``prepare cocktail`` without --sample_rate writes data/cocktail as the cocktail
+  preset (root data/cocktail, 44.1 kHz DAC) checks it; the old 16 kHz default did not."""
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import hdf5  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("cocktail")
+  assert config.root == "data/cocktail"
+  outs = {}
+  for name, rate in (("default", []), ("16k", ["--sample_rate", "16000"])):
+    outs[name] = str(tmp_path / name)
+    assert cli(["cocktail", "--src", cocktail_src, "--out", outs[name], "--quiet",
+                "--segment_seconds", "1", "--protocol", "within-trial",
+                "--cocktail_bad_channels", "none"] + rate) == 0
+  config.root, config.data.segment_seconds = outs["default"], 1.0
+  info = hdf5.inspect_split_from_config(config, "train")
+  assert info.audio_length == 44100 // 512 * 512 and info.eeg_channels == 128
+  config.root = outs["16k"]
+  with pytest.raises(hdf5.DataError, match="does not match 1.0 s at 44100 Hz"):
+    hdf5.inspect_split_from_config(config, "train")
+
+
+def _break_cocktail_run(root):
+  """Subject 18's run 3 without its 'mastoids' (subject 1 reads first, and fine)."""
+  path = os.path.join(root, "EEG", "Subject18", "Subject18_Run3.mat")
+  m = scipy.io.loadmat(path)
+  scipy.io.savemat(path, {k: v for k, v in m.items()
+                          if not k.startswith("__") and k != "mastoids"})
+
+
+@pytest.mark.parametrize("dataset, make, message", [
+    ("cocktail", lambda root: _break_cocktail_run(make_cocktail(root)),
+     r"Subject18_Run3\.mat: missing field 'mastoids'"),
+    ("dtu", lambda root: make_dtu(root, fsample={2: 256}),
+     r"S2\.mat: field 'data\.fsample\.eeg' is 256, expected 512 \(the DTU release's raw "
+     r"EEG rate"),
+    ("dtu", lambda root: make_dtu(root, sidecar_subjects=(), table_subjects=(2,)),
+     r"S2\.mat: variable 'expinfo' is a MATLAB table object.*writetable"),
+])
+def test_prepare_malformed_names_file_and_field_and_leaves_nothing(
+    tmp_path, capsys, monkeypatch, dataset, make, message):
+  """Through the command line: the first subject is read (and cached) before the
+  second's file fails; the error names file and field, and neither the layout nor
+  its per-subject cache (``out.partial``) is left."""
+  from neurocodec_jax.data.prepare import build  # pylint: disable=g-import-not-at-top
+  cached = []
+  finish = build.SubjectWriter.finish
+  def spy(writer):
+    cached.append(os.path.basename(writer.final))
+    finish(writer)
+  monkeypatch.setattr(build.SubjectWriter, "finish", spy)
+  root = str(tmp_path / "src")
+  make(root)
+  out = tmp_path / "out"
+  assert cli([dataset, "--src", root, "--out", str(out), "--segment_seconds", "1",
+              "--sample_rate", str(SR_OUT), "--protocol", "within-trial", "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert re.search(message, err), err
+  assert cached == [("Subject1" if dataset == "cocktail" else "S1")]   # was on disk
+  assert not os.path.exists(out) and not os.path.exists(f"{out}.partial")
+  assert fx.nothing_left(out)

@@ -26,8 +26,10 @@ plus the reader's own options. Optional, used when present:
 * ``add_arguments(group: argparse._ArgumentGroup)``: the reader's own command-line
   options, named ``--<dataset>_<option>`` with ``dest="<option>"``; their values
   reach ``iter_recordings`` as ``**options``;
-* module attributes ``SOURCE`` (dict: name, version, DOI, URL), ``PREPROCESSING``
-  (text) and ``EEG_UNITS`` (default ``"microvolts"``), copied into ``manifest.json``.
+* module attributes ``SOURCE`` (dict: name, record, version — ``"unversioned"`` when
+  the record states none —, DOI, URL), ``PREPROCESSING``
+  (text) and ``EEG_UNITS`` (default ``"microvolts"``), copied into ``manifest.json``
+  (beside ``code``: the package version and git commit that wrote it).
 
 Modules: ``recording`` (the unit readers yield), ``files`` (.mat and wav reading with
 named errors), ``signals`` (EEG preprocessing, audio resampling), ``protocols``

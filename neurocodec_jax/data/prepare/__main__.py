@@ -7,7 +7,10 @@
       [--exclude_repeated] [--overwrite]
 
 Datasets: kul, kulmix, cocktail, dtu (their own options: ``--<dataset>_...``).
-``--out`` defaults to ``data/<dataset>``, the path the config presets read.
+``--out`` defaults to ``data/<dataset>``, the path the config presets read;
+``--sample_rate`` to the codec sample rate of the preset that trains on the dataset
+(:data:`PRESETS`: 44100 for cocktail, 16000 for the others), read from
+configs/neurocodec.py so that the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -17,6 +20,20 @@ import logging
 import sys
 
 from neurocodec_jax.data.prepare import build, protocols, signals
+
+# Dataset -> the configs/neurocodec.py preset that trains on its prepared folder
+# (kulmix and dtu: 64 channels at 16 kHz, as kul, with --config.root=data/<dataset>).
+PRESETS = {"cocktail": "cocktail", "kul": "kul", "kulmix": "kul", "dtu": "kul"}
+
+
+def default_sample_rate(dataset: str) -> int:
+  """The codec sample rate of ``dataset``'s preset (``codec.arch.sample_rate``).
+
+  Raises:
+    ImportError: configs/ is not importable (not run from the repository root).
+  """
+  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  return int(neurocodec.get_config(PRESETS[dataset]).codec.arch.sample_rate)
 
 
 def _optional_float(text: str):
@@ -40,7 +57,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   g = p.add_argument_group("signals")
-  g.add_argument("--sample_rate", type=int, default=16000, help="codec sample rate (Hz)")
+  g.add_argument("--sample_rate", type=int, default=None,
+                 help="codec sample rate (Hz; default: the codec's of the config preset "
+                      "that trains on the dataset, " + ", ".join(
+                          f"{d}: {p}" for d, p in sorted(PRESETS.items())) + ")")
   g.add_argument("--eeg_rate", type=int, default=128, help="EEG rate (Hz)")
   g.add_argument("--segment_seconds", type=float, default=2.0)
   g.add_argument("--hop_length", type=int, default=None,
@@ -90,8 +110,18 @@ def main(argv=None):
     probe = argparse.ArgumentParser(add_help=False)
     module.add_arguments(probe)
     options = {a.dest: getattr(args, a.dest) for a in probe._actions}  # pylint: disable=protected-access
+  sample_rate = args.sample_rate
+  if sample_rate is None:
+    try:
+      sample_rate = default_sample_rate(args.dataset)
+    except ImportError as e:
+      print(f"error: --sample_rate not given and its default, the codec rate of the "
+            f"{PRESETS[args.dataset]!r} preset, is unknown: configs/neurocodec.py is not "
+            f"importable ({e}); run from the repository root or pass --sample_rate.",
+            file=sys.stderr)
+      return 2
   settings = build.Settings(
-      sample_rate=args.sample_rate, eeg_rate=args.eeg_rate,
+      sample_rate=sample_rate, eeg_rate=args.eeg_rate,
       segment_seconds=args.segment_seconds, hop_length=args.hop_length,
       eeg=_eeg_settings(args))
   protocol = protocols.Protocol(
@@ -109,7 +139,8 @@ def main(argv=None):
     return 2
   counts = manifest["protocol"]["counts"]
   print(f"{out}: protocol {args.protocol}, " + ", ".join(
-      f"{s} {n} windows" for s, n in counts.items()) + f" of {args.segment_seconds} s")
+      f"{s} {n} windows" for s, n in counts.items()) + f" of {args.segment_seconds} s "
+      f"at {sample_rate} Hz")
   return 0
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -291,11 +292,61 @@ def _read(module, dataset, src, cache: Cache, settings: Settings, options, progr
         bar.update(1)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_SOURCE_TREE = os.path.dirname(_PACKAGE_DIR)   # the checkout holding neurocodec_jax/
+
+
+def _package_version() -> str | None:
+  """The version of the neurocodec_jax that runs: the ``version=`` of the setup.py
+  beside it (a source checkout, possibly not the one installed), else the installed
+  distribution's metadata, else None."""
+  setup = os.path.join(_SOURCE_TREE, "setup.py")
+  if os.path.isfile(setup):
+    with open(setup) as f:
+      match = re.search(r"\bversion\s*=\s*[\"']([^\"']+)[\"']", f.read())
+    if match:
+      return match.group(1)
+  try:
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+    return metadata.version("neurocodec-jax")
+  except Exception:  # pylint: disable=broad-except   # not installed either
+    return None
+
+
+def _git(*args: str) -> str | None:
+  """``git -C <source tree> args`` stripped, or None (no git, not a checkout, error)."""
+  try:
+    run = subprocess.run(["git", "-C", _SOURCE_TREE, *args], capture_output=True,
+                         text=True, timeout=10, check=False)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return run.stdout.strip() if run.returncode == 0 else None
+
+
+def code_version() -> dict:
+  """What code wrote a dataset: ``{"package", "version", "git_commit", "git_dirty"}``.
+
+  ``git_commit``/``git_dirty`` are None unless the source tree holding
+  neurocodec_jax is itself a git checkout's top level (an installed copy inside
+  some other repository, e.g. a venv in a checkout, must not report that
+  repository's commit); ``git_dirty``: tracked files differ from the commit.
+  """
+  commit = dirty = None
+  top = _git("rev-parse", "--show-toplevel")
+  if top is not None and os.path.realpath(top) == os.path.realpath(_SOURCE_TREE):
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = None if commit is None or status is None else bool(status)
+  return dict(package="neurocodec-jax", version=_package_version(), git_commit=commit,
+              git_dirty=dirty)
+
+
 def _manifest(module, dataset, src, settings, hop, audio_length, eeg_length, protocol,
               details, windows, rows, recordings, options) -> dict:
   return dict(
       version=layout.MANIFEST_VERSION,
       generator="neurocodec_jax.data.prepare",
+      code=code_version(),
       dataset=dataset,
       source=dict(getattr(module, "SOURCE", {}), folder=os.path.abspath(src)),
       preprocessing=dict(

@@ -108,7 +108,10 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 SOURCE = dict(name="Cocktail Party (Broderick et al. 2018, Current Biology 28:803)",
               doi="10.5061/dryad.070jc", url="https://doi.org/10.5061/dryad.070jc",
-              license="CC0")
+              record="Dryad doi:10.5061/dryad.070jc",
+              # The DOI names the Dryad dataset, not one of its versions, and no
+              # source read states a version label: none is invented.
+              version="unversioned", license="CC0")
 PREPROCESSING = (
     "EEG (eegData + mastoids, 128 Hz): 0.1-45 Hz zero-phase FIR per run, bad channels "
     "(the original's per-subject lists and flat/noisy detection) interpolated by "

@@ -4,12 +4,13 @@
 and a female Danish talker at +-60 degrees in three acoustic conditions, attending
 to one of them per trial; 64-channel BioSemi EEG at 512 Hz. Source layout::
 
-  SRC/EEG/S<n>.mat       continuous raw EEG (MATLAB v5 or v7.3), variables:
+  SRC/EEG/S<n>.mat       continuous raw EEG (MATLAB v5 or v7.3: both read by
+                         pymatreader, both in the tests' fixtures), variables:
       data.eeg           {1x1 cell} [time, 73] 64 EEG (A1..B32 = Fp1..O2), EXG1,
                          EXG2 (mastoids), EXG3-EXG8 (EOG, unused), Status;
                          microvolts (FieldTrip's BioSemi convention; no source read
                          states it: the reader checks the scale)
-      data.fsample.eeg   512
+      data.fsample.eeg   512 (any other rate is an error naming the field)
       data.dim.chan.eeg  channel labels (optional; positions are used without)
       data.event.eeg     struct array: .sample (1-based sample), .value (trigger);
                          onsets (values = expinfo.trigger, in row order) alternate
@@ -52,7 +53,11 @@ as writetable writes them, a header row with the column names; lower-case
 TorchEEG's ``EEG/S<n>.csv``, written once in MATLAB with ``load('S1.mat','expinfo');
 writetable(expinfo,'S1_expinfo.csv')``; else mat-io (``pip install mat-io``), whose
 ``matio.load_from_mat`` documents reading MATLAB tables as pandas DataFrames (not
-tried on the published files: mat-io is not installed here).
+tried on the published files: mat-io is not installed here). Python sees the table
+only as MATLAB's object reference (scipy: a ``MatlabOpaque`` under the key
+``'None'`` naming ``expinfo``, class ``table``; pymatreader on v7.3: the uint32
+reference, its dataset's ``MATLAB_class`` ``table``): with neither an export nor
+mat-io, the error names the file and the variable and gives the export above.
 
 A Python-readable copy of the attended talker exists in ``DATA_preproc``:
 ``preproc_data.m`` overwrites each onset's event value with ``expinfo.attend_mf``,
@@ -82,6 +87,7 @@ import argparse
 import csv
 import os
 import re
+import warnings
 from typing import Collection, Iterator
 
 import numpy as np
@@ -93,7 +99,10 @@ from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 SOURCE = dict(name="EEG and audio dataset for auditory attention decoding (Fuglsang, "
                    "Dau & Hjortkjaer 2017, NeuroImage 156:435)",
-              doi="10.5281/zenodo.1199011", url="https://zenodo.org/records/1199011")
+              doi="10.5281/zenodo.1199011", url="https://zenodo.org/records/1199011",
+              # A Zenodo record id names one published version of a record; no other
+              # version label was seen in the sources read.
+              record="Zenodo 1199011", version="Zenodo record 1199011 (as published)")
 PREPROCESSING = (
     "EEG (EEG/S<n>.mat, 512 Hz): resampled to the EEG rate, 0.1-45 Hz zero-phase FIR, "
     "flat/noisy channels interpolated by spherical splines on biosemi64, mastoid "
@@ -102,6 +111,7 @@ PREPROCESSING = (
     "the dry male and female wavs of expinfo, each at RMS 0.05 (lowered together if "
     "the sum would pass 0.99), mixture = their sum, resampled to the codec rate.")
 N_EEG = 64
+RAW_RATE = 512              # data.fsample.eeg of the release's EEG/S<n>.mat (BioSemi)
 MASTOID_COLUMNS = (64, 65)  # 0-based EXG1, EXG2
 EXPINFO_COLUMNS = ("trigger", "wavfile_male", "wavfile_female", "attend_mf")
 _SUBJECT_RE = re.compile(r"^S(\d+)\.mat$")
@@ -189,10 +199,71 @@ def _read_sidecar(path: str) -> dict[str, list]:
   return cols
 
 
+# Set in a .mat's variables when the file was readable only without expinfo.
+_UNREADABLE = "__expinfo_unreadable__"
+
+
+def _matlab_object(value: object) -> tuple[str | None, str | None] | None:
+  """``(variable name, class)`` of a MATLAB class instance as pymatreader passes on
+  scipy's ``MatlabOpaque`` (a dict of its record: scipy < 1.18 ``s0`` name, ``s1``
+  ``'MCOS'``, ``s2`` class; scipy >= 1.18 ``_TypeSystem``, ``_Class``, no name, per
+  pymatreader's ``_get_mcos_class_name``), else None."""
+  if not isinstance(value, dict):
+    return None
+  def text(v):
+    v = v[0] if isinstance(v, (list, tuple)) and v else v
+    return v.decode(errors="replace") if isinstance(v, bytes) else (None if v is None else str(v))
+  if text(value.get("s1")) == "MCOS":
+    return text(value.get("s0")), text(value.get("s2"))
+  if text(value.get("_TypeSystem")) == "MCOS":
+    return None, text(value.get("_Class"))
+  return None
+
+
+def _expinfo_class(path: str, m: dict) -> str | None:
+  """The MATLAB class of ``expinfo`` when the .mat holds it as an object (the
+  published table), else None. scipy files a v5 object under the key ``'None'``,
+  its name in the record; pymatreader reads a v7.3 object as its uint32 reference,
+  so there the class is the dataset's ``MATLAB_class`` attribute."""
+  e = m.get("expinfo")
+  for v in [e] if e is not None else m.values():
+    obj = _matlab_object(v)
+    if obj is not None and obj[0] in ("expinfo", None):
+      return obj[1] or "object"
+  if isinstance(e, np.ndarray) and e.dtype.kind in "ui":
+    try:
+      import h5py  # pylint: disable=g-import-not-at-top
+      with h5py.File(path, "r") as f:
+        cls = f["expinfo"].attrs.get("MATLAB_class")
+        decode = f["expinfo"].attrs.get("MATLAB_object_decode")
+    except Exception:  # pylint: disable=broad-except   # not HDF5 (v5): a plain array
+      return None
+    if decode is not None and cls is not None:
+      return cls.decode() if isinstance(cls, bytes) else str(cls)
+  return None
+
+
+def _table_error(path: str, what: str) -> DatasetError:
+  """The error for an ``expinfo`` no Python reader here can decode, saying what to do."""
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return DatasetError(
+      f"{path}: variable 'expinfo' is {what}: the published expinfo is a MATLAB table, "
+      f"which scipy and pymatreader cannot decode, and no exported copy was found "
+      f"(expected {os.path.splitext(path)[0]}_expinfo.csv or {stem}.csv). Export it once "
+      f"per subject in MATLAB (README, Data: DTU): load('{stem}.mat','expinfo'); "
+      f"writetable(expinfo,'{stem}_expinfo.csv'), saved next to the .mat; or install "
+      f"mat-io, which documents reading MATLAB tables.")
+
+
 def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
   """The trial table as columns, from the .mat's ``expinfo`` or the sidecar."""
   side = _sidecar(path)
   e = m.get("expinfo")
+  object_class = _expinfo_class(path, m)
+  is_object = object_class is not None
+  unreadable = bool(m.get(_UNREADABLE))
+  if is_object or unreadable:
+    e = None                 # a reference to undecodable subsystem data, not a struct
   if isinstance(e, list) and e and all(isinstance(r, dict) for r in e):  # struct array
     e = {k: [r.get(k) for r in e] for k in e[0]}
   if isinstance(e, dict) and all(c in e for c in EXPINFO_COLUMNS):
@@ -201,18 +272,17 @@ def _expinfo(path: str, m: dict) -> tuple[dict[str, list], str]:
     cols, origin = _read_sidecar(side), side
   elif isinstance(e, dict):  # a struct lacking columns: the check below names them
     cols, origin = e, f"{path}: expinfo"
-  elif (matio_cols := _frame_columns(e) or _expinfo_via_matio(path)) is not None:
+  elif ((e is not None or is_object or unreadable) and
+        (matio_cols := _frame_columns(e) or _expinfo_via_matio(path)) is not None):
     cols, origin = matio_cols, f"{path}: expinfo"
+  elif is_object or unreadable:
+    raise _table_error(path, f"a MATLAB {object_class} object" if is_object else
+                      "unreadable (the file reads only without it)")
   elif e is None:
     raise DatasetError(f"{path}: missing variable 'expinfo' and no sidecar "
                        f"{os.path.splitext(path)[0]}_expinfo.csv.")
   else:
-    raise DatasetError(
-        f"{path}: variable 'expinfo' is not readable as a struct (the published one "
-        f"is a MATLAB table, which scipy and pymatreader cannot decode; mat-io can, "
-        f"if installed). Export it once: in "
-        f"MATLAB, load('{os.path.basename(path)}','expinfo'); writetable(expinfo,"
-        f"'{os.path.splitext(os.path.basename(path))[0]}_expinfo.csv'), next to the .mat.")
+    raise _table_error(path, f"not readable as a struct ({type(e).__name__})")
   for c in EXPINFO_COLUMNS:
     if c not in cols:
       raise DatasetError(f"{origin}: missing column '{c}' (found {sorted(cols)}).")
@@ -342,9 +412,11 @@ def _read_subject(path: str, m: dict, eeg_rate: int, l_freq: float | None,
                        f"at least 66 (64 EEG, EXG1 and EXG2 mastoids).")
   rate = scalar(field(field(data, "fsample", path, "data."), "eeg", path,
                       "data.fsample."), path, "data.fsample.eeg")
-  if rate < eeg_rate:
-    raise DatasetError(f"{path}: field 'data.fsample.eeg' is {rate:g}, expected the raw "
-                       f"rate (512 Hz), at least the EEG rate out ({eeg_rate} Hz).")
+  # Any rate would resample, but EEG/S<n>.mat is published at one rate: another
+  # means another file (e.g. a re-saved or DATA_preproc's 64 Hz one), not this layout.
+  if rate != RAW_RATE:
+    raise DatasetError(f"{path}: field 'data.fsample.eeg' is {rate:g}, expected "
+                       f"{RAW_RATE} (the DTU release's raw EEG rate, EEG/S<n>.mat).")
   names = _channel_names(path, data, eeg.shape[1])
   mastoid_cols = list(MASTOID_COLUMNS)
   if names is not None and {"EXG1", "EXG2"} <= {n.upper() for n in names}:
@@ -404,11 +476,13 @@ def iter_recordings(src: str, *, sample_rate: int, eeg_rate: int,
     # explains the table rather than failing on it.
     side = _sidecar(path)
     try:
-      m = read_mat(path, ["data"] if side else None)
+      with warnings.catch_warnings():   # pymatreader's note on the table: explained below
+        warnings.filterwarnings("ignore", "Complex objects", UserWarning)
+        m = read_mat(path, ["data"] if side else None)
     except DatasetError:
       if side:
         raise
-      m = dict(read_mat(path, ["data"]), expinfo="<unreadable>")
+      m = dict(read_mat(path, ["data"]), **{_UNREADABLE: True})
     cols, origin = _expinfo(path, m)
     attends = _attended(cols, origin)
     checked = _check_preproc(src, n, attends, origin)

@@ -62,7 +62,7 @@ from neurocodec_jax.data.prepare.protocols import natural_key
 from neurocodec_jax.data.prepare.recording import DatasetError, Recording
 
 SOURCE = dict(name="Auditory Attention Detection Dataset KULeuven", version="2.0",
-              doi="10.5281/zenodo.4004271", url="https://zenodo.org/records/4004271")
+              record="Zenodo 4004271", doi="10.5281/zenodo.4004271", url="https://zenodo.org/records/4004271")
 PREPROCESSING = ("EEG: the release's 128 Hz EEG (0.5 Hz high-pass by the authors), "
                  "average reference and 1-32 Hz band-pass (or as in 'eeg' when the --eeg_* "
                  "options are given); audio: the dry "

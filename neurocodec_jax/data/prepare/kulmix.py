@@ -71,7 +71,10 @@ SOURCE = dict(name="KUL-mix (NeuroHeed's KU Leuven mixtures)",
               url="https://huggingface.co/datasets/alibabasglab/KUL-mix",
               recipe="https://github.com/modelscope/ClearerVoice-Studio "
                      "(train/target_speaker_extraction, dataloader/dataset_eeg.py)",
-              based_on="KU Leuven AAD dataset, doi 10.5281/zenodo.4004271")
+              based_on="KU Leuven AAD dataset, doi 10.5281/zenodo.4004271",
+              record="huggingface.co/datasets/alibabasglab/KUL-mix",
+              # Neither the recipe nor the release states a version or revision.
+              version="unversioned")
 PREPROCESSING = ("Mixtures built per list row as the recipe defines (see kulmix.py), "
                  "audio resampled to the codec rate; EEG as published unless "
                  "--kulmix_eeg preprocess.")
