@@ -108,7 +108,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       command=("python -m codec_bridge.train_codec --out " + src + " " + " ".join(
           f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
           for k, v in json.load(open(spec_path)).items()
-          if v != getattr(train_codec.CodecSpec, k, None))),
+          # JSON turns the spec's tuples into lists: compare as tuples.
+          if (tuple(v) if isinstance(v, list) else v) != getattr(train_codec.CodecSpec, k, None))),
       spec=json.load(open(spec_path)),
       steps=rows[-1]["step"], train_seconds=rows[-1]["seconds"],
       machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
