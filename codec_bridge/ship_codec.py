@@ -12,7 +12,8 @@ distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
 quantized latent space, and where the quantized space loses additivity: the same
 measures of the quantizer's projections without the codebook rounding
 (:func:`unrounded`), the cosine of the quantized latent with that unrounded one,
-and the quantized additivity per number of codebooks. ``test_floors`` (the measured values minus a margin) are
+and the quantized additivity per number of codebooks. ``test_floors`` (the
+measured values minus a margin) are
 what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 """
 
@@ -63,13 +64,12 @@ def rounding_breakdown(dac_model, mix, a, b, batch: int = 16) -> dict:
   """
   n_q = dac_model.quantizer.n_codebooks
   counts = sorted({k for k in (1, 2, 4, 6, 8, n_q) if k <= n_q})
-  z, zu, zq = [], [], {k: [] for k in counts}
+  zu, zq = [], {k: [] for k in counts}
   with torch.no_grad():
     for x in (mix, a, b):
       x = torch.from_numpy(x)[:, None]
       parts = [dac_model.encoder(x[i:i + batch]) for i in range(0, len(x), batch)]
       e = torch.cat(parts)
-      z.append(e)
       zu.append(unrounded(dac_model.quantizer, e))
       for k in counts:
         zq[k].append(dac_model.quantizer(e, n_quantizers=k)[0])
