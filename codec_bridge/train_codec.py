@@ -95,10 +95,15 @@ class CodecSpec:
   lambda_codebook: float = 1.0
   lambda_waveform: float = 0.0
   lambda_sisdr: float = 0.0
+  lambda_stft: float = 0.0           # log-magnitude multi-scale STFT (DAC computes it at 0)
+  stft_windows: tuple = (2048, 512)  # dac.nn.loss.MultiScaleSTFTLoss's default
+  stft_clamp: float = 1e-5           # its log floor (power); DAC's default
   # Data.
   mixture_fraction: float = 0.5
   level_db: float = 3.0
   seed: int = 0
+  # A DAC weights file of the same architecture to start the generator from ("": random).
+  init: str = ""
 
   @property
   def arch(self) -> dict:
@@ -185,6 +190,11 @@ class Objectives:
     self.waveform = loss.L1Loss()
     self.sisdr = loss.SISDRLoss()
     self.gan = loss.GANLoss(disc)
+    # Log magnitude only: the linear-magnitude part (DAC's mag_weight 1) is dominated by
+    # the loudest cells, while the term is here for the quiet ones (see CodecSpec).
+    self.stft = loss.MultiScaleSTFTLoss(window_lengths=list(spec.stft_windows),
+                                        mag_weight=0.0, log_weight=1.0,
+                                        clamp_eps=spec.stft_clamp)
 
 
 def _signal(x, sr):
@@ -229,6 +239,8 @@ def train_step(spec, gen, disc, obj, opt_g, opt_d, audio, step) -> dict:
     terms["waveform"] = obj.waveform(recons, signal)
   if spec.lambda_sisdr > 0:
     terms["sisdr"] = obj.sisdr(signal, recons)
+  if spec.lambda_stft > 0:
+    terms["stft"] = obj.stft(recons, signal)
   if gan_on:
     terms["gen"], terms["feat"] = obj.gan.generator_loss(recons, signal)
   total = sum(getattr(spec, f"lambda_{k}") * v for k, v in terms.items())
@@ -309,6 +321,13 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   os.makedirs(out, exist_ok=True)
   state_path = os.path.join(out, "train_state.pt")
   gen, disc = build(spec)
+  if spec.init and not os.path.exists(state_path):
+    init = loading.load_dac(weights=spec.init, device="cpu")
+    want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
+    if loading._arch_of(init) != want:  # pylint: disable=protected-access
+      raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
+                       f"{loading._arch_of(init)}, {want}.")  # pylint: disable=protected-access
+    gen.load_state_dict(init.state_dict())
   obj = Objectives(spec, disc)
   opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
   opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))
@@ -316,8 +335,11 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   if os.path.exists(state_path):
     st = torch.load(state_path, map_location="cpu", weights_only=False)
     # ``steps`` may change (extend or cut a run: nothing else depends on it).
-    diff = {k: (st["spec"].get(k), v) for k, v in dataclasses.asdict(spec).items()
-            if st["spec"].get(k) != v and k != "steps"}
+    # Fields added since a run was saved take their defaults.
+    saved = {**dataclasses.asdict(CodecSpec()), **st["spec"]}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    diff = {k: (saved[k], v) for k, v in dataclasses.asdict(spec).items()
+            if saved[k] != v and k != "steps"}
     if diff:
       raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
                        f"Use another --out or delete the folder.")

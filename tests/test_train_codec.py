@@ -64,6 +64,30 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
     train_codec.train(dataclasses.replace(spec, lr=0.5), parts)
 
 
+def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
+  """``init`` copies a DAC file's weights (same sizes only); ``lambda_stft`` adds DAC's term."""
+  torch.set_num_threads(1)
+  spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
+  first = str(tmp_path / "first")       # another seed: another initialisation
+  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
+  src = os.path.join(first, "weights.pth")
+  tuned = dataclasses.replace(spec, init=src, lambda_stft=1.0, stft_windows=(128, 32))
+  gen, _ = train_codec.build(tuned)
+  trained = codec_bridge.load_dac("16khz", weights=src, device="cpu").state_dict()
+  fresh = max(float((v - trained[k]).abs().max()) for k, v in gen.state_dict().items())
+  second = str(tmp_path / "second")
+  train_codec.train(tuned, second, checkpoint_every=1, eval_every=100)
+  row = json.loads(open(os.path.join(second, "log.jsonl")).readline())
+  assert row["stft"] > 0
+  assert "stft" not in json.loads(open(os.path.join(first, "log.jsonl")).readline())
+  # One step from the file stays near it, far nearer than a fresh initialisation is.
+  after = _state(second)["gen"]
+  moved = max(float((after[k] - trained[k]).abs().max()) for k in trained)
+  assert moved < fresh / 10, (moved, fresh)
+  with pytest.raises(ValueError, match="another architecture"):
+    train_codec.train(dataclasses.replace(tuned, decoder_dim=32), str(tmp_path / "third"))
+
+
 # ---------------------------------------------------------- shipped codec ----
 
 MANIFEST = os.path.join(os.path.dirname(codec_bridge.__file__), "weights", "manifest.json")
