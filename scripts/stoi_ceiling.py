@@ -8,7 +8,11 @@ held-out clips ``ship_codec`` scores (``train_codec.heldout``):
   * white noise at SI-SDR 5 ... 30 dB;
   * signal-shaped noise (the clip's own magnitude spectrogram with random phase,
     i.e. noise where the speech is) at the same SI-SDRs;
-  * the codec's own reconstruction (``--codec``), with its per-clip SI-SDR.
+  * the codec's own reconstruction (``--codec``), with its per-clip SI-SDR, and per
+    STOI one-third-octave band (150 Hz ... 3.8 kHz): STOI's intermediate correlation
+    for the codec and for white noise at the codec's SI-SDR, the band's level below
+    the strongest band, and the codec's level and envelope spread against the clean
+    band's (where the codec's error costs STOI).
 
   python scripts/stoi_ceiling.py [--codec codec_bridge/weights/demo_codec_16khz.pth] \
       [--n 32] [--out experiments/codec_stoi_ceiling/results.json]
@@ -46,6 +50,63 @@ def _shaped_noise(x: np.ndarray, rng, n_fft: int = 512) -> np.ndarray:
   return y[:len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
+def band_profile(ref: np.ndarray, est: np.ndarray, sr: int) -> dict:
+  """STOI's per-band view of one clip pair ``[T]``: each value ``[15 bands]``.
+
+  ``d``: the mean short-time (384 ms) envelope correlation STOI averages (after its
+  clipping); ``level_db``: the clean band's mean level relative to its strongest band;
+  ``gain_db``: the estimate's mean band level minus the clean one; ``spread_db``:
+  the standard deviation over frames of the clean / estimated band envelope in dB.
+  """
+  from pystoi import utils  # pylint: disable=g-import-not-at-top
+  from pystoi.stoi import BETA, DYN_RANGE, FS, N, N_FRAME, NFFT, OBM  # pylint: disable=g-import-not-at-top
+  from scipy.signal import resample_poly  # pylint: disable=g-import-not-at-top
+  g = np.gcd(sr, FS)
+  a, b = resample_poly(ref, FS // g, sr // g), resample_poly(est, FS // g, sr // g)
+  a, b = utils.remove_silent_frames(a, b, DYN_RANGE, N_FRAME, N_FRAME // 2)
+  bands = [np.sqrt(OBM @ np.abs(utils.stft(s, N_FRAME, NFFT, overlap=2).T) ** 2) for s in (a, b)]
+  seg = [np.stack([t[:, m - N:m] for m in range(N, t.shape[1] + 1)]) for t in bands]
+  xs, ys = seg
+  ys = np.minimum(ys * np.linalg.norm(xs, axis=2, keepdims=True)
+                  / (np.linalg.norm(ys, axis=2, keepdims=True) + 1e-12),
+                  xs * (1 + 10 ** (-BETA / 20)))
+  xs, ys = xs - xs.mean(2, keepdims=True), ys - ys.mean(2, keepdims=True)
+  d = (xs * ys).sum(2) / (np.linalg.norm(xs, axis=2) * np.linalg.norm(ys, axis=2) + 1e-12)
+  la, lb = (20 * np.log10(t + 1e-9) for t in bands)
+  level = 10 * np.log10((bands[0] ** 2).mean(1) + 1e-20)
+  return dict(d=d.mean(0), level_db=level - level.max(), gain_db=(lb - la).mean(1),
+              spread_db=la.std(1), spread_est_db=lb.std(1))
+
+
+def split_error(ref: np.ndarray, est: np.ndarray, below_db: float = 30.0, n_fft: int = 512):
+  """``est``'s error kept in the strong or in the weak STFT cells of ``ref``: two ``[T]``.
+
+  The error is ``est - alpha * ref`` (SI-SDR's); strong cells are those within
+  ``below_db`` of ``ref``'s strongest cell. Returns ``(alpha ref + strong error,
+  alpha ref + weak error)``.
+  """
+  from scipy.signal import istft, stft  # pylint: disable=g-import-not-at-top
+  alpha = (ref @ est) / (ref @ ref)
+  _, _, a = stft(ref, nperseg=n_fft)
+  _, _, e = stft(est - alpha * ref, nperseg=n_fft)
+  strong = np.abs(a) >= np.abs(a).max() * 10 ** (-below_db / 20)
+  fit = lambda y: y[:len(ref)] if len(y) >= len(ref) else np.pad(y, (0, len(ref) - len(y)))
+  return tuple(alpha * ref + fit(istft(e * m, nperseg=n_fft)[1]) for m in (strong, ~strong))
+
+
+def _bands(x, y, sr, si_sdr, rng) -> list:
+  from pystoi.stoi import NUMBAND  # pylint: disable=g-import-not-at-top
+  codec = [band_profile(a, b, sr) for a, b in zip(x, y)]
+  white = [band_profile(a, _scaled_noise(a, rng.standard_normal(len(a)), si_sdr), sr)["d"]
+           for a in x]
+  mean = lambda k: np.mean([c[k] for c in codec], 0)
+  return [dict(band_hz=round(150 * 2 ** (i / 3)), level_db=round(mean("level_db")[i], 1),
+               d_codec=round(mean("d")[i], 3), d_white=round(np.mean(white, 0)[i], 3),
+               codec_gain_db=round(mean("gain_db")[i], 1),
+               spread_clean_db=round(mean("spread_db")[i], 1),
+               spread_codec_db=round(mean("spread_est_db")[i], 1)) for i in range(NUMBAND)]
+
+
 def _scores(ref, est, sr):
   return (float(np.mean([stoi(a, b, sr) for a, b in zip(ref, est)])),
           float(np.mean([stoi(a, b, sr, extended=True) for a, b in zip(ref, est)])))
@@ -76,9 +137,18 @@ def main(argv=None) -> int:
       gen = loading.load_dac("16khz", weights=args.codec, device="cpu")
       y = train_codec.reconstruct(gen, x.astype(np.float32)).astype(np.float64)
       s, e = _scores(x, y, sr)
+      level = float(np.mean(train_codec.si_sdr_db(x, y)))
       rows.append(dict(kind=kind, distortion="codec " + os.path.basename(args.codec),
-                       si_sdr=float(np.mean(train_codec.si_sdr_db(x, y))), stoi=s, estoi=e))
-      print(json.dumps(rows[-1]), flush=True)
+                       si_sdr=level, stoi=s, estoi=e, bands=_bands(x, y, sr, level, rng)))
+      print(json.dumps({k: v for k, v in rows[-1].items() if k != "bands"}), flush=True)
+      for band in rows[-1]["bands"]:
+        print("  ", json.dumps(band))
+      parts = [split_error(a, b) for a, b in zip(x, y)]
+      for i, where in enumerate(("strong", "weak")):
+        s, e = _scores(x, np.stack([p[i] for p in parts]), sr)
+        rows.append(dict(kind=kind, distortion=f"codec error only in the {where} cells "
+                         "(within / below 30 dB of the strongest)", stoi=s, estoi=e))
+        print(json.dumps(rows[-1]), flush=True)
   if args.out:
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".tmp", "w") as f:

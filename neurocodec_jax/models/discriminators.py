@@ -111,7 +111,10 @@ class WNConv(nn.Module):
         v.reshape(self.features, -1), axis=1).reshape(self.features, *([1] * (nd + 1))))
     b = self.param("bias", lambda k: jax.random.uniform(k, (self.features,), minval=-bound,
                                                         maxval=bound))
-    w = g * v / jnp.linalg.norm(v.reshape(self.features, -1), axis=1).reshape(g.shape)
+    # torch's order (``v * (g / ||v||)``): one scale per output channel, then one
+    # multiply. XLA CPU ran ``g * v / ||v||``'s backward over the full kernel 10-15%
+    # slower at DAC's MPD size (README Performance).
+    w = v * (g / jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, nd + 2)), keepdims=True)))
     strides = tuple(self.strides or (1,) * nd)
     padding = tuple(self.padding or (0,) * nd)
     if self.drop_unit_axis:
