@@ -82,6 +82,36 @@ def rounding_breakdown(dac_model, mix, a, b, batch: int = 16) -> dict:
           k: round(latent_structure.structure(*np_(zq[k]))["additivity"], 4) for k in counts})
 
 
+def level_response(dac_model, audio: np.ndarray, gains=(1.0, 0.5, 0.25, 0.125),
+                   batch: int = 16) -> dict:
+  """How the latents' size follows the input level, on audio ``[n, T]``.
+
+  For each gain, the mean frame norm of the encoder output ``z``, of its unrounded
+  quantization and of the quantized latent, relative to gain 1. DAC's codebook
+  lookup compares directions (l2-normalised projections), so a stage's output does
+  not scale with its input: also returned are the first stage's projected input
+  norm and its codewords' norms (mean, std).
+  """
+  n = lambda t: float(t.norm(dim=1).mean())
+  sizes = {}
+  with torch.no_grad():
+    x = torch.from_numpy(audio)[:, None]
+    for g in gains:
+      z = torch.cat([dac_model.encoder(x[i:i + batch] * g) for i in range(0, len(x), batch)])
+      sizes[g] = dict(continuous=n(z), unrounded=n(unrounded(dac_model.quantizer, z)),
+                      quantized=n(dac_model.quantizer(z)[0]))
+      if g == gains[0]:
+        stage = dac_model.quantizer.quantizers[0]
+        code_norms = stage.codebook.weight.norm(dim=1)
+        first = dict(stage1_input_norm=n(stage.in_proj(z)),
+                     codeword_norm_mean=float(code_norms.mean()),
+                     codeword_norm_std=float(code_norms.std()))
+  ref = sizes[gains[0]]
+  return dict(relative_norm={str(g): {k: round(v / ref[k], 4) for k, v in d.items()}
+                             for g, d in sizes.items()},
+              **{k: round(v, 4) for k, v in first.items()})
+
+
 def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
   weights = os.path.join(src, "weights.pth")
@@ -140,11 +170,20 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--src", required=True, help="a train_codec run directory")
+  p.add_argument("--src", help="a train_codec run directory (required unless --levels)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
   p.add_argument("--n", type=int, default=32)
+  p.add_argument("--levels", metavar="WEIGHTS", default=None,
+                 help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
+  if args.levels:
+    model = loading.load_dac("16khz", weights=args.levels, device="cpu")
+    x = train_codec.heldout(train_codec.CodecSpec(), args.n, kind="single")
+    print(json.dumps(level_response(model, x), indent=2))
+    return 0
+  if not args.src:
+    p.error("--src is required (or --levels WEIGHTS)")
   m = ship(args.src, args.out, args.name, args.n)
   print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
                                       "latent_structure", "quantizer_rounding")}, indent=2))

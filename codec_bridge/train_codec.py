@@ -399,7 +399,7 @@ def _parse(argv) -> tuple[CodecSpec, argparse.Namespace]:
   p.add_argument("--eval_every", type=int, default=1000)
   for f in dataclasses.fields(CodecSpec):
     if isinstance(f.default, tuple):
-      p.add_argument(f"--{f.name}", type=type(f.default[0]), nargs="+", default=list(f.default))
+      p.add_argument(f"--{f.name}", type=type(f.default[0]), nargs="*", default=list(f.default))
     else:
       p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
   args = p.parse_args(argv)

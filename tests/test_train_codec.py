@@ -159,3 +159,27 @@ def test_unrounded_quantizer_is_linear_and_explains_the_quantized_latent():
   assert res["quantized_additivity_by_codebooks"][4] == pytest.approx(
       direct["quantized"]["additivity"], abs=1e-4)
   assert -1 <= res["cos_quantized_unrounded"] <= 1
+
+
+def test_codebook_lookup_is_by_direction_so_quantized_latents_do_not_scale():
+  """DAC's codebook stage picks the same codeword for its projected latent z_e and any
+  c * z_e (c > 0): the lookup compares directions. ``level_response`` measures it."""
+  from codec_bridge import ship_codec  # pylint: disable=g-import-not-at-top
+  spec = train_codec.CodecSpec(**{**TINY, "n_codebooks": 4})
+  dac_model, _ = train_codec.build(spec)
+  dac_model.eval()
+  stage = dac_model.quantizer.quantizers[0]
+  z = torch.randn(2, spec.latent_dim, 7, generator=torch.Generator().manual_seed(0))
+  with torch.no_grad():
+    z_e = stage.in_proj(z)
+    looked_up = [stage.decode_latents(c * z_e) for c in (0.1, 1.0, 10.0)]   # (z_q, indices)
+    for z_q, indices in looked_up[1:]:
+      torch.testing.assert_close(indices, looked_up[0][1], rtol=0, atol=0)
+      torch.testing.assert_close(z_q, looked_up[0][0], rtol=0, atol=0)  # same size too
+    assert len(looked_up[0][1].unique()) > 1
+  x = train_codec.heldout(spec, 3, seconds=0.6, kind="single")   # 0.2 s may be silent
+  res = ship_codec.level_response(dac_model, x, gains=(1.0, 0.5))
+  assert res["relative_norm"]["1.0"] == {"continuous": 1.0, "unrounded": 1.0, "quantized": 1.0}
+  half = res["relative_norm"]["0.5"]
+  assert 0 < half["continuous"] < 1 and 0 < half["quantized"]
+  assert res["codeword_norm_mean"] > 0 and res["stage1_input_norm"] > 0
