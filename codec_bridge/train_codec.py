@@ -98,6 +98,7 @@ class CodecSpec:
   lambda_stft: float = 0.0           # log-magnitude multi-scale STFT (DAC computes it at 0)
   stft_windows: tuple = (2048, 512)  # dac.nn.loss.MultiScaleSTFTLoss's default
   stft_clamp: float = 1e-5           # its log floor (power); DAC's default
+  lambda_cstft: float = 0.0          # L1 of the complex STFT (real, imag) at stft_windows
   # Data.
   mixture_fraction: float = 0.5
   level_db: float = 3.0
@@ -207,6 +208,17 @@ def _fit(y: torch.Tensor, length: int) -> torch.Tensor:
   return torch.nn.functional.pad(y, (0, length - y.shape[-1])) if y.shape[-1] < length else y
 
 
+def complex_stft_l1(y: torch.Tensor, x: torch.Tensor, windows) -> torch.Tensor:
+  """Mean over ``windows`` of the L1 distance of the complex STFTs (real and imaginary
+  parts; hann, hop = window / 4) of ``[B, 1, T]`` signals: magnitude and phase."""
+  total = 0.0
+  for w in windows:
+    stft = lambda s: torch.view_as_real(torch.stft(
+        s[:, 0], w, w // 4, window=torch.hann_window(w, device=s.device), return_complex=True))
+    total = total + (stft(y) - stft(x)).abs().mean()
+  return total / len(windows)
+
+
 def learning_rate(spec: CodecSpec, base: float, step: int) -> float:
   if step < spec.warmup:
     return base * (step + 1) / spec.warmup
@@ -241,6 +253,8 @@ def train_step(spec, gen, disc, obj, opt_g, opt_d, audio, step) -> dict:
     terms["sisdr"] = obj.sisdr(signal, recons)
   if spec.lambda_stft > 0:
     terms["stft"] = obj.stft(recons, signal)
+  if spec.lambda_cstft > 0:
+    terms["cstft"] = complex_stft_l1(recons.audio_data, signal.audio_data, spec.stft_windows)
   if gan_on:
     terms["gen"], terms["feat"] = obj.gan.generator_loss(recons, signal)
   total = sum(getattr(spec, f"lambda_{k}") * v for k, v in terms.items())

@@ -71,14 +71,15 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
   first = str(tmp_path / "first")       # another seed: another initialisation
   train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
   src = os.path.join(first, "weights.pth")
-  tuned = dataclasses.replace(spec, init=src, lambda_stft=1.0, stft_windows=(128, 32))
+  tuned = dataclasses.replace(spec, init=src, lambda_stft=1.0, lambda_cstft=1.0,
+                              stft_windows=(128, 32))
   gen, _ = train_codec.build(tuned)
   trained = codec_bridge.load_dac("16khz", weights=src, device="cpu").state_dict()
   fresh = max(float((v - trained[k]).abs().max()) for k, v in gen.state_dict().items())
   second = str(tmp_path / "second")
   train_codec.train(tuned, second, checkpoint_every=1, eval_every=100)
   row = json.loads(open(os.path.join(second, "log.jsonl")).readline())
-  assert row["stft"] > 0
+  assert row["stft"] > 0 and row["cstft"] > 0
   assert "stft" not in json.loads(open(os.path.join(first, "log.jsonl")).readline())
   # One step from the file stays near it, far nearer than a fresh initialisation is.
   after = _state(second)["gen"]
