@@ -186,8 +186,8 @@ def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) 
     xj = jnp.asarray(xin.detach().numpy())                  # [B, C, H, W]
     runs = {"torch": run_torch}
     if kind == "mpd":                    # as MPD runs it: phases folded into the batch
-      folded = jnp.moveaxis(xj, -1, 1).reshape(-1, *xj.shape[1:3])   # [B * p, C, H]
-      step = grad(ours.WNConv(**kw, drop_unit_axis=True))
+      folded = jnp.transpose(xj, (0, 3, 2, 1)).reshape(-1, xj.shape[2], xj.shape[1])  # [B*p, H, C]
+      step = grad(ours.WNConv(**kw, drop_unit_axis=True, channels_last=True))
       runs["ours"] = lambda step=step, p=p, x=folded: block(step(p, x))
       if before:
         step_2d = grad(conv)
