@@ -224,7 +224,7 @@ def load_dac(model_type: str = "44khz", weights: str | None = None,
       torch.manual_seed(RANDOM_SEED)
       model = _build(dict(random_sizes))
     model.neurocodec_identity = dict(model_type="random", random=True,
-                                     arch=_arch_of(model))
+                                     arch=arch_of(model))
     logging.warning("=" * 72 + "\nRANDOM-WEIGHT DAC (%s): a codec for tests and the demo, "
                     "not a real model. Its audio is not speech quality.\n" + "=" * 72,
                     {k: random_sizes[k] for k in ARCH_KEYS if k in random_sizes})
@@ -246,7 +246,7 @@ def load_dac(model_type: str = "44khz", weights: str | None = None,
     raise ValueError(f"{path}: DAC weights ({form} form) do not fit DAC({kwargs}): "
                      f"{e}") from e
   model.neurocodec_identity = dict(model_type=model_type, random=False,
-                                   arch=_arch_of(model), weights_path=os.path.abspath(path))
+                                   arch=arch_of(model), weights_path=os.path.abspath(path))
   logging.info("Loaded DAC %s from %s (%s form).", model_type, path, form)
   return _freeze(model, dev)
 
@@ -256,7 +256,7 @@ def load_dac_from_config(codec_config):
   if codec_config.random:
     return load_dac(random_sizes=dict(codec_config.arch), device=codec_config.device)
   model = load_dac(codec_config.model_type, codec_config.weights, device=codec_config.device)
-  arch = _arch_of(model)
+  arch = arch_of(model)
   expected = {k: (list(v) if isinstance(v, tuple) else v) for k, v in codec_config.arch.items()}
   if arch != expected:
     diff = {k: (arch.get(k), expected[k]) for k in expected if arch.get(k) != expected[k]}
@@ -265,7 +265,8 @@ def load_dac_from_config(codec_config):
   return model
 
 
-def _arch_of(model) -> dict:
+def arch_of(model) -> dict:
+  """The architecture kwargs of a ``dac.DAC`` (``ARCH_KEYS``; tuples as lists)."""
   return dict(sample_rate=int(model.sample_rate), encoder_dim=int(model.encoder_dim),
               encoder_rates=[int(r) for r in model.encoder_rates],
               latent_dim=int(model.latent_dim), decoder_dim=int(model.decoder_dim),
@@ -289,7 +290,7 @@ def codec_identity(model) -> dict[str, Any]:
   if not hasattr(model, "_neurocodec_hash"):
     model._neurocodec_hash = weights_hash(model)  # pylint: disable=protected-access
   ident = dict(getattr(model, "neurocodec_identity", dict(model_type="unknown",
-                                                           arch=_arch_of(model))))
+                                                           arch=arch_of(model))))
   ident.pop("weights_path", None)      # where the file lies is not what it is
   ident["weights_sha256"] = model._neurocodec_hash  # pylint: disable=protected-access
   return ident

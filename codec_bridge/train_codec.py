@@ -338,9 +338,9 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   if spec.init and not os.path.exists(state_path):
     init = loading.load_dac(weights=spec.init, device="cpu")
     want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
-    if loading._arch_of(init) != want:  # pylint: disable=protected-access
+    if loading.arch_of(init) != want:
       raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
-                       f"{loading._arch_of(init)}, {want}.")  # pylint: disable=protected-access
+                       f"{loading.arch_of(init)}, {want}.")
     gen.load_state_dict(init.state_dict())
   obj = Objectives(spec, disc)
   opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
