@@ -41,13 +41,17 @@ def _scaled_noise(x: np.ndarray, noise: np.ndarray, si_sdr_db: float) -> np.ndar
   return x + g * noise
 
 
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+  """An inverse STFT's output cut or zero-padded to ``n`` samples."""
+  return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
 def _shaped_noise(x: np.ndarray, rng, n_fft: int = 512) -> np.ndarray:
   """Noise with ``x``'s short-time magnitude and random phase: ``[T]``."""
   from scipy.signal import istft, stft  # pylint: disable=g-import-not-at-top
   _, _, spec = stft(x, nperseg=n_fft)
   phase = np.exp(2j * np.pi * rng.random(spec.shape))
-  _, y = istft(np.abs(spec) * phase, nperseg=n_fft)
-  return y[:len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
+  return _fit(istft(np.abs(spec) * phase, nperseg=n_fft)[1], len(x))
 
 
 def band_profile(ref: np.ndarray, est: np.ndarray, sr: int) -> dict:
@@ -90,8 +94,8 @@ def split_error(ref: np.ndarray, est: np.ndarray, below_db: float = 30.0, n_fft:
   _, _, a = stft(ref, nperseg=n_fft)
   _, _, e = stft(est - alpha * ref, nperseg=n_fft)
   strong = np.abs(a) >= np.abs(a).max() * 10 ** (-below_db / 20)
-  fit = lambda y: y[:len(ref)] if len(y) >= len(ref) else np.pad(y, (0, len(ref) - len(y)))
-  return tuple(alpha * ref + fit(istft(e * m, nperseg=n_fft)[1]) for m in (strong, ~strong))
+  return tuple(alpha * ref + _fit(istft(e * m, nperseg=n_fft)[1], len(ref))
+               for m in (strong, ~strong))
 
 
 def _bands(x, y, sr, si_sdr, rng) -> list:
@@ -121,6 +125,10 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   spec = train_codec.CodecSpec()
   sr = spec.sample_rate
+  gen = None
+  if args.codec:
+    from codec_bridge import loading  # pylint: disable=g-import-not-at-top
+    gen = loading.load_dac("16khz", weights=args.codec, device="cpu")
   rows = []
   for kind in ("single", "mixture"):
     x = train_codec.heldout(spec, args.n, kind=kind).astype(np.float64)
@@ -132,9 +140,7 @@ def main(argv=None) -> int:
         s, e = _scores(x, est, sr)
         rows.append(dict(kind=kind, distortion=f"{name} noise", si_sdr=level, stoi=s, estoi=e))
         print(json.dumps(rows[-1]), flush=True)
-    if args.codec:
-      from codec_bridge import loading  # pylint: disable=g-import-not-at-top
-      gen = loading.load_dac("16khz", weights=args.codec, device="cpu")
+    if gen is not None:
       y = train_codec.reconstruct(gen, x.astype(np.float32)).astype(np.float64)
       s, e = _scores(x, y, sr)
       level = float(np.mean(train_codec.si_sdr_db(x, y)))
