@@ -32,35 +32,7 @@ import numpy as np
 from bench.common import block, median_seconds, peak_rss_mb, report
 from neurocodec_jax import losses
 from neurocodec_jax.models import discriminators as ours
-
-
-def torch_discriminator(periods, ffts, width: float, sample_rate: int):
-  """DAC's ``Discriminator`` (MPDs, MRDs), every conv narrowed by ``width`` (DAC's own
-  forward code with narrower layers; 1.0 is DAC's model)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from dac.model import discriminator as tdisc  # pylint: disable=g-import-not-at-top
-  torch.manual_seed(0)
-  model = tdisc.Discriminator(periods=list(periods), fft_sizes=list(ffts),
-                              sample_rate=sample_rate)
-  if width == 1.0:
-    return model
-  ch = lambda c: ours._ch(c, width)  # pylint: disable=protected-access
-
-  def narrow(conv_module, act=True):
-    conv = conv_module[0] if act else conv_module
-    new_in = conv.in_channels if conv.in_channels in (1, 2) else ch(conv.in_channels)
-    new_out = 1 if conv.out_channels == 1 else ch(conv.out_channels)
-    return tdisc.WNConv2d(new_in, new_out, conv.kernel_size, conv.stride,
-                          padding=conv.padding, act=act)
-
-  for sub in model.discriminators:
-    if isinstance(sub, tdisc.MPD):
-      sub.convs = torch.nn.ModuleList([narrow(c) for c in sub.convs])
-    else:
-      sub.band_convs = torch.nn.ModuleList(
-          [torch.nn.ModuleList([narrow(c) for c in stack]) for stack in sub.band_convs])
-    sub.conv_post = narrow(sub.conv_post, act=False)
-  return model
+from tests.references import torch_discriminator
 
 
 def _torch_discriminator(kind: str, arg: int, width: float, sample_rate: int):
@@ -144,7 +116,7 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
       runs = {"torch": run_torch, "ours": run_jax}
       if before:                         # our forms before issue 16
-        old = mine.clone(mpd_fold_period=False, mrd_dense_input_grad=False)
+        old = mine.clone(mpd_fold_period=False, mrd_dense_input_grad=False, mrd_banded=False)
         step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
                                     argnums=(0, 1)))
         runs["before"] = lambda: block(step_old(params, x_j))

@@ -120,7 +120,7 @@ def torch_disc_seconds(config, fake: np.ndarray, real: np.ndarray, repeats: int)
   import torch  # pylint: disable=g-import-not-at-top
   from audiotools import AudioSignal  # pylint: disable=g-import-not-at-top
   from dac.nn.loss import GANLoss  # pylint: disable=g-import-not-at-top
-  from bench.bench_disc import torch_discriminator  # pylint: disable=g-import-not-at-top
+  from tests.references import torch_discriminator  # pylint: disable=g-import-not-at-top
   d = config.disc
   if tuple(d.rates):
     raise ValueError("the torch discriminator row covers MPD and MRD only (disc.rates empty)")

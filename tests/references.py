@@ -1,5 +1,5 @@
 """PyTorch references for parity tests and benchmarks (torch appears only here and in
-codec_bridge/).
+codec_bridge/): mamba-ssm's Mamba on a CPU, DAC's discriminator at any width.
 
 mamba-ssm imports its CUDA extension unguarded in its package ``__init__``; on a
 machine without it we register an empty module under that name first, and point
@@ -35,3 +35,33 @@ def import_mamba_ssm():
   if not cuda_ext:
     mamba_simple.selective_scan_fn = selective_scan_ref
   return selective_scan_ref, mamba_simple.Mamba
+
+
+def torch_discriminator(periods, ffts, width: float, sample_rate: int):
+  """DAC's ``Discriminator`` (MPDs, MRDs), every conv narrowed by ``width`` (DAC's own
+  forward code with narrower layers; 1.0 is DAC's model)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from dac.model import discriminator as tdisc  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = tdisc.Discriminator(periods=list(periods), fft_sizes=list(ffts),
+                              sample_rate=sample_rate)
+  if width == 1.0:
+    return model
+  from neurocodec_jax.models.discriminators import _ch  # pylint: disable=g-import-not-at-top
+  ch = lambda c: _ch(c, width)
+
+  def narrow(conv_module, act=True):
+    conv = conv_module[0] if act else conv_module
+    new_in = conv.in_channels if conv.in_channels in (1, 2) else ch(conv.in_channels)
+    new_out = 1 if conv.out_channels == 1 else ch(conv.out_channels)
+    return tdisc.WNConv2d(new_in, new_out, conv.kernel_size, conv.stride,
+                          padding=conv.padding, act=act)
+
+  for sub in model.discriminators:
+    if isinstance(sub, tdisc.MPD):
+      sub.convs = torch.nn.ModuleList([narrow(c) for c in sub.convs])
+    else:
+      sub.band_convs = torch.nn.ModuleList(
+          [torch.nn.ModuleList([narrow(c) for c in stack]) for stack in sub.band_convs])
+    sub.conv_post = narrow(sub.conv_post, act=False)
+  return model

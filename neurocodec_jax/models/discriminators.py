@@ -80,6 +80,47 @@ def _strided_conv_bwd(strides, padding, dn, groups, res, ct):
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
+def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> np.ndarray:
+  """``S[tap, k, j] = 1`` where output column ``j`` reads input column ``k`` through
+  kernel tap ``tap`` (zero padding: taps that fall outside read nothing)."""
+  n_out = (n_in + 2 * pad - taps) // stride + 1
+  s = np.zeros((taps, n_in, n_out), np.float32)
+  for tap in range(taps):
+    for j in range(n_out):
+      k = stride * j + tap - pad
+      if 0 <= k < n_in:
+        s[tap, k, j] = 1.0
+  return s
+
+
+def banded_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
+  """A 2-D conv as one matmul: ``x [B, C, H, W]``, ``w [O, C, kh, kw]`` ->
+  ``[B, O, H', W']``, stride 1 along H.
+
+  The conv along W is a banded ``[W, W']`` matrix per (output, input channel, row
+  tap) (``_band_matrix``); the ``kh`` row taps are ``kh`` shifted copies of the input
+  side by side. So the layer is ``[B * H', kh * C * W] @ [kh * C * W, O * W']``: the
+  band's zeros cost multiply-adds (``W / kw`` times a conv's), but at a few channels
+  XLA CPU's convolution runs at a few GFLOP/s, and this matmul runs 3-10x faster
+  (MRD's 2-8-channel layers over 16-256 bins: README Performance). Same numbers as
+  the conv, summed in another order; gradients by autodiff (the kernel's is the band
+  matrix's, summed over its diagonals).
+  """
+  o, c, kh, kw = w.shape
+  (sh, sw), (ph, pw) = strides, padding
+  if sh != 1:
+    raise ValueError(f"banded_conv: stride along H must be 1, got {strides}")
+  b, _, h, width = x.shape
+  band = _band_matrix(kw, width, sw, pw)                              # [kw, W, W']
+  h_out = h + 2 * ph - kh + 1
+  x = jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (0, 0)))
+  rows = jnp.stack([x[:, :, t:t + h_out] for t in range(kh)], axis=1)  # [B, kh, C, H', W]
+  rows = rows.transpose(0, 3, 1, 2, 4).reshape(b, h_out, kh * c * width)
+  dense = jnp.einsum("ocht,tkj->hckoj", w, band, precision=HIGHEST)
+  y = jnp.matmul(rows, dense.reshape(kh * c * width, o * band.shape[-1]), precision=HIGHEST)
+  return y.reshape(b, h_out, o, band.shape[-1]).transpose(0, 2, 1, 3)
+
+
 class WNConv(nn.Module):
   """Weight-normed conv over ``[B, C, *spatial]`` with torch-layout parameters."""
   features: int
@@ -100,6 +141,11 @@ class WNConv(nn.Module):
   # faster as they are). Off on GPU/TPU, whose strided backward is not the slow path
   # and where the dense form's extra multiply-adds would cost.
   dense_input_grad: bool | None = False
+  # 2-D, stride 1 along H: as one matmul (``banded_conv``). None: on XLA's CPU backend
+  # below 16 input and output channels (MRD at the demo's width: 3-10x faster per
+  # layer; at 32 channels slower). Off on GPU/TPU, whose convolutions are not slow at
+  # few channels and where the band's zeros would cost.
+  banded: bool | None = False
 
   @nn.compact
   def __call__(self, x):
@@ -131,8 +177,17 @@ class WNConv(nn.Module):
     dense = self.dense_input_grad
     if dense is None:
       dense = jax.default_backend() == "cpu" and in_ch >= 16
-    conv = strided_conv if dense and any(s > 1 for s in strides) else _conv
-    y = conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
+    banded = self.banded
+    if banded is None:
+      banded = (jax.default_backend() == "cpu" and max(in_ch, self.features) < 16 and nd == 2
+                and strides[0] == 1 and self.groups == 1 and not self.channels_last)
+    if banded:
+      if nd != 2 or self.groups != 1 or self.channels_last:
+        raise ValueError("banded: 2-D, channel-first, ungrouped convolutions only")
+      y = banded_conv(x, w, strides, padding)
+    else:
+      conv = strided_conv if dense and any(s > 1 for s in strides) else _conv
+      y = conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
     y = y + (b if self.channels_last else b.reshape(1, -1, *([1] * nd)))
     return nn.leaky_relu(y, 0.1) if self.act else y
 
@@ -224,6 +279,7 @@ class MRD(nn.Module):
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0
   dense_input_grad: bool | None = None    # see WNConv (None: where it is faster)
+  banded: bool | None = None              # see WNConv (None: where it is faster)
 
   @nn.compact
   def __call__(self, x):
@@ -235,11 +291,12 @@ class MRD(nn.Module):
       band = spec[..., lo:hi]
       for i, (k, s, p) in enumerate(MRD_LAYERS):
         band = WNConv(_ch(32, self.width), k, s, p, dense_input_grad=self.dense_input_grad,
-                      name=f"band_{b}_conv_{i}")(band)
+                      banded=self.banded, name=f"band_{b}_conv_{i}")(band)
         fmap.append(band)
       outs.append(band)
     x = jnp.concatenate(outs, axis=-1)
-    fmap.append(WNConv(1, (3, 3), (1, 1), (1, 1), act=False, name="conv_post")(x))
+    fmap.append(WNConv(1, (3, 3), (1, 1), (1, 1), act=False, banded=self.banded,
+                       name="conv_post")(x))
     return fmap
 
 
@@ -253,6 +310,7 @@ class Discriminator(nn.Module):
   width: float = 1.0           # channel multiplier; 1.0 is DAC's (parity) size
   mpd_fold_period: bool = True  # MPD's 1-D form (same maps and parameters; see MPD)
   mrd_dense_input_grad: bool | None = None   # MRD's strided convs (WNConv; None: auto)
+  mrd_banded: bool | None = None             # MRD's convs as matmuls (WNConv; None: auto)
 
   @classmethod
   def from_config(cls, config) -> "Discriminator":
@@ -272,7 +330,8 @@ class Discriminator(nn.Module):
              for i, p in enumerate(self.periods)]
     discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
-    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, name=f"disc_{n + i}")
+    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, self.mrd_banded,
+                  name=f"disc_{n + i}")
               for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
 

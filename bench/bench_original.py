@@ -1,0 +1,252 @@
+"""The original NeuroCodec's PyTorch train step beside ours: same sizes, one process.
+
+The original is JulianSilva2001/NeuroCodec (checked at 4aad69f), imported from a clone
+given by ``--original`` (``git clone https://github.com/JulianSilva2001/NeuroCodec``);
+nothing of it is copied here. Its ``models/neurocodec.py`` ``NeuroCodec`` is built at
+the demo's generator sizes (hidden 64, 2 layers, 32 EEG channels) around the demo
+codec (its ``audio_proj`` / ``output_proj`` resized from DAC 44.1 kHz's 1024 latent
+channels to the codec's), with mamba-ssm's ``Mamba`` on its slow path and the
+pure-PyTorch ``selective_scan_ref`` on a CPU (its CUDA scan on a GPU). Its module
+imports GroupMamba, which NeuroCodec never uses and which needs timm; the bench
+registers an empty module under that name instead. Its graph helpers place their
+matrices with ``.cuda()``; without CUDA the bench makes ``Tensor.cuda`` a no-op.
+
+The original's repository trains on the latent MSE only; its step with every loss is
+the one its design (``configs/neurocodec.yaml``; the reference facts) describes and
+ours runs: encode mixture and target with the frozen DAC (the original encodes in the
+step; ours reads precomputed codes), forward, decode the prediction, DAC's
+discriminator step on the detached waveform (``GANLoss``, AdamW, clip 10), then the
+generator step on cosine latents + 15 mel (DAC's 7-scale ``MelSpectrogramLoss``) +
+adversarial + 2 feature matching (AdamW, clip 1). Ours: ``steps.make_train_step`` of
+the demo preset with the original architecture (selector "none", the recipe's extra
+terms off) and the same waveform terms and discriminator.
+
+Rows: ``latent`` (latent loss only: no decode, no waveform terms), ``full`` (every
+loss; ``--widths``: the discriminator's channel multiplier, 1 = DAC's, 0.0625 = the
+demo's, with DAC's full MPD 2-11 / MRD 2048-512 at width 1 and the demo's MPD 2, 3, 5 /
+MRD 512, 128 otherwise). Each is timed interleaved (original, ours, original, ...),
+median of ``--repeats`` after two warm-ups; the original's in-step encode is timed on
+its own beside it (``encode_ms``), so that its step without it can be read off.
+
+Run: ``python -m bench.bench_original --original /path/to/NeuroCodec [--widths 0.0625 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tests.references import torch_discriminator
+from bench.bench_step import preset_config, random_batch
+from bench.common import block, median_seconds, peak_rss_mb, report
+from configs import neurocodec
+from neurocodec_jax import codec
+from neurocodec_jax.run import build_run
+from neurocodec_jax.train import steps
+from tests.references import import_mamba_ssm
+
+# Fields the demo preset sets for its separate-then-select recipe; the original's
+# architecture has the base config's values.
+_RECIPE_MODEL_FIELDS = ("selector", "select_window", "eeg_kernel", "output_norm",
+                        "select_decision", "mix_input", "mixture_consistency")
+_RECIPE_LOSSES = ("lambda_env", "lambda_sep", "lambda_sep_env")
+
+
+def ours_config(width: float | None):
+  """The demo preset with the original's architecture; ``width`` None: latent terms
+  only; otherwise every waveform term and that discriminator."""
+  config = preset_config("demo", waveform=width is not None, full_disc=width == 1.0)
+  base = neurocodec.get_config("cocktail")
+  for field in _RECIPE_MODEL_FIELDS:
+    config.model[field] = base.model[field]
+  for field in _RECIPE_LOSSES:
+    config[field] = base[field]
+  if width is not None and width != 1.0:
+    config.disc.width = width
+  return config
+
+
+@contextlib.contextmanager
+def _original_on_path(root: str):
+  """Imports resolve into the clone; GroupMamba (timm, unused) is an empty module."""
+  if not os.path.isfile(os.path.join(root, "models", "neurocodec.py")):
+    raise FileNotFoundError(f"--original {root!r}: no models/neurocodec.py there; expected a "
+                            "clone of https://github.com/JulianSilva2001/NeuroCodec")
+  import_mamba_ssm()                       # mamba-ssm importable on a CPU
+  saved = {k: sys.modules.get(k) for k in ("models", "models.groupmamba", "utility")}
+  stub = types.ModuleType("models.groupmamba")
+  stub.GroupMamba = None
+  sys.modules["models.groupmamba"] = stub
+  for k in ("models", "utility"):
+    sys.modules.pop(k, None)
+  sys.path.insert(0, root)
+  try:
+    yield
+  finally:
+    sys.path.remove(root)
+    for k, v in saved.items():
+      if v is None:
+        sys.modules.pop(k, None)
+      else:
+        sys.modules[k] = v
+
+
+def original_model(root: str, config, dac_model):
+  """The original ``NeuroCodec`` at the config's generator sizes around ``dac_model``."""
+  import dac  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  with _original_on_path(root):
+    from models import neurocodec as original  # pylint: disable=g-import-not-at-top
+    load, download = dac.DAC.load, dac.utils.download
+    dac.utils.download = lambda model_type: "(the demo codec)"
+    dac.DAC.load = lambda path: dac_model
+    try:
+      torch.manual_seed(0)
+      model = original.NeuroCodec(eeg_in_channels=config.eeg_channels,
+                                  hidden_dim=config.hidden_dim, num_layers=config.num_layers)
+    finally:
+      dac.DAC.load, dac.utils.download = load, download
+  if not torch.cuda.is_available():
+    # utility/utils.py builds its graph matrices with ``.cuda()``: on a CPU, stay put.
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+  latent = config.codec.arch.latent_dim
+  model.audio_proj = torch.nn.Linear(latent, config.hidden_dim)
+  model.output_proj = torch.nn.Linear(config.hidden_dim, latent)
+  return model.train()
+
+
+def original_step(model, config, width: float | None, noisy, clean, eeg):
+  """A callable running one original train step (module docstring), and the encode."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+  from audiotools import AudioSignal  # pylint: disable=g-import-not-at-top
+  from dac.nn.loss import GANLoss, MelSpectrogramLoss  # pylint: disable=g-import-not-at-top
+  sr = config.codec.arch.sample_rate
+  trainable = [p for p in model.parameters() if p.requires_grad]
+  opt_g = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=config.train.weight_decay)
+  noisy, clean, eeg = (torch.from_numpy(np.asarray(a)) for a in (noisy, clean, eeg))
+  if width is not None:
+    d = config.disc
+    gan = GANLoss(torch_discriminator(d.periods, d.fft_sizes, d.width, sr))
+    opt_d = torch.optim.AdamW(gan.parameters(), lr=d.lr)
+    m = config.mel
+    mel = MelSpectrogramLoss(n_mels=list(m.n_mels), window_lengths=list(m.window_lengths),
+                             clamp_eps=m.clamp_eps, mag_weight=m.mag_weight,
+                             log_weight=m.log_weight, pow=m.pow,
+                             mel_fmin=[0.0] * len(m.n_mels), mel_fmax=[None] * len(m.n_mels))
+    real = AudioSignal(clean, sr)
+
+  def encode():
+    with torch.no_grad():
+      return model.dac.encode(clean)[0]
+
+  def step():
+    z_tgt = encode()
+    z_pred = model(noisy, eeg)[0]
+    loss = config.lambda_recon * F.mse_loss(F.normalize(z_pred, dim=1),
+                                            F.normalize(z_tgt, dim=1))
+    if width is not None:
+      wave = model.dac.decode(z_pred)
+      wave = F.pad(wave, (0, clean.shape[-1] - wave.shape[-1]))   # as ours: tail to F * hop
+      opt_d.zero_grad(set_to_none=True)
+      gan.discriminator_loss(AudioSignal(wave.detach(), sr), real).backward()
+      torch.nn.utils.clip_grad_norm_(gan.parameters(), config.disc.grad_clip)
+      opt_d.step()
+      fake = AudioSignal(wave, sr)
+      adv, feat = gan.generator_loss(fake, real)
+      loss = (loss + config.lambda_mel * mel(fake, real) + config.lambda_adv * adv
+              + config.lambda_feat * feat)
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
+    opt_g.step()
+    return float(loss)
+
+  def both_encodes():
+    with torch.no_grad():
+      model.dac.encode(noisy)
+    return encode()
+
+  return step, both_encodes
+
+
+def ours_step(config, batch):
+  """A callable running our jitted train step (state donated and carried), and the
+  compiled step's XLA temp size (MB)."""
+  run = build_run(config, example=batch)
+  total = max(config.train.max_steps, 1)
+  fn = jax.jit(steps.make_train_step(config, run.models, total_steps=total), donate_argnums=0)
+  holder = {"state": run.init_state()}
+  mem = fn.lower(holder["state"], batch, run.frozen).compile().memory_analysis()
+
+  def step():
+    holder["state"], metrics = fn(holder["state"], batch, run.frozen)
+    block(metrics)
+
+  return step, getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20
+
+
+def measure(root: str, width: float | None, repeats: int) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  config = ours_config(width)
+  batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
+  ours, temp_mb = ours_step(config, batch)
+  arch = config.codec.arch
+  shape = (config.batch_size, 1,
+           codec.hop_length(arch) * codec.frame_count(arch, config.data.segment_seconds))
+  noisy, clean = (0.1 * np.random.default_rng(1).standard_normal((2, *shape))).astype(np.float32)
+  model = original_model(root, config, _torch_codec(config))
+  original, encodes = original_step(model, config, width, noisy, clean,
+                                    np.asarray(batch["eeg"]))
+  times = {"original": [], "ours": []}
+  for _ in range(2):                        # warm-up (our compile; first runs' allocations)
+    original(), ours()
+  for _ in range(repeats):
+    for name, fn in (("original", original), ("ours", ours)):
+      times[name].append(median_seconds(fn, 1, 0))
+  row = dict(step="latent" if width is None else "full",
+             disc="-" if width is None else
+             f"width {width}: MPD {list(config.disc.periods)}, MRD {list(config.disc.fft_sizes)}",
+             original_ms=1e3 * float(np.median(times["original"])),
+             encode_ms=1e3 * median_seconds(encodes, repeats),
+             ours_ms=1e3 * float(np.median(times["ours"])), xla_temp_mb=temp_mb,
+             peak_rss_mb=peak_rss_mb(), torch_threads=torch.get_num_threads())
+  row["ratio"] = row["ours_ms"] / row["original_ms"]
+  row["ratio_without_encode"] = row["ours_ms"] / (row["original_ms"] - row["encode_ms"])
+  print(row, flush=True)
+  return row
+
+
+def _torch_codec(config):
+  from codec_bridge.loading import load_dac_from_config  # pylint: disable=g-import-not-at-top
+  return load_dac_from_config(config.codec)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--original", required=True,
+                 help="a clone of https://github.com/JulianSilva2001/NeuroCodec")
+  p.add_argument("--widths", nargs="*", type=float, default=[0.0625, 1.0],
+                 help="discriminator widths for the full step (1 = DAC's discriminator)")
+  p.add_argument("--no_latent", action="store_true", help="skip the latent-only row")
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args(argv)
+  rows = [] if args.no_latent else [measure(args.original, None, args.repeats)]
+  rows += [measure(args.original, w, args.repeats) for w in args.widths]
+  report("original_step", ["step", "disc", "original_ms", "encode_ms", "ours_ms", "ratio",
+                           "ratio_without_encode", "xla_temp_mb", "peak_rss_mb"], rows,
+         notes="demo generator sizes (hidden 64, 2 layers, 32 EEG channels), demo codec, "
+               "batch 8 x 2 s at 16 kHz, original architecture on both sides; "
+               f"interleaved, median of {args.repeats} after two warm-ups; ratio = ours / original")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
