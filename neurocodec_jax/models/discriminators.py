@@ -93,7 +93,13 @@ def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> np.ndarray:
   return s
 
 
-def banded_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
+# Output columns per band-matrix block of ``banded_conv`` over wide inputs (measured on
+# 256 bins at 2 channels: 32 is 3-4x faster than one band matrix; 8 and 16 slower).
+BANDED_BLOCK = 32
+
+
+def banded_conv(x: jax.Array, w: jax.Array, strides, padding,
+                block: int = BANDED_BLOCK) -> jax.Array:
   """A 2-D conv as one matmul: ``x [B, C, H, W]``, ``w [O, C, kh, kw]`` ->
   ``[B, O, H', W']``, stride 1 along H.
 
@@ -102,23 +108,42 @@ def banded_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
   side by side. So the layer is ``[B * H', kh * C * W] @ [kh * C * W, O * W']``: the
   band's zeros cost multiply-adds (``W / kw`` times a conv's), but at a few channels
   XLA CPU's convolution runs at a few GFLOP/s, and this matmul runs 3-10x faster
-  (MRD's 2-8-channel layers over 16-256 bins: README Performance). Same numbers as
-  the conv, summed in another order; gradients by autodiff (the kernel's is the band
-  matrix's, summed over its diagonals).
+  (MRD's 2-8-channel layers over 16-256 bins: README Performance). Wider than 1.5
+  blocks (and kernels wider than 3), the output columns go in blocks of ``block``,
+  each reading only its window of ``(block - 1) * stride + kw`` input columns (one
+  shared matrix; the zero padding is then explicit), so the zeros stay ~``block /
+  kw`` times a conv's. Same numbers as the conv, summed in another order; gradients
+  by autodiff (the kernel's is the band matrix's, summed over its diagonals).
   """
   o, c, kh, kw = w.shape
   (sh, sw), (ph, pw) = strides, padding
   if sh != 1:
     raise ValueError(f"banded_conv: stride along H must be 1, got {strides}")
   b, _, h, width = x.shape
-  band = _band_matrix(kw, width, sw, pw)                              # [kw, W, W']
+  n_out = (width + 2 * pw - kw) // sw + 1
   h_out = h + 2 * ph - kh + 1
   x = jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (0, 0)))
   rows = jnp.stack([x[:, :, t:t + h_out] for t in range(kh)], axis=1)  # [B, kh, C, H', W]
-  rows = rows.transpose(0, 3, 1, 2, 4).reshape(b, h_out, kh * c * width)
+  # One band matrix (the padding inside it) for narrow inputs, and for kernels of <= 3
+  # columns: there the windows' copies cost more than the band's zeros (conv_post over
+  # 257 bins: blocks 2-3x slower than one matrix, which equals the conv).
+  if n_out <= block + block // 2 or kw <= 3:
+    n_block, band = n_out, _band_matrix(kw, width, sw, pw)
+    rows = rows[:, None]                                               # [B, 1, kh, C, H', W]
+  else:                                    # blocks of output columns, one shared matrix
+    n_block, window = block, (block - 1) * sw + kw
+    n = -(-n_out // block)
+    need = (n * block - 1) * sw + kw
+    rows = jnp.pad(rows, ((0, 0),) * 4 + ((pw, need - width - pw),))
+    rows = jnp.stack([rows[..., q * block * sw:q * block * sw + window] for q in range(n)],
+                     axis=1)                                           # [B, n, kh, C, H', win]
+    band = _band_matrix(kw, window, sw, 0)
+  n, k_in = rows.shape[1], band.shape[1]
+  rows = rows.transpose(0, 4, 1, 2, 3, 5).reshape(b * h_out * n, kh * c * k_in)
   dense = jnp.einsum("ocht,tkj->hckoj", w, band, precision=HIGHEST)
-  y = jnp.matmul(rows, dense.reshape(kh * c * width, o * band.shape[-1]), precision=HIGHEST)
-  return y.reshape(b, h_out, o, band.shape[-1]).transpose(0, 2, 1, 3)
+  y = jnp.matmul(rows, dense.reshape(kh * c * k_in, o * n_block), precision=HIGHEST)
+  y = y.reshape(b, h_out, n, o, n_block).transpose(0, 3, 1, 2, 4)
+  return y.reshape(b, o, h_out, n * n_block)[..., :n_out]
 
 
 class WNConv(nn.Module):
