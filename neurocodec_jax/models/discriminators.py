@@ -80,17 +80,14 @@ def _strided_conv_bwd(strides, padding, dn, groups, res, ct):
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
-def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> np.ndarray:
+def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> jax.Array:
   """``S[tap, k, j] = 1`` where output column ``j`` reads input column ``k`` through
-  kernel tap ``tap`` (zero padding: taps that fall outside read nothing)."""
+  kernel tap ``tap`` (zero padding: taps that fall outside read nothing). Built from
+  iotas, so that the program holds no array constant (train steps are checked for
+  embedded arrays: tests/test_train_units.py)."""
   n_out = (n_in + 2 * pad - taps) // stride + 1
-  s = np.zeros((taps, n_in, n_out), np.float32)
-  for tap in range(taps):
-    for j in range(n_out):
-      k = stride * j + tap - pad
-      if 0 <= k < n_in:
-        s[tap, k, j] = 1.0
-  return s
+  iota = lambda axis: jax.lax.broadcasted_iota(jnp.int32, (taps, n_in, n_out), axis)
+  return (iota(1) == stride * iota(2) + iota(0) - pad).astype(jnp.float32)
 
 
 # Output columns per band-matrix block of ``banded_conv`` over wide inputs (measured on
