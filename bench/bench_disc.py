@@ -116,7 +116,7 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
       runs = {"torch": run_torch, "ours": run_jax}
       if before:                         # our forms before issue 16
-        old = mine.clone(mpd_fold_period=False, mrd_dense_input_grad=False, mrd_banded=False)
+        old = mine.clone(mpd_fold_period=False, mrd_polyphase=False, mrd_banded=False)
         step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
                                     argnums=(0, 1)))
         runs["before"] = lambda: block(step_old(params, x_j))
@@ -165,7 +165,7 @@ def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) 
         step_2d = grad(conv)
         runs["before"] = lambda step=step_2d, p=p, x=xj: block(step(p, x))
     else:
-      step = grad(ours.WNConv(**kw, dense_input_grad=None))     # as MRD runs it
+      step = grad(ours.WNConv(**kw, polyphase=None, banded=None))   # as MRD runs it
       runs["ours"] = lambda step=step, p=p, x=xj: block(step(p, x))
       if before:
         step_old = grad(conv)

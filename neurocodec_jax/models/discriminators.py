@@ -25,7 +25,6 @@ Details matched to DAC 1.0.0 (checked by tests/test_losses.py):
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
@@ -51,33 +50,38 @@ def _conv(x, w, strides, padding, dn, groups):
                                       precision=HIGHEST)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def strided_conv(x, w, strides, padding, dn, groups):
-  """``conv_general_dilated`` whose input gradient avoids XLA CPU's slow path.
+def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
+  """A conv strided along the last axis only, as a stride-1 conv over its phases:
+  ``x [B, C, *spatial]``, ``w [O, C, *kernel]`` -> ``[B, O, *spatial']``.
 
-  The input gradient of a strided conv is a conv with a dilated input, which XLA's
-  CPU backend runs 2-3x slower than a plain one (README Performance). Here it is
-  the gradient of the same conv at stride 1 subsampled, i.e. a plain conv over the
-  zero-upsampled cotangent: the same numbers, summed in another order.
+  With stride ``s`` along W, output column ``j`` reads ``x[s * j + t]`` through tap
+  ``t = s * m + r``, i.e. column ``j + m`` of phase ``r`` (``x[r::s]``). The ``s``
+  phases stacked as channels (``[B, s * C, ..., W / s]``) and the kernel split alike
+  (``[O, s * C, ..., ceil(kw / s)]``, zero taps past ``kw``) give a stride-1 conv with
+  the same multiply-adds. XLA CPU's strided conv has slow gradients (the input
+  gradient is a conv over a dilated cotangent, 2-3x slower than a plain one); these
+  are stride-1 convs' (MRD's 32-channel layers: 8-23% faster per layer than the
+  input gradient through the stride-1 conv, 2-3x faster than the native one; README
+  Performance). Same numbers, summed in another order.
   """
-  return _conv(x, w, strides, padding, dn, groups)
-
-
-def _strided_conv_fwd(x, w, strides, padding, dn, groups):
-  return _conv(x, w, strides, padding, dn, groups), (x, w)
-
-
-def _strided_conv_bwd(strides, padding, dn, groups, res, ct):
-  x, w = res
-  _, w_vjp = jax.vjp(lambda w: _conv(x, w, strides, padding, dn, groups), w)
-  subsample = tuple(slice(None, None, s) for s in strides)
-  dense = lambda x: _conv(x, w, (1,) * len(strides), padding, dn, groups)[
-      (Ellipsis, *subsample)]
-  _, x_vjp = jax.vjp(dense, x)
-  return x_vjp(ct)[0], w_vjp(ct)[0]
-
-
-strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+  o, c, *kernel = w.shape
+  *rest, s = strides
+  if any(r != 1 for r in rest):
+    raise ValueError(f"polyphase_conv: strides must be 1 but on the last axis, got {strides}")
+  kw, pw, width = kernel[-1], padding[-1], x.shape[-1]
+  n_out = (width + 2 * pw - kw) // s + 1
+  m = -(-kw // s)                                         # taps per phase
+  length = n_out + m - 1                                  # columns per phase
+  x = jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((pw, s * length - width - pw),))
+  lead = x.shape[2:-1]
+  x = x.reshape(x.shape[0], c, *lead, length, s)
+  x = jnp.moveaxis(x, -1, 1).reshape(x.shape[0], s * c, *lead, length)
+  w = jnp.pad(w, ((0, 0),) * (w.ndim - 1) + ((0, s * m - kw),))
+  w = jnp.moveaxis(w.reshape(o, c, *kernel[:-1], m, s), -1, 1).reshape(o, s * c, *kernel[:-1], m)
+  spatial = "HW"[:len(kernel)] if len(kernel) == 2 else "H"
+  dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
+  pads = tuple((p, p) for p in padding[:-1]) + ((0, 0),)
+  return _conv(x, w, (1,) * len(kernel), pads, dn, 1)
 
 
 def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> jax.Array:
@@ -157,12 +161,13 @@ class WNConv(nn.Module):
   # Input and output ``[B, *spatial, C]`` (the kernel keeps torch's layout). XLA CPU
   # runs the MPD's folded 1-D convs 5-35% faster channel-last (README Performance).
   channels_last: bool = False
-  # Strided: the input gradient through ``strided_conv``. None: where measured faster,
-  # on XLA's CPU backend with >= 16 input channels (MRD's 2-D convs at DAC's width:
-  # 2x faster; at the demo's 2 channels 1.2x slower; MPD's folded 1-D convs are
-  # faster as they are). Off on GPU/TPU, whose strided backward is not the slow path
-  # and where the dense form's extra multiply-adds would cost.
-  dense_input_grad: bool | None = False
+  # Strided along the last axis only: as a stride-1 conv over the stride's phases
+  # (``polyphase_conv``). None: where measured faster, on XLA's CPU backend with >= 16
+  # input channels (MRD's 2-D convs at DAC's width: 2-3x faster per layer than XLA's
+  # strided gradients; MPD's folded 1-D convs are faster as they are, 1.2-1.6x slower
+  # polyphase at 128-512 channels). Off on GPU/TPU, whose strided backward is not a
+  # slow path.
+  polyphase: bool | None = False
   # 2-D, stride 1 along H: as one matmul (``banded_conv``). None: on XLA's CPU backend
   # below 16 input and output channels (MRD at the demo's width: 3-10x faster per
   # layer; at 32 channels slower). Off on GPU/TPU, whose convolutions are not slow at
@@ -196,9 +201,11 @@ class WNConv(nn.Module):
     spatial = "HW"[:nd] if nd == 2 else "H"
     io = "N" + spatial + "C" if self.channels_last else "NC" + spatial
     dn = (io, "OI" + spatial, io)
-    dense = self.dense_input_grad
-    if dense is None:
-      dense = jax.default_backend() == "cpu" and in_ch >= 16
+    polyphase = self.polyphase
+    if polyphase is None:
+      polyphase = jax.default_backend() == "cpu" and in_ch >= 16
+    polyphase = (polyphase and strides[-1] > 1 and not self.channels_last and self.groups == 1
+                 and all(s == 1 for s in strides[:-1]))
     banded = self.banded
     if banded is None:
       banded = (jax.default_backend() == "cpu" and max(in_ch, self.features) < 16 and nd == 2
@@ -207,9 +214,10 @@ class WNConv(nn.Module):
       if nd != 2 or self.groups != 1 or self.channels_last:
         raise ValueError("banded: 2-D, channel-first, ungrouped convolutions only")
       y = banded_conv(x, w, strides, padding)
+    elif polyphase:
+      y = polyphase_conv(x, w, strides, padding)
     else:
-      conv = strided_conv if dense and any(s > 1 for s in strides) else _conv
-      y = conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
+      y = _conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
     y = y + (b if self.channels_last else b.reshape(1, -1, *([1] * nd)))
     return nn.leaky_relu(y, 0.1) if self.act else y
 
@@ -300,7 +308,7 @@ class MRD(nn.Module):
   window_length: int
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0
-  dense_input_grad: bool | None = None    # see WNConv (None: where it is faster)
+  polyphase: bool | None = None           # see WNConv (None: where it is faster)
   banded: bool | None = None              # see WNConv (None: where it is faster)
 
   @nn.compact
@@ -312,7 +320,7 @@ class MRD(nn.Module):
     for b, (lo, hi) in enumerate(edges):
       band = spec[..., lo:hi]
       for i, (k, s, p) in enumerate(MRD_LAYERS):
-        band = WNConv(_ch(32, self.width), k, s, p, dense_input_grad=self.dense_input_grad,
+        band = WNConv(_ch(32, self.width), k, s, p, polyphase=self.polyphase,
                       banded=self.banded, name=f"band_{b}_conv_{i}")(band)
         fmap.append(band)
       outs.append(band)
@@ -331,7 +339,7 @@ class Discriminator(nn.Module):
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0           # channel multiplier; 1.0 is DAC's (parity) size
   mpd_fold_period: bool = True  # MPD's 1-D form (same maps and parameters; see MPD)
-  mrd_dense_input_grad: bool | None = None   # MRD's strided convs (WNConv; None: auto)
+  mrd_polyphase: bool | None = None          # MRD's strided convs (WNConv; None: auto)
   mrd_banded: bool | None = None             # MRD's convs as matmuls (WNConv; None: auto)
 
   @classmethod
@@ -352,7 +360,7 @@ class Discriminator(nn.Module):
              for i, p in enumerate(self.periods)]
     discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
-    discs += [MRD(f, self.bands, w, self.mrd_dense_input_grad, self.mrd_banded,
+    discs += [MRD(f, self.bands, w, self.mrd_polyphase, self.mrd_banded,
                   name=f"disc_{n + i}")
               for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
