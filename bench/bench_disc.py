@@ -10,7 +10,8 @@ map (DAC's GAN and feature terms read every map). Widths: 1.0 is DAC's size; the
 demo's 0.0625 narrows every channel count on both sides (DAC's own forward code
 with narrower layers). ``--per_layer`` adds one row per conv layer (its input shape
 as the sub-discriminator feeds it). ``--before`` adds our forms before issue 16 (MPD's
-2-D convolutions, MRD's native strided input gradient).
+2-D convolutions, MRD's convolutions all through XLA's conv with its strided
+gradients; no ``polyphase_conv``, no ``banded_conv``).
 
 ``--memory``: the discriminator step's program (D loss and its parameter gradient on
 fake and real) at full size for 44.1 and 16 kHz: XLA's buffers and one run's time.
