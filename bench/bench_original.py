@@ -9,22 +9,28 @@ channels to the codec's), with mamba-ssm's ``Mamba`` on its slow path and the
 pure-PyTorch ``selective_scan_ref`` on a CPU (its CUDA scan on a GPU). Its module
 imports GroupMamba, which NeuroCodec never uses and which needs timm; the bench
 registers an empty module under that name instead. Its graph helpers place their
-matrices with ``.cuda()``; without CUDA the bench makes ``Tensor.cuda`` a no-op.
+matrices with ``.cuda()``; without CUDA the bench makes ``Tensor.cuda`` a no-op while
+the original runs.
 
 The original's repository trains on the latent MSE only; its step with every loss is
 the one its design (``configs/neurocodec.yaml``; the reference facts) describes and
 ours runs: encode mixture and target with the frozen DAC (the original encodes in the
 step; ours reads precomputed codes), forward, decode the prediction, DAC's
 discriminator step on the detached waveform (``GANLoss``, AdamW, clip 10), then the
-generator step on cosine latents + 15 mel (DAC's 7-scale ``MelSpectrogramLoss``) +
-adversarial + 2 feature matching (AdamW, clip 1). Ours: ``steps.make_train_step`` of
+generator step (the discriminator frozen: no weight gradients, as in ours) on cosine
+latents + 15 mel (DAC's 7-scale ``MelSpectrogramLoss``) + adversarial + 2 feature
+matching (AdamW, clip 1). Ours: ``steps.make_train_step`` of
 the demo preset with the original architecture (selector "none", the recipe's extra
 terms off) and the same waveform terms and discriminator.
 
 Rows: ``latent`` (latent loss only: no decode, no waveform terms), ``full`` (every
 loss; ``--widths``: the discriminator's channel multiplier, 1 = DAC's, 0.0625 = the
 demo's, with DAC's full MPD 2-11 / MRD 2048-512 at width 1 and the demo's MPD 2, 3, 5 /
-MRD 512, 128 otherwise). Each is timed interleaved (original, ours, original, ...),
+MRD 512, 128 otherwise). With the discriminator, the original is timed twice: with
+the discriminator frozen in the generator's backward (``original``: the same work as
+ours) and as DAC's train.py writes it (``original_dac_train``: the generator's
+backward also computes the discriminator's weight gradients, then discards them).
+Each is timed interleaved (original, ours, original, ...),
 median of ``--repeats`` after two warm-ups; the original's in-step encode is timed on
 its own beside it (``encode_ms``), so that its step without it can be read off.
 
@@ -38,6 +44,7 @@ import contextlib
 import os
 import sys
 import types
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -75,54 +82,60 @@ def ours_config(width: float | None):
 
 @contextlib.contextmanager
 def _original_on_path(root: str):
-  """Imports resolve into the clone; GroupMamba (timm, unused) is an empty module."""
+  """Imports resolve into the clone; GroupMamba (timm, unused) is an empty module.
+  Leaves ``sys.path`` and ``sys.modules`` as they were."""
   if not os.path.isfile(os.path.join(root, "models", "neurocodec.py")):
     raise FileNotFoundError(f"--original {root!r}: no models/neurocodec.py there; expected a "
                             "clone of https://github.com/JulianSilva2001/NeuroCodec")
   import_mamba_ssm()                       # mamba-ssm importable on a CPU
-  saved = {k: sys.modules.get(k) for k in ("models", "models.groupmamba", "utility")}
+  ours = lambda k: k.split(".")[0] in ("models", "utility")
+  saved = {k: v for k, v in sys.modules.items() if ours(k)}
+  for k in saved:
+    del sys.modules[k]
   stub = types.ModuleType("models.groupmamba")
   stub.GroupMamba = None
   sys.modules["models.groupmamba"] = stub
-  for k in ("models", "utility"):
-    sys.modules.pop(k, None)
   sys.path.insert(0, root)
   try:
     yield
   finally:
     sys.path.remove(root)
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
+    for k in [k for k in sys.modules if ours(k)]:
+      del sys.modules[k]
+    sys.modules.update(saved)
+
+
+@contextlib.contextmanager
+def _cpu_cuda_calls():
+  """The original's graph helpers (utility/utils.py) place their matrices with
+  ``.cuda()``: without CUDA, ``Tensor.cuda`` returns the tensor while the original runs."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available():
+    yield
+    return
+  with mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self):
+    yield
 
 
 def original_model(root: str, config, dac_model):
   """The original ``NeuroCodec`` at the config's generator sizes around ``dac_model``."""
   import dac  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  with _original_on_path(root):
+  with (_original_on_path(root),
+        mock.patch.object(dac.utils, "download", lambda model_type: "(the demo codec)"),
+        mock.patch.object(dac.DAC, "load", lambda path: dac_model)):
     from models import neurocodec as original  # pylint: disable=g-import-not-at-top
-    load, download = dac.DAC.load, dac.utils.download
-    dac.utils.download = lambda model_type: "(the demo codec)"
-    dac.DAC.load = lambda path: dac_model
-    try:
-      torch.manual_seed(0)
-      model = original.NeuroCodec(eeg_in_channels=config.eeg_channels,
-                                  hidden_dim=config.hidden_dim, num_layers=config.num_layers)
-    finally:
-      dac.DAC.load, dac.utils.download = load, download
-  if not torch.cuda.is_available():
-    # utility/utils.py builds its graph matrices with ``.cuda()``: on a CPU, stay put.
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.manual_seed(0)
+    model = original.NeuroCodec(eeg_in_channels=config.eeg_channels,
+                                hidden_dim=config.hidden_dim, num_layers=config.num_layers)
   latent = config.codec.arch.latent_dim
   model.audio_proj = torch.nn.Linear(latent, config.hidden_dim)
   model.output_proj = torch.nn.Linear(config.hidden_dim, latent)
   return model.train()
 
 
-def original_step(model, config, width: float | None, noisy, clean, eeg):
+def original_step(model, config, width: float | None, noisy, clean, eeg,
+                  freeze_disc: bool = True):
   """A callable running one original train step (module docstring), and the encode."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
@@ -148,6 +161,10 @@ def original_step(model, config, width: float | None, noisy, clean, eeg):
       return model.dac.encode(clean)[0]
 
   def step():
+    with _cpu_cuda_calls():
+      return _step()
+
+  def _step():
     z_tgt = encode()
     z_pred = model(noisy, eeg)[0]
     loss = config.lambda_recon * F.mse_loss(F.normalize(z_pred, dim=1),
@@ -160,6 +177,9 @@ def original_step(model, config, width: float | None, noisy, clean, eeg):
       torch.nn.utils.clip_grad_norm_(gan.parameters(), config.disc.grad_clip)
       opt_d.step()
       fake = AudioSignal(wave, sr)
+      # ``freeze_disc``: no discriminator weight gradients in the generator's backward,
+      # as ours. Off: as DAC's train.py, which computes them and discards them.
+      gan.requires_grad_(not freeze_disc)
       adv, feat = gan.generator_loss(fake, real)
       loss = (loss + config.lambda_mel * mel(fake, real) + config.lambda_adv * adv
               + config.lambda_feat * feat)
@@ -167,6 +187,8 @@ def original_step(model, config, width: float | None, noisy, clean, eeg):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
     opt_g.step()
+    if width is not None:
+      gan.requires_grad_(True)
     return float(loss)
 
   def both_encodes():
@@ -203,23 +225,31 @@ def measure(root: str, width: float | None, repeats: int) -> dict:
            codec.hop_length(arch) * codec.frame_count(arch, config.data.segment_seconds))
   noisy, clean = (0.1 * np.random.default_rng(1).standard_normal((2, *shape))).astype(np.float32)
   model = original_model(root, config, _torch_codec(config))
-  original, encodes = original_step(model, config, width, noisy, clean,
-                                    np.asarray(batch["eeg"]))
-  times = {"original": [], "ours": []}
+  eeg = np.asarray(batch["eeg"])
+  original, encodes = original_step(model, config, width, noisy, clean, eeg)
+  runs = {"original": original, "ours": ours}
+  if width is not None:                     # the generator's backward as DAC's train.py
+    runs["original_dac_train"] = original_step(model, config, width, noisy, clean, eeg,
+                                               freeze_disc=False)[0]
+  times = {k: [] for k in runs}
   for _ in range(2):                        # warm-up (our compile; first runs' allocations)
-    original(), ours()
+    for fn in runs.values():
+      fn()
   for _ in range(repeats):
-    for name, fn in (("original", original), ("ours", ours)):
+    for name, fn in runs.items():
       times[name].append(median_seconds(fn, 1, 0))
+  ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
   row = dict(step="latent" if width is None else "full",
              disc="-" if width is None else
              f"width {width}: MPD {list(config.disc.periods)}, MRD {list(config.disc.fft_sizes)}",
-             original_ms=1e3 * float(np.median(times["original"])),
+             original_ms=ms["original"], original_dac_train_ms=ms.get("original_dac_train"),
              encode_ms=1e3 * median_seconds(encodes, repeats),
-             ours_ms=1e3 * float(np.median(times["ours"])), xla_temp_mb=temp_mb,
+             ours_ms=ms["ours"], xla_temp_mb=temp_mb,
              peak_rss_mb=peak_rss_mb(), torch_threads=torch.get_num_threads())
   row["ratio"] = row["ours_ms"] / row["original_ms"]
   row["ratio_without_encode"] = row["ours_ms"] / (row["original_ms"] - row["encode_ms"])
+  if width is not None:
+    row["ratio_dac_train"] = row["ours_ms"] / row["original_dac_train_ms"]
   print(row, flush=True)
   return row
 
@@ -240,8 +270,9 @@ def main(argv=None):
   args = p.parse_args(argv)
   rows = [] if args.no_latent else [measure(args.original, None, args.repeats)]
   rows += [measure(args.original, w, args.repeats) for w in args.widths]
-  report("original_step", ["step", "disc", "original_ms", "encode_ms", "ours_ms", "ratio",
-                           "ratio_without_encode", "xla_temp_mb", "peak_rss_mb"], rows,
+  report("original_step", ["step", "disc", "original_ms", "encode_ms", "original_dac_train_ms",
+                           "ours_ms", "ratio", "ratio_without_encode", "ratio_dac_train",
+                           "xla_temp_mb", "peak_rss_mb"], rows,
          notes="demo generator sizes (hidden 64, 2 layers, 32 EEG channels), demo codec, "
                "batch 8 x 2 s at 16 kHz, original architecture on both sides; "
                f"interleaved, median of {args.repeats} after two warm-ups; ratio = ours / original")

@@ -289,6 +289,7 @@ def test_folded_conv_rejects_a_kernel_without_a_unit_axis():
     ((2, 16, 7, 40), (3, 9), (1, 2), (1, 4)),      # MRD's strided band convs
     ((2, 16, 7, 39), (3, 9), (1, 2), (1, 4)),      # an odd width
     ((2, 8, 5, 23), (2, 4), (1, 3), (0, 1)),       # stride 3, kernel not a multiple
+    ((1, 2, 3, 5), (1, 2), (1, 2), (0, 0)),        # the last column feeds no output
     ((2, 16, 60), (5,), (3,), (2,))])                # a 1-D stride
 def test_polyphase_conv_equals_conv(shape, kernel, strides, padding):
   """``polyphase_conv`` (a conv strided along the last axis as a stride-1 conv over
@@ -321,6 +322,7 @@ def test_polyphase_conv_refuses_a_stride_before_the_last_axis():
     ((2, 2, 7, 64), (3, 3), (1, 1), (1, 1)),       # conv_post
     ((1, 4, 5, 10), (2, 5), (1, 3), (0, 2)),       # no H padding, stride 3
     ((1, 2, 4, 150), (3, 9), (1, 2), (1, 4)),      # wide: blocks of output columns
+    ((1, 2, 3, 131), (3, 4), (1, 2), (1, 0)),      # blocks; the last column feeds none
     ((1, 2, 4, 257), (3, 3), (1, 1), (1, 1))])     # conv_post over all bins
 def test_banded_conv_equals_conv(shape, kernel, strides, padding):
   """``banded_conv`` (the conv as one matmul over a banded matrix) is the conv:
@@ -339,6 +341,14 @@ def test_banded_conv_equals_conv(shape, kernel, strides, padding):
   ct = jnp.asarray(_audio(2, y.shape))
   errs += [normwise(a, b) for a, b in zip(vjp(ct), vjp_ref(ct))]
   assert max(errs) < 5e-6, errs
+
+
+def test_wnconv_refuses_banded_where_it_does_not_apply():
+  from neurocodec_jax.models.discriminators import WNConv  # pylint: disable=g-import-not-at-top
+  for conv, shape in [(WNConv(2, (3, 3), banded=True, channels_last=True), (1, 8, 8, 2)),
+                      (WNConv(2, (3,), banded=True), (1, 2, 8))]:
+    with pytest.raises(ValueError, match="banded"):
+      conv.init(jax.random.PRNGKey(0), jnp.zeros(shape))
 
 
 def test_banded_conv_refuses_a_stride_along_h():
@@ -369,7 +379,8 @@ def test_discriminator_at_the_demo_width_matches_dac(monkeypatch):
   periods, ffts, width = (2, 3), (512, 128), 0.0625
   build = lambda: torch_discriminator(periods, ffts, width, 16000)   # seeded: same weights
   ref = build()
-  ours = Discriminator(periods=periods, fft_sizes=ffts, sample_rate=16000, width=width)
+  ours = Discriminator(periods=periods, fft_sizes=ffts, sample_rate=16000, width=width,
+                       mrd_banded=True)       # explicit: the auto rule is CPU-only
   params = params_from_torch(ref)
   x = _audio(5, (2, 1, 4000))
   ref_maps = ref(torch.from_numpy(x))

@@ -72,7 +72,7 @@ def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
   n_out = (width + 2 * pw - kw) // s + 1
   m = -(-kw // s)                                         # taps per phase
   length = n_out + m - 1                                  # columns per phase
-  x = jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((pw, s * length - width - pw),))
+  x = _pad_last_to(x, pw, s * length)
   lead = x.shape[2:-1]
   x = x.reshape(x.shape[0], c, *lead, length, s)
   x = jnp.moveaxis(x, -1, 1).reshape(x.shape[0], s * c, *lead, length)
@@ -82,6 +82,13 @@ def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
   dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
   pads = tuple((p, p) for p in padding[:-1]) + ((0, 0),)
   return _conv(x, w, (1,) * len(kernel), pads, dn, 1)
+
+
+def _pad_last_to(x: jax.Array, left: int, total: int) -> jax.Array:
+  """``x`` zero-padded by ``left`` on its last axis, then padded or cut to ``total``
+  (cut when the last columns feed no output: stride > 1 with little padding)."""
+  x = jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((left, max(0, total - left - x.shape[-1])),))
+  return x[..., :total]
 
 
 def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> jax.Array:
@@ -95,7 +102,7 @@ def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> jax.Array:
 
 
 # Output columns per band-matrix block of ``banded_conv`` over wide inputs (measured on
-# 256 bins at 2 channels: 32 is 3-4x faster than one band matrix; 8 and 16 slower).
+# 256 bins at 2 channels: 32 is 1.7-1.9x faster than one band matrix; 8 and 16 slower).
 BANDED_BLOCK = 32
 
 
@@ -108,7 +115,7 @@ def banded_conv(x: jax.Array, w: jax.Array, strides, padding,
   tap) (``_band_matrix``); the ``kh`` row taps are ``kh`` shifted copies of the input
   side by side. So the layer is ``[B * H', kh * C * W] @ [kh * C * W, O * W']``: the
   band's zeros cost multiply-adds (``W / kw`` times a conv's), but at a few channels
-  XLA CPU's convolution runs at a few GFLOP/s, and this matmul runs 3-10x faster
+  XLA CPU's convolution runs at a few GFLOP/s, and this matmul runs 2-10x faster
   (MRD's 2-8-channel layers over 16-256 bins: README Performance). Wider than 1.5
   blocks (and kernels wider than 3), the output columns go in blocks of ``block``,
   each reading only its window of ``(block - 1) * stride + kw`` input columns (one
@@ -135,7 +142,7 @@ def banded_conv(x: jax.Array, w: jax.Array, strides, padding,
     n_block, window = block, (block - 1) * sw + kw
     n = -(-n_out // block)
     need = (n * block - 1) * sw + kw
-    rows = jnp.pad(rows, ((0, 0),) * 4 + ((pw, need - width - pw),))
+    rows = _pad_last_to(rows, pw, need)
     rows = jnp.stack([rows[..., q * block * sw:q * block * sw + window] for q in range(n)],
                      axis=1)                                           # [B, n, kh, C, H', win]
     band = _band_matrix(kw, window, sw, 0)
@@ -204,6 +211,9 @@ class WNConv(nn.Module):
     polyphase = self.polyphase
     if polyphase is None:
       polyphase = jax.default_backend() == "cpu" and in_ch >= 16
+    # Unlike ``banded`` (which refuses what it cannot do), ``polyphase`` falls back to
+    # XLA's conv where it does not apply (no stride, or channel-last/grouped/strided
+    # along H): the same function either way, so MPD and MRD can share the flag.
     polyphase = (polyphase and strides[-1] > 1 and not self.channels_last and self.groups == 1
                  and all(s == 1 for s in strides[:-1]))
     banded = self.banded
