@@ -50,14 +50,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tests.references import torch_discriminator
-from bench.bench_step import preset_config, random_batch
-from bench.common import block, median_seconds, peak_rss_mb, report
+from bench.bench_step import preset_config, random_batch, train_step
+from bench.common import median_seconds, peak_rss_mb, report
 from configs import neurocodec
 from neurocodec_jax import codec
 from neurocodec_jax.run import build_run
-from neurocodec_jax.train import steps
-from tests.references import import_mamba_ssm
+from tests.references import import_mamba_ssm, torch_discriminator
 
 # Fields the demo preset sets for its separate-then-select recipe; the original's
 # architecture has the base config's values.
@@ -199,27 +197,12 @@ def original_step(model, config, width: float | None, noisy, clean, eeg,
   return step, both_encodes
 
 
-def ours_step(config, batch):
-  """A callable running our jitted train step (state donated and carried), and the
-  compiled step's XLA temp size (MB)."""
-  run = build_run(config, example=batch)
-  total = max(config.train.max_steps, 1)
-  fn = jax.jit(steps.make_train_step(config, run.models, total_steps=total), donate_argnums=0)
-  holder = {"state": run.init_state()}
-  mem = fn.lower(holder["state"], batch, run.frozen).compile().memory_analysis()
-
-  def step():
-    holder["state"], metrics = fn(holder["state"], batch, run.frozen)
-    block(metrics)
-
-  return step, getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20
-
-
 def measure(root: str, width: float | None, repeats: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   config = ours_config(width)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
-  ours, temp_mb = ours_step(config, batch)
+  run = build_run(config, example=batch)
+  _, ours, _, temp_mb = train_step(config, run, run.init_state(), batch)
   arch = config.codec.arch
   shape = (config.batch_size, 1,
            codec.hop_length(arch) * codec.frame_count(arch, config.data.segment_seconds))

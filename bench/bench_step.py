@@ -140,10 +140,30 @@ def torch_disc_seconds(config, fake: np.ndarray, real: np.ndarray, repeats: int)
   return median_seconds(run, repeats)
 
 
+def train_step(config, run, state: dict, batch: dict):
+  """Our whole train step as training compiles it (state donated), compiled once:
+  ``(jitted step, a blocking callable running one step on the carried state, compile
+  seconds, XLA temp MB)``."""
+  step_fn = jax.jit(steps.make_train_step(config, run.models,
+                                          total_steps=max(config.train.max_steps, 1)),
+                    donate_argnums=0)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch, run.frozen).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20 if mem is not None else float("nan")
+  holder = {"state": state}
+
+  def run_step():
+    holder["state"], metrics = step_fn(holder["state"], batch, run.frozen)
+    block(metrics)
+
+  return step_fn, run_step, compile_s, temp_mb
+
+
 def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None = None,
             waveform: bool = False, full_disc: bool = False) -> list[dict]:
   config = preset_config(preset, backend, waveform, full_disc)
-  total = max(config.train.max_steps, 1)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
   models, frozen, state = run.models, run.frozen, run.init_state()
@@ -207,18 +227,8 @@ def measure(preset: str, repeats: int, peak_gflops: float, backend: str | None =
   add("optimizer", median_seconds(lambda: block(opt(g_params, g_opt, d_p, d_o)), repeats))
 
   # The whole step, as training compiles it.
-  step_fn = jax.jit(steps.make_train_step(config, models, total_steps=total),
-                    donate_argnums=0)
-  start = time.perf_counter()
-  compiled = step_fn.lower(state, batch, frozen).compile()
-  compile_s = time.perf_counter() - start
-  mem = compiled.memory_analysis()
-  temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2 ** 20 if mem is not None else float("nan")
-  holder = {"state": state}
-  def run():
-    holder["state"], metrics = step_fn(holder["state"], batch, frozen)
-    block(metrics)
-  t_step = median_seconds(run, repeats)
+  step_fn, run_step, compile_s, temp_mb = train_step(config, run, state, batch)
+  t_step = median_seconds(run_step, repeats)
   cache = step_fn._cache_size()  # pylint: disable=protected-access
   if cache != 1:
     raise RuntimeError(f"{preset}: the train step compiled {cache} times; expected once.")

@@ -176,7 +176,7 @@ class WNConv(nn.Module):
   # slow path.
   polyphase: bool | None = False
   # 2-D, stride 1 along H: as one matmul (``banded_conv``). None: on XLA's CPU backend
-  # below 16 input and output channels (MRD at the demo's width: 3-10x faster per
+  # below 16 input and output channels (MRD at the demo's width: 2-10x faster per
   # layer; at 32 channels slower). Off on GPU/TPU, whose convolutions are not slow at
   # few channels and where the band's zeros would cost.
   banded: bool | None = False
@@ -216,12 +216,13 @@ class WNConv(nn.Module):
     # along H): the same function either way, so MPD and MRD can share the flag.
     polyphase = (polyphase and strides[-1] > 1 and not self.channels_last and self.groups == 1
                  and all(s == 1 for s in strides[:-1]))
+    fits_banded = nd == 2 and self.groups == 1 and not self.channels_last
     banded = self.banded
     if banded is None:
-      banded = (jax.default_backend() == "cpu" and max(in_ch, self.features) < 16 and nd == 2
-                and strides[0] == 1 and self.groups == 1 and not self.channels_last)
+      banded = (fits_banded and strides[0] == 1 and jax.default_backend() == "cpu"
+                and max(in_ch, self.features) < 16)
     if banded:
-      if nd != 2 or self.groups != 1 or self.channels_last:
+      if not fits_banded:
         raise ValueError("banded: 2-D, channel-first, ungrouped convolutions only")
       y = banded_conv(x, w, strides, padding)
     elif polyphase:
