@@ -9,7 +9,10 @@ in one process with one thread count. The loss is the mean square of every featu
 map (DAC's GAN and feature terms read every map). Widths: 1.0 is DAC's size; the
 demo's 0.0625 narrows every channel count on both sides (DAC's own forward code
 with narrower layers). ``--per_layer`` adds one row per conv layer (its input shape
-as the sub-discriminator feeds it). ``--before`` adds our forms before issue 16 (MPD's
+as the sub-discriminator feeds it). ``--halves`` adds the train step's two halves as
+it runs them, beside DAC's ``GANLoss``: the D step (D loss on fake and real, weight
+gradients only) and the generator side (adversarial + 2 x features, the input
+gradient only, the discriminator frozen). ``--before`` adds our forms before issue 16 (MPD's
 2-D convolutions, MRD's convolutions all through XLA's conv with its strided
 gradients; no ``polyphase_conv``, no ``banded_conv``).
 
@@ -83,7 +86,7 @@ def _timed_row(runs: dict, repeats: int, flags: str, **key) -> dict:
 
 
 def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
-            repeats: int, per_layer: bool, before: bool) -> list[dict]:
+            repeats: int, per_layer: bool, before: bool, halves: bool = False) -> list[dict]:
   import torch  # pylint: disable=g-import-not-at-top
   n = int(seconds * sample_rate)
   x_np = (np.random.default_rng(0).standard_normal((batch, 1, n)) * 0.1).astype(np.float32)
@@ -123,9 +126,54 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
         runs["before"] = lambda: block(step_old(params, x_j))
       rows.append(_timed_row(runs, repeats, flags, width=width, part=f"{kind}_{arg}",
                              layer="all"))
+      if halves:
+        real_np = (np.random.default_rng(1).standard_normal(x_np.shape) * 0.1).astype(np.float32)
+        rows += _compare_halves(f"{kind}_{arg}", width, ref, mine, params, x_np, real_np,
+                                sample_rate, repeats, flags)
       if per_layer:
         rows += _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before)
   return rows
+
+
+def _compare_halves(part, width, ref, mine, params, fake_np, real_np, sample_rate: int,
+                    repeats: int, flags: str) -> list[dict]:
+  """The train step's two discriminator halves as it runs them, ours vs DAC's
+  ``GANLoss`` over the same module: the D step (D loss on the detached fake and the
+  real, weight gradients only) and the generator side (adversarial + 2 x feature
+  loss, DAC's weights, gradient wrt the fake only, the discriminator frozen)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from audiotools import AudioSignal  # pylint: disable=g-import-not-at-top
+  from dac.nn.loss import GANLoss  # pylint: disable=g-import-not-at-top
+  gan = GANLoss(ref)
+  fake_t = torch.from_numpy(fake_np)
+  real_t = AudioSignal(torch.from_numpy(real_np), sample_rate)
+
+  def torch_d_step():
+    gan.zero_grad(set_to_none=True)
+    gan.discriminator_loss(AudioSignal(fake_t, sample_rate), real_t).backward()
+
+  def torch_g_side():
+    gan.requires_grad_(False)
+    fake = fake_t.clone().requires_grad_(True)
+    adv, feat = gan.generator_loss(AudioSignal(fake, sample_rate), real_t)
+    (adv + 2 * feat).backward()
+    gan.requires_grad_(True)
+    return fake.grad
+
+  maps = lambda p, x: mine.apply({"params": p}, x)
+  d_step = jax.jit(jax.grad(lambda p, f, r: losses.discriminator_loss(maps(p, f), maps(p, r))))
+  g_side = jax.jit(jax.grad(lambda f, p, r: _weighted(*losses.generator_loss(maps(p, f),
+                                                                            maps(p, r)))))
+  fake_j, real_j = jnp.asarray(fake_np), jnp.asarray(real_np)
+  return [
+      _timed_row({"torch": torch_d_step, "ours": lambda: block(d_step(params, fake_j, real_j))},
+                 repeats, flags, width=width, part=part, layer="D step"),
+      _timed_row({"torch": torch_g_side, "ours": lambda: block(g_side(fake_j, params, real_j))},
+                 repeats, flags, width=width, part=part, layer="generator side")]
+
+
+def _weighted(adversarial, features):
+  return adversarial + 2 * features              # DAC's lambda_adv 1, lambda_feat 2
 
 
 def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) -> list[dict]:
@@ -216,6 +264,9 @@ def main(argv=None):
   p.add_argument("--threads", type=int, default=os.cpu_count(),
                  help="torch's intra-op threads (XLA's CPU pool uses every core)")
   p.add_argument("--per_layer", action="store_true")
+  p.add_argument("--halves", action="store_true",
+                 help="also the train step's two halves as it runs them: the D step (weight "
+                      "gradients on fake and real) and the generator side (input gradient)")
   p.add_argument("--before", action="store_true",
                  help="also time our forms before issue 16 (MPD's 2-D convs, MRD's "
                       "native strided input gradient)")
@@ -234,10 +285,12 @@ def main(argv=None):
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(args.threads)
   rows = compare(args.sample_rate, args.batch, args.seconds, args.widths, args.periods,
-                 args.ffts, args.repeats, args.per_layer, args.before)
+                 args.ffts, args.repeats, args.per_layer, args.before, args.halves)
   report(args.name, ["width", "part", "layer", "torch_ms", "ours_ms", "before_ms", "ratio",
                      "xla_flags"],
-         rows, notes=f"forward + input and weight gradients, batch {args.batch} x "
+         rows, notes=f"layer 'all' and per layer: forward + input and weight gradients; "
+                     f"'D step' / 'generator side': the train step's halves beside DAC's "
+                     f"GANLoss; batch {args.batch} x "
                      f"{args.seconds} s at {args.sample_rate} Hz, torch threads {args.threads}, "
                      f"median of {args.repeats} interleaved runs after warm-up")
   return rows
