@@ -152,19 +152,31 @@ def _compare_halves(part, width, ref, mine, params, fake_np, real_np, sample_rat
     gan.zero_grad(set_to_none=True)
     gan.discriminator_loss(AudioSignal(fake_t, sample_rate), real_t).backward()
 
-  def torch_g_side():
+  def torch_g_side(check: bool = False):
     gan.requires_grad_(False)
-    fake = fake_t.clone().requires_grad_(True)
-    adv, feat = gan.generator_loss(AudioSignal(fake, sample_rate), real_t)
-    (adv + 2 * feat).backward()
-    gan.requires_grad_(True)
-    return fake.grad
+    try:
+      fake = fake_t.clone().requires_grad_(True)
+      adv, feat = gan.generator_loss(AudioSignal(fake, sample_rate), real_t)
+      loss = adv + 2 * feat
+      loss.backward()
+    finally:
+      gan.requires_grad_(True)
+    return float(loss) if check else fake.grad
 
   maps = lambda p, x: mine.apply({"params": p}, x)
   d_step = jax.jit(jax.grad(lambda p, f, r: losses.discriminator_loss(maps(p, f), maps(p, r))))
   g_side = jax.jit(jax.grad(lambda f, p, r: _weighted(*losses.generator_loss(maps(p, f),
                                                                             maps(p, r)))))
   fake_j, real_j = jnp.asarray(fake_np), jnp.asarray(real_np)
+  # Same losses on both sides, or the timings mean nothing.
+  with torch.no_grad():
+    want_d = float(gan.discriminator_loss(AudioSignal(fake_t, sample_rate), real_t))
+  got_d = float(losses.discriminator_loss(maps(params, fake_j), maps(params, real_j)))
+  want_g = torch_g_side(check=True)
+  got_g = float(_weighted(*losses.generator_loss(maps(params, fake_j), maps(params, real_j))))
+  for name, got, want in (("D", got_d, want_d), ("generator", got_g, want_g)):
+    if not abs(got - want) <= 1e-4 * abs(want):
+      raise AssertionError(f"{part} width {width}: {name} loss {got} vs DAC's {want}")
   return [
       _timed_row({"torch": torch_d_step, "ours": lambda: block(d_step(params, fake_j, real_j))},
                  repeats, flags, width=width, part=part, layer="D step"),
