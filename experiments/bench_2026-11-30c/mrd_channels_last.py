@@ -6,6 +6,7 @@ transposes around the convolutions (XLA CPU's conv libraries are channel-last).
 
   python experiments/bench_2026-11-30c/mrd_channels_last.py [--fft 2048]
 """
+import os
 import argparse
 import sys
 import time
@@ -16,6 +17,8 @@ import numpy as np
 
 sys.path.insert(0, ".")
 from neurocodec_jax.models import discriminators as ours  # pylint: disable=g-import-not-at-top
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med_ms  # pylint: disable=g-import-not-at-top
 
 HI = jax.lax.Precision.HIGHEST
 p = argparse.ArgumentParser()
@@ -70,14 +73,6 @@ def mrd_cl(params, x, window):
   return fmap
 
 
-def med(f, reps=5):
-  f(); f()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-  return np.median(ts) * 1e3
-
-
 rng = np.random.default_rng(0)
 fake, real = (jnp.asarray(rng.standard_normal((8, 1, 32000)).astype(np.float32) * 0.1)
               for _ in range(2))
@@ -104,9 +99,9 @@ g_cl = jax.jit(jax.grad(lambda f, p_, r: jnp.mean((1 - mrd_cl(p_, f, args.fft)[-
                           mrd_cl(p_, f, args.fft)[:-1], mrd_cl(p_, r, args.fft)[:-1]))))
 for _ in range(2):
   print(f"  generator side (input gradient): today "
-        f"{med(lambda: jax.block_until_ready(g_today(fake, params, real))):.1f} ms   channel-last "
-        f"{med(lambda: jax.block_until_ready(g_cl(fake, params, real))):.1f} ms", flush=True)
+        f"{med_ms(lambda: jax.block_until_ready(g_today(fake, params, real))):.1f} ms   channel-last "
+        f"{med_ms(lambda: jax.block_until_ready(g_cl(fake, params, real))):.1f} ms", flush=True)
 for _ in range(2):
-  print(f"  D step: today {med(lambda: jax.block_until_ready(today(params, fake, real))):.1f} ms   "
-        f"channel-last {med(lambda: jax.block_until_ready(cl(params, fake, real))):.1f} ms",
+  print(f"  D step: today {med_ms(lambda: jax.block_until_ready(today(params, fake, real))):.1f} ms   "
+        f"channel-last {med_ms(lambda: jax.block_until_ready(cl(params, fake, real))):.1f} ms",
         flush=True)

@@ -4,6 +4,7 @@ input gradient, weight gradient), XLA's conv vs torch (oneDNN), bare convs, medi
 
   python experiments/bench_2026-11-30c/mrd_conv_ops.py [--tune_malloc]
 """
+import os
 import ctypes
 import sys
 import time
@@ -17,19 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med  # pylint: disable=g-import-not-at-top
 
 torch.set_num_threads(2)
 HI = jax.lax.Precision.HIGHEST
-
-
-def med(f, reps=7):
-  """Median ms, and the cores busy on average (process CPU time / wall time)."""
-  f(); f()
-  ts, cpu = [], []
-  for _ in range(reps):
-    c0, t0 = time.process_time(), time.perf_counter(); f()
-    ts.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
-  return f"{np.median(ts) * 1e3} ({np.sum(cpu) / np.sum(ts):.2f} cores)"
 
 
 rng = np.random.default_rng(0)

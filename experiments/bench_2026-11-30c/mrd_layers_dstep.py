@@ -6,6 +6,7 @@ one process.
 
   python experiments/bench_2026-11-30c/mrd_layers_dstep.py [--fft 2048]
 """
+import os
 import argparse
 import sys
 import time
@@ -18,20 +19,14 @@ from dac.model.discriminator import WNConv2d
 
 sys.path.insert(0, ".")
 from neurocodec_jax.models import discriminators as ours  # pylint: disable=g-import-not-at-top
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med_ms  # pylint: disable=g-import-not-at-top
 
 torch.set_num_threads(2)
 p = argparse.ArgumentParser()
 p.add_argument("--fft", type=int, default=2048)
 p.add_argument("--bands", type=int, nargs="*", default=[0, 4])
 args = p.parse_args()
-
-
-def med(f, reps=5):
-  f(); f()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-  return np.median(ts) * 1e3
 
 
 spec = ours.mrd_spectrogram(jnp.zeros((8, 1, 32000)), args.fft)
@@ -60,6 +55,6 @@ for b in args.bands:
     argnums = (0, 1) if i > 0 else 0
     g = jax.jit(jax.grad(lambda p_, x_: jnp.sum(mod.apply({"params": p_}, x_) * ctj),
                          argnums=argnums))
-    print(f"band {b} conv_{i}  {list(x.shape)}  {med(run_torch):.1f}  "
-          f"{med(lambda: jax.block_until_ready(g(params, xj))):.1f}", flush=True)
+    print(f"band {b} conv_{i}  {list(x.shape)}  {med_ms(run_torch):.1f}  "
+          f"{med_ms(lambda: jax.block_until_ready(g(params, xj))):.1f}", flush=True)
     cin, width = 32, yshape[-1]

@@ -1,3 +1,5 @@
+import os
+import sys
 import jax, jax.numpy as jnp, numpy as np
 HI = jax.lax.Precision.HIGHEST
 x = jnp.ones((8, 32, 63, 257)); ct = jnp.ones((8, 32, 63, 257)); w0 = jnp.zeros((32, 32, 3, 9))
@@ -10,10 +12,6 @@ fw = jax.jit(conv)
 print("---- forward")
 print("\n".join(l for l in fw.lower(x, w0).compile().as_text().splitlines() if "convolution(" in l)[:2000])
 import time
-def med(f, reps=7):
-  f(); f(); ts, cpu = [], []
-  for _ in range(reps):
-    c0, t0 = time.process_time(), time.perf_counter(); f()
-    ts.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
-  return f"{np.median(ts) * 1e3:.1f} ms ({np.sum(cpu) / np.sum(ts):.2f} cores)"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med  # pylint: disable=g-import-not-at-top
 print("weight grad", med(lambda: f(x, ct).block_until_ready()))

@@ -1,13 +1,11 @@
+import os
 import ctypes, sys, time
 _libc = ctypes.CDLL("libc.so.6")
 for _opt, _val in ((-4, 0), (-1, -1), (-8, 1)): _libc.mallopt(_opt, _val)
 import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med_ms  # pylint: disable=g-import-not-at-top
 HI = jax.lax.Precision.HIGHEST
-def med(f, reps=7):
-  f(); f(); ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-  return np.median(ts) * 1e3
 rng = np.random.default_rng(0)
 for shape in ((8, 32, 63, 257), (8, 32, 250, 129)):
   n, c, h, wd = shape
@@ -41,4 +39,4 @@ for shape in ((8, 32, 63, 257), (8, 32, 250, 129)):
   for name, f in (("xla", ref), ("taps27", jax.jit(taps27)), ("freq_cols", jax.jit(freq_cols)),
                   ("full_cols", jax.jit(full_cols)), ("nhwc_cols", jax.jit(nhwc_cols))):
     err = float(jnp.max(jnp.abs(f(x, ct) - r)) / jnp.max(jnp.abs(r)))
-    print(shape, name, f"{med(lambda: jax.block_until_ready(f(x, ct))):.1f} ms  rel err {err:.1e}", flush=True)
+    print(shape, name, f"{med_ms(lambda: jax.block_until_ready(f(x, ct))):.1f} ms  rel err {err:.1e}", flush=True)

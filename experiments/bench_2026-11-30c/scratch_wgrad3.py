@@ -1,12 +1,10 @@
+import os
+import sys
 import time
 import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import med  # pylint: disable=g-import-not-at-top
 HI = jax.lax.Precision.HIGHEST
-def med(f, reps=7):
-  f(); f(); ts, cpu = [], []
-  for _ in range(reps):
-    c0, t0 = time.process_time(), time.perf_counter(); f()
-    ts.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
-  return f"{np.median(ts) * 1e3:.1f} ms ({np.sum(cpu) / np.sum(ts):.2f} cores)"
 rng = np.random.default_rng(0)
 for shape in ((8, 32, 63, 257), (8, 32, 250, 129)):
   x = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
