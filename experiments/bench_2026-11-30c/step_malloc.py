@@ -3,7 +3,7 @@
 starts (``--tune_malloc``): minor page faults and time per step, median of
 ``--repeats`` after two warm-ups.
 
-  python experiments/bench_2026-11-30c/step_malloc.py [--tune_malloc]
+  python experiments/bench_2026-11-30c/step_malloc.py [--tune_malloc] [--original_config]
 """
 import ctypes
 import resource
@@ -23,7 +23,11 @@ from bench.bench_step import preset_config, random_batch, train_step  # pylint: 
 from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
 
 repeats = 3
-config = preset_config("demo", None, True, True)
+if "--original_config" in sys.argv:       # the step bench_original times as ours
+  from bench.bench_original import ours_config  # pylint: disable=g-import-not-at-top
+  config = ours_config(1.0)
+else:                                     # the demo preset with DAC's full discriminator
+  config = preset_config("demo", None, True, True)
 batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
 run = build_run(config, example=batch)
 _, step, compile_s, temp_mb = train_step(config, run, run.init_state(), batch)
@@ -35,6 +39,6 @@ for _ in range(repeats):
   step()
   times.append(time.perf_counter() - t0)
   faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) * 4096 / 2 ** 20)
-print(f"tune_malloc={'--tune_malloc' in sys.argv}  step {1e3 * np.median(times):.0f} ms "
+print(f"tune_malloc={'--tune_malloc' in sys.argv} original_config={'--original_config' in sys.argv}  step {1e3 * np.median(times):.0f} ms "
       f"({', '.join(f'{1e3 * t:.0f}' for t in times)}), page-faulted "
       f"{np.median(faults):.0f} MB/step, XLA temp {temp_mb:.0f} MB", flush=True)
