@@ -157,7 +157,7 @@ def _compare_halves(part, width, ref, mine, params, fake_np, real_np, sample_rat
     try:
       fake = fake_t.clone().requires_grad_(True)
       adv, feat = gan.generator_loss(AudioSignal(fake, sample_rate), real_t)
-      loss = adv + 2 * feat
+      loss = _weighted(adv, feat)
       loss.backward()
     finally:
       gan.requires_grad_(True)
