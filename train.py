@@ -13,6 +13,10 @@ from configs.validate import define_config_flag, parse_flags, validate_or_exit
 define_config_flag("config", "configs/neurocodec.py", "Config file, optionally with :preset.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder (default: config.checkpoint_dir).")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
+flags.DEFINE_bool("keep_freed_memory", True,
+                  "On the CPU backend, set glibc's malloc to keep freed memory for reuse "
+                  "(neurocodec_jax/host_memory.py: 12-14% faster steps with DAC's "
+                  "discriminator; the process holds its peak memory).")
 FLAGS = flags.FLAGS
 
 
@@ -26,6 +30,9 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   if FLAGS.multihost:
     jax.distributed.initialize()
+  if FLAGS.keep_freed_memory and jax.default_backend() == "cpu":
+    from neurocodec_jax import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.keep_freed_memory()
   train_and_evaluate(config, FLAGS.workdir or config.checkpoint_dir)
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import block, median_seconds, peak_rss_mb, report
+from bench.common import add_malloc_flag, block, median_seconds, peak_rss_mb, report, set_malloc
 from neurocodec_jax import losses
 from neurocodec_jax.models import discriminators as ours
 from tests.references import torch_discriminator
@@ -286,7 +286,9 @@ def main(argv=None):
   p.add_argument("--memory", action="store_true",
                  help="instead: XLA's buffers of the full-size D step at 44.1 and 16 kHz")
   p.add_argument("--no_run", dest="run", action="store_false", help="with --memory")
+  add_malloc_flag(p)
   args = p.parse_args(argv)
+  set_malloc(args.malloc)
   if args.memory:
     rows = memory(args.batch, args.seconds, args.run)
     report(f"{args.name}_memory", ["sample_rate", "batch", "seconds", "compile_s",
@@ -304,7 +306,8 @@ def main(argv=None):
                      f"'D step' / 'generator side': the train step's halves beside DAC's "
                      f"GANLoss; batch {args.batch} x "
                      f"{args.seconds} s at {args.sample_rate} Hz, torch threads {args.threads}, "
-                     f"median of {args.repeats} interleaved runs after warm-up")
+                     f"median of {args.repeats} interleaved runs after warm-up; "
+                     f"malloc {args.malloc}")
   return rows
 
 

@@ -34,7 +34,13 @@ Each is timed interleaved (original, ours, original, ...),
 median of ``--repeats`` after two warm-ups; the original's in-step encode is timed on
 its own beside it (``encode_ms``), so that its step without it can be read off.
 
-Run: ``python -m bench.bench_original --original /path/to/NeuroCodec [--widths 0.0625 1]``.
+The process's allocator (``--malloc``, both sides share it): ``keep`` (the default)
+is glibc's malloc as train.py sets it on a CPU (``host_memory.keep_freed_memory``),
+``glibc`` as shipped. ``--sides original`` / ``ours`` times one side alone in the
+process (interleaving the two runtimes slows both).
+
+Run: ``python -m bench.bench_original --original /path/to/NeuroCodec [--widths 0.0625 1]
+[--malloc keep|glibc] [--sides both|original|ours]``.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.bench_step import preset_config, random_batch, train_step
-from bench.common import median_seconds, peak_rss_mb, report
+from bench.common import add_malloc_flag, median_seconds, peak_rss_mb, report, set_malloc
 from configs import neurocodec
 from neurocodec_jax import codec
 from neurocodec_jax.run import build_run
@@ -197,12 +203,16 @@ def original_step(model, config, width: float | None, noisy, clean, eeg,
   return step, both_encodes
 
 
-def measure(root: str, width: float | None, repeats: int) -> dict:
+def measure(root: str, width: float | None, repeats: int, sides: str = "both") -> dict:
+  """``sides``: ``both`` interleaved, or only ``original`` / ``ours`` in this process
+  (the other's columns then None)."""
   import torch  # pylint: disable=g-import-not-at-top
   config = ours_config(width)
   batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
   run = build_run(config, example=batch)
-  _, ours, _, temp_mb = train_step(config, run, run.init_state(), batch)
+  ours, temp_mb = None, None
+  if sides != "original":
+    _, ours, _, temp_mb = train_step(config, run, run.init_state(), batch)
   arch = config.codec.arch
   shape = (config.batch_size, 1,
            codec.hop_length(arch) * codec.frame_count(arch, config.data.segment_seconds))
@@ -210,10 +220,14 @@ def measure(root: str, width: float | None, repeats: int) -> dict:
   model = original_model(root, config, _torch_codec(config))
   eeg = np.asarray(batch["eeg"])
   original, encodes = original_step(model, config, width, noisy, clean, eeg)
-  runs = {"original": original, "ours": ours}
+  runs = {"original": original}
   if width is not None:                     # the generator's backward as DAC's train.py
     runs["original_dac_train"] = original_step(model, config, width, noisy, clean, eeg,
                                                freeze_disc=False)[0]
+  if sides == "ours":
+    runs = {}
+  if sides != "original":
+    runs["ours"] = ours
   times = {k: [] for k in runs}
   for _ in range(2):                        # warm-up (our compile; first runs' allocations)
     for fn in runs.values():
@@ -225,14 +239,15 @@ def measure(root: str, width: float | None, repeats: int) -> dict:
   row = dict(step="latent" if width is None else "full",
              disc="-" if width is None else
              f"width {width}: MPD {list(config.disc.periods)}, MRD {list(config.disc.fft_sizes)}",
-             original_ms=ms["original"], original_dac_train_ms=ms.get("original_dac_train"),
-             encode_ms=1e3 * median_seconds(encodes, repeats),
-             ours_ms=ms["ours"], xla_temp_mb=temp_mb,
+             original_ms=ms.get("original"), original_dac_train_ms=ms.get("original_dac_train"),
+             encode_ms=1e3 * median_seconds(encodes, repeats) if "original" in ms else None,
+             ours_ms=ms.get("ours"), xla_temp_mb=temp_mb,
              peak_rss_mb=peak_rss_mb(), torch_threads=torch.get_num_threads())
-  row["ratio"] = row["ours_ms"] / row["original_ms"]
-  row["ratio_without_encode"] = row["ours_ms"] / (row["original_ms"] - row["encode_ms"])
-  if width is not None:
-    row["ratio_dac_train"] = row["ours_ms"] / row["original_dac_train_ms"]
+  if sides == "both":
+    row["ratio"] = row["ours_ms"] / row["original_ms"]
+    row["ratio_without_encode"] = row["ours_ms"] / (row["original_ms"] - row["encode_ms"])
+    if width is not None:
+      row["ratio_dac_train"] = row["ours_ms"] / row["original_dac_train_ms"]
   print(row, flush=True)
   return row
 
@@ -250,15 +265,20 @@ def main(argv=None):
                  help="discriminator widths for the full step (1 = DAC's discriminator)")
   p.add_argument("--no_latent", action="store_true", help="skip the latent-only row")
   p.add_argument("--repeats", type=int, default=3)
+  add_malloc_flag(p)
+  p.add_argument("--sides", choices=("both", "original", "ours"), default="both",
+                 help="time both interleaved, or one alone in this process")
   args = p.parse_args(argv)
-  rows = [] if args.no_latent else [measure(args.original, None, args.repeats)]
-  rows += [measure(args.original, w, args.repeats) for w in args.widths]
+  set_malloc(args.malloc)
+  rows = [] if args.no_latent else [measure(args.original, None, args.repeats, args.sides)]
+  rows += [measure(args.original, w, args.repeats, args.sides) for w in args.widths]
   report("original_step", ["step", "disc", "original_ms", "encode_ms", "original_dac_train_ms",
                            "ours_ms", "ratio", "ratio_without_encode", "ratio_dac_train",
                            "xla_temp_mb", "peak_rss_mb"], rows,
          notes="demo generator sizes (hidden 64, 2 layers, 32 EEG channels), demo codec, "
                "batch 8 x 2 s at 16 kHz, original architecture on both sides; "
-               f"interleaved, median of {args.repeats} after two warm-ups; ratio = ours / original")
+               f"interleaved, median of {args.repeats} after two warm-ups; ratio = ours / original; "
+               f"malloc {args.malloc}, sides {args.sides}")
   return rows
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from bench.bench_machine import matmul_gflops
-from bench.common import block, median_seconds, peak_rss_mb, report
+from bench.common import add_malloc_flag, block, median_seconds, peak_rss_mb, report, set_malloc
 from configs import neurocodec
 from neurocodec_jax import codec, losses
 from neurocodec_jax.run import build_run
@@ -278,7 +278,9 @@ def main(argv=None):
                  help="DAC's waveform terms (15/1/2) when the preset has none")
   p.add_argument("--full_disc", action="store_true",
                  help="DAC's own discriminator (its periods, FFT sizes, width 1)")
+  add_malloc_flag(p)
   args = p.parse_args(argv)
+  set_malloc(args.malloc)
   if args.programs:
     rows = [r for preset in args.presets for b in (args.backends or ["torch", "jax"])
             for r in program_rows(preset, b)]
@@ -296,7 +298,7 @@ def main(argv=None):
                   "compiles", "peak_rss_mb", "examples_per_s"], rows,
          notes=f"random inputs of each preset's shapes; cocktail: DAC 44.1 kHz architecture "
                f"with random weights, batch 1; matmul peak {peak:.1f} GFLOP/s; "
-               f"CPU, {jax.device_count()} device(s)")
+               f"CPU, {jax.device_count()} device(s); malloc {args.malloc}")
   return rows
 
 

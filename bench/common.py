@@ -36,6 +36,20 @@ def block(x):
   return jax.block_until_ready(x)
 
 
+def add_malloc_flag(parser) -> None:
+  """``--malloc``: the process's allocator, shared by every side a benchmark times."""
+  parser.add_argument("--malloc", choices=("keep", "glibc"), default="keep",
+                      help="'keep': glibc's malloc as train.py sets it on a CPU "
+                           "(neurocodec_jax/host_memory.py); 'glibc': as shipped")
+
+
+def set_malloc(choice: str) -> None:
+  """Applies ``--malloc`` (before the timed runs; later allocations follow it)."""
+  if choice == "keep":
+    from neurocodec_jax import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.keep_freed_memory()
+
+
 def peak_rss_mb() -> float:
   """Peak resident memory of this process so far (MB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -57,8 +71,10 @@ def report(name: str, columns: list[str], rows: list[dict], notes: str = "") -> 
   text = "\n".join(lines)
   print(f"\n## {name}\n{text}" + (f"\n{notes}" if notes else ""))
   os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+  path = os.path.join(RESULTS, f"{name}.json")
+  with open(path + ".tmp", "w") as f:          # never a half-written table
     json.dump(dict(name=name, machine=machine(), rows=rows, notes=notes), f, indent=2)
+  os.replace(path + ".tmp", path)
   return text
 
 
