@@ -15,8 +15,9 @@ flags.DEFINE_string("workdir", None, "Run folder (default: config.checkpoint_dir
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 flags.DEFINE_bool("keep_freed_memory", True,
                   "On the CPU backend, set glibc's malloc to keep freed memory for reuse "
-                  "(neurocodec_jax/host_memory.py: 12-14% faster steps with DAC's "
-                  "discriminator; the process holds its peak memory).")
+                  "(neurocodec_jax/host_memory.py: 3-14% faster steps with waveform "
+                  "terms; the process holds its peak memory). --nokeep_freed_memory: "
+                  "glibc as shipped.")
 FLAGS = flags.FLAGS
 
 

@@ -30,14 +30,14 @@ MRD 512, 128 otherwise). With the discriminator, the original is timed twice: wi
 the discriminator frozen in the generator's backward (``original``: the same work as
 ours) and as DAC's train.py writes it (``original_dac_train``: the generator's
 backward also computes the discriminator's weight gradients, then discards them).
-Each is timed interleaved (original, ours, original, ...),
+Each is timed interleaved (original, original as DAC's train.py, ours, original, ...),
 median of ``--repeats`` after two warm-ups; the original's in-step encode is timed on
 its own beside it (``encode_ms``), so that its step without it can be read off.
 
 The process's allocator (``--malloc``, both sides share it): ``keep`` (the default)
 is glibc's malloc as train.py sets it on a CPU (``host_memory.keep_freed_memory``),
-``glibc`` as shipped. ``--sides original`` / ``ours`` times one side alone in the
-process (interleaving the two runtimes slows both).
+``glibc`` as shipped. ``--sides original`` / ``ours`` times one side only (the other
+is built but never run: interleaving the two runtimes slows both).
 
 Run: ``python -m bench.bench_original --original /path/to/NeuroCodec [--widths 0.0625 1]
 [--malloc keep|glibc] [--sides both|original|ours]``.
