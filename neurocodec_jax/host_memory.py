@@ -5,14 +5,14 @@ DAC's discriminator) and frees them after. glibc serves every block above its mm
 threshold (at most 32 MB) with a fresh ``mmap`` and unmaps it on ``free``, so each
 step the kernel faults the pages in and zeroes them again: 2.7-3.6 GB of page faults
 per full step. With ``M_MMAP_MAX=0`` those blocks come from the heaps, and with
-``M_TRIM_THRESHOLD`` off the heaps keep their pages: 9-250 MB of faults per step.
+``M_TRIM_THRESHOLD`` off the heaps keep their pages: 9-254 MB of faults per step.
 On a 2-core CPU the full step (the demo's generator, DAC's discriminator) ran 9-14%
 faster with the torch codec backend and 3% with ``codec.backend=jax`` (one pair;
 README Performance). The process then holds its peak memory until it exits, which a
 training process does anyway.
 
 Not ``M_ARENA_MAX=1`` (one arena for every thread): XLA's threads then contend for
-its lock, 9-19% slower than glibc's defaults.
+its lock, 9-22% slower than glibc's defaults.
 
 On an accelerator the temporaries live on the device; the host allocator is not
 on the step's path, so callers set this for the CPU backend only.
