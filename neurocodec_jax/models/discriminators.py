@@ -50,9 +50,11 @@ def _conv(x, w, strides, padding, dn, groups):
                                       precision=HIGHEST)
 
 
-def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
-  """A conv strided along the last axis only, as a stride-1 conv over its phases:
-  ``x [B, C, *spatial]``, ``w [O, C, *kernel]`` -> ``[B, O, *spatial']``.
+def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding,
+                   channels_last: bool = False) -> jax.Array:
+  """A conv strided along the last spatial axis only, as a stride-1 conv over its
+  phases: ``x [B, C, *spatial]``, ``w [O, C, *kernel]`` -> ``[B, O, *spatial']``
+  (``channels_last``: ``x [B, *spatial, C]`` -> ``[B, *spatial', O]``).
 
   With stride ``s`` along W, output column ``j`` reads ``x[s * j + t]`` through tap
   ``t = s * m + r``, i.e. column ``j + m`` of phase ``r`` (``x[r::s]``). The ``s``
@@ -68,27 +70,36 @@ def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
   *rest, s = strides
   if any(r != 1 for r in rest):
     raise ValueError(f"polyphase_conv: strides must be 1 but on the last axis, got {strides}")
-  kw, pw, width = kernel[-1], padding[-1], x.shape[-1]
+  axis = x.ndim - 2 if channels_last else x.ndim - 1      # the strided spatial axis
+  kw, pw, width = kernel[-1], padding[-1], x.shape[axis]
   n_out = (width + 2 * pw - kw) // s + 1
   m = -(-kw // s)                                         # taps per phase
   length = n_out + m - 1                                  # columns per phase
-  x = _pad_last_to(x, pw, s * length)
-  lead = x.shape[2:-1]
-  x = x.reshape(x.shape[0], c, *lead, length, s)
-  x = jnp.moveaxis(x, -1, 1).reshape(x.shape[0], s * c, *lead, length)
+  spatial = "HW"[:len(kernel)] if len(kernel) == 2 else "H"
+  if channels_last:     # phase r of channel k -> channel r * c + k: [..., length, s, C]
+    x = _pad_last_to(x, pw, s * length, axis=axis)
+    x = x.reshape(*x.shape[:-2], length, s * c)
+    dn = ("N" + spatial + "C", "OI" + spatial, "N" + spatial + "C")
+  else:
+    x = _pad_last_to(x, pw, s * length)
+    lead = x.shape[2:-1]
+    x = x.reshape(x.shape[0], c, *lead, length, s)
+    x = jnp.moveaxis(x, -1, 1).reshape(x.shape[0], s * c, *lead, length)
+    dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
   w = jnp.pad(w, ((0, 0),) * (w.ndim - 1) + ((0, s * m - kw),))
   w = jnp.moveaxis(w.reshape(o, c, *kernel[:-1], m, s), -1, 1).reshape(o, s * c, *kernel[:-1], m)
-  spatial = "HW"[:len(kernel)] if len(kernel) == 2 else "H"
-  dn = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
   pads = tuple((p, p) for p in padding[:-1]) + ((0, 0),)
   return _conv(x, w, (1,) * len(kernel), pads, dn, 1)
 
 
-def _pad_last_to(x: jax.Array, left: int, total: int) -> jax.Array:
-  """``x`` zero-padded by ``left`` on its last axis, then padded or cut to ``total``
-  (cut when the last columns feed no output: stride > 1 with little padding)."""
-  x = jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((left, max(0, total - left - x.shape[-1])),))
-  return x[..., :total]
+def _pad_last_to(x: jax.Array, left: int, total: int, axis: int = -1) -> jax.Array:
+  """``x`` zero-padded by ``left`` on ``axis`` (default the last), then padded or cut
+  to ``total`` (cut when the last columns feed no output: stride > 1 with little
+  padding)."""
+  axis = axis % x.ndim
+  pads = [(0, 0)] * x.ndim
+  pads[axis] = (left, max(0, total - left - x.shape[axis]))
+  return jax.lax.slice_in_dim(jnp.pad(x, pads), 0, total, axis=axis)
 
 
 def _band_matrix(taps: int, n_in: int, stride: int, pad: int) -> jax.Array:
@@ -212,9 +223,9 @@ class WNConv(nn.Module):
     if polyphase is None:
       polyphase = jax.default_backend() == "cpu" and in_ch >= 16
     # Unlike ``banded`` (which refuses what it cannot do), ``polyphase`` falls back to
-    # XLA's conv where it does not apply (no stride, or channel-last/grouped/strided
+    # XLA's conv where it does not apply (no stride, or grouped/strided
     # along H): the same function either way, so MPD and MRD can share the flag.
-    polyphase = (polyphase and strides[-1] > 1 and not self.channels_last and self.groups == 1
+    polyphase = (polyphase and strides[-1] > 1 and self.groups == 1
                  and all(s == 1 for s in strides[:-1]))
     fits_banded = nd == 2 and self.groups == 1 and not self.channels_last
     banded = self.banded
@@ -226,7 +237,7 @@ class WNConv(nn.Module):
         raise ValueError("banded: 2-D, channel-first, ungrouped convolutions only")
       y = banded_conv(x, w, strides, padding)
     elif polyphase:
-      y = polyphase_conv(x, w, strides, padding)
+      y = polyphase_conv(x, w, strides, padding, self.channels_last)
     else:
       y = _conv(x, w, strides, tuple((p, p) for p in padding), dn, self.groups)
     y = y + (b if self.channels_last else b.reshape(1, -1, *([1] * nd)))
@@ -315,29 +326,45 @@ def mrd_spectrogram(x: jax.Array, window_length: int) -> jax.Array:
 
 
 class MRD(nn.Module):
-  """Multi-band complex-spectrogram discriminator for one FFT size."""
+  """Multi-band complex-spectrogram discriminator for one FFT size.
+
+  ``channels_last``: the conv stacks run on ``[B, frames, bins, C]`` maps (XLA CPU's
+  conv libraries are channel-last: half the layout transposes of the channel-first
+  form; README Performance); the feature maps are returned in DAC's ``[B, C,
+  frames, bins]`` either way, and the parameters are the same. None: on XLA's CPU
+  backend where no conv is banded (>= 16 channels).
+  """
   window_length: int
   bands: Sequence[Sequence[float]] = BANDS
   width: float = 1.0
   polyphase: bool | None = None           # see WNConv (None: where it is faster)
   banded: bool | None = None              # see WNConv (None: where it is faster)
+  channels_last: bool | None = None
 
   @nn.compact
   def __call__(self, x):
-    spec = mrd_spectrogram(x, self.window_length)
+    spec = mrd_spectrogram(x, self.window_length)               # [B, 2, frames, bins]
     n_bins = self.window_length // 2 + 1
     edges = [(int(lo * n_bins), int(hi * n_bins)) for lo, hi in self.bands]
+    last = self.channels_last
+    if last is None:
+      last = (not self.banded and jax.default_backend() == "cpu"
+              and _ch(32, self.width) >= 16)
+    if last:
+      spec = jnp.transpose(spec, (0, 2, 3, 1))                  # [B, frames, bins, 2]
+    dac_layout = (lambda y: jnp.transpose(y, (0, 3, 1, 2))) if last else (lambda y: y)
+    bins = 2 if last else 3
     fmap, outs = [], []
     for b, (lo, hi) in enumerate(edges):
-      band = spec[..., lo:hi]
+      band = jax.lax.slice_in_dim(spec, lo, hi, axis=bins)
       for i, (k, s, p) in enumerate(MRD_LAYERS):
         band = WNConv(_ch(32, self.width), k, s, p, polyphase=self.polyphase,
-                      banded=self.banded, name=f"band_{b}_conv_{i}")(band)
-        fmap.append(band)
+                      banded=self.banded, channels_last=last, name=f"band_{b}_conv_{i}")(band)
+        fmap.append(dac_layout(band))
       outs.append(band)
-    x = jnp.concatenate(outs, axis=-1)
-    fmap.append(WNConv(1, (3, 3), (1, 1), (1, 1), act=False, banded=self.banded,
-                       name="conv_post")(x))
+    x = jnp.concatenate(outs, axis=bins)
+    fmap.append(dac_layout(WNConv(1, (3, 3), (1, 1), (1, 1), act=False, banded=self.banded,
+                                  channels_last=last, name="conv_post")(x)))
     return fmap
 
 
@@ -352,6 +379,7 @@ class Discriminator(nn.Module):
   mpd_fold_period: bool = True  # MPD's 1-D form (same maps and parameters; see MPD)
   mrd_polyphase: bool | None = None          # MRD's strided convs (WNConv; None: auto)
   mrd_banded: bool | None = None             # MRD's convs as matmuls (WNConv; None: auto)
+  mrd_channels_last: bool | None = None      # MRD's maps channel-last inside (None: auto)
 
   @classmethod
   def from_config(cls, config) -> "Discriminator":
@@ -372,7 +400,7 @@ class Discriminator(nn.Module):
     discs += [MSD(r, w, name=f"disc_{len(discs) + i}") for i, r in enumerate(self.rates)]
     n = len(discs)
     discs += [MRD(f, self.bands, w, self.mrd_polyphase, self.mrd_banded,
-                  name=f"disc_{n + i}")
+                  self.mrd_channels_last, name=f"disc_{n + i}")
               for i, f in enumerate(self.fft_sizes)]
     return [d(x) for d in discs]
 
