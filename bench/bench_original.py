@@ -36,8 +36,8 @@ its own beside it (``encode_ms``), so that its step without it can be read off.
 
 The process's allocator (``--malloc``, both sides share it): ``keep`` (the default)
 is glibc's malloc as train.py sets it on a CPU (``host_memory.keep_freed_memory``),
-``glibc`` as shipped. ``--sides original`` / ``ours`` times one side only (the other
-is built but never run: interleaving the two runtimes slows both).
+``glibc`` as shipped. ``--sides original`` / ``ours`` builds and times one side only
+(interleaving the two runtimes slows both).
 
 Run: ``python -m bench.bench_original --original /path/to/NeuroCodec [--widths 0.0625 1]
 [--malloc keep|glibc] [--sides both|original|ours]``.
@@ -217,15 +217,14 @@ def measure(root: str, width: float | None, repeats: int, sides: str = "both") -
   shape = (config.batch_size, 1,
            codec.hop_length(arch) * codec.frame_count(arch, config.data.segment_seconds))
   noisy, clean = (0.1 * np.random.default_rng(1).standard_normal((2, *shape))).astype(np.float32)
-  model = original_model(root, config, _torch_codec(config))
-  eeg = np.asarray(batch["eeg"])
-  original, encodes = original_step(model, config, width, noisy, clean, eeg)
-  runs = {"original": original}
-  if width is not None:                     # the generator's backward as DAC's train.py
-    runs["original_dac_train"] = original_step(model, config, width, noisy, clean, eeg,
-                                               freeze_disc=False)[0]
-  if sides == "ours":
-    runs = {}
+  runs = {}
+  if sides != "ours":
+    model = original_model(root, config, _torch_codec(config))
+    eeg = np.asarray(batch["eeg"])
+    runs["original"], encodes = original_step(model, config, width, noisy, clean, eeg)
+    if width is not None:                   # the generator's backward as DAC's train.py
+      runs["original_dac_train"] = original_step(model, config, width, noisy, clean, eeg,
+                                                 freeze_disc=False)[0]
   if sides != "original":
     runs["ours"] = ours
   times = {k: [] for k in runs}

@@ -44,6 +44,11 @@ MRD_LAYERS = (((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2
               ((3, 9), (1, 2), (1, 4)), ((3, 3), (1, 1), (1, 1)))
 
 
+# XLA's CPU backend: below this many channels its convolutions are a slow path
+# (``banded_conv`` instead); from it on, ``polyphase_conv`` and channel-last MRD maps.
+CPU_NARROW_CHANNELS = 16
+
+
 def _conv(x, w, strides, padding, dn, groups):
   return jax.lax.conv_general_dilated(x, w, window_strides=strides, padding=padding,
                                       dimension_numbers=dn, feature_group_count=groups,
@@ -77,11 +82,11 @@ def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding,
   length = n_out + m - 1                                  # columns per phase
   spatial = "HW"[:len(kernel)] if len(kernel) == 2 else "H"
   if channels_last:     # phase r of channel k -> channel r * c + k: [..., length, s, C]
-    x = _pad_last_to(x, pw, s * length, axis=axis)
+    x = _pad_to(x, pw, s * length, axis=axis)
     x = x.reshape(*x.shape[:-2], length, s * c)
     dn = ("N" + spatial + "C", "OI" + spatial, "N" + spatial + "C")
   else:
-    x = _pad_last_to(x, pw, s * length)
+    x = _pad_to(x, pw, s * length)
     lead = x.shape[2:-1]
     x = x.reshape(x.shape[0], c, *lead, length, s)
     x = jnp.moveaxis(x, -1, 1).reshape(x.shape[0], s * c, *lead, length)
@@ -92,7 +97,7 @@ def polyphase_conv(x: jax.Array, w: jax.Array, strides, padding,
   return _conv(x, w, (1,) * len(kernel), pads, dn, 1)
 
 
-def _pad_last_to(x: jax.Array, left: int, total: int, axis: int = -1) -> jax.Array:
+def _pad_to(x: jax.Array, left: int, total: int, axis: int = -1) -> jax.Array:
   """``x`` zero-padded by ``left`` on ``axis`` (default the last), then padded or cut
   to ``total`` (cut when the last columns feed no output: stride > 1 with little
   padding)."""
@@ -153,7 +158,7 @@ def banded_conv(x: jax.Array, w: jax.Array, strides, padding,
     n_block, window = block, (block - 1) * sw + kw
     n = -(-n_out // block)
     need = (n * block - 1) * sw + kw
-    rows = _pad_last_to(rows, pw, need)
+    rows = _pad_to(rows, pw, need)
     rows = jnp.stack([rows[..., q * block * sw:q * block * sw + window] for q in range(n)],
                      axis=1)                                           # [B, n, kh, C, H', win]
     band = _band_matrix(kw, window, sw, 0)
@@ -221,7 +226,7 @@ class WNConv(nn.Module):
     dn = (io, "OI" + spatial, io)
     polyphase = self.polyphase
     if polyphase is None:
-      polyphase = jax.default_backend() == "cpu" and in_ch >= 16
+      polyphase = jax.default_backend() == "cpu" and in_ch >= CPU_NARROW_CHANNELS
     # Unlike ``banded`` (which refuses what it cannot do), ``polyphase`` falls back to
     # XLA's conv where it does not apply (no stride, or grouped/strided
     # along H): the same function either way, so MPD and MRD can share the flag.
@@ -231,7 +236,7 @@ class WNConv(nn.Module):
     banded = self.banded
     if banded is None:
       banded = (fits_banded and strides[0] == 1 and jax.default_backend() == "cpu"
-                and max(in_ch, self.features) < 16)
+                and max(in_ch, self.features) < CPU_NARROW_CHANNELS)
     if banded:
       if not fits_banded:
         raise ValueError("banded: 2-D, channel-first, ungrouped convolutions only")
@@ -349,7 +354,7 @@ class MRD(nn.Module):
     last = self.channels_last
     if last is None:
       last = (not self.banded and jax.default_backend() == "cpu"
-              and _ch(32, self.width) >= 16)
+              and _ch(32, self.width) >= CPU_NARROW_CHANNELS)
     if last:
       spec = jnp.transpose(spec, (0, 2, 3, 1))                  # [B, frames, bins, 2]
     dac_layout = (lambda y: jnp.transpose(y, (0, 3, 1, 2))) if last else (lambda y: y)
