@@ -1,8 +1,9 @@
-"""Which source lines the demo discriminator's copy fusions come from (time per line).
+"""Which model ops the demo discriminator's fusions come from (time per op name).
 
 Profiles the demo discriminator's D step and generator side (as demo_disc_profile.py)
-and maps each fusion's time to the jax source line in its HLO metadata.
-  python experiments/bench_2026-11-30e/demo_copy_sources.py
+and maps each fusion's time to the jax op name in its HLO metadata (band and layer
+indices merged), prefixed D or G for the program.
+  python experiments/bench_2026-11-30e/demo_copy_sources.py [mpd:P | mrd:N]
 """
 import collections, glob, gzip, json, os, re, shutil, sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -35,9 +36,7 @@ for k, fn in progs.items():
     if m and opn:
       name = opn.group(1).replace("jit(<lambda>)/", "")
       name = re.sub(r"disc_\d+", "disc", re.sub(r"band_\d+_conv_(\d+)", r"band_conv_\1", name))
-      src[(k, m.group(1))] = (k + " " + name, "", "")
-for fn in progs.values():
-  pass
+      src[(k, m.group(1))] = k + " " + name
 for k in progs:
   for _ in range(3):
     jax.block_until_ready(progs[k](*args[k]))
@@ -50,8 +49,8 @@ with jax.profiler.trace(d):
 ev = json.load(gzip.open(glob.glob(d + "/**/*.trace.json.gz", recursive=True)[0]))
 evs = ev["traceEvents"] if isinstance(ev, dict) else ev
 # Thunk names are unique per program but not across the two; attribute by name to
-# whichever program has it (both: split evenly, marked).
-by_line, kinds = collections.Counter(), collections.Counter()
+# whichever program has it (both: split evenly).
+by_op = collections.Counter()
 for e in evs:
   if e.get("ph") != "X" or "dur" not in e:
     continue
@@ -60,8 +59,8 @@ for e in evs:
     continue
   hits = [src[(k, nm)] for k in progs if (k, nm) in src]
   kind = re.sub(r"[._]\d+$", "", nm)
-  for h in hits or [("?", "", "")]:
-    by_line[(kind, h[0], h[1])] += e["dur"] / 3e3 / max(1, len(hits))
-for (kind, line, op), t in by_line.most_common(60):
-  print(f"{t:7.1f} ms  {kind:26s} {line}")
-print("total", round(sum(by_line.values()), 1))
+  for h in hits or ["?"]:
+    by_op[(kind, h)] += e["dur"] / 3e3 / max(1, len(hits))
+for (kind, op), t in by_op.most_common(60):
+  print(f"{t:7.1f} ms  {kind:26s} {op}")
+print("total", round(sum(by_op.values()), 1))

@@ -87,7 +87,7 @@ def wn(p):
   return v * (g / jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2, 3), keepdims=True)))
 
 
-def mrd_rows(params, x, window_length, width):
+def mrd_rows(params, x, window_length):
   """DAC-layout maps of one MRD, computed in [B, H, C, W]."""
   spec = D.mrd_spectrogram(x, window_length)                          # [B, 2, H, W]
   spec = jnp.transpose(spec, (0, 2, 1, 3))                            # [B, H, 2, W]
@@ -122,7 +122,7 @@ def main():
     norm = lambda x: 0.8 * (x - x.mean(-1, keepdims=True)) / (
         jnp.abs(x - x.mean(-1, keepdims=True)).max(-1, keepdims=True) + 1e-9)
     shipped = lambda p, x: mine.apply({"params": p}, x)
-    rows = lambda p, x: [mrd_rows(p["disc_0"], norm(x), fft, 0.0625)]
+    rows = lambda p, x: [mrd_rows(p["disc_0"], norm(x), fft)]
     a, b = shipped(params, f_), rows(params, f_)
     err = max(float(jnp.max(jnp.abs(u - v)) / jnp.max(jnp.abs(u))) for u, v in zip(a[0], b[0]))
     shapes = all(u.shape == v.shape for u, v in zip(a[0], b[0]))
