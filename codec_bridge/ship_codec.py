@@ -112,6 +112,27 @@ def level_response(dac_model, audio: np.ndarray, gains=(1.0, 0.5, 0.25, 0.125),
               **{k: round(v, 4) for k, v in first.items()})
 
 
+def correct_polarity(dac_model, spec, path: str, n: int = 16) -> dict:
+  """Makes the codec's output positively correlated with its input, saving the
+  corrected weights to ``path`` (DAC's format) when it had to invert them.
+
+  Mel and SI-SDR objectives cannot see the sign, so a trained codec may invert; an
+  inverted codec breaks every lag-0 comparison with the input (and the demo's
+  samples play inverted). :func:`train_codec.invert_output` flips it exactly.
+  """
+  x = train_codec.heldout(spec, n, kind="single")
+  before = float(np.mean(train_codec.polarity(x, train_codec.reconstruct(dac_model, x))))
+  inverted = before < 0
+  if inverted:
+    train_codec.invert_output(dac_model)
+    metadata = dict(getattr(dac_model, "metadata", None) or {})
+    dac_model.save(path + ".tmp", metadata=metadata, package=False)
+    os.replace(path + ".tmp", path)
+  after = float(np.mean(train_codec.polarity(x, train_codec.reconstruct(dac_model, x))))
+  return dict(inverted_at_ship=inverted, correlation_before=round(before, 4),
+              correlation=round(after, 4), clips=n)
+
+
 def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
   weights = os.path.join(src, "weights.pth")
@@ -126,6 +147,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   t0 = time.perf_counter()
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
   load_seconds = time.perf_counter() - t0
+  polarity = correct_polarity(dac_model, spec, out)
   quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
   mix, a, b = train_codec.heldout(spec, n, kind="parts")
   latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
@@ -146,6 +168,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       parameters=sum(p.numel() for p in dac_model.parameters()),
       load_seconds=round(load_seconds, 3),
       heldout_clips=n,
+      polarity=polarity,
       quality={k: round(v, 4) for k, v in quality.items()},
       latent_structure={s: {k: round(v, 4) for k, v in d.items()} for s, d in latent.items()},
       quantizer_rounding=rounding,
@@ -168,15 +191,38 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   return manifest
 
 
+def fix_shipped_polarity(weights: str) -> dict:
+  """:func:`correct_polarity` of a shipped file; its manifest gets the new hash and size
+  (the quality figures stand: SI-SDR, mel and STOI are all blind to the sign)."""
+  manifest_path = os.path.join(os.path.dirname(weights), "manifest.json")
+  manifest = json.load(open(manifest_path))
+  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in manifest["spec"].items()})
+  dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
+  manifest["polarity"] = correct_polarity(dac_model, spec, weights)
+  manifest["sha256"] = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+  manifest["bytes"] = os.path.getsize(weights)
+  with open(manifest_path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=2)
+  os.replace(manifest_path + ".tmp", manifest_path)
+  return manifest["polarity"]
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--src", help="a train_codec run directory (required unless --levels)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
   p.add_argument("--n", type=int, default=32)
+  p.add_argument("--fix_polarity", metavar="WEIGHTS", default=None,
+                 help="correct the polarity of a shipped weights file in place and update "
+                      "the manifest beside it (hash, size, polarity)")
   p.add_argument("--levels", metavar="WEIGHTS", default=None,
                  help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
+  if args.fix_polarity:
+    print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
+    return 0
   if args.levels:
     model = loading.load_dac("16khz", weights=args.levels, device="cpu")
     x = train_codec.heldout(train_codec.CodecSpec(), args.n, kind="single")

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from codec_bridge import loading
 from neurocodec_jax import codec
-from neurocodec_jax.data import synthetic
+from neurocodec_jax.data import speech, synthetic
 
 
 @dataclasses.dataclass
@@ -99,7 +99,12 @@ class CodecSpec:
   stft_windows: tuple = (2048, 512)  # dac.nn.loss.MultiScaleSTFTLoss's default
   stft_clamp: float = 1e-5           # its log floor (power); DAC's default
   lambda_cstft: float = 0.0          # L1 of the complex STFT (real, imag) at stft_windows
-  # Data.
+  # Data: "synthetic" (the synthetic talker generator) or "speech" (the recorded
+  # corpus of ``neurocodec_jax.data.speech`` at ``speech_root``), with the voices in
+  # ``holdout_voices`` left out of training (quality reports them as "unseen").
+  data: str = "synthetic"
+  speech_root: str = "data/speech"
+  holdout_voices: tuple = ("ru_f",)
   mixture_fraction: float = 0.5
   level_db: float = 3.0
   seed: int = 0
@@ -117,14 +122,48 @@ class CodecSpec:
 
 # ------------------------------------------------------------------- data ----
 
+_CORPORA: dict = {}
+
+
+def corpus(spec: CodecSpec) -> speech.SpeechCorpus:
+  if spec.speech_root not in _CORPORA:
+    c = speech.SpeechCorpus(spec.speech_root)
+    if c.sample_rate != spec.sample_rate:
+      raise ValueError(f"{spec.speech_root}: corpus at {c.sample_rate} Hz, codec at "
+                       f"{spec.sample_rate} Hz; rebuild it with --sample_rate.")
+    _CORPORA[spec.speech_root] = c
+  return _CORPORA[spec.speech_root]
+
+
+def training_voices(spec: CodecSpec) -> list[str]:
+  c = corpus(spec)
+  unknown = set(spec.holdout_voices) - set(c.voices())
+  if unknown:
+    raise ValueError(f"--holdout_voices {sorted(unknown)}: not in {spec.speech_root} "
+                     f"(voices: {c.voices()}).")
+  return [v for v in c.voices("train") if v not in spec.holdout_voices]
+
+
+def source(spec: CodecSpec, rng: np.random.Generator, n: int, exclude: str | None = None):
+  """One talker's ``[n]`` excerpt and its voice: synthetic, or a recorded training voice
+  (another talker than ``exclude``'s)."""
+  if spec.data == "synthetic":
+    return synthetic.talker(rng, n, spec.sample_rate), None
+  c = corpus(spec)
+  voices = [v for v in training_voices(spec)
+            if exclude is None or c.talker(v) != c.talker(exclude)]
+  voice = voices[int(rng.integers(len(voices)))]
+  return c.segment(rng, "train", voice, n), voice
+
+
 def clip(spec: CodecSpec, step: int, index: int) -> np.ndarray:
   """Clip ``index`` of ``step``: ``[clip_length]`` float32, a pure function of its ids."""
   rng = np.random.default_rng([spec.seed, step, index])
-  n, sr = spec.clip_length, spec.sample_rate
-  x = synthetic.talker(rng, n, sr)
+  n = spec.clip_length
+  x, voice = source(spec, rng, n)
   if rng.random() < spec.mixture_fraction:
     gain = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20)
-    x = x + gain * synthetic.talker(rng, n, sr)
+    x = x + gain * source(spec, rng, n, exclude=voice)[0]
   # Random peak level: single talkers inside a mixture sit well below its peak.
   x = x / (np.abs(x).max() + 1e-8) * rng.uniform(0.15, 0.95)
   return x.astype(np.float32)
@@ -135,19 +174,37 @@ def batch(spec: CodecSpec, step: int) -> torch.Tensor:
   return torch.from_numpy(np.stack([clip(spec, step, i) for i in range(spec.batch_size)])[:, None])
 
 
-def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"):
+def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=None):
+  """A held-out excerpt: a fresh synthetic talker, or a recorded clip training never
+  saw (the val split of a training voice, or the test split of a held-out voice)."""
+  if spec.data == "synthetic":
+    return synthetic.talker(rng, length, spec.sample_rate), None
+  c = corpus(spec)
+  if unseen:
+    voices, split = list(spec.holdout_voices), "test"
+  else:
+    voices, split = training_voices(spec), "val"
+  voices = [v for v in voices if exclude is None or c.talker(v) != c.talker(exclude)] or voices
+  voice = voices[int(rng.integers(len(voices)))]
+  x = c.segment(rng, split, voice, length)
+  return x / (np.abs(x).max() + 1e-8), voice
+
+
+def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture",
+            unseen: bool = False):
   """Held-out clips (a seed stream disjoint from training's): ``[n, T]``.
 
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
   ``(mixture, a, b)`` as the demo's trials (sources at their level in the mixture).
+  ``unseen`` (speech data): the single talker is a held-out voice.
   """
-  sr = spec.sample_rate
   length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []
   for i in range(n):
     rng = np.random.default_rng([spec.seed, 10 ** 9, i])    # never a training id
-    a = synthetic.talker(rng, length, sr)
-    b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * synthetic.talker(rng, length, sr)
+    a, voice = _heldout_source(spec, rng, length, unseen)
+    b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(
+        spec, rng, length, False, exclude=voice)[0]
     if kind == "single":
       out.append(a / np.abs(a).max() * 0.9)
       continue
@@ -290,14 +347,47 @@ def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
   return 10 * np.log10(((target ** 2).sum(1) + 1e-12) / (((est - target) ** 2).sum(1) + 1e-12))
 
 
+def polarity(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+  """``[n]`` Pearson correlation of each output row with its input (at lag 0): a codec
+  trained with sign-invariant objectives (mel, SI-SDR) may learn to invert."""
+  ref = ref - ref.mean(1, keepdims=True)
+  est = est - est.mean(1, keepdims=True)
+  return (ref * est).sum(1) / np.sqrt((ref ** 2).sum(1) * (est ** 2).sum(1) + 1e-12)
+
+
+def output_conv(gen) -> torch.nn.Module:
+  """The decoder's last convolution (its output goes through tanh to the waveform)."""
+  convs = [m for m in gen.decoder.modules() if isinstance(m, torch.nn.Conv1d)]
+  return convs[-1]
+
+
+@torch.no_grad()
+def invert_output(gen) -> None:
+  """Negates the decoded waveform exactly: tanh is odd, so negating the last conv's
+  weight (its weight-norm direction) and bias negates the output."""
+  conv = output_conv(gen)
+  if hasattr(conv, "parametrizations"):
+    conv.parametrizations.weight.original1.neg_()
+  else:
+    conv.weight_v.neg_()
+  conv.bias.neg_()
+
+
 def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
-  """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures)."""
+  """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures;
+  with speech data also ``unseen_*``, single clips of the held-out voices); SI-SDR
+  without alignment, and ``*_polarity``, the mean input/output correlation."""
   mel = obj.mel if obj is not None else mel_loss()
   res = {}
-  for kind in ("single", "mixture"):
-    x = heldout(spec, n, kind=kind)
+  kinds = [("single", "single", False), ("mixture", "mixture", False)]
+  if spec.data != "synthetic" and spec.holdout_voices:
+    kinds.append(("unseen", "single", True))
+  for name, kind, unseen in kinds:
+    x = heldout(spec, n, kind=kind, unseen=unseen)
     y = reconstruct(gen, x)
+    kind = name
     res[f"{kind}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
+    res[f"{kind}_polarity"] = float(np.mean(polarity(x, y)))
     with torch.no_grad():
       res[f"{kind}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
                                          _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))

@@ -7,7 +7,9 @@ longer run of the same recipe (configs/neurocodec.py).
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
 3. trains the preset (its recipe: configs/neurocodec.py);
 4. evaluates the best checkpoint on the test split with the true EEG, with the
-   noise cue and with shuffled EEG, writes samples, and prints the comparison.
+   noise cue and with shuffled EEG, writes samples, and prints the comparison and
+   two verdicts: does it use the EEG (identification), and is its output better
+   than the mixture it was given (floor: the mixture; ceiling: the codec oracle).
 
 Re-running resumes (or skips) training from the run's latest checkpoint.
 """
@@ -109,6 +111,9 @@ def main(argv=None) -> int:
   metrics = {a: r["metrics"] for a, r in results.items()}
   metrics["n"] = results["none"]["n"]
   print(f"\n[demo] {verdict(metrics)}")
+  print("\n[demo] output quality vs the attended talker (test split, true EEG):\n"
+        + evaluation.format_quality(results["none"]["quality"]))
+  print(f"\n[demo] {evaluation.quality_verdict(results['none']['metrics'])}")
   print(f"\n[demo] done in {time.time() - start:.0f} s. Outputs:\n"
         f"  data:        {config.root}\n"
         f"  run:         {workdir}/ (config.json, metrics.jsonl, checkpoints/, best/)\n"

@@ -5,9 +5,15 @@ subject when subjects are known):
 
   latent_loss     the training latent loss (cosine when normalize_latents)
   si_sdr          dB, decoded re-quantized prediction vs the clean target,
-                  aligned by the cross-correlation lag as the original
+                  aligned within a few ms by |cross-correlation| (losses.sisdr)
   pesq_wb         wide-band PESQ on 16 kHz resampled audio (NaN if undefined)
   stoi, estoi     (extended) short-time objective intelligibility
+  <metric>_mixture  the floor: the unprocessed mixture vs the attended talker
+  <metric>_oracle   the ceiling: the attended talker's codes re-quantized with
+                  ``codec.n_quantizers_eval`` and decoded (the best any generator
+                  in this latent space can output)
+  si_sdri, stoii, estoii, pesq_wbi  the improvement over the mixture (model -
+                  floor), with ``<key>_se``, the standard error of its mean
   cos_attended / cos_unattended     mean frame cosine of the predicted latents
                   with the attended / unattended talker's latents
   si_sdr_unattended                 SI-SDR of the prediction vs the unattended talker
@@ -58,7 +64,13 @@ ABLATIONS = ("none", "noise_cue", "shuffle_eeg")
 # subject, before the perceptual ones, in this order (those the split's fields allow).
 COLUMNS = ("cos_attended", "cos_mix_attended", "cos_mix_unattended", "cos_unattended",
            "cue_r_attended", "cue_r_unattended", "id_cue_true_envelopes", "id_oracle_cue",
-           "latent_loss", "si_sdr", "si_sdr_unattended", "stream_r_other", "stream_r_own")
+           "latent_loss", "si_sdr", "si_sdr_mixture", "si_sdr_oracle", "si_sdr_unattended",
+           "stream_r_other", "stream_r_own")
+
+# The output-quality metrics, each reported for the model, the floor and the ceiling;
+# the improvement's key is the metric's with an "i" appended (si_sdri, stoii, ...).
+QUALITY = ("si_sdr", "stoi", "estoi", "pesq_wb")
+REFERENCES = ("mixture", "oracle")
 
 
 # --------------------------------------------------------------- ablations ----
@@ -118,9 +130,16 @@ def perceptual_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate:
 
 
 def summarize(rows: list[dict]) -> dict:
-  """Means over examples (NaN-aware) and the identification rates."""
+  """Means over examples (NaN-aware), the improvements over the mixture with their
+  standard errors, and the identification rates."""
   keys = [k for k in rows[0] if k not in ("index", "subject")]
   out = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+  for k in QUALITY:
+    if k in rows[0] and f"{k}_mixture" in rows[0]:
+      d = np.array([r[k] - r[f"{k}_mixture"] for r in rows], np.float64)
+      d = d[np.isfinite(d)]
+      out[f"{k}i"] = float(d.mean()) if len(d) else float("nan")
+      out[f"{k}i_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
   if "cos_unattended" in rows[0]:
     out["id_latent"] = float(np.mean([r["cos_attended"] > r["cos_unattended"] for r in rows]))
     out["id_si_sdr"] = float(np.mean([r["si_sdr"] > r["si_sdr_unattended"] for r in rows]))
@@ -129,14 +148,57 @@ def summarize(rows: list[dict]) -> dict:
   return out
 
 
+def quality_table(metrics: dict) -> dict:
+  """``{"floor" | "model" | "ceiling": {metric: mean}, "improvement": {metric + "i":
+  {"mean", "se"}}}`` from summarized metrics (those present)."""
+  rows = dict(floor="_mixture", model="", ceiling="_oracle")
+  table = {name: {k: metrics[k + suffix] for k in QUALITY if k + suffix in metrics}
+           for name, suffix in rows.items()}
+  table["improvement"] = {f"{k}i": dict(mean=metrics[f"{k}i"], se=metrics[f"{k}i_se"])
+                          for k in QUALITY if f"{k}i" in metrics}
+  return table
+
+
+def format_quality(table: dict) -> str:
+  """The floor / model / ceiling rows and the improvements as text."""
+  keys = [k for k in QUALITY if k in table["model"]]
+  lines = [f"{'':<28}" + "".join(f"{k:>10}" for k in keys)]
+  names = dict(floor="floor: the mixture", model="model",
+               ceiling="ceiling: codec oracle")
+  for row, label in names.items():
+    lines.append(f"{label:<28}" + "".join(f"{table[row].get(k, float('nan')):>10.3f}"
+                                          for k in keys))
+  imp = table["improvement"]
+  lines.append(f"{'improvement (model - floor)':<28}" + "".join(
+      f"{imp[k + 'i']['mean']:>+7.3f}" + f"{'':>3}" if k + "i" in imp else f"{'':>10}"
+      for k in keys))
+  lines.append(f"{'  standard error':<28}" + "".join(
+      f"{imp[k + 'i']['se']:>10.3f}" if k + "i" in imp else f"{'':>10}" for k in keys))
+  return "\n".join(lines)
+
+
+def quality_verdict(metrics: dict) -> str:
+  """One line: is the output better than the mixture it was given? "Better" only when
+  both SI-SDR and STOI improve by more than two standard errors."""
+  better = all(metrics[f"{k}i"] > 2 * metrics[f"{k}i_se"] for k in ("si_sdr", "stoi"))
+  return (f"output {'better' if better else 'NOT better'} than the mixture: SI-SDRi "
+          f"{metrics['si_sdri']:+.2f} dB (± {metrics['si_sdri_se']:.2f}), STOI "
+          f"{metrics['stoii']:+.3f} (± {metrics['stoii_se']:.3f}); floor STOI "
+          f"{metrics['stoi_mixture']:.3f}, model {metrics['stoi']:.3f}, ceiling "
+          f"{metrics['stoi_oracle']:.3f}")
+
+
 def compare(normal_path: str, ablation_path: str) -> str:
   """A table of each metric under both runs and the drop (normal - ablation)."""
   a, b = (json.load(open(p)) for p in (normal_path, ablation_path))
   lines = [f"{'metric':<20}{a['ablation']:>12}{b['ablation']:>14}{'drop':>10}"]
   for k, v in a["metrics"].items():
-    if k in b["metrics"]:
+    if k in b["metrics"] and not k.endswith("_se"):
       w = b["metrics"][k]
       lines.append(f"{k:<20}{v:>12.4f}{w:>14.4f}{v - w:>10.4f}")
+  if "quality" in a:
+    lines += ["", f"output quality vs the attended talker ({a['ablation']}):",
+              format_quality(a["quality"])]
   return "\n".join(lines)
 
 
@@ -213,7 +275,8 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   run = build_run(config, {split: fields}, reuse=reuse)
   state, restored_from = run.restore_generator(workdir=workdir, checkpoint=checkpoint,
                                                which=which)
-  metrics = make_metrics(run, target="quantized")   # cosines and loss against the codes
+  # Cosines and loss against the codes; the floor and the ceiling on the same trials.
+  metrics = make_metrics(run, target="quantized", references=True)
   source = run.sources[split]
   data = EEGAblation(source, ablation, seed=config.seed) if ablation != "none" else source
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
@@ -228,15 +291,19 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
       row = dict(index=int(batch["index"][j]), subject=int(batch["subject"][j]))
       row.update({k: float(out[k][j]) for k in COLUMNS if k in out})
       if perceptual:
-        row.update(perceptual_metrics(batch["clean"][j, 0], out["wave"][j], sr))
+        clean = batch["clean"][j, 0]
+        row.update(perceptual_metrics(clean, out["wave"][j], sr))
+        for name, est in (("mixture", batch["noisy"][j, 0]), ("oracle", out["oracle_wave"][j])):
+          row.update({f"{k}_{name}": v for k, v in perceptual_metrics(clean, est, sr).items()})
       rows.append(row)
       if written < num_samples:
         write_sample(out_dir, written, batch["noisy"][j, 0], out["wave"][j],
                      batch["clean"][j, 0], sr, dict(row, pesq_wb=row.get("pesq_wb", math.nan),
                                                     stoi=row.get("stoi", math.nan)))
         written += 1
+  summary = summarize(rows)
   result = dict(split=split, ablation=ablation, checkpoint=restored_from, n=len(rows),
-                metrics=summarize(rows))
+                metrics=summary, quality=quality_table(summary))
   protocol = dataset_protocol(config.root)
   if protocol is not None:
     result["protocol"] = protocol

@@ -10,8 +10,13 @@ batch's fields:
   cos_attended    mean frame cosine of the prediction with the attended talker's
                   quantized z
   envelope        the envelope loss (when ``lambda_env > 0``)
-  si_sdr          dB, the decoded re-quantized prediction vs ``clean``, aligned by
-                  the cross-correlation lag; ``wave [n, T]`` that waveform
+  si_sdr          dB, the decoded re-quantized prediction vs ``clean``, aligned
+                  within ``losses.sisdr.ALIGN_MAX_LAG_SECONDS`` by |cross-correlation|;
+                  ``wave [n, T]`` that waveform
+  si_sdr_mixture  the floor: the unprocessed mixture (``noisy``) vs ``clean``
+  si_sdr_oracle   the ceiling: the attended talker's codes, re-quantized with
+                  ``n_quantizers_eval`` and decoded, vs ``clean`` (the best any
+                  generator in this latent space can output); ``oracle_wave [n, T]``
   with ``unattended_codes``: cos_unattended, id_latent (1 when the prediction is
                   closer to the attended talker), cos_mix_attended,
                   cos_mix_unattended (the mixture's own quantized z)
@@ -44,15 +49,19 @@ from neurocodec_jax.train import steps
 HOST_FIELDS = ("noisy", "subject", "index")
 
 
-def make_metrics(run: Run, target: str) -> Callable[[dict, dict], dict]:
+def make_metrics(run: Run, target: str, references: bool = False
+                 ) -> Callable[[dict, dict], dict]:
   """``metrics(state, batch) -> {name: [n]}`` (see the module docstring), compiled
-  once for ``run`` and the runs that reuse it."""
-  program = run.compiled(("metrics", target), lambda: _make(
-      run.config, run.models, run.batched, run.local_batch, target))
+  once for ``run`` and the runs that reuse it. ``references``: also the floor and the
+  ceiling (``si_sdr_mixture``, ``si_sdr_oracle``, ``oracle_wave``; the batch must
+  have ``noisy``), which evaluation reports and validation skips (a second decode)."""
+  program = run.compiled(("metrics", target, references), lambda: _make(
+      run.config, run.models, run.batched, run.local_batch, target, references))
   return lambda state, batch: program(state, batch, run.frozen)
 
 
-def _make(config, models: steps.Models, batched, local_batch: int, target: str):
+def _make(config, models: steps.Models, batched, local_batch: int, target: str,
+          references: bool):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
   per_example = lambda p, t: steps.per_example(
@@ -79,23 +88,35 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str):
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
     out["z_q"] = codec.requantize(quantizer, z_pred, n_q)
+    if references:
+      out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)
     return out
+
+  max_lag = losses.sisdr.max_lag_samples(config.codec.arch["sample_rate"])
 
   @jax.jit
   def decoded(decoder, inputs):
     wave = models.decode(decoder, inputs["z_q"])
-    out = {f"si_sdr{suffix}": losses.si_sdr(inputs[talker], wave, align=True)
+    sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
+    out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
            if talker in inputs}
-    return dict(out, wave=wave[:, 0])
+    out["wave"] = wave[:, 0]
+    if references:
+      oracle = models.decode(decoder, inputs["z_oracle"])
+      out["si_sdr_mixture"] = sdr(inputs["clean"], inputs["noisy"])
+      out["si_sdr_oracle"] = sdr(inputs["clean"], oracle)
+      out["oracle_wave"] = oracle[:, 0]
+    return out
 
   def metrics(state, batch: dict, frozen: dict) -> dict:
     n = len(next(iter(batch.values())))
     batch = pad_batch(batch, local_batch)
     device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
     out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen))
-    inputs = {k: np.asarray(batch[k]) for k in ("clean", "unattended") if k in batch}
-    inputs["z_q"] = out.pop("z_q")
+    talkers = ("clean", "unattended") + (("noisy",) if references else ())
+    inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
+    inputs.update({k: out.pop(k) for k in ("z_q", "z_oracle") if k in out})
     if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
       inputs = shard_batch(inputs, batched)
     out.update(jax.device_get(decoded(frozen["decoder"], inputs)))

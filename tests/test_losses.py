@@ -226,19 +226,63 @@ def test_si_sdr_matches_direct_formula():
   assert np.all(np.asarray(scaled) > 100.0), scaled
 
 
+def _shifted(x, lag):
+  """``out[t] = x[t - lag]``, zero-filled."""
+  out = np.zeros_like(x)
+  if lag >= 0:
+    out[lag:] = x[:len(x) - lag]
+  else:
+    out[:lag] = x[-lag:]
+  return out
+
+
 def test_si_sdr_alignment_recovers_a_known_shift():
   rng = np.random.default_rng(9)
   ref = rng.standard_normal((2, 4000)).astype(np.float32)
-  shifted = np.stack([np.roll(ref[0], 37), np.roll(ref[1], -120)])
-  shifted[0, :37] = 0
-  shifted[1, -120:] = 0
+  shifted = np.stack([_shifted(ref[0], 37), _shifted(ref[1], -120)])
   plain = losses.si_sdr(jnp.asarray(ref), jnp.asarray(shifted))
-  aligned = losses.si_sdr(jnp.asarray(ref), jnp.asarray(shifted), align=True)
+  aligned = losses.si_sdr(jnp.asarray(ref), jnp.asarray(shifted), max_lag=128)
   assert np.all(np.asarray(plain) < 0)
   assert np.all(np.asarray(aligned) > 14)        # only the zero-filled ends are lost
-  expected = [_numpy_si_sdr(ref[0], np.concatenate([shifted[0, 37:], np.zeros(37)])),
-              _numpy_si_sdr(ref[1], np.concatenate([np.zeros(120), shifted[1, :-120]]))]
+  expected = [_numpy_si_sdr(ref[0], _shifted(shifted[0], -37)),
+              _numpy_si_sdr(ref[1], _shifted(shifted[1], 120))]
   np.testing.assert_allclose(aligned, expected, atol=1e-2)
+
+
+def _voiced(rng, n, sr=16000):
+  """A periodic, speech-like signal: its autocorrelation peaks positively one pitch
+  period away, which is where a signed aligner lands for an inverted copy."""
+  t = np.arange(n) / sr
+  f0 = 140.0
+  x = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 12))
+  return (x * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def test_si_sdr_alignment_is_sign_robust():
+  """An inverted copy is a perfect estimate up to scale (SI-SDR allows a negative one);
+  an inverted and delayed copy scores what the delayed copy scores."""
+  rng = np.random.default_rng(10)
+  ref = np.stack([_voiced(rng, 8000), _voiced(rng, 8000)])
+  inverted = -ref
+  assert np.all(np.asarray(losses.si_sdr(jnp.asarray(ref), jnp.asarray(inverted),
+                                         max_lag=80)) > 60)
+  delayed = np.stack([_shifted(ref[0], 23), _shifted(ref[1], -41)])
+  want = losses.si_sdr(jnp.asarray(ref), jnp.asarray(delayed), max_lag=80)
+  got = losses.si_sdr(jnp.asarray(ref), jnp.asarray(-delayed), max_lag=80)
+  np.testing.assert_allclose(got, want, atol=1e-3)
+  assert np.all(np.asarray(got) > 20)
+  # The lag that undoes the delay: out[t] = est[t - lag].
+  np.testing.assert_array_equal(losses.sisdr.best_lag(jnp.asarray(ref), jnp.asarray(-delayed), 80),
+                                [-23, 41])
+
+
+def test_si_sdr_alignment_is_bounded():
+  """Lags beyond ``max_lag`` are not searched: a copy delayed past it is not rescued."""
+  rng = np.random.default_rng(11)
+  ref = rng.standard_normal((1, 4000)).astype(np.float32)
+  far = _shifted(ref[0], 300)[None]
+  assert float(losses.si_sdr(jnp.asarray(ref), jnp.asarray(far), max_lag=80)[0]) < 0
+  assert float(losses.si_sdr(jnp.asarray(ref), jnp.asarray(far), max_lag=400)[0]) > 10  # 300 end samples lost
 
 
 def test_envelope_and_pearson_loss():

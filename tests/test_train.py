@@ -178,7 +178,13 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   keys = {"latent_loss", "si_sdr", "pesq_wb", "stoi", "estoi", "cos_attended",
           "cos_unattended", "si_sdr_unattended", "id_latent", "id_si_sdr",
           "cos_mix_attended", "cos_mix_unattended", "id_latent_mixture"}
-  assert keys <= set(normal["metrics"]) and normal["n"] == 8
+  references = {f"{k}_{r}" for k in evaluation.QUALITY for r in evaluation.REFERENCES}
+  improvements = {f"{k}i{se}" for k in evaluation.QUALITY for se in ("", "_se")}
+  assert keys | references | improvements <= set(normal["metrics"]) and normal["n"] == 8
+  m = normal["metrics"]
+  assert all(np.isfinite(m[k]) for k in ("si_sdr_mixture", "si_sdr_oracle", "stoi_oracle"))
+  assert m["si_sdri"] == pytest.approx(m["si_sdr"] - m["si_sdr_mixture"], abs=1e-4)
+  assert set(normal["quality"]) == {"floor", "model", "ceiling", "improvement"}
   assert set(normal["per_subject"]) == {"0", "1"}
   out = normal["out_dir"]
   for name in ("metrics.json", "per_example.csv", "input_noisy_1.wav", "prediction_1.wav",
@@ -194,8 +200,9 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
     # The copy-the-mixture baseline is EEG-free: identical under every ablation.
     for k in ("cos_mix_attended", "cos_mix_unattended", "id_latent_mixture"):
       assert other["metrics"][k] == normal["metrics"][k], k
-  assert "drop" in evaluation.compare(os.path.join(out, "metrics.json"),
-                                      os.path.join(noise["out_dir"], "metrics.json"))
+  compared = evaluation.compare(os.path.join(out, "metrics.json"),
+                                os.path.join(noise["out_dir"], "metrics.json"))
+  assert "drop" in compared and "ceiling: codec oracle" in compared
 
 
 def test_latent_structure_agrees_with_evaluation(uninterrupted):

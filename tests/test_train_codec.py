@@ -126,6 +126,25 @@ def test_shipped_codec_reconstructs_fresh_speech(shipped):
     assert q[key] >= floor, (key, q[key], floor)
 
 
+def test_shipped_codec_keeps_the_input_polarity(shipped):
+  """Its output correlates positively with its input at lag 0 (a codec trained with
+  sign-blind objectives may invert; ship_codec corrects it)."""
+  manifest, path = shipped
+  dac_model = codec_bridge.load_dac("16khz", weights=path, device="cpu")
+  spec = dataclasses.replace(train_codec.CodecSpec(**manifest["spec"]), seed=11)
+  x = train_codec.heldout(spec, 4, kind="single")
+  r = train_codec.polarity(x, train_codec.reconstruct(dac_model, x))
+  assert np.all(r > 0.5), r
+
+
+def test_invert_output_negates_the_decoded_waveform_exactly():
+  gen, _ = train_codec.build(train_codec.CodecSpec())
+  x = train_codec.heldout(train_codec.CodecSpec(), 2, seconds=0.4, kind="single")
+  before = train_codec.reconstruct(gen, x)
+  train_codec.invert_output(gen)
+  np.testing.assert_allclose(train_codec.reconstruct(gen, x), -before, atol=1e-6)
+
+
 def test_shipped_codec_quantized_space_is_additive(shipped):
   manifest, path = shipped
   from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top

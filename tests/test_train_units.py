@@ -10,7 +10,8 @@ import torch
 from configs import neurocodec
 from neurocodec_jax import latent_structure
 from neurocodec_jax.data import open_split
-from neurocodec_jax.evaluation import EEGAblation, compare, summarize
+from neurocodec_jax.evaluation import (EEGAblation, compare, quality_table, quality_verdict,
+                                       summarize)
 from neurocodec_jax.train import optim
 
 
@@ -137,6 +138,30 @@ def test_summary_identification_rates_and_compare(tmp_path):
   b.write_text(json.dumps(dict(ablation="noise_cue", metrics=dict(si_sdr=-1.5))))
   table = compare(str(a), str(b))
   assert "si_sdr" in table and "6.5000" in table
+
+
+def test_floor_ceiling_and_improvements_on_a_known_case():
+  """Improvements are per-trial differences from the mixture; their standard error is
+  that of the mean difference; the table and the verdict read them."""
+  diffs = np.array([3.0, 5.0, 4.0, 8.0])
+  rows = [dict(index=i, subject=0, si_sdr=1.0 + d, si_sdr_mixture=1.0, si_sdr_oracle=15.0,
+               stoi=0.7 + d / 100, stoi_mixture=0.7, stoi_oracle=0.9, estoi=0.5,
+               estoi_mixture=0.5, estoi_oracle=0.8, pesq_wb=1.5, pesq_wb_mixture=1.1,
+               pesq_wb_oracle=float("nan") if i == 0 else 2.0)
+          for i, d in enumerate(diffs)]
+  out = summarize(rows)
+  assert out["si_sdri"] == pytest.approx(5.0)
+  assert out["si_sdri_se"] == pytest.approx(diffs.std(ddof=1) / 2)
+  assert out["stoii"] == pytest.approx(0.05) and out["estoii"] == pytest.approx(0.0)
+  assert out["pesq_wbi"] == pytest.approx(0.4) and out["pesq_wb_oracle"] == 2.0
+  table = quality_table(out)
+  assert table["floor"]["si_sdr"] == 1.0 and table["ceiling"]["si_sdr"] == 15.0
+  assert table["model"]["stoi"] == pytest.approx(0.75)
+  assert table["improvement"]["si_sdri"]["mean"] == pytest.approx(5.0)
+  assert quality_verdict(out).startswith("output better than the mixture: SI-SDRi +5.00 dB")
+  worse = summarize([dict(r, si_sdr=r["si_sdr_mixture"] - 2, stoi=r["stoi_mixture"] - 0.1)
+                     for r in rows])
+  assert quality_verdict(worse).startswith("output NOT better")
 
 
 def test_latent_structure_measures():
