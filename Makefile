@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 REQS := $(wildcard requirements/*.txt) setup.py
 
-.PHONY: demo reproduce test test-slow bench venv clean-venv
+.PHONY: demo reproduce test test-fast test-slow bench venv clean-venv
 
 venv: $(STAMP)
 
@@ -12,14 +12,18 @@ $(STAMP): $(REQS) scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
 demo: $(STAMP)
-	$(PY) -m neurocodec_jax.demo
+	$(PY) -m neurocodec_jax.cli.demo
 
-# The demo's recipe, longer: within an hour on 2 CPU cores (README "Does it use the EEG?").
+# The demo's recipe, longer: within an hour on 2 CPU cores (docs/research-log.md).
 reproduce: $(STAMP)
-	$(PY) -m neurocodec_jax.demo --preset reproduce
+	$(PY) -m neurocodec_jax.cli.demo --preset reproduce
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
+
+# The unit tier, for iteration (within 3 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "unit and not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -23,7 +23,15 @@ setuptools.setup(
     name="neurocodec-jax",
     version="0.1.0",
     description="EEG-guided generative target speaker extraction with a frozen DAC, in JAX",
-    packages=setuptools.find_packages(include=["neurocodec_jax*", "codec_bridge*"]),
+    packages=setuptools.find_packages(include=["neurocodec_jax*", "codec_bridge*",
+                                               "codec_training*"]),
+    # The demo codec ships inside the bridge package (neurocodec_jax.configs finds it).
+    package_data={"codec_bridge": ["weights/*.pth", "weights/manifest.json"]},
+    entry_points={"console_scripts": [
+        "neurocodec-train = neurocodec_jax.cli.train:run",
+        "neurocodec-evaluate = neurocodec_jax.cli.evaluate:run",
+        "neurocodec-demo = neurocodec_jax.cli.demo:main",
+    ]},
     python_requires=">=3.10",
     install_requires=_requirements("torch.txt") + _requirements("base.txt"),
     extras_require={

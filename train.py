@@ -1,41 +1,10 @@
-"""Train NeuroCodec: ``python train.py --config configs/neurocodec.py:demo --workdir DIR``.
+"""``python train.py ...``: the ``neurocodec_jax.cli.train`` entry point from a checkout
+(installed: ``neurocodec-train``)."""
 
-Override any config field with ``--config.<field>=<value>``. Re-running the same
-command resumes from the latest checkpoint in the workdir.
-"""
+from absl import app
 
-import logging
-
-from absl import app, flags
-
-from configs.validate import define_config_flag, parse_flags, validate_or_exit
-
-define_config_flag("config", "configs/neurocodec.py", "Config file, optionally with :preset.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run folder (default: config.checkpoint_dir).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
-flags.DEFINE_bool("keep_freed_memory", True,
-                  "On the CPU backend, set glibc's malloc to keep freed memory for reuse "
-                  "(neurocodec_jax/host_memory.py: 3-14% faster steps with waveform "
-                  "terms; the process holds its peak memory). --nokeep_freed_memory: "
-                  "glibc as shipped.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  del argv
-  config = validate_or_exit(FLAGS.config)
-  # The training stack (JAX: seconds to import) comes after the flags, so that an
-  # unknown --config key is reported at once.
-  import jax  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  logging.getLogger().setLevel(logging.INFO)
-  if FLAGS.multihost:
-    jax.distributed.initialize()
-  if FLAGS.keep_freed_memory and jax.default_backend() == "cpu":
-    from neurocodec_jax import host_memory  # pylint: disable=g-import-not-at-top
-    host_memory.keep_freed_memory()
-  train_and_evaluate(config, FLAGS.workdir or config.checkpoint_dir)
-
+from neurocodec_jax.cli import train
+from neurocodec_jax.configs.validate import parse_flags
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(train.main, flags_parser=parse_flags)

@@ -14,7 +14,7 @@ import torch
 
 import codec_bridge
 from bench.common import block, median_seconds, report
-from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
+from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import codec
 from neurocodec_jax.models import dac_jax
 

@@ -58,10 +58,11 @@ import numpy as np
 
 from bench.bench_step import preset_config, random_batch, train_step
 from bench.common import add_malloc_flag, median_seconds, peak_rss_mb, report, set_malloc
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import codec
 from neurocodec_jax.run import build_run
 from tests.references import import_mamba_ssm, torch_discriminator
+import codec_bridge  # pylint: disable=unused-import,wrong-import-order  (registers the codec loader)
 
 # Fields the demo preset sets for its separate-then-select recipe; the original's
 # architecture has the base config's values.

@@ -12,7 +12,7 @@ import time
 from absl import flags
 
 from bench.common import report
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax.data import open_split, train_dataset
 
 

@@ -53,10 +53,11 @@ import optax
 
 from bench.bench_machine import matmul_gflops
 from bench.common import add_malloc_flag, block, median_seconds, peak_rss_mb, report, set_malloc
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import codec, losses
 from neurocodec_jax.run import build_run
 from neurocodec_jax.train import steps
+import codec_bridge  # pylint: disable=unused-import,wrong-import-order  (registers the codec loader)
 
 
 def preset_config(preset: str, backend: str | None = None, waveform: bool = False,

@@ -12,11 +12,9 @@ holds a loaded DAC behind the methods a ``neurocodec_jax`` run calls; ``JaxDAC``
 Dependencies go one way, from this package to ``neurocodec_jax``: the bridge is the
 torch adapter to the JAX package's codec (its sizes, ``neurocodec_jax.codec``), data
 layout (the codes cache ``neurocodec_jax.data`` reads) and measures
-(``latent_structure``), so it imports them. ``neurocodec_jax`` never imports this
-package but at one injection point, ``neurocodec_jax.run.load_codec``, which makes
-the default ``FrozenDAC`` of a run; every other JAX module receives the codec as an
-object and imports no torch. This package is the only place outside tests and
-benchmarks that does.
+(``latent_structure``), so it imports them. ``neurocodec_jax``'s library never
+imports this package: importing it registers :func:`load_codec` as the runs' codec
+loader (``neurocodec_jax.run.use_codec_loader``); the entry points import it.
 """
 
 from codec_bridge.decode import make_decoder
@@ -26,3 +24,14 @@ from codec_bridge.jax_dac import JaxDAC, params_from_torch
 from codec_bridge.loading import (WeightsNotFound, codec_identity, load_dac,
                                   load_dac_from_config)
 from codec_bridge.quantizer import quantizer_params
+from neurocodec_jax import run as _run
+
+
+def load_codec(codec_config):
+  """The frozen DAC of a config's ``codec`` group: ``JaxDAC`` with ``backend="jax"``,
+  else ``FrozenDAC`` (torch)."""
+  backend = codec_config.get("backend", "torch")
+  return (JaxDAC if backend == "jax" else FrozenDAC).from_config(codec_config)
+
+
+_run.use_codec_loader(load_codec)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurocodec_jax.codec_arch import ARCH_KEYS
+
 MODEL_TYPES = ("44khz", "24khz", "16khz")
 DAC_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "descript", "dac")
-ARCH_KEYS = ("sample_rate", "encoder_dim", "encoder_rates", "latent_dim", "decoder_dim",
-             "decoder_rates", "n_codebooks", "codebook_size", "codebook_dim")
 RANDOM_SEED = 0        # random codecs are reproducible, so their caches stay valid
 
 

@@ -1,6 +1,6 @@
 """Encode a dataset's audio to DAC codes once (the original re-encoded every batch).
 
-``python -m codec_bridge.precompute --config configs/neurocodec.py:demo [--splits train,val]``
+``python -m codec_bridge.precompute --config neurocodec_jax/configs/neurocodec.py:demo [--splits train,val]``
 
 Cache file per split: ``<codec.cache_dir or <root>/<split>>/dac_codes_<split>.h5``::
 
@@ -381,7 +381,7 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", "configs/neurocodec.py", "Config file.")
+  config_flags.DEFINE_config_file("config", "neurocodec_jax/configs/neurocodec.py", "Config file.")
   flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to encode.")
   logging.getLogger().setLevel(logging.INFO)
   app.run(main)

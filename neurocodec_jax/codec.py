@@ -1,11 +1,5 @@
-"""DAC's sizes and residual vector quantizer, ported to JAX and frozen.
-
-Sizes (the one definition every package uses): ``hop_length(arch)`` audio
-samples per latent frame, the product of DAC's encoder strides;
-``frame_seconds``/``frame_rate``; ``frame_count(arch, seconds)``. ``arch`` is
-anything that holds DAC's architecture: a config's ``codec.arch``, a dict such as
-``configs.neurocodec.DAC_ARCHS[...]``, a torch DAC, ``codec_bridge``'s
-``CodecSpec``.
+"""DAC's residual vector quantizer, ported to JAX and frozen (its sizes:
+``neurocodec_jax.codec_arch``, re-exported here).
 
 Matches ``dac.nn.quantize.ResidualVectorQuantize`` (descript-audio-codec 1.0.0):
 ``codes_to_z`` is its ``from_codes`` (codebook lookups, 1x1 output projections,
@@ -24,40 +18,14 @@ weight norm folded in)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-import math
-
 import jax
 import jax.numpy as jnp
 
+# DAC's sizes are defined in codec_arch (no JAX there: configs read them); re-exported.
+from neurocodec_jax.codec_arch import (ARCH_KEYS, DAC_ARCHS, DEMO_CODEC,  # pylint: disable=unused-import
+                                       frame_count, frame_rate, frame_seconds, hop_length)
+
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _arch_field(arch, name: str):
-  # Plain dicts (DAC_ARCHS, random_sizes) have items; ConfigDicts, torch DACs and
-  # CodecSpec have attributes.
-  return arch[name] if isinstance(arch, Mapping) else getattr(arch, name)
-
-
-def hop_length(arch) -> int:
-  """Audio samples per latent frame: the product of DAC's ``encoder_rates``."""
-  return math.prod(int(r) for r in _arch_field(arch, "encoder_rates"))
-
-
-def frame_seconds(arch) -> float:
-  """Duration of one latent frame in seconds (``hop_length / sample_rate``)."""
-  return hop_length(arch) / _arch_field(arch, "sample_rate")
-
-
-def frame_rate(arch) -> float:
-  """Latent frames per second (``sample_rate / hop_length``)."""
-  return _arch_field(arch, "sample_rate") / hop_length(arch)
-
-
-def frame_count(arch, seconds: float) -> int:
-  """Whole latent frames in ``seconds`` of audio (DAC encodes ``frames * hop`` samples)."""
-  return int(seconds * _arch_field(arch, "sample_rate")) // hop_length(arch)
-
 
 def codes_to_z(qparams: dict, codes: jax.Array) -> jax.Array:
   """Codes ``[batch, n, frames]`` (n <= n_codebooks) -> z ``[batch, latent_dim, frames]``."""

@@ -1,6 +1,6 @@
 """Does a codec's latent space support extraction? Measured on a split with both talkers.
 
-``python -m neurocodec_jax.latent_structure --config configs/neurocodec.py:demo
+``python -m neurocodec_jax.cli.latent_structure --config neurocodec_jax/configs/neurocodec.py:demo
 [--split test --n 64]`` encodes the mixture, the attended and the unattended talker
 of the first ``n`` trials with the configured DAC and prints, for its continuous
 encoder output and for the quantized ``z`` the model reads and predicts (as the
@@ -23,16 +23,11 @@ projections) does not, which this tool shows in numbers.
 
 from __future__ import annotations
 
-import json
-import sys
-
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from neurocodec_jax.losses import frame_cosine   # what evaluate's cos_* keys use
-from neurocodec_jax.run import Codec, build_run
+from neurocodec_jax.run import Codec
 
 KINDS = ("noisy", "clean", "unattended")
 
@@ -80,20 +75,3 @@ def measure(codec: Codec, source, n: int = 64, batch: int = 16) -> dict:
       yield [np.stack([r[k] for r in rows]) for k in KINDS]
 
   return dict(_measure(codec, chunks()), n=n)
-
-
-def main(argv):
-  del argv
-  split = flags.FLAGS.split
-  run = build_run(flags.FLAGS.config, {split: KINDS})
-  print(json.dumps(measure(run.codec, run.sources[split], flags.FLAGS.n), indent=2))
-  return 0
-
-
-if __name__ == "__main__":
-  # Flags only when run as a script, so importing this module defines none.
-  config_flags.DEFINE_config_file("config", "configs/neurocodec.py:demo",
-                                  "NeuroCodec config file and preset.")
-  flags.DEFINE_string("split", "test", "split with unattended_<split>.h5")
-  flags.DEFINE_integer("n", 64, "number of trials (the first n)")
-  sys.exit(app.run(main))

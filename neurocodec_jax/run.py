@@ -8,10 +8,9 @@ tests all start from :func:`build_run`::
   state, where = run.restore_generator(workdir=workdir)
 
 The codec is injected: ``build_run(..., codec=...)`` takes any object with the
-methods of :class:`Codec`; without one, :func:`load_codec` loads the frozen DAC
-through ``codec_bridge``: the one place this package names the bridge (the bridge
-depends on this package, see ``codec_bridge``), so no other module here imports it
-or torch.
+methods of :class:`Codec`; without one, :func:`load_codec` calls the loader
+registered with :func:`use_codec_loader` (``codec_bridge`` registers the frozen DAC's
+when an entry point imports it). This package never imports the bridge or torch.
 
 A run holds its compiled programs (``Run.compiled``): building and compiling a step
 costs tens of seconds on a CPU. A second run in the same process (a resume, an
@@ -72,72 +71,26 @@ class Codec(Protocol):
 CODEC_BACKENDS = ("torch", "jax")
 
 
+_codec_loader: Callable[[Any], Codec] | None = None
+
+
+def use_codec_loader(loader: Callable[[Any], Codec]) -> None:
+  """Sets how a run without an explicit codec builds one from its config's ``codec``
+  group. ``codec_bridge`` registers its loader when imported; the entry points import
+  it, so this package never names the bridge."""
+  global _codec_loader
+  _codec_loader = loader
+
+
 def load_codec(codec_config) -> Codec:
-  """The frozen DAC per a config's ``codec`` group: the injection point of the bridge."""
-  import codec_bridge  # pylint: disable=g-import-not-at-top
+  """The frozen codec per a config's ``codec`` group, from the registered loader."""
   backend = codec_config.get("backend", "torch")
   if backend not in CODEC_BACKENDS:
     raise ValueError(f"codec.backend={backend!r}: expected one of {CODEC_BACKENDS}.")
-  cls = codec_bridge.JaxDAC if backend == "jax" else codec_bridge.FrozenDAC
-  return cls.from_config(codec_config)
-
-
-# ------------------------------------------------------------- the config ----
-
-def load_run_config(workdir: str):
-  """The config a run saved in ``<workdir>/config.json``, as a locked ConfigDict."""
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir? "
-                            f"Otherwise pass --checkpoint and --config.")
-  with open(path) as f:
-    saved = json.load(f)
-  config = neurocodec.get_config(saved.get("preset", "cocktail"))
-  _update(config, saved, path)
-  # A key the saved run lacks is an option added since: that run trained without it,
-  # i.e. with the option's base default (the original behaviour), not the preset's.
-  base = neurocodec.get_config("cocktail")
-  for key in _absent(config, saved):
-    node, base_node = config, base
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node, base_node = node[p], base_node[p]
-    if node[leaf] != base_node[leaf]:
-      logging.warning("%s has no %r (a run from before that option): using its base "
-                      "default %r, not the preset's %r.", path, key, base_node[leaf], node[leaf])
-      node[leaf] = base_node[leaf]
-  return config
-
-
-def _absent(config, values: dict, prefix: str = "") -> list[str]:
-  """Dotted keys of ``config`` missing from the saved ``values`` (``arch`` is whole)."""
-  out = []
-  for key in config.keys():
-    current = config[key]
-    if key not in values:
-      out.append(prefix + key)
-    elif hasattr(current, "keys") and isinstance(values[key], dict) and key != "arch":
-      out += _absent(current, values[key], prefix + key + ".")
-  return out
-
-
-def _update(config, values: dict, path: str, prefix: str = ""):
-  for key, value in values.items():
-    if key not in config:
-      raise KeyError(f"{path}: unknown config key {prefix + key!r}.")
-    current = config[key]
-    if hasattr(current, "keys") and isinstance(value, dict):
-      if key == "arch":            # a plain dict field: replace whole
-        config[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-      else:
-        _update(current, value, path, prefix + key + ".")
-    else:
-      config[key] = _as_tuple(value) if isinstance(current, tuple) else value
-
-
-def _as_tuple(value):
-  return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+  if _codec_loader is None:
+    raise RuntimeError("No codec loader is registered: import codec_bridge (the entry "
+                       "points do), or pass codec= to build_run.")
+  return _codec_loader(codec_config)
 
 
 # Fields that only steer the host loop; runs differing only in these share programs.
@@ -276,7 +229,7 @@ def build_run(config, splits: dict | None = None, *, codec: Codec | None = None,
   """The :class:`Run` of ``config``.
 
   Args:
-    config: a NeuroCodec config (configs/neurocodec.py).
+    config: a NeuroCodec config (neurocodec_jax/configs/neurocodec.py).
     splits: ``{split: fields}`` to open; code fields get the split's codes cache,
       computed first when missing or stale.
     codec: the frozen codec; default: ``reuse``'s when its codec config is the

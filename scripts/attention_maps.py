@@ -94,7 +94,9 @@ def main(argv=None) -> int:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models.eeg_encoder import EEGEncoder  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.run import build_run, load_run_config  # pylint: disable=g-import-not-at-top
+  import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the codec loader)
+  from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
 
   config = load_run_config(args.workdir)

@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=wrong-import-position
 
-from configs import neurocodec  # pylint: disable=wrong-import-position
+import codec_bridge  # pylint: disable=wrong-import-position,unused-import  (the codec loader)
+from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join("experiments", "eeg_ladder.jsonl")
 

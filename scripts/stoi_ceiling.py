@@ -28,7 +28,7 @@ import sys
 import numpy as np
 from pystoi import stoi
 
-from codec_bridge import train_codec
+from codec_training import train as train_codec
 
 
 def _scaled_noise(x: np.ndarray, noise: np.ndarray, si_sdr_db: float) -> np.ndarray:

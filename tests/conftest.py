@@ -8,6 +8,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the runs' codec loader)
+
+
+# Test tiers (``pytest -m unit``: the fast tier, ``make test-fast``): unit tests check
+# one module on small inputs; parity tests build the PyTorch reference from the
+# installed package and compare outputs and gradients; integration tests train,
+# prepare datasets, precompute codes or run subprocesses.
+TIERS = {
+    "unit": ("test_config", "test_data", "test_synthetic", "test_train_units",
+             "test_host_memory", "test_layout", "test_generator", "test_speech"),
+    "parity": ("test_mamba", "test_scan", "test_losses", "test_codec_jax",
+               "test_codec_bridge", "test_decode_one_cpu"),
+    "integration": ("test_train", "test_reliability_train", "test_reliability_data",
+                    "test_prepare", "test_prepare_cocktail_dtu", "test_eeg_guard",
+                    "test_train_codec", "test_precompute", "test_attention_maps", "test_install"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  tier_of = {name: tier for tier, names in TIERS.items() for name in names}
+  for item in items:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module not in tier_of:
+      raise pytest.UsageError(f"{module}: add it to a tier in tests/conftest.py TIERS.")
+    item.add_marker(getattr(pytest.mark, tier_of[module]))
+
 
 def original_architecture(config):
   """The demo preset's sizes with the original model and every loss on.
@@ -28,7 +55,7 @@ def original_architecture(config):
 
 def tiny_config(root: str, **overrides):
   """The demo preset shrunk to the ``tiny`` synthetic dataset (1 s, 8 channels)."""
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   config.root = root
   config.codec.random = True         # the demo codec's sizes, random weights: fast, seeded

@@ -17,7 +17,7 @@ import torch
 
 import codec_bridge
 from codec_bridge import loading
-from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
+from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import codec
 from tests.conftest import normwise_error, record_error
 
@@ -175,7 +175,7 @@ def test_random_mode_is_logged_loudly_and_reproducible(caplog):
 
 
 def test_real_config_never_falls_back_to_random(tmp_path, monkeypatch):
-  from configs import neurocodec
+  from neurocodec_jax.configs import neurocodec
   monkeypatch.setattr(loading, "DAC_CACHE", str(tmp_path))
   with pytest.raises(codec_bridge.WeightsNotFound):
     codec_bridge.load_dac_from_config(neurocodec.get_config("cocktail").codec)

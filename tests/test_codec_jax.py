@@ -15,7 +15,7 @@ import torch
 
 import codec_bridge
 from codec_bridge import jax_dac
-from configs.neurocodec import DAC_ARCHS, DEMO_CODEC
+from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import run
 from neurocodec_jax.models import dac_jax
 from tests.conftest import normwise_error, record_error

@@ -9,8 +9,8 @@ import time
 import ml_collections
 import pytest
 
-from configs import neurocodec
-from configs import validate as check
+from neurocodec_jax.configs import neurocodec
+from neurocodec_jax.configs import validate as check
 
 ORIGINAL_KEYS = ("activation", "normalize_latents", "lambda_recon", "lambda_env",
                  "lambda_mel", "lambda_adv", "lambda_feat", "hidden_dim", "num_layers",
@@ -70,17 +70,17 @@ def test_overrides_keep_types():
 
 
 def test_command_line_overrides(tmp_path):
-  """`--config configs/neurocodec.py:demo --config.batch_size=4` as train.py parses it."""
+  """`--config neurocodec_jax/configs/neurocodec.py:demo --config.batch_size=4` as train.py parses it."""
   from absl import flags
   from ml_collections import config_flags
-  argv = ["prog", "--config=configs/neurocodec.py:demo", "--config.batch_size=4",
+  argv = ["prog", "--config=neurocodec_jax/configs/neurocodec.py:demo", "--config.batch_size=4",
           "--config.model.dropout=0.0"]
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=fv, sys_argv=argv)
   fv(argv)
   assert fv.config.preset == "demo" and fv.config.batch_size == 4
   assert fv.config.model.dropout == 0.0
-  argv = ["prog", "--config=configs/neurocodec.py:demo", "--config.batchsize=4"]
+  argv = ["prog", "--config=neurocodec_jax/configs/neurocodec.py:demo", "--config.batchsize=4"]
   fv2 = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=fv2, sys_argv=argv)
   with pytest.raises(Exception, match="batchsize"):

@@ -25,7 +25,7 @@ CHILD = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp, numpy as np
     import codec_bridge
-    from configs.neurocodec import DEMO_CODEC
+    from neurocodec_jax.codec_arch import DEMO_CODEC
     decode = codec_bridge.make_decoder(codec_bridge.load_dac(random_sizes=DEMO_CODEC, device="cpu"))
     # Validation's shapes: z 8 x 64 x 100 (200 KiB), waveform and cotangent 8 x 1 x 32000 (1 MiB).
     z = np.random.default_rng(0).standard_normal((8, 64, 100)).astype(np.float32)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import codec
 from neurocodec_jax.models import eeg_encoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_mask

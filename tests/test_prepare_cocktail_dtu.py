@@ -569,7 +569,7 @@ def test_prepare_layout_opens_and_trains(dataset, option, cocktail_src, dtu_src,
 def test_cocktail_default_rate_is_what_the_cocktail_preset_reads(cocktail_src, tmp_path):
   """``prepare cocktail`` without --sample_rate writes data/cocktail as the cocktail
   preset (root data/cocktail, 44.1 kHz DAC) checks it; the old 16 kHz default did not."""
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import hdf5  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("cocktail")
   assert config.root == "data/cocktail"

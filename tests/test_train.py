@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from neurocodec_jax import evaluation, latent_structure
-from neurocodec_jax.run import build_run, load_run_config
+from neurocodec_jax.configs.saved import load_run_config
+from neurocodec_jax.run import build_run
 from neurocodec_jax.train import loop, steps
 from tests.conftest import record_error, tiny_config
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import codec_bridge
-from codec_bridge import train_codec
+from codec_training import train as train_codec
 
 TINY = dict(encoder_dim=4, latent_dim=16, decoder_dim=16, n_codebooks=2, codebook_size=16,
             codebook_dim=4, batch_size=2, clip_seconds=0.1, periods=(2,), fft_sizes=(128,),
@@ -22,7 +22,7 @@ def _state(out):
 
 
 def test_default_sizes_are_the_demo_codec():
-  from configs.neurocodec import DEMO_CODEC  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.codec_arch import DEMO_CODEC  # pylint: disable=g-import-not-at-top
   arch = {k: tuple(v) if isinstance(v, list) else v for k, v in train_codec.CodecSpec().arch.items()}
   assert arch == DEMO_CODEC
 
@@ -107,7 +107,7 @@ def test_shipped_codec_matches_its_manifest_and_loads_as_real_weights(shipped):
   manifest, path = shipped
   assert hashlib.sha256(open(path, "rb").read()).hexdigest() == manifest["sha256"]
   assert os.path.getsize(path) < 8e6
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   assert not config.codec.random and os.path.samefile(config.codec.weights, path)
   dac_model = codec_bridge.load_dac_from_config(config.codec)

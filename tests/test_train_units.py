@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import latent_structure
 from neurocodec_jax.data import open_split
 from neurocodec_jax.evaluation import (EEGAblation, compare, quality_table, quality_verdict,
@@ -241,7 +241,7 @@ def test_run_config_from_before_an_option_gets_its_base_default(tmp_path):
   """A config.json saved before model.mix_input & co existed evaluates as trained
   (quantized input, soft decision), not with the demo preset's newer values."""
   import json  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.run import load_run_config  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
   saved = json.loads(neurocodec.get_config("demo").to_json_best_effort())
   for key in ("mix_input", "mixture_consistency", "select_decision"):
     del saved["model"][key]

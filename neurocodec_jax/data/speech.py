@@ -197,11 +197,16 @@ def split_of(voice: str, relpath: str) -> str:
 
 # ------------------------------------------------------------------ build ----
 
-def build(out: str, sample_rate: int = 16000, voices=VOICES, debs: dict | None = None) -> dict:
+def build(out: str, sample_rate: int = 16000, voices=VOICES,
+          unpacked: dict | None = None) -> dict:
   """Fetches, decodes and splits ``voices`` into ``out`` (see the module docstring);
-  returns the manifest. ``debs``: ``{package: path}`` to use instead of fetching."""
-  debs = debs if debs is not None else fetch(out)
-  unpacked = {p: unpack(d, os.path.join(out, "pkgs", p)) for p, d in debs.items()}
+  returns the manifest. ``unpacked``: ``{package: folder}`` of packages already
+  unpacked, instead of fetching them (their version and hash are then unknown)."""
+  if unpacked is None:
+    debs = fetch(out)
+    unpacked = {p: unpack(d, os.path.join(out, "pkgs", p)) for p, d in debs.items()}
+  else:
+    debs = {p: None for p in unpacked}
   streams = {s: {} for s in SPLITS}
   voice_rows = []
   gap = np.zeros(int(GAP_SECONDS * sample_rate), np.float32)
@@ -209,8 +214,7 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES, debs: dict | None =
     root = unpacked[v.package]
     paths = sorted(glob.glob(os.path.join(root, v.pattern), recursive=True))
     if not paths:
-      raise SpeechSourceError(f"{debs[v.package]}: no file matches {v.pattern!r} for "
-                              f"voice {v.name}.")
+      raise SpeechSourceError(f"{root}: no file matches {v.pattern!r} for voice {v.name}.")
     parts = {s: [] for s in SPLITS}
     for path in tqdm(paths, desc=f"speech {v.name}", unit="clip", leave=False):
       rel = os.path.relpath(path, root)
@@ -233,8 +237,9 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES, debs: dict | None =
     voice_rows.append(row)
   manifest = dict(
       dataset="speech", sample_rate=sample_rate,
-      packages={p: dict(file=os.path.basename(d), version=deb_version(d), sha256=sha256(d),
-                        license=_license(unpacked[p], p)) for p, d in debs.items()},
+      packages={p: dict(file=d and os.path.basename(d), version=d and deb_version(d),
+                        sha256=d and sha256(d), license=_license(unpacked[p], p))
+                for p, d in debs.items()},
       voices=voice_rows,
       rule=dict(split="sha1('<voice>/<path in package>') -> train/val/test at "
                       f"{SPLIT_FRACTIONS}", trim_db=TRIM_DB, min_clip_seconds=MIN_CLIP_SECONDS,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from neurocodec_jax.data import (atomic, eval_dataset, find_split_files, steps_per_epoch,
                                  train_dataset)
 from neurocodec_jax.metrics import make_metrics
-from neurocodec_jax.run import (HOST_ONLY, HOST_ONLY_TRAIN, Run, build_run, load_run_config,
+from neurocodec_jax.run import (HOST_ONLY, HOST_ONLY_TRAIN, Run, build_run,
                                 shard_batch)
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
@@ -137,7 +137,7 @@ def train_and_evaluate(config, workdir: str, *, reuse: Run | None = None,
   """Trains per ``config`` in ``workdir``, resuming from its latest readable checkpoint.
 
   Args:
-    config: a NeuroCodec config (configs/neurocodec.py).
+    config: a NeuroCodec config (neurocodec_jax/configs/neurocodec.py).
     workdir: run folder: config.json, metrics.jsonl, checkpoints/, best/.
     reuse: an earlier run of this process (a result's ``"run"``) whose codec, models
       and compiled programs to share where they fit (``run.build_run``).
@@ -327,8 +327,10 @@ _ABSENT = "<absent>"
 
 
 def config_changes(old, new) -> dict[str, tuple]:
-  """``{dotted key: (old value, new value)}`` of the leaves that differ."""
-  a, b = (_flatten(json.loads(c.to_json_best_effort())) for c in (old, new))
+  """``{dotted key: (old value, new value)}`` of the leaves that differ (configs, or
+  their JSON as dicts)."""
+  as_dict = lambda c: c if isinstance(c, dict) else json.loads(c.to_json_best_effort())
+  a, b = (_flatten(as_dict(c)) for c in (old, new))
   return {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
           if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
 
@@ -355,7 +357,16 @@ def check_workdir_config(config, workdir: str) -> dict:
       logging.warning("%s has checkpoints but no config.json: the config cannot be checked "
                       "against them.", workdir)
     return {}
-  changes = config_changes(load_run_config(workdir), config)
+  with open(path) as f:
+    saved = json.load(f)
+  changes = config_changes(saved, config)
+  # A key the saved run lacks is an option added since (the run trained with its
+  # default, which only the presets know): not compared, said.
+  added = sorted(k for k, (old, _) in changes.items() if old == _ABSENT)
+  if added:
+    logging.warning("%s predates the options %s: they are not checked against it.",
+                    path, ", ".join(added))
+  changes = {k: v for k, v in changes.items() if k not in added}
   if not changes:
     return {}
   if not _has_checkpoint(workdir):

@@ -10,7 +10,7 @@ Datasets: kul, kulmix, cocktail, dtu (their own options: ``--<dataset>_...``).
 ``--out`` defaults to ``data/<dataset>``, the path the config presets read;
 ``--sample_rate`` to the codec sample rate of the preset that trains on the dataset
 (:data:`PRESETS`: 44100 for cocktail, 16000 for the others), read from
-configs/neurocodec.py so that the two cannot disagree.
+neurocodec_jax/configs/neurocodec.py so that the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 
 from neurocodec_jax.data.prepare import build, protocols, signals
 
-# Dataset -> the configs/neurocodec.py preset that trains on its prepared folder
+# Dataset -> the neurocodec_jax/configs/neurocodec.py preset that trains on its prepared folder
 # (kulmix and dtu: 64 channels at 16 kHz, as kul, with --config.root=data/<dataset>).
 PRESETS = {"cocktail": "cocktail", "kul": "kul", "kulmix": "kul", "dtu": "kul"}
 
@@ -32,7 +32,7 @@ def default_sample_rate(dataset: str) -> int:
   Raises:
     ImportError: configs/ is not importable (not run from the repository root).
   """
-  from configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
   return int(neurocodec.get_config(PRESETS[dataset]).codec.arch.sample_rate)
 
 
@@ -116,7 +116,7 @@ def main(argv=None):
       sample_rate = default_sample_rate(args.dataset)
     except ImportError as e:
       print(f"error: --sample_rate not given and its default, the codec rate of the "
-            f"{PRESETS[args.dataset]!r} preset, is unknown: configs/neurocodec.py is not "
+            f"{PRESETS[args.dataset]!r} preset, is unknown: neurocodec_jax/configs/neurocodec.py is not "
             f"importable ({e}); run from the repository root or pass --sample_rate.",
             file=sys.stderr)
       return 2

@@ -19,12 +19,12 @@ import math
 import numpy as np
 from scipy import signal
 
+from neurocodec_jax import codec_arch
 from neurocodec_jax.data.prepare.recording import DatasetError
 
-# The audio samples per latent frame of DAC's released models, by sample rate
-# (configs/neurocodec.py DAC_ARCHS: the product of encoder_rates); windows are cut
-# to a multiple of it. A test keeps the two in step.
-DAC_HOP_LENGTHS = {16000: 320, 24000: 320, 44100: 512}
+# The audio samples per latent frame of DAC's released models, by sample rate;
+# windows are cut to a multiple of it.
+DAC_HOP_LENGTHS = {a["sample_rate"]: codec_arch.hop_length(a) for a in codec_arch.DAC_ARCHS.values()}
 REFERENCES = ("average", "none")
 
 

@@ -4,11 +4,11 @@ DAC's release weights cannot be downloaded everywhere (not on our CI machines),
 and a random-weight DAC's quantized latent space is a hash (see
 ``neurocodec_jax.latent_structure``), so the demo ships a small DAC trained here::
 
-  python -m codec_bridge.train_codec --out runs/codec/demo --threads 1 \
+  python -m codec_training.train --out runs/codec/demo --threads 1 \
       --lambda_sisdr 1.0 --gan_start 100000   # the shipped codec (its manifest's command)
-  python -m codec_bridge.ship_codec --src runs/codec/demo  # weights + manifest
+  python -m codec_training.ship --src runs/codec/demo  # weights + manifest
 
-What it trains: ``dac.DAC`` at the sizes of ``configs.neurocodec.DEMO_CODEC``
+What it trains: ``dac.DAC`` at the sizes of ``neurocodec_jax.codec_arch.DEMO_CODEC``
 (16 kHz, hop 320) with the installed package's objectives, as DAC's
 ``scripts/train.py`` and ``conf/base.yml`` do:
 
@@ -113,7 +113,7 @@ class CodecSpec:
 
   @property
   def arch(self) -> dict:
-    return {k: getattr(self, k) for k in loading.ARCH_KEYS}
+    return {k: getattr(self, k) for k in codec.ARCH_KEYS}
 
   @property
   def clip_length(self) -> int:
@@ -410,7 +410,7 @@ def _atomic_torch_save(obj, path: str) -> None:
 def save_weights(gen, path: str, spec: CodecSpec, step: int) -> None:
   """DAC's own format (``DAC.save(package=False)``), written atomically."""
   tmp = path + ".tmp"
-  gen.save(tmp, metadata={"neurocodec": dict(trained_by="codec_bridge.train_codec",
+  gen.save(tmp, metadata={"neurocodec": dict(trained_by="codec_training.train",
                                              step=step, spec=dataclasses.asdict(spec))},
            package=False)
   os.replace(tmp, path)

@@ -1,11 +1,11 @@
 """`make demo` (and `make reproduce`): the main job on synthetic data and the trained demo codec.
 
-``python -m neurocodec_jax.demo [--preset demo|reproduce]``; ``reproduce`` is the
-longer run of the same recipe (configs/neurocodec.py).
+``python -m neurocodec_jax.cli.demo [--preset demo|reproduce]``; ``reproduce`` is the
+longer run of the same recipe (neurocodec_jax/configs/neurocodec.py).
 
 1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
-3. trains the preset (its recipe: configs/neurocodec.py);
+3. trains the preset (its recipe: neurocodec_jax/configs/neurocodec.py);
 4. evaluates the best checkpoint on the test split with the true EEG, with the
    noise cue and with shuffled EEG, writes samples, and prints the comparison and
    two verdicts: does it use the EEG (identification), and is its output better
@@ -21,7 +21,8 @@ import os
 import sys
 import time
 
-from configs import neurocodec
+import codec_bridge  # pylint: disable=unused-import  (registers the codec loader)
+from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import evaluation
 from neurocodec_jax.data import open_split, synthetic
 from neurocodec_jax.train.loop import train_and_evaluate

@@ -1,4 +1,4 @@
-"""Config validation: every field of a ``configs/neurocodec.py`` config, in one place.
+"""Config validation: every field of a ``neurocodec_jax/configs/neurocodec.py`` config, in one place.
 
 ``validate(config)`` checks the key set against the presets' (an unknown key is
 named with the closest valid ones), each enumerated field against the values the
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from absl import app
 from ml_collections import config_flags
 
-from configs import neurocodec
+from neurocodec_jax.configs import neurocodec
 
 
 class ConfigError(ValueError):
@@ -343,7 +343,7 @@ def validate_or_exit(config):
 
 
 def _config_spec(argv: Sequence[str], name: str) -> str | None:
-  """The value of ``--<name>`` in ``argv`` ("configs/neurocodec.py:demo"), if given."""
+  """The value of ``--<name>`` in ``argv`` ("neurocodec_jax/configs/neurocodec.py:demo"), if given."""
   for i, arg in enumerate(argv):
     m = re.fullmatch(rf"--?{name}(=(.*))?", arg)
     if m:

@@ -1,6 +1,6 @@
-"""Ship a codec trained by ``train_codec``: the weights file plus a measured manifest.
+"""Ship a codec trained by ``codec_training.train``: the weights file plus a measured manifest.
 
-  python -m codec_bridge.ship_codec --src runs/codec/demo \
+  python -m codec_training.ship --src runs/codec/demo \
       --out codec_bridge/weights --name demo_codec_16khz.pth [--n 32]
 
 Copies ``<src>/weights.pth`` (DAC's own format) to ``<out>/<name>`` and writes
@@ -30,7 +30,8 @@ import time
 import numpy as np
 import torch
 
-from codec_bridge import loading, train_codec
+from codec_bridge import loading
+from codec_training import train as train_codec
 from codec_bridge.frozen import FrozenDAC
 from neurocodec_jax import latent_structure
 from neurocodec_jax.losses import frame_cosine
@@ -157,7 +158,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
       bytes=os.path.getsize(out),
       format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)",
-      command=("python -m codec_bridge.train_codec --out " + src + " " + " ".join(
+      command=("python -m codec_training.train --out " + src + " " + " ".join(
           f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
           for k, v in json.load(open(spec_path)).items()
           # JSON turns the spec's tuples into lists: compare as tuples.
@@ -210,7 +211,7 @@ def fix_shipped_polarity(weights: str) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--src", help="a train_codec run directory (required unless --levels)")
+  p.add_argument("--src", help="a codec_training.train run directory (required unless --levels)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
   p.add_argument("--n", type=int, default=32)

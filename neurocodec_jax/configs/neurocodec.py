@@ -1,6 +1,6 @@
 """NeuroCodec configurations (ml-collections).
 
-Select a preset with ``--config configs/neurocodec.py:<preset>`` and override any
+Select a preset with ``--config neurocodec_jax/configs/neurocodec.py:<preset>`` and override any
 field with ``--config.<field>=<value>``. Presets:
 
 * ``cocktail`` (default): Cocktail Party data, 44.1 kHz DAC, 128 EEG channels, read
@@ -20,33 +20,21 @@ config is locked: setting an unknown key raises an error naming it.
 (``validate(config)``; train.py and evaluate.py call it after the overrides).
 """
 
+import importlib.util
 import os
 
 import ml_collections
 
+from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
+
 PRESETS = ("cocktail", "kul", "demo", "reproduce")
 
-# DAC's released architectures (dac/model/dac.py and its model cards).
-DAC_ARCHS = {
-    "44khz": dict(sample_rate=44100, encoder_dim=64, encoder_rates=(2, 4, 8, 8),
-                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 8, 4, 2),
-                  n_codebooks=9, codebook_size=1024, codebook_dim=8),
-    "24khz": dict(sample_rate=24000, encoder_dim=64, encoder_rates=(2, 4, 5, 8),
-                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 5, 4, 2),
-                  n_codebooks=32, codebook_size=1024, codebook_dim=8),
-    "16khz": dict(sample_rate=16000, encoder_dim=64, encoder_rates=(2, 4, 5, 8),
-                  latent_dim=1024, decoder_dim=1536, decoder_rates=(8, 5, 4, 2),
-                  n_codebooks=12, codebook_size=1024, codebook_dim=8),
-}
-
-# The demo codec: a small DAC (16 kHz, hop 320) trained by this project
-# (codec_bridge/train_codec.py; codec_bridge/weights/manifest.json says how), and the
-# sizes of the random-weight DAC the unit tests use.
-DEMO_CODEC_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  "codec_bridge", "weights", "demo_codec_16khz.pth")
-DEMO_CODEC = dict(sample_rate=16000, encoder_dim=8, encoder_rates=(2, 4, 5, 8),
-                  latent_dim=64, decoder_dim=128, decoder_rates=(8, 5, 4, 2),
-                  n_codebooks=8, codebook_size=1024, codebook_dim=8)
+# The demo codec: a small DAC trained by this project (codec_training; its manifest
+# says how), shipped as package data of codec_bridge. Located without importing the
+# bridge (its package holds torch).
+_BRIDGE = importlib.util.find_spec("codec_bridge")
+DEMO_CODEC_WEIGHTS = os.path.join(list(_BRIDGE.submodule_search_locations)[0], "weights",
+                                  "demo_codec_16khz.pth") if _BRIDGE else None
 
 
 def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.ConfigDict:

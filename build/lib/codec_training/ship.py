@@ -1,0 +1,241 @@
+"""Ship a codec trained by ``codec_training.train``: the weights file plus a measured manifest.
+
+  python -m codec_training.ship --src runs/codec/demo \
+      --out codec_bridge/weights --name demo_codec_16khz.pth [--n 32]
+
+Copies ``<src>/weights.pth`` (DAC's own format) to ``<out>/<name>`` and writes
+``<out>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
+weights), steps and wall time, the file's SHA-256, and its quality on fresh
+held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
+distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
+``latent_structure``'s additivity, id_copy and id_gate in the continuous and the
+quantized latent space, and where the quantized space loses additivity: the same
+measures of the quantizer's projections without the codebook rounding
+(:func:`unrounded`), the cosine of the quantized latent with that unrounded one,
+and the quantized additivity per number of codebooks. ``test_floors`` (the
+measured values minus a margin) are
+what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+
+from codec_bridge import loading
+from codec_training import train as train_codec
+from codec_bridge.frozen import FrozenDAC
+from neurocodec_jax import latent_structure
+from neurocodec_jax.losses import frame_cosine
+
+# Margins below the measured values for the test floors (4 held-out clips in the
+# test vs ``--n`` here: small samples scatter).
+STOI_MARGIN, SI_SDR_MARGIN_DB, ADDITIVITY_MARGIN = 0.05, 2.0, 0.05
+
+
+def unrounded(quantizer, z: torch.Tensor) -> torch.Tensor:
+  """DAC's residual quantizer without its codebook rounding: ``[n, D, F]`` -> same.
+
+  Each stage projects the residual down (``in_proj``) and back up (``out_proj``)
+  and subtracts it; rounding to the nearest codeword in between is the only
+  non-linear step, so this is a linear map of ``z``: what the quantized latent would
+  be if the codebooks were infinitely fine.
+  """
+  out, residual = torch.zeros_like(z), z
+  for stage in quantizer.quantizers:
+    part = stage.out_proj(stage.in_proj(residual))
+    out, residual = out + part, residual - part
+  return out
+
+
+def rounding_breakdown(dac_model, mix, a, b, batch: int = 16) -> dict:
+  """Where the quantized latent loses additivity, on audio ``[n, T]`` triples.
+
+  Returns ``latent_structure.structure`` of the unrounded latents, the mean frame
+  cosine of the quantized with the unrounded latent (over the three signals), and
+  the quantized additivity with the first 1, 2, 4, ... codebooks.
+  """
+  n_q = dac_model.quantizer.n_codebooks
+  counts = sorted({k for k in (1, 2, 4, 6, 8, n_q) if k <= n_q})
+  zu, zq = [], {k: [] for k in counts}
+  with torch.no_grad():
+    for x in (mix, a, b):
+      x = torch.from_numpy(x)[:, None]
+      parts = [dac_model.encoder(x[i:i + batch]) for i in range(0, len(x), batch)]
+      e = torch.cat(parts)
+      zu.append(unrounded(dac_model.quantizer, e))
+      for k in counts:
+        zq[k].append(dac_model.quantizer(e, n_quantizers=k)[0])
+  np_ = lambda ts: [t.numpy() for t in ts]
+  return dict(
+      unrounded={k: round(v, 4) for k, v in latent_structure.structure(*np_(zu)).items()},
+      cos_quantized_unrounded=round(float(np.mean(
+          [frame_cosine(q, u).mean() for q, u in zip(np_(zq[n_q]), np_(zu))])), 4),
+      quantized_additivity_by_codebooks={
+          k: round(latent_structure.structure(*np_(zq[k]))["additivity"], 4) for k in counts})
+
+
+def level_response(dac_model, audio: np.ndarray, gains=(1.0, 0.5, 0.25, 0.125),
+                   batch: int = 16) -> dict:
+  """How the latents' size follows the input level, on audio ``[n, T]``.
+
+  For each gain, the mean frame norm of the encoder output ``z``, of its unrounded
+  quantization and of the quantized latent, relative to gain 1. DAC's codebook
+  lookup compares directions (l2-normalised projections), so a stage's output does
+  not scale with its input: also returned are the first stage's projected input
+  norm and its codewords' norms (mean, std).
+  """
+  n = lambda t: float(t.norm(dim=1).mean())
+  sizes = {}
+  with torch.no_grad():
+    x = torch.from_numpy(audio)[:, None]
+    for g in gains:
+      z = torch.cat([dac_model.encoder(x[i:i + batch] * g) for i in range(0, len(x), batch)])
+      sizes[g] = dict(continuous=n(z), unrounded=n(unrounded(dac_model.quantizer, z)),
+                      quantized=n(dac_model.quantizer(z)[0]))
+      if g == gains[0]:
+        stage = dac_model.quantizer.quantizers[0]
+        code_norms = stage.codebook.weight.norm(dim=1)
+        first = dict(stage1_input_norm=n(stage.in_proj(z)),
+                     codeword_norm_mean=float(code_norms.mean()),
+                     codeword_norm_std=float(code_norms.std()))
+  ref = sizes[gains[0]]
+  return dict(relative_norm={str(g): {k: round(v / ref[k], 4) for k, v in d.items()}
+                             for g, d in sizes.items()},
+              **{k: round(v, 4) for k, v in first.items()})
+
+
+def correct_polarity(dac_model, spec, path: str, n: int = 16) -> dict:
+  """Makes the codec's output positively correlated with its input, saving the
+  corrected weights to ``path`` (DAC's format) when it had to invert them.
+
+  Mel and SI-SDR objectives cannot see the sign, so a trained codec may invert; an
+  inverted codec breaks every lag-0 comparison with the input (and the demo's
+  samples play inverted). :func:`train_codec.invert_output` flips it exactly.
+  """
+  x = train_codec.heldout(spec, n, kind="single")
+  before = float(np.mean(train_codec.polarity(x, train_codec.reconstruct(dac_model, x))))
+  inverted = before < 0
+  if inverted:
+    train_codec.invert_output(dac_model)
+    metadata = dict(getattr(dac_model, "metadata", None) or {})
+    dac_model.save(path + ".tmp", metadata=metadata, package=False)
+    os.replace(path + ".tmp", path)
+  after = float(np.mean(train_codec.polarity(x, train_codec.reconstruct(dac_model, x))))
+  return dict(inverted_at_ship=inverted, correlation_before=round(before, 4),
+              correlation=round(after, 4), clips=n)
+
+
+def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
+  torch.set_num_threads(max(torch.get_num_threads(), 1))
+  weights = os.path.join(src, "weights.pth")
+  spec_path = os.path.join(src, "spec.json")
+  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in json.load(open(spec_path)).items()})
+  rows = [json.loads(line) for line in open(os.path.join(src, "log.jsonl"))]
+  os.makedirs(out_dir, exist_ok=True)
+  out = os.path.join(out_dir, name)
+  shutil.copyfile(weights, out + ".tmp")
+  os.replace(out + ".tmp", out)
+  t0 = time.perf_counter()
+  dac_model = loading.load_dac("16khz", weights=out, device="cpu")
+  load_seconds = time.perf_counter() - t0
+  polarity = correct_polarity(dac_model, spec, out)
+  quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
+  mix, a, b = train_codec.heldout(spec, n, kind="parts")
+  latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
+  rounding = rounding_breakdown(dac_model, mix, a, b)
+  manifest = dict(
+      file=name,
+      sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
+      bytes=os.path.getsize(out),
+      format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)",
+      command=("python -m codec_training.train --out " + src + " " + " ".join(
+          f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+          for k, v in json.load(open(spec_path)).items()
+          # JSON turns the spec's tuples into lists: compare as tuples.
+          if (tuple(v) if isinstance(v, list) else v) != getattr(train_codec.CodecSpec, k, None))),
+      spec=json.load(open(spec_path)),
+      steps=rows[-1]["step"], train_seconds=rows[-1]["seconds"],
+      machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
+      parameters=sum(p.numel() for p in dac_model.parameters()),
+      load_seconds=round(load_seconds, 3),
+      heldout_clips=n,
+      polarity=polarity,
+      quality={k: round(v, 4) for k, v in quality.items()},
+      latent_structure={s: {k: round(v, 4) for k, v in d.items()} for s, d in latent.items()},
+      quantizer_rounding=rounding,
+      curve=[{k: r[k] for k in r if k in ("step", "seconds", "mel", "sisdr", "single_si_sdr",
+                                          "mixture_si_sdr", "single_stoi", "mixture_stoi",
+                                          "single_estoi", "mixture_estoi")}
+             for r in rows if "single_si_sdr" in r],
+      test_floors=dict(
+          single_stoi=round(quality["single_stoi"] - STOI_MARGIN, 3),
+          mixture_stoi=round(quality["mixture_stoi"] - STOI_MARGIN, 3),
+          single_si_sdr=round(quality["single_si_sdr"] - SI_SDR_MARGIN_DB, 2),
+          mixture_si_sdr=round(quality["mixture_si_sdr"] - SI_SDR_MARGIN_DB, 2)),
+      test_floors_latent=dict(
+          additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
+  )
+  path = os.path.join(out_dir, "manifest.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=2)
+  os.replace(path + ".tmp", path)
+  return manifest
+
+
+def fix_shipped_polarity(weights: str) -> dict:
+  """:func:`correct_polarity` of a shipped file; its manifest gets the new hash and size
+  (the quality figures stand: SI-SDR, mel and STOI are all blind to the sign)."""
+  manifest_path = os.path.join(os.path.dirname(weights), "manifest.json")
+  manifest = json.load(open(manifest_path))
+  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in manifest["spec"].items()})
+  dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
+  manifest["polarity"] = correct_polarity(dac_model, spec, weights)
+  manifest["sha256"] = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+  manifest["bytes"] = os.path.getsize(weights)
+  with open(manifest_path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=2)
+  os.replace(manifest_path + ".tmp", manifest_path)
+  return manifest["polarity"]
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--src", help="a codec_training.train run directory (required unless --levels)")
+  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
+  p.add_argument("--name", default="demo_codec_16khz.pth")
+  p.add_argument("--n", type=int, default=32)
+  p.add_argument("--fix_polarity", metavar="WEIGHTS", default=None,
+                 help="correct the polarity of a shipped weights file in place and update "
+                      "the manifest beside it (hash, size, polarity)")
+  p.add_argument("--levels", metavar="WEIGHTS", default=None,
+                 help="only print level_response of this DAC weights file (single talkers)")
+  args = p.parse_args(argv)
+  if args.fix_polarity:
+    print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
+    return 0
+  if args.levels:
+    model = loading.load_dac("16khz", weights=args.levels, device="cpu")
+    x = train_codec.heldout(train_codec.CodecSpec(), args.n, kind="single")
+    print(json.dumps(level_response(model, x), indent=2))
+    return 0
+  if not args.src:
+    p.error("--src is required (or --levels WEIGHTS)")
+  m = ship(args.src, args.out, args.name, args.n)
+  print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
+                                      "latent_structure", "quantizer_rounding")}, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+"""Per-example metrics of the generator's prediction: one function for validation
+and evaluation.
+
+``make_metrics(run, target)(state, batch)`` returns numpy arrays ``[n]`` per example
+of a host batch of ``n <= run.local_batch`` examples; which ones depends on the
+batch's fields:
+
+  latent_loss     the training latent loss against the ``target`` latent
+                  (``steps.target_latent``; evaluation: "quantized")
+  cos_attended    mean frame cosine of the prediction with the attended talker's
+                  quantized z
+  envelope        the envelope loss (when ``lambda_env > 0``)
+  si_sdr          dB, the decoded re-quantized prediction vs ``clean``, aligned
+                  within ``losses.sisdr.ALIGN_MAX_LAG_SECONDS`` by |cross-correlation|;
+                  ``wave [n, T]`` that waveform
+  si_sdr_mixture  the floor: the unprocessed mixture (``noisy``) vs ``clean``
+  si_sdr_oracle   the ceiling: the attended talker's codes, re-quantized with
+                  ``n_quantizers_eval`` and decoded, vs ``clean`` (the best any
+                  generator in this latent space can output); ``oracle_wave [n, T]``
+  with ``unattended_codes``: cos_unattended, id_latent (1 when the prediction is
+                  closer to the attended talker), cos_mix_attended,
+                  cos_mix_unattended (the mixture's own quantized z)
+  with the ``unattended`` audio: si_sdr_unattended, and with ``model.selector``
+                  the :func:`selector_diagnostics`
+
+Two programs, each compiled once per batch structure, both taking the run's frozen
+codec arrays (``run.frozen``) as an argument: the latent part runs sharded over the
+run's mesh on the batch padded to the run's per-host batch size (so the last,
+smaller batch compiles nothing new); the re-quantized latents are then decoded: by a
+single-device program with the torch codec, so its callback never runs inside a
+program with cross-device collectives (``train.loop.check_multi_device``); sharded
+over the mesh as the latent part with ``codec.backend=jax`` (no callback, and its
+weights are on every device).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurocodec_jax import codec, losses
+from neurocodec_jax.run import Run, pad_batch, shard_batch
+from neurocodec_jax.train import steps
+
+# Fields read on the host only (evaluation's rows and samples), never by the programs.
+HOST_FIELDS = ("noisy", "subject", "index")
+
+
+def make_metrics(run: Run, target: str, references: bool = False
+                 ) -> Callable[[dict, dict], dict]:
+  """``metrics(state, batch) -> {name: [n]}`` (see the module docstring), compiled
+  once for ``run`` and the runs that reuse it. ``references``: also the floor and the
+  ceiling (``si_sdr_mixture``, ``si_sdr_oracle``, ``oracle_wave``; the batch must
+  have ``noisy``), which evaluation reports and validation skips (a second decode)."""
+  program = run.compiled(("metrics", target, references), lambda: _make(
+      run.config, run.models, run.batched, run.local_batch, target, references))
+  return lambda state, batch: program(state, batch, run.frozen)
+
+
+def _make(config, models: steps.Models, batched, local_batch: int, target: str,
+          references: bool):
+  n_q = config.codec.n_quantizers_eval
+  selector = config.model.selector != "none"
+  per_example = lambda p, t: steps.per_example(
+      lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
+
+  @jax.jit
+  def latent_metrics(state, batch, frozen):
+    with_aux = selector and "unattended" in batch and "unattended_codes" in batch
+    z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux)
+    quantizer = frozen["quantizer"]
+    z_att = codec.codes_to_z(quantizer, batch["clean_codes"])
+    out = dict(latent_loss=per_example(z_pred, steps.target_latent(quantizer, batch, target)),
+               cos_attended=losses.frame_cosine(z_pred, z_att))
+    if "unattended_codes" in batch:
+      z_un = codec.codes_to_z(quantizer, batch["unattended_codes"])
+      out["cos_unattended"] = losses.frame_cosine(z_pred, z_un)
+      out["id_latent"] = (out["cos_attended"] > out["cos_unattended"]).astype(jnp.float32)
+      z_mix = codec.codes_to_z(quantizer, batch["noisy_codes"])
+      out["cos_mix_attended"] = losses.frame_cosine(z_mix, z_att)
+      out["cos_mix_unattended"] = losses.frame_cosine(z_mix, z_un)
+      if with_aux:
+        out.update(selector_diagnostics(config, aux[0], batch, z_att, z_un))
+    if config.lambda_env > 0:
+      target_env = steps.envelope_target(config, batch, env.shape[-1])
+      out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
+    out["z_q"] = codec.requantize(quantizer, z_pred, n_q)
+    if references:
+      out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)
+    return out
+
+  max_lag = losses.sisdr.max_lag_samples(config.codec.arch["sample_rate"])
+
+  @jax.jit
+  def decoded(decoder, inputs):
+    wave = models.decode(decoder, inputs["z_q"])
+    sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
+    out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
+           for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
+           if talker in inputs}
+    out["wave"] = wave[:, 0]
+    if references:
+      oracle = models.decode(decoder, inputs["z_oracle"])
+      out["si_sdr_mixture"] = sdr(inputs["clean"], inputs["noisy"])
+      out["si_sdr_oracle"] = sdr(inputs["clean"], oracle)
+      out["oracle_wave"] = oracle[:, 0]
+    return out
+
+  def metrics(state, batch: dict, frozen: dict) -> dict:
+    n = len(next(iter(batch.values())))
+    batch = pad_batch(batch, local_batch)
+    device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
+    out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen))
+    talkers = ("clean", "unattended") + (("noisy",) if references else ())
+    inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
+    inputs.update({k: out.pop(k) for k in ("z_q", "z_oracle") if k in out})
+    if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
+      inputs = shard_batch(inputs, batched)
+    out.update(jax.device_get(decoded(frozen["decoder"], inputs)))
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
+
+  return metrics
+
+
+def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict:
+  """Where a separate-then-select model loses trials: the cue or the separation.
+
+  Per example, with the talkers' true frame-rate envelopes (from their audio):
+  ``cue_r_attended`` / ``cue_r_unattended``, the decoded EEG envelope's Pearson
+  correlation with each talker, and ``id_cue_true_envelopes`` (1 when it is closer
+  to the attended one: the identification a PERFECT separation would give with this
+  EEG decoder); ``stream_r_own`` / ``stream_r_other``, the stream envelopes'
+  correlation with their own talker and with the other one (assignment by latent
+  cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
+  picks the stream closer to the attended talker: the identification a perfect cue
+  would give with this separation).
+  """
+  pear = losses.envelope.pearson
+  streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
+  env_att, env_unatt = steps.talker_envelopes(config, batch, stream_env.shape[1])
+  cos_att = jnp.stack([losses.frame_cosine(streams[:, k], z_att) for k in (0, 1)], -1)     # [b, 2]
+  cos_un = jnp.stack([losses.frame_cosine(streams[:, k], z_unatt) for k in (0, 1)], -1)
+  att_stream = jnp.argmax(cos_att - cos_un, axis=-1)                               # [b]
+  r_att = jnp.stack([pear(stream_env[..., k], env_att) for k in (0, 1)], -1)        # [b, 2]
+  r_un = jnp.stack([pear(stream_env[..., k], env_unatt) for k in (0, 1)], -1)
+  take = lambda x, k: jnp.take_along_axis(x, k[:, None], axis=-1)[:, 0]
+  other = 1 - att_stream
+  picked = jnp.argmax(r_att, axis=-1)
+  r_cue_att, r_cue_un = pear(cue, env_att), pear(cue, env_unatt)
+  return dict(cue_r_attended=r_cue_att, cue_r_unattended=r_cue_un,
+              id_cue_true_envelopes=(r_cue_att > r_cue_un).astype(jnp.float32),
+              stream_r_own=(take(r_att, att_stream) + take(r_un, other)) / 2,
+              stream_r_other=(take(r_un, att_stream) + take(r_att, other)) / 2,
+              id_oracle_cue=(take(cos_att, picked) > take(cos_un, picked)).astype(jnp.float32))

@@ -1,0 +1,144 @@
+"""The EEG encoder of the original ("FlexibleEEGEncoder", from M3ANet), in Flax.
+
+``[batch, C, T_eeg]`` (µV) -> features ``[batch, eeg_dim, T']`` and the envelope
+head's output ``[batch, T']``, ``T' = EEGEncoder.output_length(T_eeg, kernel)`` =
+``T_eeg - kernel + 1`` (``kernel`` = 8 as the original: ``T_eeg - 7``):
+
+  BatchNorm over electrodes
+  -> Chebyshev graph convolution (K supports of a learnable adjacency A, C x C,
+     xavier-normal init; each support with its own C x C weight over electrodes;
+     summed) -> activation
+  -> Conv1d(C -> eeg_dim, ``kernel`` (8), valid, no bias) -> LayerNorm over channels
+  -> 1x1 conv -> [conv k3 -> act -> dropout] x 3 -> 1x1 conv
+  envelope head: 1x1 conv eeg_dim -> 1
+
+Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
+valid projection, then three 'same' k3 convs): ``EEGEncoder.receptive_field(kernel)``,
+derived from the temporal convs the encoder is built from; its look-ahead
+(kernel + 2) is what the generator's streaming mask waits for. Cortical responses to
+the stimulus at time j follow by ~50-250 ms (6-32 samples at 128 Hz): the
+original's kernel 8 sees the first 80 ms of that; ``model.eeg_kernel=32`` covers
+the whole response (a backward model's usual 250 ms of lags).
+
+Activation: Snake (``activation='snake'``, which also replaces the ReLU after the
+graph convolution) or PReLU.
+
+Graph normalization (the original's ``normalize_A``): A <- relu(A) with a zero
+diagonal, symmetrized A + A^T, then L = I - D^-1/2 A D^-1/2, rescaled
+L~ = 2 L / lambda_max - I with lambda_max = 2, i.e. L~ = -D^-1/2 A D^-1/2.
+Supports: T_0 = I, T_1 = L~, T_k = 2 L~ T_{k-1} - T_{k-2}.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from neurocodec_jax.models.layers import activation
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def normalized_laplacian(adj: jax.Array) -> jax.Array:
+  """Scaled Laplacian ``[C, C]`` of a learnable adjacency (see the module docstring)."""
+  a = jax.nn.relu(adj) * (1 - jnp.eye(adj.shape[0], dtype=adj.dtype))
+  a = a + a.T
+  d = jnp.sum(a, axis=1)
+  d_inv_sqrt = jnp.where(d > 0, 1 / jnp.sqrt(jnp.maximum(d, 1e-10)), 0.0)
+  lap = jnp.eye(a.shape[0]) - d_inv_sqrt[:, None] * a * d_inv_sqrt[None, :]
+  return 2 * lap / 2.0 - jnp.eye(a.shape[0])
+
+
+def chebyshev_supports(lap: jax.Array, k: int) -> jax.Array:
+  """``[k, C, C]``: T_0 = I, T_1 = L, T_j = 2 L T_{j-1} - T_{j-2}."""
+  supports = [jnp.eye(lap.shape[0], dtype=lap.dtype)]
+  if k > 1:
+    supports.append(lap)
+  for _ in range(2, k):
+    supports.append(2 * lap @ supports[-1] - supports[-2])
+  return jnp.stack(supports[:k])
+
+
+class ChebGraphConv(nn.Module):
+  """``[b, C, T] -> [b, C, T]``: sum_k W_k T_k x over the electrode axis."""
+  k: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[1]
+    adj = self.param("adjacency", nn.initializers.xavier_normal(), (c, c))
+    weights = self.param("weights", nn.initializers.xavier_normal(batch_axis=(0,)),
+                         (self.k, c, c))
+    supports = chebyshev_supports(normalized_laplacian(adj), self.k)
+    mix = jnp.einsum("koc,kcd->od", weights, supports, precision=HIGHEST)   # [C, C]
+    return jnp.einsum("od,bdt->bot", mix, x, precision=HIGHEST)
+
+
+class Conv1d(nn.Module):
+  """Channel-first 1-D conv ``[b, C_in, T] -> [b, features, T']``."""
+  features: int
+  kernel: int
+  padding: int = 0
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.features, (self.kernel,), padding=[(self.padding, self.padding)],
+                use_bias=self.use_bias)(jnp.swapaxes(x, 1, 2))
+    return jnp.swapaxes(y, 1, 2)
+
+
+class EEGEncoder(nn.Module):
+  """See the module docstring. Returns ``(features [b, eeg_dim, T'], envelope [b, T'])``
+  with ``T' = output_length(T, kernel)``."""
+  eeg_dim: int = 64
+  cheb_k: int = 3
+  act: str = "snake"
+  dropout: float = 0.3
+  kernel: int = 8
+
+  # The conv stack after the projection: STACK_DEPTH 'same' convs of STACK_KERNEL taps.
+  STACK_DEPTH: ClassVar[int] = 3
+  STACK_KERNEL: ClassVar[int] = 3
+
+  @classmethod
+  def temporal_convs(cls, kernel: int) -> tuple[tuple[int, int], ...]:
+    """``(taps, padding per side)`` of every conv along time, in order, all stride 1:
+    the valid projection, the 1x1 in, the stack, the 1x1 out (the envelope head is 1x1)."""
+    same = (cls.STACK_KERNEL, cls.STACK_KERNEL // 2)
+    return ((kernel, 0), (1, 0)) + (same,) * cls.STACK_DEPTH + ((1, 0),)
+
+  @classmethod
+  def output_length(cls, n_eeg: int, kernel: int) -> int:
+    """Output length ``T'`` for ``n_eeg`` EEG samples (``n_eeg - kernel + 1``)."""
+    for taps, pad in cls.temporal_convs(kernel):
+      n_eeg += 2 * pad - taps + 1
+    return n_eeg
+
+  @classmethod
+  def receptive_field(cls, kernel: int) -> tuple[int, int]:
+    """``(first, last)``: output j depends on EEG samples j + first .. j + last
+    (within the window), ``(-3, kernel + 2)``; ``last`` is the look-ahead."""
+    convs = cls.temporal_convs(kernel)
+    return -sum(pad for _, pad in convs), sum(taps - 1 - pad for taps, pad in convs)
+
+  @nn.compact
+  def __call__(self, eeg: jax.Array, *, train: bool):
+    x = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
+                     name="electrode_norm")(eeg)
+    x = ChebGraphConv(self.cheb_k, name="graph_conv")(x)
+    x = activation(self.act, axis=1, name="graph_act")(x)
+    x = Conv1d(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
+    x = jnp.swapaxes(nn.LayerNorm(epsilon=1e-5, name="channel_norm")(jnp.swapaxes(x, 1, 2)), 1, 2)
+    x = Conv1d(self.eeg_dim, 1, name="in_1x1")(x)
+    for i in range(self.STACK_DEPTH):
+      x = Conv1d(self.eeg_dim, self.STACK_KERNEL, padding=self.STACK_KERNEL // 2,
+                 name=f"conv_{i}")(x)
+      x = activation(self.act, axis=1, name=f"act_{i}")(x)
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = Conv1d(self.eeg_dim, 1, name="out_1x1")(x)
+    envelope = Conv1d(1, 1, name="envelope_head")(x)[:, 0]
+    return x, envelope

@@ -1,0 +1,393 @@
+"""The NeuroCodec generator: mixture latents + EEG -> attended-talker latents.
+
+``NeuroCodec.from_config(config)``; ``apply(variables, z_mix, eeg, train=...)``::
+
+  z_mix [batch, latent_dim, frames]   (DAC's z of the mixture, channel first)
+  eeg   [batch, eeg_channels, T_eeg]  (µV)
+  -> z_pred [batch, latent_dim, frames], env_pred [batch, T']
+     (T' = EEGEncoder.output_length(T_eeg, eeg_kernel) = T_eeg - eeg_kernel + 1)
+
+As the original: the EEG encoder (``eeg_encoder.py``); audio and EEG projections to
+``hidden_dim``, each scaled by sqrt(hidden_dim) plus sinusoidal positional
+encodings, dropout; ``num_layers`` blocks of
+  x += Dropout(MultiHeadAttention(query=LN(x), key=value=EEG features))
+  x += Dropout(Mamba(LN(x)))         (or a causal pre-norm transformer layer)
+then a linear projection to ``latent_dim`` and, with ``normalize_latents``, L2
+normalization over the latent axis. BatchNorm statistics live in ``batch_stats``;
+dropout uses the ``dropout`` rng.
+
+Separate-then-select (``model.selector="correlation"``, an option; the default
+"none" is the original): the output head predicts TWO latent streams (trained to
+be the two talkers under a permutation-invariant loss, ``lambda_sep``) and a
+frame-rate envelope of each stream (``lambda_sep_env``); the EEG encoder's
+envelope head decodes the attended envelope from the EEG (``lambda_env``). The
+output at frame t mixes the streams by a softmax over their running Pearson
+correlation (frames 0..t) with the decoded envelope, times a learned inverse
+temperature (``model.select_window="causal"``: frame t uses frames 0..t;
+``"trial"``: every frame uses the whole window, offline only — streaming always uses
+the causal form): the backbone learns to separate without any cue, and the EEG only
+has to choose — the classic "separate, then select by the decoded envelope"
+design of auditory attention decoding, made differentiable and causal. Options:
+``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
+(the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
+the streams, before their normalization, to add up to the mixture latent.
+
+The default forward is unmasked like the original (every latent frame sees the whole
+EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
+:meth:`NeuroCodec.stream`) masks the cross-attention: latent frame i (audio up to
+(i+1) hop / sr seconds) sees EEG feature j only when every EEG sample it depends on
+has arrived (up to j + the look-ahead the encoder derives from its own convs,
+``EEGEncoder.receptive_field(eeg_kernel)[1]`` = kernel + 2), plus
+``model.stream_lookahead`` EEG samples of look-ahead; the selector's correlation
+at frame t then uses only frames whose decoded envelope is available. A frame with no visible EEG
+feature gets no attention output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurocodec_jax import codec
+from neurocodec_jax.models.eeg_encoder import EEGEncoder
+from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
+from neurocodec_jax.models.mamba import Mamba
+
+SELECTORS = ("none", "correlation")
+BACKBONES = ("mamba", "transformer")
+SELECT_WINDOWS = ("causal", "trial")
+OUTPUT_NORMS = ("unit", "mixture")
+SELECT_DECISIONS = ("soft", "hard")
+
+
+def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
+                lookahead: int = 0, kernel: int = 8) -> np.ndarray:
+  """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
+  # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
+  # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
+  arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
+  last = EEGEncoder.receptive_field(kernel)[1]            # feature j's newest sample: j + last
+  return (np.arange(n_eeg)[None, :] + last) <= arrived[:, None]
+
+
+def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
+                        eeg_rate: int) -> np.ndarray:
+  """``[n_frames, n_env]`` linear interpolation of an EEG-rate envelope at frame centres.
+
+  Envelope sample j describes the stimulus around (j + 0.5) / eeg_rate seconds
+  (``losses.speech_envelope``); frame i covers (i + 0.5) * frame_seconds.
+  """
+  pos = np.clip((np.arange(n_frames) + 0.5) * frame_seconds * eeg_rate - 0.5, 0, n_env - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, n_env - 1)
+  w = np.zeros((n_frames, n_env), np.float32)
+  w[np.arange(n_frames), lo] += 1 - (pos - lo)
+  w[np.arange(n_frames), hi] += pos - lo
+  return w
+
+
+def running_correlation(a: jax.Array, b: jax.Array, eps: float = 1e-4) -> jax.Array:
+  """Pearson correlation over frames 0..t, for every t: ``[b, F, K]`` x2 -> ``[b, F, K]``."""
+  n = jnp.arange(1, a.shape[1] + 1, dtype=a.dtype)[None, :, None]
+  mean = lambda x: jnp.cumsum(x, axis=1) / n
+  ma, mb = mean(a), mean(b)
+  cov = mean(a * b) - ma * mb
+  va = jnp.maximum(mean(a * a) - ma ** 2, 0.0)
+  vb = jnp.maximum(mean(b * b) - mb ** 2, 0.0)
+  return cov / jnp.sqrt((va + eps) * (vb + eps))
+
+
+class CrossAttention(nn.Module):
+  """Multi-head attention from latent frames to EEG features (rows with no key: 0)."""
+  hidden: int
+  heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, q, kv, mask, *, train: bool):
+    attn_mask = None if mask is None else mask[:, None]          # [b, 1, q, k]
+    out = nn.MultiHeadDotProductAttention(
+        num_heads=self.heads, qkv_features=self.hidden, out_features=self.hidden,
+        dropout_rate=self.dropout, deterministic=not train, name="mha")(q, kv, mask=attn_mask)
+    if mask is not None:
+      out = out * jnp.any(mask, axis=-1, keepdims=True).astype(out.dtype)
+    return out
+
+
+class TransformerLayer(nn.Module):
+  """Causal pre-norm transformer encoder layer (torch's norm_first=True, ReLU FF)."""
+  hidden: int
+  heads: int
+  ff_dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)
+    causal = nn.make_causal_mask(jnp.ones(x.shape[:2], bool))
+    h = nn.LayerNorm(epsilon=1e-5)(x)
+    x = x + drop(nn.MultiHeadDotProductAttention(
+        num_heads=self.heads, qkv_features=self.hidden, dropout_rate=self.dropout,
+        deterministic=not train)(h, h, mask=causal))
+    h = nn.LayerNorm(epsilon=1e-5)(x)
+    h = nn.Dense(self.hidden)(drop(nn.relu(nn.Dense(self.ff_dim)(h))))
+    return x + drop(h)
+
+
+class Block(nn.Module):
+  """(pre-LN EEG cross-attention, residual) + (pre-LN Mamba or transformer, residual)."""
+  hidden: int
+  heads: int
+  dropout: float
+  backbone: str
+  mamba: dict
+  ff_dim: int
+
+  def setup(self):
+    self.attn_norm = nn.LayerNorm(epsilon=1e-5)
+    self.attn = CrossAttention(self.hidden, self.heads, self.dropout)
+    self.drop = nn.Dropout(self.dropout)
+    if self.backbone == "mamba":
+      self.mixer_norm = nn.LayerNorm(epsilon=1e-5)
+      self.mixer = Mamba(self.hidden, **self.mamba)
+    elif self.backbone == "transformer":
+      self.mixer = TransformerLayer(self.hidden, self.heads, self.ff_dim, self.dropout)
+    else:
+      raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}.")
+
+  def __call__(self, x, eeg, mask, *, train: bool):
+    x = x + self.drop(self.attn(self.attn_norm(x), eeg, mask, train=train),
+                      deterministic=not train)
+    if self.backbone == "mamba":
+      return x + self.drop(self.mixer(self.mixer_norm(x)), deterministic=not train)
+    return self.mixer(x, train=train)
+
+  def step(self, x_t, eeg, mask_row, cache):
+    """One frame (eval): ``x_t [b, 1, hidden]``, ``mask_row [b, 1, n_eeg]``."""
+    x_t = x_t + self.attn(self.attn_norm(x_t), eeg, mask_row, train=False)
+    y, cache = self.mixer.step(self.mixer_norm(x_t)[:, 0], cache)
+    return x_t + y[:, None], cache
+
+
+class NeuroCodec(nn.Module):
+  """See the module docstring."""
+  latent_dim: int
+  hidden_dim: int = 256
+  num_layers: int = 4
+  num_heads: int = 8
+  dropout: float = 0.3
+  activation: str = "snake"
+  normalize_latents: bool = True
+  backbone: str = "mamba"
+  mamba: dict = None
+  eeg_dim: int = 64
+  cheb_k: int = 3
+  max_len: int = 5000
+  ff_dim: int = 1024
+  frame_seconds: float = 512 / 44100
+  eeg_rate: int = 128
+  lookahead: int = 0
+  time_aligned_pe: bool = False
+  eeg_kernel: int = 8
+  selector: str = "none"
+  select_window: str = "causal"
+  output_norm: str = "unit"
+  mixture_consistency: bool = False
+  select_decision: str = "soft"
+
+  @classmethod
+  def from_config(cls, config) -> "NeuroCodec":
+    m, arch = config.model, config.codec.arch
+    return cls(
+        latent_dim=arch.latent_dim, hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers, num_heads=m.num_heads, dropout=m.dropout,
+        activation=config.activation, normalize_latents=config.normalize_latents,
+        backbone=config.backbone,
+        mamba=dict(d_state=m.d_state, d_conv=m.d_conv, expand=m.expand, dt_min=m.dt_min,
+                   dt_max=m.dt_max, dt_init_floor=m.dt_init_floor,
+                   scan_backend=m.scan_backend),
+        eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
+        frame_seconds=codec.frame_seconds(arch),
+        eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
+        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
+        select_window=m.select_window, output_norm=m.output_norm,
+        mixture_consistency=m.mixture_consistency, select_decision=m.select_decision)
+
+  def setup(self):
+    if self.selector not in SELECTORS:
+      raise ValueError(f"model.selector must be one of {SELECTORS}, got {self.selector!r}.")
+    if self.select_decision not in SELECT_DECISIONS:
+      raise ValueError(f"model.select_decision must be one of {SELECT_DECISIONS}, got "
+                       f"{self.select_decision!r}.")
+    if self.select_window not in SELECT_WINDOWS:
+      raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
+                       f"{self.select_window!r}.")
+    self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
+                                  kernel=self.eeg_kernel)
+    self.audio_in = nn.Dense(self.hidden_dim)
+    self.eeg_in = nn.Dense(self.hidden_dim)
+    self.drop = nn.Dropout(self.dropout)
+    self.blocks = [Block(self.hidden_dim, self.num_heads, self.dropout, self.backbone,
+                         self.mamba or {}, self.ff_dim) for _ in range(self.num_layers)]
+    if self.selector == "correlation":
+      self.out = nn.Dense(2 * self.latent_dim)      # two streams
+      self.stream_env = nn.Dense(2)                  # their envelopes, per frame
+      self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
+    else:
+      self.out = nn.Dense(self.latent_dim)
+    self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
+
+  def _embed(self, proj, x, train, offset=0, pe=None):
+    """``[b, T, C] -> [b, T, hidden]``: projection * sqrt(hidden) + PE, dropout."""
+    n = x.shape[1]
+    if pe is None:
+      if offset + n > self.max_len:
+        raise ValueError(f"sequence of {offset + n} exceeds model.max_len={self.max_len}.")
+      pe = self.pe[offset:offset + n]
+    h = proj(x) * math.sqrt(self.hidden_dim) + pe
+    return self.drop(h, deterministic=not train)
+
+  def eeg_positions(self, n_eeg: int) -> np.ndarray:
+    """Positions of the EEG features for their encoding, in latent-frame units.
+
+    With ``time_aligned_pe`` feature j sits at the middle of EEG samples j .. j + its
+    look-ahead (``EEGEncoder.receptive_field``: (j + 5) / eeg_rate seconds for kernel
+    8), expressed in latent frames, so a latent frame and the EEG recorded at the same
+    moment share an encoding and dot-product attention can align them. (The feature's
+    full span starts at j - 3, so its true centre is 1.5 samples earlier; the
+    convention is kept so trained models keep their positions.) The original (the
+    default) indexes both streams 0, 1, ..., which pairs frame i (86 Hz) with EEG
+    feature i (128 Hz): a drift of a third of the clip by its end, which attention
+    must learn around.
+    """
+    if not self.time_aligned_pe:
+      return np.arange(n_eeg, dtype=np.float64)
+    middle = np.arange(n_eeg) + EEGEncoder.receptive_field(self.eeg_kernel)[1] / 2
+    return middle / self.eeg_rate / self.frame_seconds
+
+  def encode_eeg(self, eeg, *, train: bool):
+    """``(EEG keys/values [b, T', hidden], envelope [b, T'])``, T' = T_eeg - eeg_kernel + 1."""
+    feats, env = self.eeg_encoder(eeg, train=train)
+    pe = sinusoidal_at(self.eeg_positions(feats.shape[-1]), self.hidden_dim)
+    return self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), train, pe=pe), env
+
+  def _norm(self, z, axis=1):
+    if self.normalize_latents:
+      z = z / jnp.maximum(jnp.linalg.norm(z, axis=axis, keepdims=True), 1e-12)
+    return z
+
+  def _finish(self, x):
+    return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
+
+  def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False):
+    """Separate-then-select (see the module docstring).
+
+    ``x [b, F, hidden]``, ``env [b, T']`` (the cue: the decoded attended envelope at
+    the EEG rate, or what the caller put in its place, e.g. the cue curriculum's),
+    ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
+    ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
+    [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``.
+    """
+    b, n_frames, _ = x.shape
+    streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
+                            (0, 2, 3, 1))                                # [b, 2, D, F]
+    if self.mixture_consistency:
+      # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
+      # stream does not take stays in the other, so the weaker talker's stream is
+      # the mixture minus the stronger one, not a copy of the mixture. DAC's latent
+      # space is only roughly additive (latent_structure), so this is a prior, not a law.
+      streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
+    streams = self._norm(streams, axis=2)
+    stream_env = self.stream_env(x)                                      # [b, F, 2]
+    interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
+    cue = env @ jnp.asarray(interp).T                                    # [b, F]
+    corr = running_correlation(jnp.broadcast_to(cue[..., None], stream_env.shape), stream_env)
+    if self.select_window == "trial" and not streaming:
+      # Offline: every frame uses the whole window's correlation (as the unmasked
+      # cross-attention sees the whole EEG window); the AAD decision window.
+      corr = jnp.broadcast_to(corr[:, -1:], corr.shape)
+    elif streaming:
+      # Envelope at frame i needs EEG up to its time + the receptive field.
+      lag = int(math.ceil((EEGEncoder.receptive_field(self.eeg_kernel)[1] - self.lookahead)
+                          / self.eeg_rate / self.frame_seconds))
+      lag = max(lag, 0)
+      corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]
+    logits = self.select_scale * corr
+    weights = jax.nn.softmax(logits, axis=-1)                           # [b, F, 2]
+    if self.select_decision == "hard" and not train:
+      # Evaluation: output the better-correlated stream itself (the AAD decision),
+      # not a blend of both, which drifts back toward the mixture when unsure.
+      weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
+    z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
+    return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
+                               logits=logits, cue=cue)
+
+  def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
+    return jnp.asarray(stream_mask(n_frames, n_eeg, self.frame_seconds, self.eeg_rate,
+                                   self.lookahead, self.eeg_kernel))
+
+  def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
+               return_aux: bool = False, cue_fn=None):
+    """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only).
+
+    ``cue_fn``: ``env [b, T'] -> cue [b, T']``, what the selector uses in place of the
+    decoded envelope (the training step's cue curriculum); ``env`` is returned as decoded.
+    """
+    if z_mix.shape[1] != self.latent_dim:
+      raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
+    kv, env = self.encode_eeg(eeg, train=train)
+    x = self._embed(self.audio_in, jnp.swapaxes(z_mix, 1, 2), train)
+    mask = None
+    if streaming:
+      mask = jnp.broadcast_to(self.mask(x.shape[1], kv.shape[1]),
+                              (x.shape[0], x.shape[1], kv.shape[1]))
+    for block in self.blocks:
+      x = block(x, kv, mask, train=train)
+    if self.selector == "correlation":
+      cue = env if cue_fn is None else cue_fn(env)
+      if cue.shape != env.shape:
+        raise ValueError(f"cue_fn must keep the decoded envelope's shape {env.shape}, "
+                         f"got {cue.shape}.")
+      z, aux = self._select(x, cue, streaming, z_mix, train)
+    else:
+      z, aux = self._finish(x), {}
+    return (self._rescale(z, z_mix), env, aux) if return_aux else (self._rescale(z, z_mix), env)
+
+  def _rescale(self, z, z_mix):
+    """``output_norm="mixture"``: unit frames times the mixture frame's norm.
+
+    With ``normalize_latents`` the prediction is a direction per frame (the latent
+    loss and every cosine metric are scale-free), but DAC decodes magnitudes too:
+    unit-norm frames decode to sound of constant loudness, pauses included. Scaling
+    each frame by the mixture's norm gives the decoder the mixture's energy contour
+    and changes no latent-space loss or metric.
+    """
+    if self.output_norm == "unit" or not self.normalize_latents:
+      return z
+    if self.output_norm != "mixture":
+      raise ValueError(f"model.output_norm must be one of {OUTPUT_NORMS}, got {self.output_norm!r}.")
+    return z * jnp.linalg.norm(z_mix, axis=1, keepdims=True)
+
+  def stream(self, z_mix, eeg):
+    """Frame-by-frame eval run with carried Mamba state; equals ``streaming=True``."""
+    if self.backbone != "mamba":
+      raise ValueError("stream() needs the mamba backbone (a recurrent state).")
+    if self.selector != "none":
+      raise NotImplementedError("stream() frame by frame is not implemented for "
+                                "model.selector; use apply(..., streaming=True).")
+    kv, _ = self.encode_eeg(eeg, train=False)
+    b, n_frames = z_mix.shape[0], z_mix.shape[2]
+    mask = self.mask(n_frames, kv.shape[1])
+    caches = [blk.mixer.init_cache(b) for blk in self.blocks]
+    outs = []
+    for t in range(n_frames):
+      x = self._embed(self.audio_in, jnp.swapaxes(z_mix[:, :, t:t + 1], 1, 2), False, t)
+      row = jnp.broadcast_to(mask[t][None, None], (b, 1, kv.shape[1]))
+      for i, blk in enumerate(self.blocks):
+        x, caches[i] = blk.step(x, kv, row, caches[i])
+      outs.append(x)
+    return self._rescale(self._finish(jnp.concatenate(outs, axis=1)), z_mix)

@@ -1,0 +1,1 @@
+"""Training: pure steps, optimizers, checkpoints and the loop."""

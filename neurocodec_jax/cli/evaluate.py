@@ -1,0 +1,76 @@
+"""Evaluate a NeuroCodec checkpoint.
+
+  python evaluate.py --workdir DIR [--split test] [--noise_cue | --shuffle_eeg]
+                     [--num_samples N] [--which best|latest]
+  python evaluate.py --checkpoint DIR/best/STEP --config neurocodec_jax/configs/neurocodec.py:demo
+  python evaluate.py --compare RUN/metrics.json ABLATION/metrics.json
+
+Writes metrics.json and per_example.csv (keys in the README) to
+``<workdir>/eval/<split>_<ablation>/`` unless --out is given.
+"""
+
+import json
+import logging
+
+from absl import app, flags
+
+from neurocodec_jax.configs.validate import define_config_flag, parse_flags, validate_or_exit
+
+define_config_flag("config", None, "Config (with --checkpoint).")
+flags.DEFINE_string("workdir", None, "Training workdir (config.json, best/, checkpoints/).")
+flags.DEFINE_string("checkpoint", None, "A checkpoint step folder, e.g. DIR/best/120.")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of the workdir.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_bool("noise_cue", False, "Replace EEG by noise with each channel's mean/std.")
+flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG.")
+flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
+flags.DEFINE_string("out", None, "Output folder.")
+flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  # The evaluation stack (JAX: seconds to import) comes after the flags, so that an
+  # unknown --config key is reported at once.
+  import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the codec)
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
+  logging.getLogger().setLevel(logging.INFO)
+  if FLAGS.compare:
+    if len(FLAGS.compare) != 2:
+      raise app.UsageError("--compare takes two metrics.json files.")
+    print(evaluation.compare(*FLAGS.compare))
+    return
+  if FLAGS.noise_cue and FLAGS.shuffle_eeg:
+    raise app.UsageError("Choose one of --noise_cue and --shuffle_eeg.")
+  if FLAGS.checkpoint:
+    if FLAGS.config is None:
+      raise app.UsageError("--checkpoint needs --config.")
+    config = FLAGS.config
+  elif FLAGS.workdir:
+    config = load_run_config(FLAGS.workdir)
+  else:
+    raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  validate_or_exit(config)
+  ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
+              else "shuffle_eeg" if FLAGS.shuffle_eeg else "none")
+  result = evaluation.evaluate(
+      config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
+      ablation=ablation, out_dir=FLAGS.out, num_samples=FLAGS.num_samples,
+      which=FLAGS.which)
+  print(json.dumps(result["metrics"], indent=2))
+  if "protocol" in result:
+    p = result["protocol"]
+    print(f"protocol: {p.get('name')} ({p.get('dataset')}; metrics are comparable only "
+          f"under the same protocol)")
+  print(f"wrote {result['out_dir']}/metrics.json")
+
+
+def run():
+  """The ``neurocodec-evaluate`` console script."""
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
