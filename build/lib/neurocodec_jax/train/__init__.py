@@ -1,1 +1,0 @@
-"""Training: pure steps, optimizers, checkpoints and the loop."""
