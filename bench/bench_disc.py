@@ -12,7 +12,7 @@ with narrower layers). ``--per_layer`` adds one row per conv layer (its input sh
 as the sub-discriminator feeds it). ``--halves`` adds the train step's two halves as
 it runs them, beside DAC's ``GANLoss``: the D step (D loss on fake and real, weight
 gradients only) and the generator side (adversarial + 2 x features, the input
-gradient only, the discriminator frozen). ``--before`` adds our forms before issue 16 (MPD's
+gradient only, the discriminator frozen). ``--before`` adds our earlier forms (MPD's
 2-D convolutions, MRD's convolutions all through XLA's conv with its strided
 gradients; no ``polyphase_conv``, no ``banded_conv``).
 
@@ -119,7 +119,7 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
       if not abs(got - want) <= 1e-4 * abs(want):
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
       runs = {"torch": run_torch, "ours": run_jax}
-      if before:                         # our forms before issue 16
+      if before:                         # our earlier forms
         old = mine.clone(mpd_fold_period=False, mrd_polyphase=False, mrd_banded=False)
         step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
                                     argnums=(0, 1)))
@@ -280,7 +280,7 @@ def main(argv=None):
                  help="also the train step's two halves as it runs them: the D step (weight "
                       "gradients on fake and real) and the generator side (input gradient)")
   p.add_argument("--before", action="store_true",
-                 help="also time our forms before issue 16 (MPD's 2-D convs, MRD's "
+                 help="also time our earlier forms (MPD's 2-D convs, MRD's "
                       "native strided input gradient)")
   p.add_argument("--name", default="disc", help="results file bench/results/<name>.json")
   p.add_argument("--memory", action="store_true",

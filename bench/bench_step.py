@@ -28,7 +28,7 @@ compiled step, and the process's peak RSS.
 (``lambda_mel=15`` when the preset has none) for each ``--backends`` codec backend:
 the lowered StableHLO's size (characters, and bytes of dense constants), lowering and
 compile time, with the frozen codec's arrays (``run.frozen``) as an argument, as
-training runs it, and closed over, as before issue 15 (XLA then embeds them in the
+training runs it, and closed over, as it once was (XLA then embeds them in the
 program as constants).
 
 ``--backends torch jax`` measures each codec backend in turn (one process);

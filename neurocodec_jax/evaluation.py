@@ -53,7 +53,7 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-from neurocodec_jax.data import atomic, eval_dataset, find_split_files
+from neurocodec_jax.data import atomic, eval_dataset, find_split_files, open_split
 from neurocodec_jax.metrics import make_metrics
 from neurocodec_jax.run import Run, build_run
 from neurocodec_jax.train import steps
@@ -314,6 +314,45 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   atomic.write_text(os.path.join(out_dir, "per_example.csv"), _csv(rows))
   atomic.write_text(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2))
   return dict(result, out_dir=out_dir, run=run)
+
+
+def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> dict:
+  """The classic linear backward decoder (:mod:`neurocodec_jax.linear_decoder`) on this
+  dataset: fit on the train split, ridge chosen on val, identification on ``split``
+  with perfectly separated talkers (their true envelopes). Needs the unattended
+  talker's audio. Writes ``linear_baseline.json`` to ``out_dir`` when given."""
+  from neurocodec_jax import linear_decoder  # pylint: disable=g-import-not-at-top
+  d = config.data
+  names = dict(train=d.train_split, val=d.val_split, test=d.test_split)
+  splits = {names["train"], names["val"], split}
+  for s in splits:
+    if "unattended" not in find_split_files(config.root, s):
+      raise ValueError(f"{config.root}: the linear baseline needs unattended_{s}.h5 (the "
+                       f"competing talker's audio).")
+  sources = {s: open_split(config, s, fields=("eeg", "clean", "unattended", "subject"))
+             for s in splits}
+  sr, rate = config.codec.arch.sample_rate, d.eeg_rate
+
+  def arrays(s):
+    rows = [sources[s][i] for i in range(len(sources[s]))]
+    eeg = np.stack([r["eeg"] for r in rows])
+    env = lambda k: linear_decoder.envelopes(np.stack([r[k][0] for r in rows]), sr, rate,
+                                             eeg.shape[-1])
+    return eeg, env("clean"), env("unattended"), np.array([int(r["subject"]) for r in rows])
+
+  train, val, test = arrays(names["train"]), arrays(names["val"]), arrays(split)
+  model = linear_decoder.LinearDecoder(rate).fit(train[0], train[1])
+  val_scores = model.choose(*val[:3])
+  result = model.score(*test[:3])
+  per_trial = result.pop("per_trial")
+  result.update(split=split, val_identification={str(k): v for k, v in val_scores.items()},
+                per_subject={str(s): float(per_trial[test[3] == s].mean())
+                             for s in sorted(set(test[3].tolist()))})
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    atomic.write_text(os.path.join(out_dir, "linear_baseline.json"),
+                      json.dumps(result, indent=2))
+  return result
 
 
 def _csv(rows: list[dict]) -> str:

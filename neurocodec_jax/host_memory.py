@@ -8,7 +8,7 @@ per full step. With ``M_MMAP_MAX=0`` those blocks come from the heaps, and with
 ``M_TRIM_THRESHOLD`` off the heaps keep their pages: 9-254 MB of faults per step.
 On a 2-core CPU the full step (the demo's generator, DAC's discriminator) ran 9-14%
 faster with the torch codec backend and 3% with ``codec.backend=jax`` (one pair;
-README Performance). The process then holds its peak memory until it exits, which a
+docs/performance.md). The process then holds its peak memory until it exits, which a
 training process does anyway.
 
 Not ``M_ARENA_MAX=1`` (one arena for every thread): XLA's threads then contend for

@@ -1,4 +1,4 @@
-"""Does a latent frame attend to the EEG recorded at the same time? (issue 12, step 2)
+"""Does a latent frame attend to the EEG recorded at the same time?
 
   python scripts/attention_maps.py --workdir runs/demo [--split val --n 64 --which latest]
 

@@ -14,8 +14,9 @@ A variant fixes the model/training config overrides (``VARIANTS``; add
 ``--set key=value`` for more). Each run trains in ``runs/ladder/<name>`` (resumes
 when re-run), evaluates on ``--split`` with the true cue, the noise cue and
 shuffled EEG, and appends one JSON line per ablation to
-``experiments/eeg_ladder.jsonl`` (committed); ``--table`` prints the markdown table of
-every row so far. Choose with ``--split val``; report with ``--split test``.
+``results/eeg_ladder.jsonl`` (not tracked); ``--table`` prints the markdown table of
+every row so far (docs/research-log.md holds the reported ones). Choose with
+``--split val``; report with ``--split test``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 import codec_bridge  # pylint: disable=wrong-import-position,unused-import  (the codec loader)
 from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
 
-RESULTS = os.path.join("experiments", "eeg_ladder.jsonl")
+RESULTS = os.path.join("results", "eeg_ladder.jsonl")
 
 RUNGS = {
     "oracle": dict(cue="oracle"),
@@ -58,7 +59,7 @@ VARIANTS = {
     # Separate-then-select: PIT streams + stream envelopes + decoded-envelope selection.
     "select": dict(ORIGINAL, lambda_env=1.0, lambda_sep=1.0, lambda_sep_env=1.0,
                    **{"model.selector": "correlation", "model.eeg_kernel": 32}),
-    # The demo preset's recipe as it stands (select + every lever the README keeps).
+    # The demo preset's recipe as it stands (select + every lever docs/research-log.md keeps).
     "recipe": {},
 }
 

@@ -1,6 +1,6 @@
 """How intelligible can a reconstruction of the synthetic talkers be at a given SI-SDR?
 
-Issue 18 asks the demo codec for STOI >= 0.85 on held-out synthetic speech. Every
+The demo codec is asked for STOI >= 0.85 on held-out synthetic speech. Every
 codec run plateaus at ~0.83-0.84 (single talkers) whatever we change, so this
 measures the signal's own STOI/ESTOI under distortions of known SI-SDR, on the same
 held-out clips ``ship_codec`` scores (``train_codec.heldout``):
@@ -15,7 +15,7 @@ held-out clips ``ship_codec`` scores (``train_codec.heldout``):
     band's (where the codec's error costs STOI).
 
   python scripts/stoi_ceiling.py [--codec codec_bridge/weights/demo_codec_16khz.pth] \
-      [--n 32] [--out experiments/codec_stoi_ceiling/results.json]
+      [--n 32] [--out results/stoi_ceiling.json]
 """
 
 from __future__ import annotations

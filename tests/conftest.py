@@ -17,7 +17,8 @@ import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the r
 # prepare datasets, precompute codes or run subprocesses.
 TIERS = {
     "unit": ("test_config", "test_data", "test_synthetic", "test_train_units",
-             "test_host_memory", "test_layout", "test_generator", "test_speech"),
+             "test_host_memory", "test_layout", "test_generator", "test_speech",
+             "test_linear_decoder"),
     "parity": ("test_mamba", "test_scan", "test_losses", "test_codec_jax",
                "test_codec_bridge", "test_decode_one_cpu"),
     "integration": ("test_train", "test_reliability_train", "test_reliability_data",

@@ -204,6 +204,9 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   compared = evaluation.compare(os.path.join(out, "metrics.json"),
                                 os.path.join(noise["out_dir"], "metrics.json"))
   assert "drop" in compared and "ceiling: codec oracle" in compared
+  linear = evaluation.linear_baseline(config, "test", out_dir=out)
+  assert 0 <= linear["identification"] <= 1 and linear["n"] == 8 and linear["ridge"] > 0
+  assert json.load(open(os.path.join(out, "linear_baseline.json")))["n"] == 8
 
 
 def test_latent_structure_agrees_with_evaluation(uninterrupted):

@@ -26,6 +26,10 @@ flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG."
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
+flags.DEFINE_bool("linear_baseline", False,
+                  "Also fit the classic linear backward decoder (train split, ridge chosen "
+                  "on val) and report its identification on --split with perfectly "
+                  "separated talkers (linear_baseline.json).")
 FLAGS = flags.FLAGS
 
 
@@ -64,6 +68,12 @@ def main(argv):
     p = result["protocol"]
     print(f"protocol: {p.get('name')} ({p.get('dataset')}; metrics are comparable only "
           f"under the same protocol)")
+  if FLAGS.linear_baseline:
+    linear = evaluation.linear_baseline(config, FLAGS.split, out_dir=result["out_dir"])
+    ours = result["metrics"].get("id_cue_true_envelopes")
+    print(f"linear backward decoder: identification {linear['identification']:.3f} "
+          f"(± {linear['identification_se']:.3f}); the model's EEG decoder: "
+          f"{'n/a' if ours is None else f'{ours:.3f}'} (both with the true envelopes)")
   print(f"wrote {result['out_dir']}/metrics.json")
 
 

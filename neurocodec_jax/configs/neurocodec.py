@@ -204,13 +204,13 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.disc.fft_sizes = (512, 128)
     c.disc.width = 0.0625    # DAC's discriminator is a GPU-sized critic
     c.train.checkpoint_every = 250
-    # The recipe that makes the model use the EEG (README "Does it use the EEG?"):
+    # The recipe that makes the model use the EEG (docs/research-log.md):
     # separate-then-select with the permutation-invariant and envelope terms (the
     # stream-envelope term x5), streams that add up to the mixture's continuous
     # latent, a hard trial-level decision at evaluation, an EEG kernel covering the
     # cortical response, decoding at the mixture's frame norms.
     # Latent-space terms only: DAC's waveform terms at 15/1/2 raised the validation
-    # latent loss and multiply the step time (README levers table; enable them with
+    # latent loss and multiply the step time (docs/research-log.md levers table; enable them with
     # lambda_mel/adv/feat and train.waveform_start for a curriculum).
     c.model.selector = "correlation"
     c.model.select_window = "trial"
@@ -228,16 +228,16 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     if preset == "reproduce":
       # `make reproduce`: the demo recipe, longer (within 60 min on 2 CPU cores): a
-      # larger separator (1.18 M), trained 3x longer on six times the trials (README
+      # larger separator (1.18 M), trained 3x longer on six times the trials (docs/research-log.md
       # "Does it use the EEG?": separation, not the EEG, limits the demo). Six layers
       # need the warm-up: without it the EEG encoder's gradient fills the global-norm
-      # clip and the separator does not train (README levers table; chosen on val).
+      # clip and the separator does not train (docs/research-log.md levers table; chosen on val).
       c.root = "data/synthetic_reproduce"
       c.checkpoint_dir = "checkpoints/neurocodec_reproduce"
       c.hidden_dim = 128
       c.num_layers = 6
       c.train.warmup_steps = 1000
-      c.synthetic.n_train = 12288   # 3x the trials: the 4096-trial run overfit (README)
+      c.synthetic.n_train = 12288   # 3x the trials: the 4096-trial run overfit (docs/research-log.md)
       c.train.max_steps = 6000
       c.train.eval_every = 1000
   c.lock()

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 BACKENDS = ("sequential", "sequential_vjp", "associative", "chunked")
 # Unrolling the reverse (adjoint) scan lets XLA fuse consecutive steps; 4 was chosen
-# by `python -m bench.bench_scan` (README "Performance").
+# by `python -m bench.bench_scan` (docs/performance.md).
 BWD_UNROLL = 4
 
 

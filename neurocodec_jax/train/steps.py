@@ -110,7 +110,7 @@ def target_latent(qparams, batch: dict, target: str, talker: str = "clean") -> j
   its codes. ``"continuous"``: DAC's encoder output of the talker before quantization
   (precomputed as ``<talker>_latent``). The two talkers' continuous latents add up to
   the mixture's far better than their quantized ones (additivity 0.87 vs 0.76 with
-  the demo codec, README "The demo codec"), so streams constrained to add up to the
+  the demo codec, docs/codec.md), so streams constrained to add up to the
   mixture (``model.mixture_consistency``) can reach them; DAC's decoder takes either.
   """
   if target == "continuous":

@@ -1,0 +1,109 @@
+"""The classic linear backward decoder of auditory attention (the mTRF family's
+stimulus reconstruction), the baseline a neural EEG decoder must beat.
+
+The attended talker's envelope at the EEG rate is reconstructed as a linear map of
+the EEG at lags 0 to ``max_lag_seconds`` after it (cortical responses follow the
+sound by ~50-250 ms)::
+
+  env_hat[t] = sum_{c, k} w[c, k] * eeg[c, t + k] + b
+
+fit by ridge regression on the train split (EEG z-scored per trial and channel, the
+envelope per trial), with the ridge chosen on the val split by identification. A
+trial is identified when the reconstruction correlates more with the attended
+talker's envelope than with the unattended one's: the identification this EEG
+allows with perfectly separated talkers, to set beside the model's own
+``id_cue_true_envelopes``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurocodec_jax.losses.envelope import speech_envelope
+
+RIDGES = tuple(10.0 ** k for k in range(-2, 7))
+MAX_LAG_SECONDS = 0.25
+CHUNK = 64                  # trials per block of the design matrix
+
+
+def envelopes(audio: np.ndarray, sample_rate: int, eeg_rate: int, n: int) -> np.ndarray:
+  """``[trials, T]`` audio -> ``[trials, n]`` envelopes at the EEG rate (the envelope
+  the model's EEG losses use)."""
+  return np.asarray(speech_envelope(np.asarray(audio, np.float32), sample_rate, eeg_rate, n))
+
+
+def _zscore(x: np.ndarray, axis: int = -1) -> np.ndarray:
+  x = x - x.mean(axis, keepdims=True)
+  return x / (x.std(axis, keepdims=True) + 1e-8)
+
+
+def lagged(eeg: np.ndarray, lags: int) -> np.ndarray:
+  """``[trials, channels, T]`` -> ``[trials, T - lags + 1, channels * lags]``: row t holds
+  every channel at t, t + 1, ..., t + lags - 1 (the EEG after the sound at t)."""
+  eeg = _zscore(np.asarray(eeg, np.float64))
+  n, c, t = eeg.shape
+  valid = t - lags + 1
+  cols = [eeg[:, :, k:k + valid] for k in range(lags)]          # lags x [n, c, valid]
+  return np.stack(cols, -1).transpose(0, 2, 1, 3).reshape(n, valid, c * lags)
+
+
+class LinearDecoder:
+  """Ridge backward model. ``fit`` on train, ``choose`` the ridge on val, ``score``."""
+
+  def __init__(self, eeg_rate: int, max_lag_seconds: float = MAX_LAG_SECONDS):
+    self.lags = int(round(max_lag_seconds * eeg_rate)) + 1
+    self.weights: dict[float, np.ndarray] = {}
+    self.ridge: float | None = None
+
+  def _design(self, eeg):
+    x = lagged(eeg, self.lags)
+    return np.concatenate([x, np.ones(x.shape[:2] + (1,))], -1)   # bias column
+
+  def fit(self, eeg: np.ndarray, attended_env: np.ndarray, ridges=RIDGES) -> "LinearDecoder":
+    """``eeg [trials, channels, T]``, ``attended_env [trials, T]``: one weight vector per
+    ridge (the ridge scaled by the mean diagonal of X'X)."""
+    xtx = xty = 0.0
+    for i in range(0, len(eeg), CHUNK):          # the lagged design is channels x lags wide
+      x = self._design(eeg[i:i + CHUNK])
+      y = _zscore(np.asarray(attended_env[i:i + CHUNK], np.float64))[:, :x.shape[1]]
+      x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1)
+      xtx, xty = xtx + x.T @ x, xty + x.T @ y
+    scale = np.trace(xtx) / len(xtx)
+    eye = np.eye(len(xtx))
+    eye[-1, -1] = 0.0                                               # the bias is not shrunk
+    self.weights = {r: np.linalg.solve(xtx + r * scale * eye, xty) for r in ridges}
+    return self
+
+  def reconstruct(self, eeg: np.ndarray, ridge: float | None = None) -> np.ndarray:
+    """``[trials, T - lags + 1]`` reconstructed envelopes."""
+    w = self.weights[self.ridge if ridge is None else ridge]
+    return np.concatenate([self._design(eeg[i:i + CHUNK]) @ w
+                           for i in range(0, len(eeg), CHUNK)])
+
+  def correlations(self, eeg, env_att, env_unatt, ridge=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per trial, the reconstruction's Pearson r with each talker's envelope."""
+    rec = self.reconstruct(eeg, ridge)
+    m = rec.shape[1]
+    r = lambda env: np.mean(_zscore(rec) * _zscore(np.asarray(env, np.float64)[:, :m]), -1)
+    return r(env_att), r(env_unatt)
+
+  def choose(self, eeg, env_att, env_unatt) -> dict:
+    """Sets the ridge with the best identification on these (validation) trials;
+    ties go to the larger ridge. Returns ``{ridge: identification}``."""
+    scores = {}
+    for ridge in self.weights:
+      ra, ru = self.correlations(eeg, env_att, env_unatt, ridge)
+      scores[ridge] = float(np.mean(ra > ru))
+    best = max(scores.values())
+    self.ridge = max(r for r, s in scores.items() if s == best)
+    return scores
+
+  def score(self, eeg, env_att, env_unatt) -> dict:
+    """Identification and mean correlations with the chosen ridge, per trial too."""
+    ra, ru = self.correlations(eeg, env_att, env_unatt)
+    ident = (ra > ru).astype(np.float64)
+    n = len(ident)
+    return dict(identification=float(ident.mean()),
+                identification_se=float(np.sqrt(ident.mean() * (1 - ident.mean()) / n)),
+                r_attended=float(ra.mean()), r_unattended=float(ru.mean()), n=n,
+                ridge=self.ridge, lags=self.lags, per_trial=ident)
