@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 import math
 
+# codec.backend: where the frozen encoder and decoder run (codec_bridge.FrozenDAC: torch,
+# the decoder through host callbacks; codec_bridge.JaxDAC: ported to Flax, pure JAX).
+CODEC_BACKENDS = ("torch", "jax")
+
 # The fields of a DAC architecture (``dac.DAC``'s constructor arguments that set its sizes).
 ARCH_KEYS = ("sample_rate", "encoder_dim", "encoder_rates", "latent_dim", "decoder_dim",
              "decoder_rates", "n_codebooks", "codebook_size", "codebook_dim")

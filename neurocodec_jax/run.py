@@ -41,6 +41,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from neurocodec_jax import config_fields
+from neurocodec_jax.codec_arch import CODEC_BACKENDS
 from neurocodec_jax.data import AADSource, open_split
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract, restore_step
@@ -66,9 +68,6 @@ class Codec(Protocol):
     """The path of ``split``'s valid codes cache (computed when missing or stale)."""
 
 
-# codec.backend: where the frozen encoder and decoder run (codec_bridge.FrozenDAC: torch,
-# the decoder through host callbacks; codec_bridge.JaxDAC: ported to Flax, pure JAX).
-CODEC_BACKENDS = ("torch", "jax")
 
 
 _codec_loader: Callable[[Any], Codec] | None = None
@@ -93,21 +92,16 @@ def load_codec(codec_config) -> Codec:
   return _codec_loader(codec_config)
 
 
-# Fields that only steer the host loop; runs differing only in these share programs.
-HOST_ONLY = ("epochs", "checkpoint_dir", "root", "noise_cue")
-HOST_ONLY_TRAIN = ("max_steps", "log_every", "checkpoint_every", "eval_every",
-                   "keep_checkpoints", "nonfinite", "tensorboard", "wandb")
-
-
 def program_key(config) -> str:
-  """Config JSON without the host-only fields, plus the devices: what programs
-  compiled for ``config`` depend on."""
+  """Config JSON without the host-only fields (``config_fields.HOST``), plus the
+  devices: what programs compiled for ``config`` depend on."""
   d = json.loads(config.to_json_best_effort())
-  for k in HOST_ONLY:
-    d.pop(k, None)
-  for k in HOST_ONLY_TRAIN:
-    d["train"].pop(k, None)
-  d.pop("synthetic", None)
+  for path in config_fields.host_only():
+    *groups, leaf = path.split(".")
+    node = d
+    for g in groups:
+      node = node.get(g, {})
+    node.pop(leaf, None)
   return json.dumps(d, sort_keys=True) + repr([d.id for d in jax.devices()])
 
 

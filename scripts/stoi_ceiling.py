@@ -3,7 +3,7 @@
 The demo codec is asked for STOI >= 0.85 on held-out synthetic speech. Every
 codec run plateaus at ~0.83-0.84 (single talkers) whatever we change, so this
 measures the signal's own STOI/ESTOI under distortions of known SI-SDR, on the same
-held-out clips ``ship_codec`` scores (``train_codec.heldout``):
+held-out clips ``codec_training.ship`` scores (``codec_training.train.heldout``):
 
   * white noise at SI-SDR 5 ... 30 dB;
   * signal-shaped noise (the clip's own magnitude spectrogram with random phase,

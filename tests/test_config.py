@@ -90,7 +90,7 @@ def test_command_line_overrides(tmp_path):
 # ------------------------------------------------------------- validation ----
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILE = os.path.join(ROOT, "configs", "neurocodec.py")
+CONFIG_FILE = os.path.join(ROOT, "neurocodec_jax", "configs", "neurocodec.py")
 ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.selector",
                "model.select_window", "model.output_norm", "model.select_decision",
                "model.mix_input", "model.target_latent", "train.schedule", "train.nonfinite",
@@ -116,10 +116,24 @@ def test_presets_are_valid(preset):
   assert check.validate(neurocodec.get_config(preset)) is not None
 
 
-def test_every_field_has_a_check():
-  # A new config field must get a rule here, or validation would skip it.
-  assert set(check._leaves(neurocodec.get_config("demo"))) == set(check._rules())
+def test_every_field_is_declared_once():
+  # A new config field must be declared in config_fields.FIELDS (its check and whether
+  # a run resumes after it changes), or validation would skip it.
+  from neurocodec_jax import config_fields  # pylint: disable=g-import-not-at-top
+  for preset in neurocodec.PRESETS:
+    assert set(check._leaves(neurocodec.get_config(preset))) == set(config_fields.FIELDS)
+  assert set(check.rules()) == set(config_fields.FIELDS)
   assert set(check.choices()) == set(ENUM_FIELDS)
+  assert {f.resume for f in config_fields.FIELDS.values()} <= {
+      config_fields.HOST, config_fields.RESUME, config_fields.WEIGHT, config_fields.FIXED}
+
+
+def test_resumability_is_read_from_the_declaration():
+  from neurocodec_jax import config_fields as f  # pylint: disable=g-import-not-at-top
+  assert f.resumable("lr", 1e-3, 1e-4) and f.resumable("train.max_steps", 10, 20)
+  assert f.resumable("lambda_mel", 15.0, 5.0) and not f.resumable("lambda_mel", 15.0, 0.0)
+  assert not f.resumable("hidden_dim", 64, 128) and not f.resumable("no.such_key", 1, 2)
+  assert "train.max_steps" in f.host_only() and "lr" not in f.host_only()
 
 
 def test_choices_come_from_the_consuming_code():

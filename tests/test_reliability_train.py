@@ -276,3 +276,22 @@ def test_metrics_rows_unique_after_kill_and_resume(reference, tiny_dataset, tmp_
   train(config_for(root), workdir, reference, stop_after=5)   # rows 1-5, val 4
   train(config_for(root), workdir, reference)                 # resumes from 3
   assert _keys(_rows(workdir)) == _keys(_rows(reference[0]))
+
+
+def test_a_bad_test_split_fails_before_training(tiny_dataset, tmp_path):
+  """Training opens train and val only; the test split is validated first, so EEG with
+  the wrong channel count there fails at once, naming the file, not at evaluation."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import DataError  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "data")
+  shutil.copytree(tiny_dataset[0], root)
+  path = glob.glob(os.path.join(root, "**", "eegs_test.h5"), recursive=True)[0]
+  with h5py.File(path, "r+") as f:
+    key = next(iter(f.keys()))
+    data = f[key][:]
+    del f[key]
+    f.create_dataset(key, data=data[..., :5])          # 5 EEG channels, not 8
+  workdir = str(tmp_path / "run")
+  with pytest.raises(DataError, match=r"eegs_test\.h5"):
+    loop.train_and_evaluate(train_config(root), workdir)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))

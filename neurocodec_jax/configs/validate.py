@@ -1,4 +1,5 @@
-"""Config validation: every field of a ``neurocodec_jax/configs/neurocodec.py`` config, in one place.
+"""Config validation of a ``neurocodec_jax/configs/neurocodec.py`` config, by the fields
+declared in ``neurocodec_jax.config_fields``.
 
 ``validate(config)`` checks the key set against the presets' (an unknown key is
 named with the closest valid ones), each enumerated field against the values the
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from absl import app
 from ml_collections import config_flags
 
+from neurocodec_jax import config_fields
 from neurocodec_jax.configs import neurocodec
 
 
@@ -35,190 +36,15 @@ class ConfigError(ValueError):
   """An invalid config; the message names each bad key or value and what is valid."""
 
 
-# An enumeration whose consuming code has no importable constant yet: the code accepts
-# exactly these (train/loop's non-finite handling).
-NONFINITE = ("stop", "skip")
-# codec_bridge.loading.resolve_device: "auto", or a torch device this project runs on.
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
 def choices() -> dict[str, tuple[str, ...]]:
-  """The valid values of each enumerated field, as the consuming code accepts them."""
-  # Imported here, not at the top: the modules pull in JAX/Flax (seconds), and an
-  # unknown --config key must be reported before that.
-  from neurocodec_jax.models import generator  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.ops import scan  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.data import hdf5  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.models import layers  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train import optim, steps  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax import run  # pylint: disable=g-import-not-at-top
-  return {
-      "preset": tuple(neurocodec.PRESETS),
-      "activation": layers.ACTIVATIONS,
-      "backbone": generator.BACKBONES,
-      "model.scan_backend": tuple(scan.BACKENDS),
-      "model.selector": tuple(generator.SELECTORS),
-      "model.select_window": generator.SELECT_WINDOWS,
-      "model.output_norm": generator.OUTPUT_NORMS,
-      "model.select_decision": generator.SELECT_DECISIONS,
-      "model.mix_input": tuple(steps.MIX_INPUTS),
-      "model.target_latent": tuple(steps.TARGET_LATENTS),
-      "train.schedule": optim.SCHEDULES,
-      "train.nonfinite": NONFINITE,
-      "data.eeg_units": ("auto",) + tuple(hdf5.EEG_UNITS),
-      "codec.model_type": tuple(neurocodec.DAC_ARCHS),
-      "codec.backend": run.CODEC_BACKENDS,
-  }
+  """The valid values of each enumerated field (``config_fields.choices`` and the
+  presets)."""
+  return dict(config_fields.choices(), preset=tuple(neurocodec.PRESETS))
 
 
-# ------------------------------------------------------------- field checks ----
-# Each check returns None when the value is valid, else what is expected.
-
-def _is_int(v) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _int(lo: int, *, or_value: int | None = None):
-  expected = f"an integer >= {lo}" + (f", or {or_value}" if or_value is not None else "")
-  return lambda v: None if _is_int(v) and (v >= lo or v == or_value) else expected
-
-
-def _number(lo: float | None = None, hi: float | None = None, *, lo_open=False,
-            hi_open=False):
-  """A finite number in the interval (NaN and inf never pass)."""
-  if lo is not None and hi is not None:
-    expected = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-  elif lo is not None:
-    expected = f"a finite number {'>' if lo_open else '>='} {lo:g}"
-  else:
-    expected = "a finite number"
-
-  def check(v):
-    ok = (_is_number(v) and math.isfinite(v)
-          and (lo is None or (v > lo if lo_open else v >= lo))
-          and (hi is None or (v < hi if hi_open else v <= hi)))
-    return None if ok else expected
-  return check
-
-
-def _bool(v):
-  return None if isinstance(v, bool) else "True or False"
-
-
-def _text(v):
-  return None if isinstance(v, str) and v else "a non-empty string"
-
-
-def _optional_text(v):
-  return None if v is None or (isinstance(v, str) and v) else "None or a non-empty string"
-
-
-def _ints(lo: int, *, nonempty: bool):
-  expected = f"a {'non-empty ' if nonempty else ''}list of integers >= {lo}"
-
-  def check(v):
-    ok = (isinstance(v, Sequence) and not isinstance(v, str) and (v or not nonempty)
-          and all(_is_int(x) and x >= lo for x in v))
-    return None if ok else expected
-  return check
-
-
-def _codebook_dim(v):
-  ok = (_is_int(v) and v >= 1) or _ints(1, nonempty=True)(v) is None
-  return None if ok else "an integer >= 1, or a list of them (one per codebook)"
-
-
-def _bands(v):
-  def band_ok(b):
-    return (isinstance(b, Sequence) and len(b) == 2 and all(_is_number(x) for x in b)
-            and 0 <= b[0] < b[1] <= 1)
-  ok = isinstance(v, Sequence) and not isinstance(v, str) and v and all(map(band_ok, v))
-  return None if ok else "a non-empty list of (low, high) fractions with 0 <= low < high <= 1"
-
-
-def _device(v):
-  ok = isinstance(v, str) and DEVICE_PATTERN.fullmatch(v)
-  return None if ok else "'auto', 'cpu', 'cuda' or 'cuda:N'"
-
-
-def _choice(values: tuple[str, ...]):
-  listed = ", ".join(repr(x) for x in values)
-
-  def check(v):
-    if isinstance(v, str) and v in values:
-      return None
-    close = difflib.get_close_matches(v, values, n=1) if isinstance(v, str) else []
-    return f"one of {listed}" + (f" (did you mean {close[0]!r}?)" if close else "")
-  return check
-
-
-def _rules() -> dict:
-  """The check of every field (tests/test_config.py: exactly the presets' fields)."""
-  positive, count = _int(1), _int(0)
-  weight = _number(0.0)                               # loss weights, decay: finite >= 0
-  rate = _number(0.0, lo_open=True)                   # learning rates, clips, epsilons
-  rules = {
-      "preset": None, "activation": None, "backbone": None,   # enumerations: choices()
-      "normalize_latents": _bool, "noise_cue": _bool,
-      "lambda_recon": weight, "lambda_env": weight, "lambda_mel": weight,
-      "lambda_adv": weight, "lambda_feat": weight, "lambda_sep": weight,
-      "lambda_sep_env": weight, "lambda_select": weight,
-      "hidden_dim": positive, "num_layers": positive, "batch_size": positive,
-      "lr": rate, "epochs": positive, "eeg_channels": positive,
-      "root": _text, "checkpoint_dir": _text, "seed": count,
-      # data
-      "data.segment_seconds": rate, "data.eeg_rate": positive, "data.eeg_units": None,
-      "data.train_split": _text, "data.val_split": _text, "data.test_split": _text,
-      "data.num_workers": count, "data.check_finite": _bool,
-      # codec
-      "codec.model_type": None, "codec.weights": _optional_text, "codec.random": _bool,
-      "codec.device": _device, "codec.backend": None, "codec.cache_dir": _optional_text,
-      "codec.precompute_batch_size": positive, "codec.store_z": _bool,
-      "codec.n_quantizers_eval": positive,           # <= arch.n_codebooks: _relations
-      "codec.arch.sample_rate": positive, "codec.arch.encoder_dim": positive,
-      "codec.arch.encoder_rates": _ints(1, nonempty=True), "codec.arch.latent_dim": positive,
-      "codec.arch.decoder_dim": positive, "codec.arch.decoder_rates": _ints(1, nonempty=True),
-      "codec.arch.n_codebooks": positive, "codec.arch.codebook_size": positive,
-      "codec.arch.codebook_dim": _codebook_dim,
-      # model
-      "model.num_heads": positive, "model.dropout": _number(0.0, 1.0, hi_open=True),
-      "model.d_state": positive, "model.d_conv": positive, "model.expand": positive,
-      "model.dt_min": rate, "model.dt_max": rate, "model.dt_init_floor": rate,
-      "model.scan_backend": None, "model.eeg_dim": positive, "model.cheb_k": positive,
-      "model.max_len": positive, "model.stream_lookahead": count,
-      "model.time_aligned_pe": _bool, "model.eeg_kernel": positive, "model.selector": None,
-      "model.select_window": None, "model.output_norm": None, "model.select_decision": None,
-      "model.mixture_consistency": _bool, "model.mix_input": None,
-      "model.target_latent": None,
-      "model.transformer_ff_dim": positive,
-      # discriminators and mel loss (a discriminator family may be left empty)
-      "disc.rates": _ints(1, nonempty=False), "disc.periods": _ints(1, nonempty=False),
-      "disc.fft_sizes": _ints(1, nonempty=False), "disc.bands": _bands,
-      "disc.width": rate, "disc.lr": rate, "disc.grad_clip": rate,
-      "mel.n_mels": _ints(1, nonempty=True), "mel.window_lengths": _ints(1, nonempty=True),
-      "mel.clamp_eps": rate, "mel.mag_weight": weight, "mel.log_weight": weight,
-      "mel.pow": rate,
-      # train (log/checkpoint intervals are moduli: >= 1)
-      "train.weight_decay": weight, "train.grad_clip": rate, "train.schedule": None,
-      "train.plateau_factor": _number(0.0, 1.0, lo_open=True, hi_open=True),
-      "train.plateau_patience": count, "train.warmup_steps": count,
-      "train.waveform_start": count, "train.cue_curriculum_steps": count,
-      "train.max_steps": _int(1, or_value=-1),
-      "train.log_every": positive, "train.checkpoint_every": positive,
-      "train.eval_every": _int(1, or_value=-1), "train.keep_checkpoints": positive,
-      "train.nonfinite": None, "train.tensorboard": _bool, "train.wandb": _bool,
-      # synthetic dataset
-      "synthetic.n_train": positive, "synthetic.n_val": positive,
-      "synthetic.n_test": positive, "synthetic.subjects": positive,
-      "synthetic.eeg_snr_db": _number(), "synthetic.seed": count,
-  }
-  for path, values in choices().items():
-    rules[path] = _choice(values)
-  return rules
+def rules() -> dict:
+  """The check of every field, as ``config_fields.FIELDS`` declares it."""
+  return config_fields.checks({"preset": tuple(neurocodec.PRESETS)})
 
 
 def _relations(c) -> list[str]:
@@ -320,9 +146,9 @@ def validate(config):
     except ConfigError as e:
       problems.append(str(e))
   problems += [f"missing key {path!r}" for path in sorted(set(schema) - set(fields))]
-  rules = _rules()
+  checks = rules()
   for path, value in fields.items():
-    expected = rules[path](value) if path in rules else None
+    expected = checks[path](value) if path in checks else None
     if expected:
       problems.append(f"{path}={value!r} is invalid: expected {expected}")
   if not problems:

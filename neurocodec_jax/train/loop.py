@@ -26,11 +26,11 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from neurocodec_jax.data import (atomic, eval_dataset, find_split_files, steps_per_epoch,
-                                 train_dataset)
+from neurocodec_jax.data import (DataError, atomic, eval_dataset, find_split_files,
+                                 open_split, steps_per_epoch, train_dataset)
 from neurocodec_jax.metrics import make_metrics
-from neurocodec_jax.run import (HOST_ONLY, HOST_ONLY_TRAIN, Run, build_run,
-                                shard_batch)
+from neurocodec_jax import config_fields
+from neurocodec_jax.run import Run, build_run, shard_batch
 from neurocodec_jax.train import optim, steps
 from neurocodec_jax.train.checkpoint import CheckpointError, Checkpoints, abstract
 from neurocodec_jax.train.metrics_log import MetricsLog
@@ -152,9 +152,24 @@ def train_and_evaluate(config, workdir: str, *, reuse: Run | None = None,
     return _train(config, workdir, changes, reuse, stop_after)
 
 
+def check_test_split(config) -> None:
+  """Validates the test split's layout (shapes, channels, units, finiteness, rates;
+  cached as train's and val's) before training, which opens only train and val: a
+  bad test split must fail now, not after hours, at evaluation. A dataset without a
+  test split is left alone."""
+  test = config.data.test_split
+  try:
+    find_split_files(config.root, test)
+  except DataError:
+    logging.info("No %r split under %s: evaluation will need one.", test, config.root)
+    return
+  open_split(config, test)
+
+
 def _train(config, workdir: str, changes: dict, reuse: Run | None,
            stop_after: int | None) -> dict:
   train_split, val_split = config.data.train_split, config.data.val_split
+  check_test_split(config)
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
   run = build_run(config, {
       train_split: steps.batch_fields(config) + ("index",),
@@ -310,19 +325,6 @@ class ConfigMismatch(ValueError):
   """A workdir's run cannot resume under the given config."""
 
 
-# Config changes a workdir's run resumes with (logged as a warning): its length
-# and bookkeeping, the generator's rate, schedule and clipping, dropout,
-# evaluation-only settings, the data's location, the mel loss's settings and loss
-# weights that stay on (or off). Any other change may alter the parameter or
-# optimizer-state tree, the data's shapes or what the saved data position
-# indexes, or would not apply (train.weight_decay and disc.lr are read from the
-# restored optimizer state): it is refused.
-RESUMABLE = HOST_ONLY + tuple(f"train.{k}" for k in HOST_ONLY_TRAIN) + (
-    "lr", "train.schedule", "train.warmup_steps", "train.plateau_factor",
-    "train.plateau_patience", "train.waveform_start", "train.grad_clip", "disc.grad_clip",
-    "model.dropout", "model.select_decision", "data.num_workers", "data.check_finite",
-    "codec.cache_dir", "codec.n_quantizers_eval")
-RESUMABLE_PREFIXES = ("mel.", "synthetic.")
 _ABSENT = "<absent>"
 
 
@@ -333,15 +335,6 @@ def config_changes(old, new) -> dict[str, tuple]:
   a, b = (_flatten(as_dict(c)) for c in (old, new))
   return {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
           if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
-
-
-def resumable(key: str, old, new) -> bool:
-  """Whether a run resumes with ``key`` changed from ``old`` to ``new``."""
-  if key.startswith("lambda_"):
-    # A weight may change; a term switching on or off changes the models and inputs.
-    numbers = all(isinstance(v, (int, float)) for v in (old, new))
-    return numbers and (old > 0) == (new > 0)
-  return key in RESUMABLE or key.startswith(RESUMABLE_PREFIXES)
 
 
 def check_workdir_config(config, workdir: str) -> dict:
@@ -373,7 +366,7 @@ def check_workdir_config(config, workdir: str) -> dict:
     logging.warning("%s has no checkpoint: starting afresh with the changed config:%s",
                     workdir, _diff(changes))
     return changes
-  refused = {k: v for k, v in changes.items() if not resumable(k, *v)}
+  refused = {k: v for k, v in changes.items() if not config_fields.resumable(k, *v)}
   if refused:
     raise ConfigMismatch(
         f"{workdir} holds a run trained with another config; these changes alter its "
