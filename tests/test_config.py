@@ -332,3 +332,13 @@ def test_cli_unknown_key_fails_fast(script, tmp_path):
   imported = {l.rsplit("|", 1)[-1].strip() for l in lines if l.startswith("import time:")}
   assert not imported & {"jax", "torch", "h5py"}, imported & {"jax", "torch", "h5py"}
   assert elapsed < 10, elapsed    # ~0.3 s idle; importing JAX alone is seconds
+
+
+def test_cli_missing_run_is_one_line(tmp_path):
+  """evaluate.py on a folder without a run: one line naming the file, no traceback."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                         "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, check=False)
+  lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith(("W", "I0"))]
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert lines[-1].startswith("error: ") and "config.json not found" in lines[-1], lines

@@ -1,2 +1,34 @@
 """Entry points: ``train``, ``evaluate``, ``demo``. They alone choose the codec
 (``codec_bridge``) and read configs; the library imports neither."""
+
+import functools
+import sys
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+  """The errors an entry point reports in one line: each names the file or field and
+  what was expected (a missing run or file, a bad dataset, checkpoint or config)."""
+  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import DataError
+  from neurocodec_jax.train.checkpoint import CheckpointError
+  from neurocodec_jax.train.loop import ConfigMismatch
+  from neurocodec_jax.data.speech import SpeechSourceError
+  return (FileNotFoundError, NotADirectoryError, DataError, CheckpointError, ConfigMismatch,
+          SpeechSourceError)
+
+
+def one_line_errors(main):
+  """Wraps an entry point's ``main``: an expected error ends the program with one
+  line on stderr (exit status 2), not a traceback; anything else is a bug and keeps
+  its traceback."""
+
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, expected_errors()):
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+      raise
+  return wrapped

@@ -22,6 +22,7 @@ import sys
 import time
 
 import codec_bridge  # pylint: disable=unused-import  (registers the codec loader)
+from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import evaluation
 from neurocodec_jax.data import open_split, synthetic
@@ -99,6 +100,7 @@ def decoder_comparison(metrics: dict, linear: dict) -> str:
           f"train, chosen on val)")
 
 
+@one_line_errors
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--preset", choices=PRESETS, default="demo")

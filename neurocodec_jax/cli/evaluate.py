@@ -14,6 +14,7 @@ import logging
 
 from absl import app, flags
 
+from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs.validate import define_config_flag, parse_flags, validate_or_exit
 
 define_config_flag("config", None, "Config (with --checkpoint).")
@@ -33,6 +34,7 @@ flags.DEFINE_bool("linear_baseline", False,
 FLAGS = flags.FLAGS
 
 
+@one_line_errors
 def main(argv):
   del argv
   # The evaluation stack (JAX: seconds to import) comes after the flags, so that an

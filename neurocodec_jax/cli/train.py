@@ -10,6 +10,7 @@ import logging
 from absl import app, flags
 
 from neurocodec_jax.configs import CONFIG_FILE
+from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs.validate import define_config_flag, parse_flags, validate_or_exit
 
 define_config_flag("config", CONFIG_FILE, "Config file, optionally with :preset.",
@@ -24,6 +25,7 @@ flags.DEFINE_bool("keep_freed_memory", True,
 FLAGS = flags.FLAGS
 
 
+@one_line_errors
 def main(argv):
   """Trains ``FLAGS.config`` in ``FLAGS.workdir``."""
   del argv
