@@ -177,6 +177,7 @@ FIELDS: dict[str, Field] = {
     "codec.backend": Field(_ENUM), "codec.cache_dir": Field(_optional_text, RESUME),
     "codec.precompute_batch_size": Field(_positive), "codec.store_z": Field(_bool),
     "codec.n_quantizers_eval": Field(_positive, RESUME),   # <= arch.n_codebooks
+    "codec.requantize_output": Field(_bool, RESUME),
     "codec.arch.sample_rate": Field(_positive), "codec.arch.encoder_dim": Field(_positive),
     "codec.arch.encoder_rates": Field(_ints(1, nonempty=True)),
     "codec.arch.latent_dim": Field(_positive), "codec.arch.decoder_dim": Field(_positive),

@@ -10,7 +10,8 @@ batch's fields:
   cos_attended    mean frame cosine of the prediction with the attended talker's
                   quantized z
   envelope        the envelope loss (when ``lambda_env > 0``)
-  si_sdr          dB, the decoded re-quantized prediction vs ``clean``, aligned
+  si_sdr          dB, the decoded prediction (re-quantized unless
+                  ``codec.requantize_output`` is False) vs ``clean``, aligned
                   within ``losses.sisdr.ALIGN_MAX_LAG_SECONDS`` by |cross-correlation|;
                   ``wave [n, T]`` that waveform
   si_sdr_mixture  the floor: the unprocessed mixture (``noisy``) vs ``clean``
@@ -87,7 +88,8 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
-    out["z_q"] = codec.requantize(quantizer, z_pred, n_q)
+    out["z_q"] = (codec.requantize(quantizer, z_pred, n_q) if config.codec.requantize_output
+                  else z_pred)
     if references:
       out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)
     return out

@@ -55,6 +55,9 @@ def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.
       precompute_batch_size=8,
       store_z=False,       # also store continuous z next to the codes
       n_quantizers_eval=arch["n_codebooks"],
+      # Evaluation decodes the prediction re-quantized with n_quantizers_eval (the
+      # original) or, False, as predicted (continuous: no codebook rounding).
+      requantize_output=True,
   ))
 
 
