@@ -222,6 +222,7 @@ FIELDS: dict[str, Field] = {
     "synthetic.n_train": Field(_positive, HOST), "synthetic.n_val": Field(_positive, HOST),
     "synthetic.n_test": Field(_positive, HOST), "synthetic.subjects": Field(_positive, HOST),
     "synthetic.eeg_snr_db": Field(_number(), HOST), "synthetic.seed": Field(_count, HOST),
+    "synthetic.talkers": Field(_text, HOST),
 }
 
 

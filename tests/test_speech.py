@@ -134,3 +134,30 @@ def test_codec_training_draws_speech_and_holds_out_a_voice(corpus):
   with pytest.raises(ValueError, match="not in"):
     train.training_voices(train.CodecSpec(data="speech", speech_root=str(out),
                                           holdout_voices=("zz",)))
+
+
+def test_trials_from_recorded_speech(corpus):
+  """The generator's trials from the corpus: two people per trial, mixed at the level
+  spread, EEG following their envelopes, every trial a pure function of its ids."""
+  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  out, _ = corpus
+  spec = synthetic.SyntheticSpec(talkers=str(out), seconds=0.5, eeg_channels=4, subjects=2,
+                                 n_train=6, n_val=0, n_test=0)
+  rng = np.random.default_rng([1, 2])
+  subject = synthetic.make_subject(np.random.default_rng(0), 4, spec.eeg_rate)
+  mix, att, unatt, eeg = synthetic.make_trial(rng, spec, subject, "train")
+  np.testing.assert_allclose(mix, att + unatt, atol=1e-6)
+  assert eeg.shape == (spec.eeg_length, 4) and np.isfinite(eeg).all()
+  level = 20 * np.log10(np.sqrt(np.mean(unatt ** 2)) / np.sqrt(np.mean(att ** 2)))
+  assert abs(level) <= spec.level_db + 1e-6
+  again = synthetic.make_trial(np.random.default_rng([1, 2]), spec, subject, "train")
+  np.testing.assert_array_equal(again[0], mix)
+  # The two talkers are different people: the fixture's voices are at 210 and 110 Hz.
+  def f0(x):
+    spectrum = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(len(x), 1 / spec.sample_rate)
+    band = (freqs > 80) & (freqs < 300)
+    return freqs[band][np.argmax(spectrum[band])]
+  for i in range(3):
+    _, att, unatt, _ = synthetic.make_trial(np.random.default_rng([i]), spec, subject, "train")
+    assert sorted(round(f0(x) / 10) * 10 for x in (att, unatt)) == [110, 210]

@@ -1,7 +1,8 @@
 """`make demo` (and `make reproduce`): the main job on synthetic data and the trained demo codec.
 
-``python -m neurocodec_jax.cli.demo [--preset demo|reproduce]``; ``reproduce`` is the
-longer run of the same recipe (neurocodec_jax/configs/neurocodec.py).
+``python -m neurocodec_jax.cli.demo [--preset demo|reproduce|speech]``; ``reproduce`` is
+the longer run of the same recipe, ``speech`` the recipe on recorded speech
+(neurocodec_jax/configs/neurocodec.py).
 
 1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
@@ -25,10 +26,10 @@ import codec_bridge  # pylint: disable=unused-import  (registers the codec loade
 from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import evaluation
-from neurocodec_jax.data import open_split, synthetic
+from neurocodec_jax.data import open_split, speech, synthetic
 from neurocodec_jax.train.loop import train_and_evaluate
 
-PRESETS = ("demo", "reproduce")
+PRESETS = ("demo", "reproduce", "speech")
 
 
 def workdir_of(preset: str) -> str:
@@ -46,12 +47,25 @@ def prepare_data(config) -> str:
                        "it (or move it aside) to regenerate.")
     print(f"[demo] synthetic dataset found at {config.root} (delete it to regenerate)")
   else:
+    if spec.talkers != "synthetic":
+      ensure_speech(spec.talkers)
     print(f"[demo] generating the synthetic AAD dataset at {config.root}")
     synthetic.generate(config.root, spec)
   print(synthetic.summarize(config.root))
   for split in ("train", "val", "test"):
     open_split(config, split)            # validates the layout against the config
   return config.root
+
+
+def ensure_speech(root: str) -> None:
+  """Builds the recorded-speech corpus at ``root`` unless it is there (fetching its
+  packages with apt; ``speech.SpeechSourceError`` says what to do where it cannot)."""
+  try:
+    speech.SpeechCorpus(root)
+    print(f"[demo] speech corpus found at {root}")
+  except speech.SpeechSourceError:
+    print(f"[demo] building the speech corpus at {root} (Debian packages via apt-get)")
+    speech.build(root)
 
 
 def describe_codec(config) -> str:

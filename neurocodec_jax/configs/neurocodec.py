@@ -12,6 +12,8 @@ field with ``--config.<field>=<value>``. Presets:
   (codec_bridge/weights) and the EEG recipe (separate-then-select), sized to train
   in minutes on two CPU cores.
 * ``reproduce``: the demo, longer (``make reproduce``, within an hour on two cores).
+* ``speech``: the demo recipe on recorded speech (``neurocodec_jax.data.speech``) with
+  the codec trained on it.
 
 Top-level keys keep the names of the original ``configs/neurocodec.yaml``;
 everything the original hard-coded lives in the nested groups. The returned
@@ -27,14 +29,15 @@ import ml_collections
 
 from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
 
-PRESETS = ("cocktail", "kul", "demo", "reproduce")
+PRESETS = ("cocktail", "kul", "demo", "reproduce", "speech")
 
 # The demo codec: a small DAC trained by this project (codec_training; its manifest
 # says how), shipped as package data of codec_bridge. Located without importing the
 # bridge (its package holds torch).
 _BRIDGE = importlib.util.find_spec("codec_bridge")
-DEMO_CODEC_WEIGHTS = os.path.join(list(_BRIDGE.submodule_search_locations)[0], "weights",
-                                  "demo_codec_16khz.pth") if _BRIDGE else None
+_WEIGHTS = os.path.join(list(_BRIDGE.submodule_search_locations)[0], "weights") if _BRIDGE else ""
+DEMO_CODEC_WEIGHTS = os.path.join(_WEIGHTS, "demo_codec_16khz.pth")
+SPEECH_CODEC_WEIGHTS = os.path.join(_WEIGHTS, "speech_codec_16khz.pth")
 
 
 def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.ConfigDict:
@@ -183,6 +186,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       subjects=4,
       eeg_snr_db=-15.0,     # easier than real EEG (~-25) so the demo learns in minutes
       seed=1234,
+      # "synthetic" talkers, or the recorded speech corpus at this path (preset speech)
+      talkers="synthetic",
   ))
 
   if preset == "kul":
@@ -190,7 +195,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.eeg_channels = 64
     c.codec = _codec("16khz", random=False)
     c.checkpoint_dir = "checkpoints/neurocodec_kul"
-  elif preset in ("demo", "reproduce"):
+  elif preset in ("demo", "reproduce", "speech"):
     c.root = "data/synthetic_demo"
     c.checkpoint_dir = "checkpoints/neurocodec_demo"
     c.eeg_channels = 32
@@ -229,6 +234,14 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.synthetic.n_train, c.synthetic.n_val, c.synthetic.n_test = 2048, 64, 256
     c.train.max_steps = 2000
     c.train.eval_every = 500
+    if preset == "speech":
+      # The demo recipe on recorded speech (neurocodec_jax.data.speech's corpus): two
+      # different people per trial, EEG from their envelopes, the codec trained on
+      # that speech (codec_training; its manifest says how and how well).
+      c.root = "data/speech_demo"
+      c.checkpoint_dir = "checkpoints/neurocodec_speech"
+      c.synthetic.talkers = "data/speech"
+      c.codec.weights = SPEECH_CODEC_WEIGHTS
     if preset == "reproduce":
       # `make reproduce`: the demo recipe, longer (within 60 min on 2 CPU cores): a
       # larger separator (1.18 M), trained 3x longer on six times the trials (docs/research-log.md

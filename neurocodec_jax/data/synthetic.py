@@ -45,6 +45,7 @@ from tqdm import tqdm
 from neurocodec_jax import codec
 from neurocodec_jax.data.atomic import atomic_directory
 
+SPLITS = ("train", "val", "test")
 UNATTENDED_GAIN = 0.25      # response to the ignored talker, relative
 EEG_MICROVOLTS = 10.0       # overall EEG std in µV
 VOWELS = (                  # formant (centre Hz, bandwidth Hz) triples
@@ -75,6 +76,11 @@ class SyntheticSpec:
   # a perfect cue, for diagnosing whether an extractor can use a cue at all. The
   # audio of every trial is the same under both.
   cue: str = "eeg"
+  # The talkers: "synthetic" (the generator above) or the recorded speech corpus at
+  # this path (``neurocodec_jax.data.speech``): two talkers of different people per
+  # trial, any genders, each an excerpt of the corpus split of the trial's split (no
+  # recording is in two splits). The EEG follows their envelopes as above.
+  talkers: str = "synthetic"
 
   @property
   def audio_length(self) -> int:
@@ -251,10 +257,39 @@ def eeg_trial(rng, subject: Subject, env_att, env_unatt, snr_db: float,
 
 # ---------------------------------------------------------------- writing ----
 
-def make_trial(rng, spec: SyntheticSpec, subject: Subject):
+_CORPORA: dict = {}
+
+
+def recorded_pair(rng, root: str, split: str, n: int, sample_rate: int):
+  """Two ``[n]`` excerpts at unit RMS of two different people's voices in ``split``."""
+  from neurocodec_jax.data import speech  # pylint: disable=g-import-not-at-top
+  if root not in _CORPORA:
+    _CORPORA[root] = speech.SpeechCorpus(root)
+  corpus = _CORPORA[root]
+  if corpus.sample_rate != sample_rate:
+    raise ValueError(f"{root}: speech at {corpus.sample_rate} Hz, the dataset at "
+                     f"{sample_rate} Hz.")
+  voices = corpus.voices(split)
+  first = voices[int(rng.integers(len(voices)))]
+  others = [v for v in voices if corpus.talker(v) != corpus.talker(first)]
+  if not others:
+    raise ValueError(f"{root}: the {split} split has one talker's voices only "
+                     f"({voices}); trials need two people.")
+  second = others[int(rng.integers(len(others)))]
+  out = []
+  for voice in (first, second):
+    x = corpus.segment(rng, split, voice, n).astype(np.float64)
+    out.append(x / (np.sqrt(np.mean(x ** 2)) + 1e-8))
+  return out
+
+
+def make_trial(rng, spec: SyntheticSpec, subject: Subject, split: str = "train"):
   """Returns noisy, clean (attended), unattended ``[T]`` and EEG ``[T_eeg, C]``."""
   n = spec.audio_length
-  a, b = talker(rng, n, spec.sample_rate), talker(rng, n, spec.sample_rate)
+  if spec.talkers == "synthetic":
+    a, b = talker(rng, n, spec.sample_rate), talker(rng, n, spec.sample_rate)
+  else:
+    a, b = recorded_pair(rng, spec.talkers, split, n, spec.sample_rate)
   gain = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20)
   attended, unattended = a, gain * b        # a is attended; a, b are exchangeable
   mix = attended + unattended
@@ -287,7 +322,7 @@ def _trials(spec: SyntheticSpec, subjects: list[Subject], split_id: int,
   for j, i in enumerate(range(start, stop)):
     rng = np.random.default_rng([spec.seed, split_id, i])
     s = i % len(subjects)
-    mix, att, unatt, eeg = make_trial(rng, spec, subjects[s])
+    mix, att, unatt, eeg = make_trial(rng, spec, subjects[s], SPLITS[split_id])
     arrays["noisy"][j, :, 0], arrays["clean"][j, :, 0] = mix, att
     arrays["unattended"][j, :, 0], arrays["eegs"][j] = unatt, eeg
     arrays["subjects"][j] = s
@@ -343,8 +378,7 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
     rng = np.random.default_rng([spec.seed, 999])
     subjects = [make_subject(rng, spec.eeg_channels, spec.eeg_rate)
                 for _ in range(spec.subjects)]
-    for split_id, (split, n) in enumerate(
-        (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test))):
+    for split_id, (split, n) in enumerate(zip(SPLITS, (spec.n_train, spec.n_val, spec.n_test))):
       write_split(tmp, split, n, spec, subjects, split_id, progress, workers)
     manifest = dict(generator="neurocodec_jax.data.synthetic",
                     unattended_gain=UNATTENDED_GAIN, eeg_microvolts=EEG_MICROVOLTS,
@@ -369,7 +403,8 @@ def spec_from_config(config) -> SyntheticSpec:
       sample_rate=arch.sample_rate, seconds=config.data.segment_seconds,
       hop_length=codec.hop_length(arch), eeg_rate=config.data.eeg_rate,
       eeg_channels=config.eeg_channels, subjects=s.subjects, n_train=s.n_train,
-      n_val=s.n_val, n_test=s.n_test, eeg_snr_db=s.eeg_snr_db, seed=s.seed)
+      n_val=s.n_val, n_test=s.n_test, eeg_snr_db=s.eeg_snr_db, seed=s.seed,
+      talkers=s.talkers)
 
 
 def mismatch(root: str, spec: SyntheticSpec) -> str | None:
@@ -382,7 +417,8 @@ def mismatch(root: str, spec: SyntheticSpec) -> str | None:
     manifest = json.load(f)
   for field in dataclasses.fields(SyntheticSpec):
     want = getattr(spec, field.name)
-    if manifest.get(field.name) != want:
+    # A field added since the dataset was written: it was generated with the default.
+    if manifest.get(field.name, field.default) != want:
       return f"field {field.name!r} is {manifest.get(field.name)!r}, expected {want!r}"
   return None
 
