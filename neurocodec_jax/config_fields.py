@@ -48,7 +48,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   (``preset``'s are the configs' own, added by ``configs.validate``)."""
   # pylint: disable=g-import-not-at-top
   from neurocodec_jax import codec_arch
-  from neurocodec_jax.data import hdf5
+  from neurocodec_jax.data import hdf5, synthetic
   from neurocodec_jax.models import generator, layers
   from neurocodec_jax.ops import scan
   from neurocodec_jax.train import optim, steps
@@ -67,6 +67,8 @@ def choices() -> dict[str, tuple[str, ...]]:
       "data.eeg_units": ("auto",) + tuple(hdf5.EEG_UNITS),
       "codec.model_type": tuple(codec_arch.DAC_ARCHS),
       "codec.backend": codec_arch.CODEC_BACKENDS,
+      "synthetic.eeg_model": synthetic.EEG_MODELS,
+      "synthetic.subject_split": synthetic.SUBJECT_SPLITS,
   }
 
 
@@ -222,7 +224,9 @@ FIELDS: dict[str, Field] = {
     "synthetic.n_train": Field(_positive, HOST), "synthetic.n_val": Field(_positive, HOST),
     "synthetic.n_test": Field(_positive, HOST), "synthetic.subjects": Field(_positive, HOST),
     "synthetic.eeg_snr_db": Field(_number(), HOST), "synthetic.seed": Field(_count, HOST),
-    "synthetic.talkers": Field(_text, HOST),
+    "synthetic.talkers": Field(_text, HOST), "synthetic.eeg_model": Field(_ENUM, HOST),
+    "synthetic.snr_spread_db": Field(_number(0.0), HOST),
+    "synthetic.subject_split": Field(_ENUM, HOST),
 }
 
 

@@ -95,7 +95,8 @@ ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.
                "model.select_window", "model.output_norm", "model.select_decision",
                "model.mix_input", "model.target_latent", "train.schedule", "train.nonfinite",
                "data.eeg_units",
-               "codec.model_type", "codec.backend")
+               "codec.model_type", "codec.backend", "synthetic.eeg_model",
+               "synthetic.subject_split")
 
 
 def _set(config, path, value):

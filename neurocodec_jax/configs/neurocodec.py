@@ -188,6 +188,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       seed=1234,
       # "synthetic" talkers, or the recorded speech corpus at this path (preset speech)
       talkers="synthetic",
+      eeg_model="classic",   # "classic" | "family" (data/synthetic.py: a family of forward models)
+      snr_spread_db=0.0,     # "family": subject SNRs in [eeg_snr_db - spread, eeg_snr_db]
+      subject_split="within",  # "within" | "held_out" (val/test subjects never trained on)
   ))
 
   if preset == "kul":

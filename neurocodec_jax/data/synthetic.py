@@ -46,6 +46,8 @@ from neurocodec_jax import codec
 from neurocodec_jax.data.atomic import atomic_directory
 
 SPLITS = ("train", "val", "test")
+EEG_MODELS = ("classic", "family")
+SUBJECT_SPLITS = ("within", "held_out")
 UNATTENDED_GAIN = 0.25      # response to the ignored talker, relative
 EEG_MICROVOLTS = 10.0       # overall EEG std in µV
 VOWELS = (                  # formant (centre Hz, bandwidth Hz) triples
@@ -81,6 +83,16 @@ class SyntheticSpec:
   # trial, any genders, each an excerpt of the corpus split of the trial's split (no
   # recording is in two splits). The EEG follows their envelopes as above.
   talkers: str = "synthetic"
+  # The EEG forward model: "classic" (the model above, one for every subject) or
+  # "family" (per subject: the stimulus feature, the response functions, the spatial
+  # map, the noise family and the SNR are drawn from a family of models; see
+  # make_family_subject), so a decoder cannot learn one generator.
+  eeg_model: str = "classic"
+  # With "family": each subject's SNR is drawn from [eeg_snr_db - snr_spread_db, eeg_snr_db].
+  snr_spread_db: float = 0.0
+  # Which subjects each split holds: "within" (every subject in every split) or
+  # "held_out" (val and test subjects never appear in training; subject_pools).
+  subject_split: str = "within"
 
   @property
   def audio_length(self) -> int:
@@ -195,6 +207,12 @@ class Subject:
   trf: np.ndarray             # [L] impulse response at the EEG rate
   mixing: np.ndarray          # [C, C] spatial smoothing of background sources
   alpha_pattern: np.ndarray   # [C]
+  # The "family" model's per-subject draws (None in the classic model).
+  trf_unattended: np.ndarray | None = None   # [L]: the ignored talker's response
+  feature_weights: np.ndarray | None = None  # [len(FEATURES)] mix of stimulus features
+  noise: str = "pink"                        # one of NOISE_FAMILIES
+  snr_db: float | None = None
+  line_hz: float = 50.0
 
 
 def make_subject(rng, channels: int, eeg_rate: int) -> Subject:
@@ -218,6 +236,101 @@ def make_subject(rng, channels: int, eeg_rate: int) -> Subject:
   return Subject(pattern, trf, mixing, alpha_pattern)
 
 
+FEATURES = ("broadband", "onset", "low_band", "mid_band", "high_band")
+BANDS = {"low_band": (100, 1000), "mid_band": (1000, 3000), "high_band": (3000, 7000)}
+NOISE_FAMILIES = ("pink", "brown", "ar1", "pink_emg", "pink_blinks")
+
+
+def make_family_subject(rng, channels: int, eeg_rate: int, snr_high: float,
+                        snr_spread: float) -> Subject:
+  """A subject of the "family" model: every part of the forward model is drawn.
+
+  * stimulus feature: a random convex mix of the broadband envelope, its onsets
+    (half-wave rectified derivative) and three band envelopes;
+  * response functions: the canonical P1 / N1 / P2 with latencies within +-25% and
+    amplitudes 0.5-1.5x, at times a later component of either sign; the ignored
+    talker drives only the early (< 120 ms) part, scaled by 0.1-0.5 (attention
+    modulates the later components);
+  * spatial map: a fronto-central blob of varying place and spread, at times a
+    weaker second source of either sign;
+  * noise: one of NOISE_FAMILIES, line noise at 50 or 60 Hz, alpha at 8-12 Hz;
+  * SNR drawn from [snr_high - snr_spread, snr_high] dB.
+  """
+  pos = electrode_positions(channels)
+  # A fronto-central auditory topography (its place and spread vary), plus at times a
+  # weaker second source of either sign.
+  centre = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.5), 0.9])
+  pattern = np.exp(-np.sum((pos - centre / np.linalg.norm(centre)) ** 2, 1) / rng.uniform(0.3, 0.8))
+  if rng.random() < 0.5:
+    other = rng.standard_normal(3) * np.array([0.6, 0.6, 0.3]) + np.array([0, 0, 0.6])
+    pattern += rng.choice([-1, 1]) * rng.uniform(0.2, 0.5) * np.exp(
+        -np.sum((pos - other / np.linalg.norm(other)) ** 2, 1) / rng.uniform(0.2, 0.6))
+  pattern -= pattern.mean()
+  pattern /= np.sqrt(np.mean(pattern ** 2)) + 1e-8
+  # The canonical P1 / N1 / P2 with each latency within +-25% and amplitude 0.5-1.5x,
+  # and at times a later component (N2 / P3-like) of either sign.
+  t = np.arange(int(0.4 * eeg_rate)) / eeg_rate
+  components = [(0.05, 0.015, 0.6), (0.10, 0.02, -1.0), (0.20, 0.04, 0.7)]
+  if rng.random() < 0.5:
+    components.append((rng.uniform(0.25, 0.33), 0.04, rng.choice([-1, 1]) * 0.4))
+  trf, early = np.zeros_like(t), np.zeros_like(t)
+  for lat, width, amp in components:
+    lat *= rng.uniform(0.75, 1.25)
+    component = amp * rng.uniform(0.5, 1.5) * np.exp(
+        -0.5 * ((t - lat) / (width * rng.uniform(0.7, 1.4))) ** 2)
+    trf += component
+    if lat < 0.12:
+      early += component
+  norm = np.sqrt(np.sum(trf ** 2)) + 1e-8
+  trf, early = trf / norm, early / norm
+  base = make_subject(rng, channels, eeg_rate)
+  return Subject(pattern=pattern, trf=trf, mixing=base.mixing, alpha_pattern=base.alpha_pattern,
+                 trf_unattended=rng.uniform(0.1, 0.5) * early,
+                 feature_weights=rng.dirichlet(np.ones(len(FEATURES))),
+                 noise=NOISE_FAMILIES[int(rng.integers(len(NOISE_FAMILIES)))],
+                 snr_db=float(rng.uniform(snr_high - snr_spread, snr_high)),
+                 line_hz=float(rng.choice([50.0, 60.0])))
+
+
+def stimulus_features(x: np.ndarray, sr: int, rate: int, length: int) -> np.ndarray:
+  """``[len(FEATURES), length]`` z-scored features of audio ``x`` at the EEG rate."""
+  env = envelope_at(x, sr, rate, length)
+  onset = np.maximum(np.diff(env, prepend=env[0]), 0)
+  out = {"broadband": env, "onset": (onset - onset.mean()) / (onset.std() + 1e-8)}
+  for name, (lo, hi) in BANDS.items():
+    sos = signal.butter(4, [lo, min(hi, 0.45 * sr)], "bandpass", fs=sr, output="sos")
+    out[name] = envelope_at(signal.sosfilt(sos, x), sr, rate, length)
+  return np.stack([out[k] for k in FEATURES])
+
+
+def _noise(rng, subject: Subject, c: int, n: int, rate: int) -> np.ndarray:
+  """The subject's noise family ``[C, n]``, unit std per channel before mixing."""
+  kind = subject.noise
+  if kind == "brown":
+    x = np.cumsum(rng.standard_normal((c, n)), axis=1)
+    x = signal.detrend(x, axis=1)
+  elif kind == "ar1":
+    x = signal.lfilter([1.0], [1.0, -rng.uniform(0.8, 0.97)], rng.standard_normal((c, n)), axis=1)
+  else:
+    x = _pink(rng, c, n)
+  x = x / (x.std(axis=1, keepdims=True) + 1e-8)
+  if kind == "pink_emg":           # broadband muscle bursts on a few channels
+    burst = np.zeros(n)
+    for _ in range(int(rng.integers(1, 4))):
+      a = int(rng.integers(0, max(n - rate // 4, 1)))
+      burst[a:a + rate // 4] = 1.0
+    sos = signal.butter(2, min(20, 0.45 * rate), "highpass", fs=rate, output="sos")
+    emg = signal.sosfilt(sos, rng.standard_normal((c, n)), axis=1) * burst[None]
+    x = x + 2.0 * emg * (rng.random((c, 1)) < 0.3)
+  elif kind == "pink_blinks":      # frontal low-frequency blinks
+    blinks = np.zeros(n)
+    for _ in range(int(rng.integers(0, 3))):
+      a = int(rng.integers(0, max(n - rate // 2, 1)))
+      blinks[a:a + rate // 2] += np.hanning(rate // 2)[:len(blinks[a:a + rate // 2])]
+    x = x + 3.0 * np.clip(subject.mixing[:, :1], 0, None) * blinks[None]
+  return x
+
+
 def _pink(rng, channels, n):
   spec = np.fft.rfft(rng.standard_normal((channels, n)), axis=1)
   f = np.arange(spec.shape[1])
@@ -239,6 +352,34 @@ def background(rng, subject: Subject, n: int, rate: int) -> np.ndarray:
   sensor = 0.3 * rng.standard_normal((c, n))
   x = pink + 0.7 * alpha + line + sensor
   return x / np.sqrt(np.mean(x ** 2))
+
+
+def family_background(rng, subject: Subject, n: int, rate: int) -> np.ndarray:
+  """Background EEG ``[C, n]`` of the family model, unit mean channel power."""
+  c = subject.pattern.shape[0]
+  t = np.arange(n) / rate
+  x = subject.mixing @ _noise(rng, subject, c, n, rate)
+  alpha_env = np.clip(np.convolve(rng.standard_normal(n), np.hanning(rate // 2), "same"), 0, None)
+  alpha = np.sin(2 * np.pi * rng.uniform(8, 12) * t + rng.uniform(0, 6.3)) * alpha_env
+  x = x + rng.uniform(0.3, 1.0) * subject.alpha_pattern[:, None] * alpha[None] / (alpha.std() + 1e-8)
+  if subject.line_hz < rate / 2:
+    x = x + rng.uniform(0.1, 0.5) * np.sin(2 * np.pi * subject.line_hz * t)[None] * rng.uniform(
+        0.5, 1.5, (c, 1))
+  x = x + 0.3 * rng.standard_normal((c, n))
+  return x / np.sqrt(np.mean(x ** 2))
+
+
+def family_eeg_trial(rng, subject: Subject, feats_att, feats_unatt, rate: int) -> np.ndarray:
+  """EEG ``[T_eeg, C]`` in volts from the talkers' features ``[F, T_eeg]`` (family model)."""
+  n = feats_att.shape[1]
+  f_att, f_unatt = subject.feature_weights @ feats_att, subject.feature_weights @ feats_unatt
+  drive = (np.convolve(f_att, subject.trf)[:n]
+           + np.convolve(f_unatt, subject.trf_unattended)[:n])
+  response = subject.pattern[:, None] * drive[None]
+  response /= np.sqrt(np.mean(response ** 2)) + 1e-8
+  x = 10 ** (subject.snr_db / 20) * response + family_background(rng, subject, n, rate)
+  x *= EEG_MICROVOLTS / x.std()
+  return (x * 1e-6).T.astype(np.float32)
 
 
 def eeg_trial(rng, subject: Subject, env_att, env_unatt, snr_db: float,
@@ -297,7 +438,14 @@ def make_trial(rng, spec: SyntheticSpec, subject: Subject, split: str = "train")
   attended, unattended, mix = attended / peak, unattended / peak, mix / peak
   env_a = envelope_at(attended, spec.sample_rate, spec.eeg_rate, spec.eeg_length)
   env_u = envelope_at(unattended, spec.sample_rate, spec.eeg_rate, spec.eeg_length)
-  eeg = eeg_trial(rng, subject, env_a, env_u, spec.eeg_snr_db, spec.eeg_rate)
+  if spec.eeg_model == "family":
+    feats = [stimulus_features(x, spec.sample_rate, spec.eeg_rate, spec.eeg_length)
+             for x in (attended, unattended)]
+    eeg = family_eeg_trial(rng, subject, *feats, spec.eeg_rate)
+  elif spec.eeg_model == "classic":
+    eeg = eeg_trial(rng, subject, env_a, env_u, spec.eeg_snr_db, spec.eeg_rate)
+  else:
+    raise ValueError(f"synthetic eeg_model must be 'classic' or 'family', got {spec.eeg_model!r}.")
   if spec.cue == "oracle":
     eeg = (subject.pattern[:, None] * env_a[None] * EEG_MICROVOLTS * 1e-6).T.astype(np.float32)
   elif spec.cue != "eeg":
@@ -310,6 +458,22 @@ def _write(path, stem, data):
     f.create_dataset(f"{stem}=", data=data)
 
 
+def subject_pools(spec: SyntheticSpec) -> dict[str, list[int]]:
+  """The subject ids of each split. "within": all of them everywhere. "held_out": a
+  quarter of the subjects (at least one) for test, as many for val, the rest for
+  training, so val and test subjects are never trained on."""
+  ids = list(range(spec.subjects))
+  if spec.subject_split == "within":
+    return {s: ids for s in SPLITS}
+  if spec.subject_split != "held_out":
+    raise ValueError(f"synthetic subject_split must be 'within' or 'held_out', got "
+                     f"{spec.subject_split!r}.")
+  k = max(1, spec.subjects // 4)
+  if spec.subjects < 2 * k + 1:
+    raise ValueError(f"subject_split='held_out' needs at least 3 subjects, got {spec.subjects}.")
+  return dict(train=ids[:-2 * k], val=ids[-2 * k:-k], test=ids[-k:])
+
+
 def _trials(spec: SyntheticSpec, subjects: list[Subject], split_id: int,
             start: int, stop: int) -> dict[str, np.ndarray]:
   """Trials ``start..stop-1`` of a split: each a pure function of (seed, split, index)."""
@@ -319,9 +483,10 @@ def _trials(spec: SyntheticSpec, subjects: list[Subject], split_id: int,
                 unattended=np.zeros((n, t, 1), np.float32),
                 eegs=np.zeros((n, te, c), np.float32),
                 subjects=np.zeros((n,), np.int32))
+  pool = subject_pools(spec)[SPLITS[split_id]]
   for j, i in enumerate(range(start, stop)):
     rng = np.random.default_rng([spec.seed, split_id, i])
-    s = i % len(subjects)
+    s = pool[i % len(pool)]
     mix, att, unatt, eeg = make_trial(rng, spec, subjects[s], SPLITS[split_id])
     arrays["noisy"][j, :, 0], arrays["clean"][j, :, 0] = mix, att
     arrays["unattended"][j, :, 0], arrays["eegs"][j] = unatt, eeg
@@ -376,11 +541,18 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
   out = os.path.abspath(out)
   with atomic_directory(out, overwrite) as tmp:
     rng = np.random.default_rng([spec.seed, 999])
-    subjects = [make_subject(rng, spec.eeg_channels, spec.eeg_rate)
-                for _ in range(spec.subjects)]
+    if spec.eeg_model == "family":
+      subjects = [make_family_subject(rng, spec.eeg_channels, spec.eeg_rate, spec.eeg_snr_db,
+                                      spec.snr_spread_db) for _ in range(spec.subjects)]
+    else:
+      subjects = [make_subject(rng, spec.eeg_channels, spec.eeg_rate)
+                  for _ in range(spec.subjects)]
     for split_id, (split, n) in enumerate(zip(SPLITS, (spec.n_train, spec.n_val, spec.n_test))):
       write_split(tmp, split, n, spec, subjects, split_id, progress, workers)
+    pools = subject_pools(spec)
     manifest = dict(generator="neurocodec_jax.data.synthetic",
+                    protocol=dict(name="subject-held-out" if spec.subject_split == "held_out"
+                                  else "within-subject", subjects=pools),
                     unattended_gain=UNATTENDED_GAIN, eeg_microvolts=EEG_MICROVOLTS,
                     audio_length=spec.audio_length, eeg_length=spec.eeg_length,
                     **dataclasses.asdict(spec))
@@ -404,7 +576,8 @@ def spec_from_config(config) -> SyntheticSpec:
       hop_length=codec.hop_length(arch), eeg_rate=config.data.eeg_rate,
       eeg_channels=config.eeg_channels, subjects=s.subjects, n_train=s.n_train,
       n_val=s.n_val, n_test=s.n_test, eeg_snr_db=s.eeg_snr_db, seed=s.seed,
-      talkers=s.talkers)
+      talkers=s.talkers, eeg_model=s.eeg_model, snr_spread_db=s.snr_spread_db,
+      subject_split=s.subject_split)
 
 
 def mismatch(root: str, spec: SyntheticSpec) -> str | None:
