@@ -9,6 +9,12 @@ trial is identical across rungs, only the cue differs):
   oracle   the attended talker's own envelope in place of the EEG (a perfect cue)
   eeg10    synthetic EEG at +10 dB
   eeg15    the demo's synthetic EEG at -15 dB
+  family   the family of EEG forward models, subject SNRs -25..-10 dB, 8 subjects
+  family_held_out  the same, val and test subjects never trained on
+
+Each row also carries the classic linear backward decoder's identification with
+perfectly separated talkers (``evaluation.linear_baseline``), beside the model's own
+EEG decoder's (``id_cue_true_envelopes``).
 
 A variant fixes the model/training config overrides (``VARIANTS``; add
 ``--set key=value`` for more). Each run trains in ``runs/ladder/<name>`` (resumes
@@ -41,6 +47,11 @@ RUNGS = {
     "oracle": dict(cue="oracle"),
     "eeg10": dict(eeg_snr_db=10.0),
     "eeg15": dict(eeg_snr_db=-15.0),
+    # The family of EEG forward models (data/synthetic.py), SNRs in [-25, -10] dB,
+    # within-subject and with the val/test subjects held out of training.
+    "family": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0, subjects=8),
+    "family_held_out": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0,
+                            subjects=8, subject_split="held_out"),
 }
 
 # Every variant sets every recipe field (the demo preset, the base, holds the recipe).
@@ -162,6 +173,7 @@ def main(argv=None) -> int:
     run = train_and_evaluate(config, workdir)["run"]
   train_seconds = time.time() - t0
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+  linear = evaluation.linear_baseline(config, args.split)
   for ablation in evaluation.ABLATIONS:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
                             which="latest", perceptual=False, reuse=run)
@@ -170,6 +182,7 @@ def main(argv=None) -> int:
                codec_weights=args.codec_weights,
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
                train_seconds=round(train_seconds), overrides=overrides,
+               linear_identification=linear["identification"],
                command="python scripts/eeg_ladder.py " + " ".join(argv or sys.argv[1:]),
                **{k: m[k] for k in ("id_latent", "id_si_sdr", "cos_attended", "cos_unattended",
                                     "si_sdr", "si_sdr_unattended", "id_latent_mixture",
@@ -217,11 +230,12 @@ def table(path: str = RESULTS) -> str:
             "stream envelopes' correlation with their own / the other talker and the "
             "identification a perfect cue would give with this separation.", "",
             "| run | split | steps | cue r att / unatt | id if separation were perfect "
-            "| stream r own / other | id if the cue were perfect |",
-            "|---|---|---|---|---|---|---|"]
+            "| linear decoder, same | stream r own / other | id if the cue were perfect |",
+            "|---|---|---|---|---|---|---|---|"]
     for (name, split, steps), n in diag:
       out.append(f"| {name} | {split} | {steps} | {n['cue_r_attended']:.2f} / "
                  f"{n['cue_r_unattended']:.2f} | {pct(n['id_cue_true_envelopes'])} "
+                 f"| {pct(n['linear_identification']) if 'linear_identification' in n else '-'} "
                  f"| {n['stream_r_own']:.2f} / {n['stream_r_other']:.2f} "
                  f"| {pct(n['id_oracle_cue'])} |")
   return "\n".join(out)
