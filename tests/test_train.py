@@ -418,3 +418,44 @@ def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):
   assert total == 2 * 4 and len(rates) == total          # 16 trials, batch 4, 2 epochs
   assert rates[0] == pytest.approx(config.lr)
   assert all(a > b > 0 for a, b in zip(rates, rates[1:]))   # decaying, never 0 in the run
+
+
+def test_extract_a_recording_in_every_eeg_format(uninterrupted, tmp_path, capsys):
+  """``neurocodec_jax.cli.extract`` on a recording longer than a window, from a wav at
+  another rate and EEG as .npy (time-major, volts), .h5 and .fif (MNE) at 256 Hz."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  import mne  # pylint: disable=g-import-not-at-top
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.cli import extract  # pylint: disable=g-import-not-at-top
+  workdir, _ = uninterrupted
+  config = load_run_config(workdir)
+  rng = np.random.default_rng(0)
+  seconds, channels = 2.7, config.eeg_channels
+  sf.write(str(tmp_path / "mix.wav"), 0.1 * rng.standard_normal(int(seconds * 22050)), 22050)
+  eeg = 1e-5 * rng.standard_normal((int(seconds * 256) + 10, channels))      # volts
+  np.save(tmp_path / "eeg.npy", eeg)
+  with h5py.File(tmp_path / "eeg.h5", "w") as f:
+    f.create_dataset("eeg", data=eeg.T * 1e6)                                # microvolts
+  info = mne.create_info([f"E{i}" for i in range(channels)], 256.0, "eeg")
+  mne.io.RawArray(eeg.T, info, verbose=False).save(tmp_path / "eeg_raw.fif", verbose=False)
+  sr = config.codec.arch.sample_rate
+  for name, extra in (("eeg.npy", ["--eeg_rate", "256"]), ("eeg.h5", ["--eeg_rate", "256"]),
+                      ("eeg_raw.fif", [])):
+    out = tmp_path / f"out_{name}.wav"
+    assert extract.main(["--workdir", workdir, "--which", "latest", "--mixture",
+                         str(tmp_path / "mix.wav"), "--eeg", str(tmp_path / name),
+                         "--out", str(out)] + extra) == 0
+    wave, rate = sf.read(out)
+    assert rate == sr and abs(len(wave) - seconds * sr) <= 1 and np.isfinite(wave).all()
+    assert os.path.getsize(str(out)[:-4] + ".png") > 0
+  # Bad inputs: one line naming the file and what was expected.
+  np.save(tmp_path / "bad.npy", eeg[:, :channels - 1])
+  for argv, message in (
+      (["--eeg", str(tmp_path / "bad.npy"), "--eeg_rate", "256"], "the model takes"),
+      (["--eeg", str(tmp_path / "eeg.npy")], "pass --eeg_rate"),
+      (["--eeg", str(tmp_path / "eeg.txt"), "--eeg_rate", "256"], "EEG format .txt")):
+    with pytest.raises(SystemExit) as e:
+      extract.main(["--workdir", workdir, "--mixture", str(tmp_path / "mix.wav"),
+                    "--out", str(tmp_path / "x.wav")] + argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

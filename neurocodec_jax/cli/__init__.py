@@ -1,4 +1,4 @@
-"""Entry points: ``train``, ``evaluate``, ``demo``. They alone choose the codec
+"""Entry points: ``train``, ``evaluate``, ``demo``, ``extract``. They alone choose the codec
 (``codec_bridge``) and read configs; the library imports neither."""
 
 import functools
@@ -13,8 +13,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
   from neurocodec_jax.train.checkpoint import CheckpointError
   from neurocodec_jax.train.loop import ConfigMismatch
   from neurocodec_jax.data.speech import SpeechSourceError
+  from neurocodec_jax.recordings import RecordingError
   return (FileNotFoundError, NotADirectoryError, DataError, CheckpointError, ConfigMismatch,
-          SpeechSourceError)
+          SpeechSourceError, RecordingError)
 
 
 def one_line_errors(main):
