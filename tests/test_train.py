@@ -459,3 +459,50 @@ def test_extract_a_recording_in_every_eeg_format(uninterrupted, tmp_path, capsys
                     "--out", str(tmp_path / "x.wav")] + argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--mute-audio"]
+LOAD_CHECK = """<script>
+window.addEventListener('load', () => {
+  const audios = [...document.querySelectorAll('audio')];
+  const images = [...document.querySelectorAll('img')];
+  let loaded = 0, failed = 0;
+  const done = () => { document.title = `audio ${loaded}/${audios.length} failed ${failed} ` +
+      `images ${images.filter(i => i.naturalWidth > 0).length}/${images.length}`; };
+  audios.forEach(a => { a.addEventListener('loadedmetadata', () => { loaded++; done(); });
+                        a.addEventListener('error', () => { failed++; done(); });
+                        a.preload = 'metadata'; a.load(); });
+  done();
+});
+</script>"""
+
+
+def test_report_renders_with_its_players_and_images(uninterrupted, tmp_path):
+  """report.html in a real browser (headless Chromium): every audio player loads its
+  wav and every image decodes, from file:// with relative paths."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import report  # pylint: disable=g-import-not-at-top
+  workdir, full = uninterrupted
+  config = load_run_config(workdir)
+  result = evaluation.evaluate(config, workdir=workdir, split="test", num_samples=2,
+                               out_dir=str(tmp_path / "eval" / "test_none"), reuse=full["run"])
+  page = report.write_report(result["out_dir"])
+  text = open(page).read()
+  assert text.count("<audio") == 6 and text.count("<img") == 2 and "ceiling: codec oracle" in text
+  assert "http://" not in text and "https://" not in text            # self-contained
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  if browser is None:
+    pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+  check = os.path.join(result["out_dir"], "report_check.html")
+  with open(check, "w") as f:
+    f.write(text.replace("</body>", LOAD_CHECK + "</body>"))
+  proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                         "--virtual-time-budget=10000", "--dump-dom", "file://" + check],
+                        capture_output=True, text=True, timeout=120)
+  title = re.search(r"<title>(.*?)</title>", proc.stdout)
+  assert title and title.group(1) == "audio 6/6 failed 0 images 2/2", (
+      title and title.group(1), proc.stderr[-1500:])

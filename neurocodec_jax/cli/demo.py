@@ -25,7 +25,7 @@ import time
 import codec_bridge  # pylint: disable=unused-import  (registers the codec loader)
 from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs import neurocodec
-from neurocodec_jax import evaluation
+from neurocodec_jax import evaluation, report
 from neurocodec_jax.data import open_split, speech, synthetic
 from neurocodec_jax.train.loop import train_and_evaluate
 
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
   print(f"\n[demo] {evaluation.quality_verdict(results['none']['metrics'])}")
   linear = evaluation.linear_baseline(config, "test", out_dir=results["none"]["out_dir"])
   print(f"\n[demo] {decoder_comparison(results['none']['metrics'], linear)}")
+  print(f"[demo] report: {report.write_report(results['none']['out_dir'])}")
   print(f"\n[demo] done in {time.time() - start:.0f} s. Outputs:\n"
         f"  data:        {config.root}\n"
         f"  run:         {workdir}/ (config.json, metrics.jsonl, checkpoints/, best/)\n"

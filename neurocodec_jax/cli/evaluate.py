@@ -27,6 +27,9 @@ flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG."
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
+flags.DEFINE_bool("report", False,
+                  "Also write report.html in the output folder: the tables, audio players "
+                  "and spectrograms of the written samples, links to the JSON.")
 flags.DEFINE_bool("linear_baseline", False,
                   "Also fit the classic linear backward decoder (train split, ridge chosen "
                   "on val) and report its identification on --split with perfectly "
@@ -76,6 +79,9 @@ def main(argv):
     print(f"linear backward decoder: identification {linear['identification']:.3f} "
           f"(± {linear['identification_se']:.3f}); the model's EEG decoder: "
           f"{'n/a' if ours is None else f'{ours:.3f}'} (both with the true envelopes)")
+  if FLAGS.report:
+    from neurocodec_jax import report  # pylint: disable=g-import-not-at-top
+    print(f"wrote {report.write_report(result['out_dir'])}")
   print(f"wrote {result['out_dir']}/metrics.json")
 
 
