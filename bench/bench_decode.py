@@ -31,7 +31,7 @@ def main(argv=None):
         (batch, arch["latent_dim"], frames)), jnp.float32)
     fwd = jax.jit(decode)
     fwd_vjp = jax.jit(jax.grad(lambda z: jnp.sum(decode(z) ** 2)))
-    params = codec_bridge.params_from_torch(dac)
+    params = codec_bridge.dac_params_from_torch(dac)
     jax_fwd = jax.jit(dac_jax.decode)
     jax_fwd_vjp = jax.jit(jax.grad(lambda p, z: jnp.sum(dac_jax.decode(p, z) ** 2),
                                    argnums=1))

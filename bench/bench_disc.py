@@ -14,7 +14,7 @@ it runs them, beside DAC's ``GANLoss``: the D step (D loss on fake and real, wei
 gradients only) and the generator side (adversarial + 2 x features, the input
 gradient only, the discriminator frozen). ``--before`` adds our earlier forms (MPD's
 2-D convolutions, MRD's convolutions all through XLA's conv with its strided
-gradients; no ``polyphase_conv``, no ``banded_conv``).
+gradients: ``ops.conv``'s "xla" implementation).
 
 ``--memory``: the discriminator step's program (D loss and its parameter gradient on
 fake and real) at full size for 44.1 and 16 kHz: XLA's buffers and one run's time.
@@ -34,8 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.common import add_malloc_flag, block, median_seconds, peak_rss_mb, report, set_malloc
+from codec_bridge.converters import discriminator_params_from_torch
 from neurocodec_jax import losses
 from neurocodec_jax.models import discriminators as ours
+from neurocodec_jax.ops import conv as conv_ops
 from tests.references import torch_discriminator
 
 
@@ -99,7 +101,7 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
       mine = ours.Discriminator(periods=(arg,) if kind == "mpd" else (),
                                 fft_sizes=(arg,) if kind == "mrd" else (),
                                 sample_rate=sample_rate, width=width)
-      params = ours.params_from_torch(ref)
+      params = discriminator_params_from_torch(ref)
       x_t = torch.from_numpy(x_np).requires_grad_(True)
 
       def run_torch():
@@ -120,7 +122,7 @@ def compare(sample_rate: int, batch: int, seconds: float, widths, periods, ffts,
         raise AssertionError(f"{kind}_{arg} width {width}: loss {got} vs DAC's {want}")
       runs = {"torch": run_torch, "ours": run_jax}
       if before:                         # our earlier forms
-        old = mine.clone(mpd_fold_period=False, mrd_polyphase=False, mrd_banded=False)
+        old = mine.clone(conv="xla")
         step_old = jax.jit(jax.grad(lambda p, x: _loss_jax(old.apply({"params": p}, x)),
                                     argnums=(0, 1)))
         runs["before"] = lambda: block(step_old(params, x_j))
@@ -220,13 +222,14 @@ def _compare_layers(kind, arg, width, ref, params, x_t, repeats, flags, before) 
     runs = {"torch": run_torch}
     if kind == "mpd":                    # as MPD runs it: phases folded into the batch
       folded = jnp.transpose(xj, (0, 3, 2, 1)).reshape(-1, xj.shape[2], xj.shape[1])  # [B*p, H, C]
-      step = grad(ours.WNConv(**kw, drop_unit_axis=True, channels_last=True))
+      step = grad(ours.WNConv(**kw, implementation="channels_last"))
       runs["ours"] = lambda step=step, p=p, x=folded: block(step(p, x))
       if before:
         step_2d = grad(conv)
         runs["before"] = lambda step=step_2d, p=p, x=xj: block(step(p, x))
     else:
-      step = grad(ours.WNConv(**kw, polyphase=None, banded=None))   # as MRD runs it
+      impl = conv_ops.resolve("auto", kw["kernel_size"], kw["features"])
+      step = grad(ours.WNConv(**kw, implementation=impl.replace("_channels_last", "")))  # NCHW in
       runs["ours"] = lambda step=step, p=p, x=xj: block(step(p, x))
       if before:
         step_old = grad(conv)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from bench.common import block, median_seconds, report
-from neurocodec_jax.models.mamba import Mamba, params_from_torch
+from codec_bridge.converters import mamba_params_from_torch as params_from_torch
+from neurocodec_jax.models.mamba import Mamba
 from neurocodec_jax.ops import BACKENDS
 from tests.references import import_mamba_ssm
 

@@ -7,7 +7,9 @@ JAX function, ``encode`` runs its encoder and quantizer on audio, and
 ``codec_bridge.precompute`` encodes a dataset's audio to codes once. ``FrozenDAC``
 holds a loaded DAC behind the methods a ``neurocodec_jax`` run calls; ``JaxDAC``
 (``codec.backend="jax"``) holds the same with its encoder and decoder ported to JAX
-(``neurocodec_jax.models.dac_jax``, weights copied by ``params_from_torch``).
+(``neurocodec_jax.models.dac_jax``, weights copied by ``dac_params_from_torch``).
+``codec_bridge.converters`` holds every torch-to-JAX weight converter (DAC, DAC's
+discriminator, Mamba).
 
 Dependencies go one way, from this package to ``neurocodec_jax``: the bridge is the
 torch adapter to the JAX package's codec (its sizes, ``neurocodec_jax.codec``), data
@@ -17,10 +19,11 @@ imports this package: importing it registers :func:`load_codec` as the runs' cod
 loader (``neurocodec_jax.run.use_codec_loader``); the entry points import it.
 """
 
+from codec_bridge.converters import dac_params_from_torch
 from codec_bridge.decode import make_decoder
 from codec_bridge.encode import encode
 from codec_bridge.frozen import FrozenDAC
-from codec_bridge.jax_dac import JaxDAC, params_from_torch
+from codec_bridge.jax_dac import JaxDAC
 from codec_bridge.loading import (WeightsNotFound, codec_identity, load_dac,
                                   load_dac_from_config)
 from codec_bridge.quantizer import quantizer_params

@@ -14,6 +14,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from neurocodec_jax.ops.precision import HIGHEST
 import numpy as np
 from scipy import signal as sps
 
@@ -52,4 +54,4 @@ def mel_spectrogram(x: jax.Array, sample_rate: int, n_fft: int, n_mels: int,
   """Magnitude mel spectrogram ``[..., n_mels, frames]`` (hop = n_fft // 4)."""
   mag = jnp.abs(stft(x, n_fft, n_fft // 4, window_type))
   fb = mel_filters(sample_rate, n_fft, n_mels, fmin, fmax)
-  return jnp.einsum("mf,...ft->...mt", fb, mag, precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum("mf,...ft->...mt", fb, mag, precision=HIGHEST)

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 # DAC's sizes are defined in codec_arch (no JAX there: configs read them); re-exported.
 from neurocodec_jax.codec_arch import (ARCH_KEYS, DAC_ARCHS, DEMO_CODEC,  # pylint: disable=unused-import
                                        frame_count, frame_rate, frame_seconds, hop_length)
+from neurocodec_jax.ops.precision import HIGHEST
 
-HIGHEST = jax.lax.Precision.HIGHEST
 
 def codes_to_z(qparams: dict, codes: jax.Array) -> jax.Array:
   """Codes ``[batch, n, frames]`` (n <= n_codebooks) -> z ``[batch, latent_dim, frames]``."""

@@ -86,6 +86,15 @@ def _samples(eval_dir: str) -> str:
       "(evaluate.py --num_samples N writes them).</p>"
 
 
+def _checkpoint(path, eval_dir: str) -> str:
+  """The checkpoint relative to the run (``<workdir>/eval/<split>_<ablation>``)."""
+  if not path:
+    return "unknown"
+  workdir = os.path.dirname(os.path.dirname(os.path.abspath(eval_dir)))
+  rel = os.path.relpath(os.path.abspath(path), workdir)
+  return rel if not rel.startswith("..") else os.path.basename(os.path.normpath(path))
+
+
 def write_report(eval_dir: str) -> str:
   """Writes ``<eval_dir>/report.html`` (see the module docstring); returns its path."""
   with open(os.path.join(eval_dir, "metrics.json")) as f:
@@ -111,7 +120,7 @@ def write_report(eval_dir: str) -> str:
 <html><head><meta charset="utf-8"><title>NeuroCodec evaluation: {html.escape(split)}</title>
 <style>{STYLE}</style></head><body>
 <h1>NeuroCodec evaluation: {html.escape(split)} split, {main['n']} trials</h1>
-<p>Checkpoint {html.escape(str(main.get('checkpoint')))}.</p>
+<p>Checkpoint {html.escape(_checkpoint(main.get('checkpoint'), eval_dir))}.</p>
 <h2>Output quality against the attended talker ({html.escape(main['ablation'])})</h2>
 {_quality(main)}
 <h2>Identification under each EEG ablation</h2>

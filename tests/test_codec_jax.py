@@ -1,6 +1,6 @@
 """DAC's encoder and decoder ported to Flax (``neurocodec_jax.models.dac_jax``) vs DAC.
 
-A random-weight DAC at the demo sizes is copied into ours (``params_from_torch``).
+A random-weight DAC at the demo sizes is copied into ours (``dac_params_from_torch``).
 The yardstick is DAC's own float32 rounding: DAC run in float64 vs DAC in float32;
 ours must stay within a few times that, and ours in float64 must equal DAC in
 float64 to float64 rounding (the same function, not a near one).
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import codec_bridge
-from codec_bridge import jax_dac
+from codec_bridge.converters import dac_params_from_torch
 from neurocodec_jax.codec_arch import DAC_ARCHS, DEMO_CODEC
 from neurocodec_jax import run
 from neurocodec_jax.models import dac_jax
@@ -46,7 +46,7 @@ def dac64():
 
 @pytest.fixture(scope="module")
 def params(dac_model):
-  return jax_dac.params_from_torch(dac_model)
+  return dac_params_from_torch(dac_model)
 
 
 @jax.jit
@@ -122,7 +122,7 @@ def test_decoder_in_float64_equals_dac_in_float64(dac64):
   z = rng.standard_normal((1, 64, 6))
   g = rng.standard_normal((1, 1, 6 * 320))
   with jax.enable_x64(True):
-    params64 = jax_dac.params_from_torch(dac64, dtype=np.float64)
+    params64 = dac_params_from_torch(dac64, dtype=np.float64)
     wave, gz = _decode_and_vjp(params64, jnp.asarray(z), jnp.asarray(g))
     assert wave.dtype == gz.dtype == jnp.float64
   ref_wave, ref_gz = _decoder_torch(dac64, z, g, torch.float64)
@@ -201,7 +201,7 @@ def test_full_size_decoder_vjp_and_encoder_equal_dac(model_type):
   arch = DAC_ARCHS[model_type]
   model = codec_bridge.load_dac(random_sizes=arch, device="cpu")
   model64 = codec_bridge.load_dac(random_sizes=arch, device="cpu").double()
-  params = jax_dac.params_from_torch(model)
+  params = dac_params_from_torch(model)
   hop, frames = dac_jax.hop_length(params), 3
   rng = np.random.default_rng(7)
   z = rng.standard_normal((1, arch["latent_dim"], frames)).astype(np.float32)

@@ -10,8 +10,10 @@ from audiotools import AudioSignal
 from dac.model.discriminator import Discriminator as TorchDiscriminator
 from dac.nn.loss import GANLoss, MelSpectrogramLoss
 
+from codec_bridge.converters import discriminator_params_from_torch
 from neurocodec_jax import losses
-from neurocodec_jax.models.discriminators import Discriminator, params_from_torch
+from neurocodec_jax.models.discriminators import MRD, Discriminator
+from neurocodec_jax.ops import conv as conv_ops
 from tests.conftest import record_error
 
 # Errors are normwise, max|ours - ref| / max|ref| per array; measured values and
@@ -79,7 +81,7 @@ def test_discriminator_input_gradient_matches_dac(sample_rate, length, ffts, rat
             sample_rate=sample_rate)
   ref = TorchDiscriminator(**kw)
   ours = Discriminator(rates=rates, periods=periods, fft_sizes=ffts, sample_rate=sample_rate)
-  params = params_from_torch(ref)
+  params = discriminator_params_from_torch(ref)
   init = ours.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, length)))["params"]
   assert jax.tree.structure(init) == jax.tree.structure(params)
   x = _audio(sample_rate, (2, 1, length))
@@ -147,7 +149,7 @@ def test_gan_losses_match_dac(monkeypatch):
   ref_disc = TorchDiscriminator(periods=[2, 3], fft_sizes=[512], sample_rate=16000)
   gan = GANLoss(ref_disc)
   ours = Discriminator(periods=(2, 3), fft_sizes=(512,), sample_rate=16000)
-  params = params_from_torch(ref_disc)
+  params = discriminator_params_from_torch(ref_disc)
   fake, real = _audio(5, (2, 1, 4000)), _audio(6, (2, 1, 4000))
   ft = torch.from_numpy(fake).requires_grad_()
   d_ref = gan.discriminator_loss(AudioSignal(ft, 16000), AudioSignal(torch.from_numpy(real), 16000))
@@ -181,7 +183,7 @@ def test_gan_losses_match_dac(monkeypatch):
   fake, real = fake[..., :2000], real[..., :2000]
   GANLoss(ref64).discriminator_loss(AudioSignal(torch.from_numpy(fake).double(), 16000),
                                     AudioSignal(torch.from_numpy(real).double(), 16000)).backward()
-  ref_grads = params_from_torch(type("G", (), {"state_dict": lambda self: {
+  ref_grads = discriminator_params_from_torch(type("G", (), {"state_dict": lambda self: {
       k: v.grad for k, v in ref64.named_parameters()}, "discriminators": ref64.discriminators})())
   with jax.enable_x64(True):
     p64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), params)
@@ -299,13 +301,14 @@ def test_envelope_and_pearson_loss():
 
 
 def test_mpd_folded_form_equals_dacs_2d_form():
-  """MPD's default runs the (k, 1) kernels as 1-D convs over [B * p, C, T / p]; the
-  2-D form over DAC's [B, C, T / p, p] fold is the same function (maps, and gradients
-  wrt the input and every weight). Measured over init seeds 0-2: maps 0.7-1.8e-6,
-  gradients 1.6-7.7e-6, normwise per array (float32 summation order alone); ~10x."""
+  """MPD's default ("auto": ``channels_last``) runs the (k, 1) kernels as 1-D convs
+  over [B * p, T / p, C]; the 2-D form over DAC's [B, C, T / p, p] fold ("xla") is the
+  same function (maps, and gradients wrt the input and every weight). Measured over
+  init seeds 0-2: maps 0.7-1.8e-6, gradients 1.6-7.7e-6, normwise per array (float32
+  summation order alone); ~10x."""
   x = jnp.asarray(_audio(3, (2, 1, 1000)))
   folded = Discriminator(periods=(2, 5), fft_sizes=(), sample_rate=16000, width=0.125)
-  plain = folded.clone(mpd_fold_period=False)
+  plain = folded.clone(conv="xla")
   params = folded.init(jax.random.PRNGKey(0), x)["params"]
   assert (jax.tree.structure(plain.init(jax.random.PRNGKey(0), x)["params"])
           == jax.tree.structure(params))
@@ -322,68 +325,13 @@ def test_mpd_folded_form_equals_dacs_2d_form():
   assert max(errs) < 8e-5, max(errs)
 
 
-def test_folded_conv_rejects_a_kernel_without_a_unit_axis():
-  from neurocodec_jax.models.discriminators import WNConv  # pylint: disable=g-import-not-at-top
-  conv = WNConv(4, (3, 3), drop_unit_axis=True)
-  with pytest.raises(ValueError, match="unit last kernel axis"):
-    conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 16)))
-
-
-@pytest.mark.parametrize("shape,kernel,strides,padding", [
-    ((2, 16, 7, 40), (3, 9), (1, 2), (1, 4)),      # MRD's strided band convs
-    ((2, 16, 7, 39), (3, 9), (1, 2), (1, 4)),      # an odd width
-    ((2, 8, 5, 23), (2, 4), (1, 3), (0, 1)),       # stride 3, kernel not a multiple
-    ((1, 2, 3, 5), (1, 2), (1, 2), (0, 0)),        # the last column feeds no output
-    ((2, 16, 60), (5,), (3,), (2,))])                # a 1-D stride
-def test_polyphase_conv_equals_conv(shape, kernel, strides, padding):
-  """``polyphase_conv`` (a conv strided along the last axis as a stride-1 conv over
-  the stride's phases; MRD's strided convs on a CPU) is the conv: output and the
-  gradients wrt input and kernel. Measured: output 0-4.8e-7, input gradient
-  9.1e-8-4.4e-7 normwise (float32 summation order), kernel gradient equal; ~10x."""
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
-  nd = len(kernel)
-  dn = ("NC" + "HW"[:nd], "OI" + "HW"[:nd], "NC" + "HW"[:nd]) if nd == 2 else ("NCH", "OIH", "NCH")
-  pads = tuple((p, p) for p in padding)
-  x = jnp.asarray(_audio(0, shape))
-  w = jnp.asarray(_audio(1, (8, shape[1], *kernel)))
-  y, vjp = jax.vjp(lambda x, w: d.polyphase_conv(x, w, strides, padding), x, w)
-  y_ref, vjp_ref = jax.vjp(lambda x, w: d._conv(x, w, strides, pads, dn, 1), x, w)  # pylint: disable=protected-access
-  assert y.shape == y_ref.shape
-  ct = jnp.asarray(_audio(2, y.shape))
-  errs = [normwise(y, y_ref)] + [normwise(a, b) for a, b in zip(vjp(ct), vjp_ref(ct))]
-  assert max(errs) < 5e-6, errs
-
-
-@pytest.mark.parametrize("shape,kernel,strides,padding", [
-    ((2, 7, 40, 16), (3, 9), (1, 2), (1, 4)),      # MRD's strided band convs, NHWC
-    ((2, 7, 39, 16), (3, 9), (1, 2), (1, 4)),      # an odd width
-    ((1, 3, 5, 2), (1, 2), (1, 2), (0, 0))])       # the last column feeds no output
-def test_channel_last_polyphase_conv_equals_conv(shape, kernel, strides, padding):
-  """``polyphase_conv(channels_last=True)`` (MRD's strided convs at >= 16 channels on
-  a CPU) is the NHWC conv: output and both gradients. Measured: output <= 4.5e-7,
-  input gradient 3.2e-7 normwise, kernel gradient equal; ~10x."""
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
-  pads = tuple((p, p) for p in padding)
-  x = jnp.asarray(_audio(0, shape))
-  w = jnp.asarray(_audio(1, (8, shape[-1], *kernel)))
-  y, vjp = jax.vjp(lambda x, w: d.polyphase_conv(x, w, strides, padding, True), x, w)
-  y_ref, vjp_ref = jax.vjp(lambda x, w: d._conv(x, w, strides, pads, ("NHWC", "OIHW", "NHWC"), 1),  # pylint: disable=protected-access
-                           x, w)
-  assert y.shape == y_ref.shape
-  ct = jnp.asarray(_audio(2, y.shape))
-  errs = [normwise(y, y_ref)] + [normwise(a, b) for a, b in zip(vjp(ct), vjp_ref(ct))]
-  assert max(errs) < 5e-6, errs
-
-
 def test_mrd_channel_last_equals_channel_first():
   """The MRD with channel-last maps inside returns DAC's layout and the same maps,
   input and weight gradients as the channel-first form, same parameters (both with
-  ``polyphase_conv`` over 16 channels). Measured: maps and input gradient equal,
+  polyphase strided convs over 16 channels). Measured: maps and input gradient equal,
   weight gradients 2.8e-7 normwise; ~7x."""
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(_audio(3, (2, 1, 3000)))
-  forms = [d.MRD(256, width=0.5, polyphase=True, banded=False, channels_last=cl)
-           for cl in (False, True)]
+  forms = [MRD(256, width=0.5, conv=impl) for impl in ("polyphase", "polyphase_channels_last")]
   params = forms[0].init(jax.random.PRNGKey(0), x)["params"]
   assert jax.tree.structure(params) == jax.tree.structure(
       forms[1].init(jax.random.PRNGKey(0), x)["params"])
@@ -400,62 +348,15 @@ def test_mrd_channel_last_equals_channel_first():
   assert max(errs) < 2e-6, max(errs)
 
 
-def test_polyphase_conv_refuses_a_stride_before_the_last_axis():
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match="last axis"):
-    d.polyphase_conv(jnp.zeros((1, 2, 8, 8)), jnp.zeros((2, 2, 3, 3)), (2, 2), (1, 1))
-
-
-@pytest.mark.parametrize("shape,kernel,strides,padding", [
-    ((2, 2, 9, 26), (3, 9), (1, 1), (1, 4)),       # MRD's first band conv (demo width)
-    ((2, 3, 8, 39), (3, 9), (1, 2), (1, 4)),       # its strided ones, odd width
-    ((2, 2, 7, 64), (3, 3), (1, 1), (1, 1)),       # conv_post
-    ((1, 4, 5, 10), (2, 5), (1, 3), (0, 2)),       # no H padding, stride 3
-    ((1, 2, 4, 150), (3, 9), (1, 2), (1, 4)),      # wide: blocks of output columns
-    ((1, 2, 3, 131), (3, 4), (1, 2), (1, 0)),      # blocks; the last column feeds none
-    ((1, 2, 4, 257), (3, 3), (1, 1), (1, 1))])     # conv_post over all bins
-def test_banded_conv_equals_conv(shape, kernel, strides, padding):
-  """``banded_conv`` (the conv as one matmul over a banded matrix) is the conv:
-  output and gradients wrt input and kernel (one band matrix, and blocks of output
-  columns over wide inputs). Measured: 4.7e-8-4.6e-7 normwise (float32 summation
-  order); ~10x."""
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
-  x = jnp.asarray(_audio(0, shape))
-  w = jnp.asarray(_audio(1, (3, shape[1], *kernel)))
-  pads = tuple((p, p) for p in padding)
-  conv = lambda x, w: d._conv(x, w, strides, pads, ("NCHW", "OIHW", "NCHW"), 1)  # pylint: disable=protected-access
-  y, vjp = jax.vjp(lambda x, w: d.banded_conv(x, w, strides, padding), x, w)
-  y_ref, vjp_ref = jax.vjp(conv, x, w)
-  assert y.shape == y_ref.shape
-  errs = [normwise(y, y_ref)]
-  ct = jnp.asarray(_audio(2, y.shape))
-  errs += [normwise(a, b) for a, b in zip(vjp(ct), vjp_ref(ct))]
-  assert max(errs) < 5e-6, errs
-
-
-def test_wnconv_refuses_banded_where_it_does_not_apply():
-  from neurocodec_jax.models.discriminators import WNConv  # pylint: disable=g-import-not-at-top
-  for conv, shape in [(WNConv(2, (3, 3), banded=True, channels_last=True), (1, 8, 8, 2)),
-                      (WNConv(2, (3,), banded=True), (1, 2, 8))]:
-    with pytest.raises(ValueError, match="banded"):
-      conv.init(jax.random.PRNGKey(0), jnp.zeros(shape))
-
-
-def test_banded_conv_refuses_a_stride_along_h():
-  from neurocodec_jax.models import discriminators as d  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match="stride along H"):
-    d.banded_conv(jnp.zeros((1, 2, 8, 8)), jnp.zeros((2, 2, 3, 3)), (2, 1), (1, 1))
-
-
 def _grads(build, x, weights, dtype):
   """d/dx and d/dparameters of sum(weights * feature maps) of a fresh ``build()``, in
-  ``dtype``; the parameters' in our tree (``params_from_torch`` of another fresh
-  model holding the gradients: DAC's weight-normed modules cannot be deep-copied)."""
+  ``dtype``; the parameters' in our tree (``discriminator_params_from_torch`` of another
+  fresh model holding the gradients: DAC's weight-normed modules cannot be deep-copied)."""
   model = build().to(dtype)
   gx = _input_grad(model, x, weights, dtype)
   holder = build()
   holder.load_state_dict({n: p.grad.float() for n, p in model.named_parameters()})
-  return gx, params_from_torch(holder)
+  return gx, discriminator_params_from_torch(holder)
 
 
 def test_discriminator_at_the_demo_width_matches_dac(monkeypatch):
@@ -469,9 +370,11 @@ def test_discriminator_at_the_demo_width_matches_dac(monkeypatch):
   periods, ffts, width = (2, 3), (512, 128), 0.0625
   build = lambda: torch_discriminator(periods, ffts, width, 16000)   # seeded: same weights
   ref = build()
-  ours = Discriminator(periods=periods, fft_sizes=ffts, sample_rate=16000, width=width,
-                       mrd_banded=True)       # explicit: the auto rule is CPU-only
-  params = params_from_torch(ref)
+  # "auto" on a CPU (the tests' backend): folded channel-last MPDs, banded MRDs.
+  assert [conv_ops.resolve("auto", k, 2, backend="cpu") for k in ((5, 1), (3, 9))] == [
+      "channels_last", "banded"]
+  ours = Discriminator(periods=periods, fft_sizes=ffts, sample_rate=16000, width=width)
+  params = discriminator_params_from_torch(ref)
   x = _audio(5, (2, 1, 4000))
   ref_maps = ref(torch.from_numpy(x))
   weights = [[np.random.default_rng(i * 10 + j).standard_normal(m.shape).astype(np.float32)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurocodec_jax.models.mamba import Mamba, params_from_torch
+from codec_bridge.converters import mamba_params_from_torch
+from neurocodec_jax.models.mamba import Mamba
 from neurocodec_jax.ops import BACKENDS
 from tests.conftest import normwise_error, record_error
 from tests.references import import_mamba_ssm
@@ -26,7 +27,7 @@ def _pair(d_model=16, d_state=8, seed=0, backend="chunked"):
   torch.manual_seed(seed)
   ref = TorchMamba(d_model=d_model, d_state=d_state, d_conv=4, expand=2, use_fast_path=False)
   ours = Mamba(d_model=d_model, d_state=d_state, scan_backend=backend)
-  return ref, ours, params_from_torch(ref)
+  return ref, ours, mamba_params_from_torch(ref)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -50,7 +51,7 @@ def test_forward_and_gradients_match_mamba_ssm(backend, length):
   check(ours_out, out.detach().numpy(), OUT_TOL, "out")
   check(gx, xt.grad.numpy(), OUT_TOL, "input gradient")
   tg = {k: v.grad.numpy() for k, v in ref.named_parameters()}
-  theirs = params_from_torch(type("G", (), {"state_dict": lambda self: {
+  theirs = mamba_params_from_torch(type("G", (), {"state_dict": lambda self: {
       k: torch.from_numpy(v) for k, v in tg.items()}})())
   flat_ours = jax.tree_util.tree_flatten_with_path(gp)[0]
   flat_theirs = jax.tree.leaves(theirs)

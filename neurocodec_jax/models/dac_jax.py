@@ -7,10 +7,12 @@ the residual branch. The quantizer is the project's (``neurocodec_jax.codec``).
 Layout: ``[batch, channels, time]`` throughout, as torch's ``Conv1d`` and the rest of
 the project (z is ``[B, D, F]``), so no transposes at the boundaries and kernels keep
 torch's layout (``Conv1d`` ``[out, in, k]``, ``ConvTranspose1d`` ``[in, out, k]``).
-XLA picks the physical layout of a convolution itself.
+XLA picks the physical layout of a convolution itself. The Snake and the conv (DAC's
+``WNConv1d``, weight norm folded) are the project's (``models.layers``, its
+``Conv1d`` in the torch layout); the transposed conv is the codec's alone.
 
 Weight norm is folded into plain kernels when the parameters are converted
-(``codec_bridge.jax_dac.params_from_torch``): the codec is frozen, so ``g * v/||v||``
+(``codec_bridge.converters.dac_params_from_torch``): the codec is frozen, so ``g * v/||v||``
 is a constant, and folding it with torch's own ``torch._weight_norm`` gives the very
 kernel torch's forward uses (bitwise); a ``weight_g``/``weight_v`` pair would be
 recomputed on every call and round differently from torch's.
@@ -35,41 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from neurocodec_jax import codec
-
-HIGHEST = jax.lax.Precision.HIGHEST
-_DIMS = ("NCH", "OIH", "NCH")
-
-
-class Snake1d(nn.Module):
-  """``x + 1/(alpha + 1e-9) * sin(alpha x)^2`` per channel; ``[B, C, T] -> [B, C, T]``."""
-
-  @nn.compact
-  def __call__(self, x):
-    alpha = self.param("alpha", nn.initializers.ones, (x.shape[1],))[None, :, None]
-    # Torch's order of operations: x + reciprocal(alpha + 1e-9) * sin(alpha * x)^2.
-    return x + jnp.reciprocal(alpha + 1e-9) * jnp.sin(alpha * x) ** 2
-
-
-class Conv1d(nn.Module):
-  """DAC's ``WNConv1d``, weight norm folded: ``[B, C_in, T] -> [B, features, T']``.
-
-  ``kernel`` ``[features, C_in, kernel_size]`` (torch's layout), ``bias`` ``[features]``.
-  """
-  features: int
-  kernel_size: int
-  stride: int = 1
-  dilation: int = 1
-  padding: int = 0
-
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=1, out_axis=0),
-                        (self.features, x.shape[1], self.kernel_size))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    y = jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(self.stride,), padding=[(self.padding, self.padding)],
-        rhs_dilation=(self.dilation,), dimension_numbers=_DIMS, precision=HIGHEST)
-    return y + bias[None, :, None]
+from neurocodec_jax.models.layers import Conv1d, Snake
+from neurocodec_jax.ops.precision import HIGHEST
 
 
 class ConvTranspose1d(nn.Module):
@@ -109,9 +78,9 @@ class ResidualUnit(nn.Module):
   @nn.compact
   def __call__(self, x):
     dim = x.shape[1]
-    y = Snake1d(name="snake_0")(x)
+    y = Snake(axis=1, name="snake_0")(x)
     y = Conv1d(dim, 7, dilation=self.dilation, padding=3 * self.dilation, name="conv_0")(y)
-    y = Snake1d(name="snake_1")(y)
+    y = Snake(axis=1, name="snake_1")(y)
     y = Conv1d(dim, 1, name="conv_1")(y)
     crop = (x.shape[-1] - y.shape[-1]) // 2
     if crop > 0:
@@ -129,7 +98,7 @@ class EncoderBlock(nn.Module):
   def __call__(self, x):
     for i, dilation in enumerate((1, 3, 9)):
       x = ResidualUnit(dilation, name=f"res_{i}")(x)
-    x = Snake1d(name="snake")(x)
+    x = Snake(axis=1, name="snake")(x)
     return Conv1d(self.dim, 2 * self.stride, stride=self.stride,
                   padding=math.ceil(self.stride / 2), name="conv")(x)
 
@@ -142,7 +111,7 @@ class DecoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = Snake1d(name="snake")(x)
+    x = Snake(axis=1, name="snake")(x)
     x = ConvTranspose1d(self.dim, 2 * self.stride, stride=self.stride,
                         padding=math.ceil(self.stride / 2), name="conv_t")(x)
     for i, dilation in enumerate((1, 3, 9)):
@@ -163,7 +132,7 @@ class Encoder(nn.Module):
     for i, stride in enumerate(self.strides):
       d *= 2                                   # channels double as time shrinks
       x = EncoderBlock(d, stride, name=f"block_{i}")(x)
-    x = Snake1d(name="snake_out")(x)
+    x = Snake(axis=1, name="snake_out")(x)
     return Conv1d(self.d_latent, 3, padding=1, name="conv_out")(x)
 
 
@@ -181,7 +150,7 @@ class Decoder(nn.Module):
     x = Conv1d(self.channels, 7, padding=3, name="conv_in")(z)
     for i, rate in enumerate(self.rates):
       x = DecoderBlock(self.channels // 2 ** (i + 1), rate, name=f"block_{i}")(x)
-    x = Snake1d(name="snake_out")(x)
+    x = Snake(axis=1, name="snake_out")(x)
     return jnp.tanh(Conv1d(1, 7, padding=3, name="conv_out")(x))
 
 
@@ -219,7 +188,7 @@ def decode(params: dict, z: jax.Array) -> jax.Array:
   or cut, to ``F * hop``. Differentiable; jit/vmap/grad as any JAX function.
 
   Reads ``params["decoder"]`` only (the hop is the product of the decoder's rates,
-  which ``params_from_torch`` checks against the encoder's), so a train step can take
+  which ``dac_params_from_torch`` checks against the encoder's), so a train step can take
   the decoder's weights alone as an argument."""
   module = decoder_module(params["decoder"])
   wave = module.apply({"params": params["decoder"]}, z)

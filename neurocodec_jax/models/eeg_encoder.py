@@ -31,15 +31,15 @@ Supports: T_0 = I, T_1 = L~, T_k = 2 L~ T_{k-1} - T_{k-2}.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from neurocodec_jax.models.layers import activation
-
-HIGHEST = jax.lax.Precision.HIGHEST
+from neurocodec_jax.models.layers import Conv1d, activation
+from neurocodec_jax.ops.precision import HIGHEST
 
 
 def normalized_laplacian(adj: jax.Array) -> jax.Array:
@@ -75,20 +75,6 @@ class ChebGraphConv(nn.Module):
     supports = chebyshev_supports(normalized_laplacian(adj), self.k)
     mix = jnp.einsum("koc,kcd->od", weights, supports, precision=HIGHEST)   # [C, C]
     return jnp.einsum("od,bdt->bot", mix, x, precision=HIGHEST)
-
-
-class Conv1d(nn.Module):
-  """Channel-first 1-D conv ``[b, C_in, T] -> [b, features, T']``."""
-  features: int
-  kernel: int
-  padding: int = 0
-  use_bias: bool = True
-
-  @nn.compact
-  def __call__(self, x):
-    y = nn.Conv(self.features, (self.kernel,), padding=[(self.padding, self.padding)],
-                use_bias=self.use_bias)(jnp.swapaxes(x, 1, 2))
-    return jnp.swapaxes(y, 1, 2)
 
 
 class EEGEncoder(nn.Module):
@@ -127,18 +113,20 @@ class EEGEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, eeg: jax.Array, *, train: bool):
+    # Flax's conv layout: the tree the encoder's checkpoints hold (``layers.Conv1d``).
+    conv = functools.partial(Conv1d, layout="flax")
     x = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
                      name="electrode_norm")(eeg)
     x = ChebGraphConv(self.cheb_k, name="graph_conv")(x)
     x = activation(self.act, axis=1, name="graph_act")(x)
-    x = Conv1d(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
+    x = conv(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
     x = jnp.swapaxes(nn.LayerNorm(epsilon=1e-5, name="channel_norm")(jnp.swapaxes(x, 1, 2)), 1, 2)
-    x = Conv1d(self.eeg_dim, 1, name="in_1x1")(x)
+    x = conv(self.eeg_dim, 1, name="in_1x1")(x)
     for i in range(self.STACK_DEPTH):
-      x = Conv1d(self.eeg_dim, self.STACK_KERNEL, padding=self.STACK_KERNEL // 2,
-                 name=f"conv_{i}")(x)
+      x = conv(self.eeg_dim, self.STACK_KERNEL, padding=self.STACK_KERNEL // 2,
+               name=f"conv_{i}")(x)
       x = activation(self.act, axis=1, name=f"act_{i}")(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = Conv1d(self.eeg_dim, 1, name="out_1x1")(x)
-    envelope = Conv1d(1, 1, name="envelope_head")(x)[:, 0]
+    x = conv(self.eeg_dim, 1, name="out_1x1")(x)
+    envelope = conv(1, 1, name="envelope_head")(x)[:, 0]
     return x, envelope

@@ -1,4 +1,5 @@
-"""Small layers: Snake and PReLU activations, sinusoidal positional encodings."""
+"""Small layers shared by the models: Snake and PReLU activations, the channel-first
+1-D convolution, sinusoidal positional encodings."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neurocodec_jax.ops.precision import HIGHEST
+
 
 class Snake(nn.Module):
-  """DAC's Snake: ``x + 1 / (alpha + 1e-9) * sin(alpha x)^2``, alpha per channel (init 1).
+  """DAC's Snake: ``x + 1 / (alpha + 1e-9) * sin(alpha x)^2``, alpha per channel (init 1),
+  parameter ``alpha [C]``. ``axis`` is the channel axis of the input (DAC's codec: 1).
 
-  ``axis`` is the channel axis of the input.
+  Written as a division by ``alpha + 1e-9``, broadcast over the channel axis: XLA
+  computes a division by a broadcast value as a multiplication by its reciprocal,
+  which is DAC's own order (``x + reciprocal(alpha + 1e-9) * sin(alpha x)^2``), so the
+  codec's forward and its gradient wrt ``x`` are DAC's (tests/test_codec_jax.py).
   """
   axis: int = -1
 
@@ -24,6 +31,50 @@ class Snake(nn.Module):
     shape[self.axis] = -1
     alpha = alpha.reshape(shape)
     return x + jnp.sin(alpha * x) ** 2 / (alpha + 1e-9)
+
+
+class Conv1d(nn.Module):
+  """Channel-first 1-D convolution ``[B, C_in, T] -> [B, features, T']``: stride,
+  dilation, ``padding`` zeros on each side, a bias unless ``use_bias=False``.
+
+  One class for the two parameter layouts the project's checkpoints hold (``layout``):
+
+  * ``"torch"`` (DAC's codec, whose weights are converted from torch with weight norm
+    folded: ``codec_bridge.converters``): parameters ``kernel [features, C_in,
+    kernel_size]`` (torch's layout) and ``bias [features]``, computed by XLA's
+    convolution over ``[B, C, T]`` at ``HIGHEST`` precision, so that the codec matches
+    DAC's float32 to its rounding.
+  * ``"flax"`` (the EEG encoder, trained here): Flax's ``nn.Conv`` over the time-major
+    transpose, parameters under ``Conv_0``: ``kernel [kernel_size, C_in, features]``,
+    ``bias [features]``, with Flax's init and default precision. The encoder's
+    checkpoints hold this tree; the layout keeps them loadable, not a difference in
+    the function.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  padding: int = 0
+  use_bias: bool = True
+  layout: str = "torch"
+
+  @nn.compact
+  def __call__(self, x):
+    if self.layout == "flax":
+      y = nn.Conv(self.features, (self.kernel_size,), strides=(self.stride,),
+                  padding=[(self.padding, self.padding)], kernel_dilation=(self.dilation,),
+                  use_bias=self.use_bias)(jnp.swapaxes(x, 1, 2))
+      return jnp.swapaxes(y, 1, 2)
+    if self.layout != "torch":
+      raise ValueError(f"Conv1d layout must be 'torch' or 'flax', got {self.layout!r}.")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=1, out_axis=0),
+                        (self.features, x.shape[1], self.kernel_size))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+    y = jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(self.stride,), padding=[(self.padding, self.padding)],
+        rhs_dilation=(self.dilation,), dimension_numbers=("NCH", "OIH", "NCH"),
+        precision=HIGHEST)
+    return y if bias is None else y + bias[None, :, None]
 
 
 class PReLU(nn.Module):

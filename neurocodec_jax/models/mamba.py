@@ -13,6 +13,8 @@ Init as mamba-ssm: linear and conv weights U(+-1/sqrt(fan_in)) (torch's default)
 dt_proj kernel U(+-dt_rank^-0.5), dt bias = softplus^-1(dt) with dt log-uniform in
 [dt_min, dt_max] clamped below at dt_init_floor, A_log = log(1..d_state), D = 1.
 
+Torch's weights are converted by ``codec_bridge.converters.mamba_params_from_torch``.
+
 ``__call__(h [batch, length, d_model])`` is the full forward; ``step(h_t [batch,
 d_model], cache)`` the recurrent one with ``cache = (conv_state [b, d_inner, d_conv],
 ssm_state [b, d_inner, d_state])`` (see :meth:`Mamba.init_cache`).
@@ -126,21 +128,3 @@ class Mamba(nn.Module):
         ssm_state, x, delta, A, B, C, self.D, z, self.dt_bias, delta_softplus=True)
     return self.out_proj(y), (conv_state, ssm_state)
 
-
-def params_from_torch(torch_mamba) -> dict:
-  """Our parameter tree from a ``mamba_ssm`` ``Mamba``'s weights."""
-  t = {k: v.detach().cpu().float().numpy() for k, v in torch_mamba.state_dict().items()}
-  for name in ("in_proj.bias", "out_proj.bias"):
-    if name in t:
-      raise ValueError(f"Mamba with bias=True is not supported ({name}).")
-  return {
-      "in_proj": {"kernel": jnp.asarray(t["in_proj.weight"].T)},
-      "conv1d_kernel": jnp.asarray(t["conv1d.weight"][:, 0, :]),
-      "conv1d_bias": jnp.asarray(t["conv1d.bias"]),
-      "x_proj": {"kernel": jnp.asarray(t["x_proj.weight"].T)},
-      "dt_proj_kernel": jnp.asarray(t["dt_proj.weight"].T),
-      "dt_proj_bias": jnp.asarray(t["dt_proj.bias"]),
-      "A_log": jnp.asarray(t["A_log"]),
-      "D": jnp.asarray(t["D"]),
-      "out_proj": {"kernel": jnp.asarray(t["out_proj.weight"].T)},
-  }
