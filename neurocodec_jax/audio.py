@@ -14,10 +14,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-
-from neurocodec_jax.ops.precision import HIGHEST
 import numpy as np
 from scipy import signal as sps
+
+from neurocodec_jax.ops.precision import HIGHEST
 
 
 @functools.lru_cache(None)
