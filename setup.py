@@ -26,7 +26,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["neurocodec_jax*", "codec_bridge*",
                                                "codec_training*"]),
     # The demo codec ships inside the bridge package (neurocodec_jax.configs finds it).
-    package_data={"codec_bridge": ["weights/*.pth", "weights/manifest.json"]},
+    package_data={"codec_bridge": ["weights/*.pth", "weights/manifest.json",
+                                   "weights/*/*.pth", "weights/*/manifest.json"]},
     entry_points={"console_scripts": [
         "neurocodec-train = neurocodec_jax.cli.train:run",
         "neurocodec-evaluate = neurocodec_jax.cli.evaluate:run",

@@ -37,7 +37,7 @@ PRESETS = ("cocktail", "kul", "demo", "reproduce", "speech")
 _BRIDGE = importlib.util.find_spec("codec_bridge")
 _WEIGHTS = os.path.join(list(_BRIDGE.submodule_search_locations)[0], "weights") if _BRIDGE else ""
 DEMO_CODEC_WEIGHTS = os.path.join(_WEIGHTS, "demo_codec_16khz.pth")
-SPEECH_CODEC_WEIGHTS = os.path.join(_WEIGHTS, "speech_codec_16khz.pth")
+SPEECH_CODEC_WEIGHTS = os.path.join(_WEIGHTS, "speech", "speech_codec_16khz.pth")
 
 
 def _codec(model_type: str, random: bool, demo: bool = False) -> ml_collections.ConfigDict:
