@@ -327,6 +327,7 @@ def test_select_term_is_the_selectors_cross_entropy_against_the_attended_stream(
   assert float(terms["select"]) == pytest.approx(-expected.mean(), rel=1e-6)
 
 
+@pytest.mark.integration            # compiles a whole train step with the codec
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend):
   """The codec's arrays (``run.frozen``: the quantizer, and with codec.backend=jax the
