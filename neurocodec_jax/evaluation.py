@@ -181,11 +181,11 @@ def quality_verdict(metrics: dict) -> str:
   """One line: is the output better than the mixture it was given? "Better" only when
   both SI-SDR and STOI improve by more than two standard errors."""
   better = all(metrics[f"{k}i"] > 2 * metrics[f"{k}i_se"] for k in ("si_sdr", "stoi"))
-  return (f"output {'better' if better else 'NOT better'} than the mixture: SI-SDRi "
-          f"{metrics['si_sdri']:+.2f} dB (± {metrics['si_sdri_se']:.2f}), STOI "
-          f"{metrics['stoii']:+.3f} (± {metrics['stoii_se']:.3f}); floor STOI "
-          f"{metrics['stoi_mixture']:.3f}, model {metrics['stoi']:.3f}, ceiling "
-          f"{metrics['stoi_oracle']:.3f}")
+  gains = (f"SI-SDRi {metrics['si_sdri']:+.2f} dB (± {metrics['si_sdri_se']:.2f}), "
+           f"STOI {metrics['stoii']:+.3f} (± {metrics['stoii_se']:.3f})")
+  levels = ", ".join(f"{name} {metrics['stoi' + suffix]:.3f}" for name, suffix in
+                     (("floor STOI", "_mixture"), ("model", ""), ("ceiling", "_oracle")))
+  return f"output {'better' if better else 'NOT better'} than the mixture: {gains}; {levels}"
 
 
 def compare(normal_path: str, ablation_path: str) -> str:
