@@ -158,7 +158,7 @@ def test_shipped_codec_quantized_space_is_additive(shipped):
 def test_unrounded_quantizer_is_linear_and_explains_the_quantized_latent():
   """``ship_codec.unrounded`` (the quantizer without codebook rounding) is a linear
   map of z, and the breakdown's all-codebook additivity is latent_structure's."""
-  from codec_bridge import ship_codec  # pylint: disable=g-import-not-at-top
+  from codec_training import ship as ship_codec  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import latent_structure  # pylint: disable=g-import-not-at-top
   spec = train_codec.CodecSpec(**{**TINY, "n_codebooks": 4})
   dac_model, _ = train_codec.build(spec)
@@ -184,7 +184,7 @@ def test_unrounded_quantizer_is_linear_and_explains_the_quantized_latent():
 def test_codebook_lookup_is_by_direction_so_quantized_latents_do_not_scale():
   """DAC's codebook stage picks the same codeword for its projected latent z_e and any
   c * z_e (c > 0): the lookup compares directions. ``level_response`` measures it."""
-  from codec_bridge import ship_codec  # pylint: disable=g-import-not-at-top
+  from codec_training import ship as ship_codec  # pylint: disable=g-import-not-at-top
   spec = train_codec.CodecSpec(**{**TINY, "n_codebooks": 4})
   dac_model, _ = train_codec.build(spec)
   dac_model.eval()
