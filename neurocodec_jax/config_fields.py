@@ -14,7 +14,7 @@ after it changes.
   ``FIXED``  alters the parameter or optimizer-state tree, the data's shapes or what
              the saved data position indexes: refused.
 
-``configs.validate`` reads the checks; ``run.program_key`` and ``train.loop`` read
+``configs.validate`` reads the checks; ``run.program_key`` and ``training`` read
 ``resume``. ``tests/test_config.py`` holds the declaration to the presets' key set.
 """
 
@@ -37,7 +37,7 @@ class Field:
 
 
 # An enumeration whose consuming code has no importable constant yet: the code accepts
-# exactly these (train/loop's non-finite handling).
+# exactly these (training's non-finite handling).
 NONFINITE = ("stop", "skip")
 # codec_bridge.loading.resolve_device: "auto", or a torch device this project runs on.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -29,7 +29,7 @@ codec arrays (``run.frozen``) as an argument: the latent part runs sharded over 
 run's mesh on the batch padded to the run's per-host batch size (so the last,
 smaller batch compiles nothing new); the re-quantized latents are then decoded: by a
 single-device program with the torch codec, so its callback never runs inside a
-program with cross-device collectives (``train.loop.check_multi_device``); sharded
+program with cross-device collectives (``training.check_multi_device``); sharded
 over the mesh as the latent part with ``codec.backend=jax`` (no callback, and its
 weights are on every device).
 """

@@ -1,7 +1,7 @@
 """A run built from its config, in one place: codec, cached codes, sources, models,
 mesh, an example batch, compiled programs and restores.
 
-Training (``train.loop``), evaluation, ``latent_structure``, the benchmarks and the
+Training (``training``), evaluation, ``latent_structure``, the benchmarks and the
 tests all start from :func:`build_run`::
 
   run = build_run(config, {"test": fields})       # codes computed when missing or stale

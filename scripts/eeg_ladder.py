@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     flags.FLAGS([sys.argv[0]])       # grain's workers (data.num_workers) read absl flags
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   config, synth, overrides = build_config(args)
   name = args.name or f"{args.rung}_{args.variant}_{args.codec}"
   if args.set:

@@ -252,7 +252,7 @@ def train_two_steps(root: str, workdir: str, eeg_channels: int, reuse=None):
   Returns ``(config, result)``; ``reuse``: an earlier result's ``"run"`` whose
   compiled programs fit (same shapes), to skip compiling again."""
   import jax  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import training as loop  # pylint: disable=g-import-not-at-top
   from tests.test_reliability_train import config_for  # pylint: disable=g-import-not-at-top
   config = config_for(root, eeg_channels=eeg_channels, **{"train.max_steps": 2})
   result = loop.train_and_evaluate(config, workdir, reuse=reuse)

@@ -18,7 +18,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from neurocodec_jax.run import build_run
-from neurocodec_jax.train import checkpoint, loop
+from neurocodec_jax import training as loop
+from neurocodec_jax.train import checkpoint
 from neurocodec_jax.train.checkpoint import CheckpointError
 from tests.test_train import train_config
 

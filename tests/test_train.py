@@ -12,7 +12,8 @@ import pytest
 from neurocodec_jax import evaluation, latent_structure
 from neurocodec_jax.configs.saved import load_run_config
 from neurocodec_jax.run import build_run
-from neurocodec_jax.train import loop, steps
+from neurocodec_jax import training as loop
+from neurocodec_jax.train import steps
 from tests.conftest import record_error, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

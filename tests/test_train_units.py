@@ -220,7 +220,7 @@ def test_cosine_schedule_takes_the_run_length_from_epochs():
   """With the default train.max_steps=-1 the cosine schedule decays over the run's
   resolved length (epochs x steps per epoch), passed in, never re-read from the
   config (where it read -1: a one-step decay, learning rate 0 from step 1)."""
-  from neurocodec_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import training as loop  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
   config.train.schedule, config.train.max_steps = "cosine", -1
   total = loop.total_steps(config, per_epoch=25)

@@ -11,7 +11,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
   # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import DataError
   from neurocodec_jax.train.checkpoint import CheckpointError
-  from neurocodec_jax.train.loop import ConfigMismatch
+  from neurocodec_jax.training import ConfigMismatch
   from neurocodec_jax.data.speech import SpeechSourceError
   from neurocodec_jax.recordings import RecordingError
   return (FileNotFoundError, NotADirectoryError, DataError, CheckpointError, ConfigMismatch,

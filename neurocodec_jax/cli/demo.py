@@ -27,7 +27,7 @@ from neurocodec_jax.cli import one_line_errors
 from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import evaluation, report
 from neurocodec_jax.data import open_split, speech, synthetic
-from neurocodec_jax.train.loop import train_and_evaluate
+from neurocodec_jax.training import train_and_evaluate
 
 PRESETS = ("demo", "reproduce", "speech")
 

@@ -34,7 +34,7 @@ def main(argv):
   # unknown --config key is reported at once.
   import jax  # pylint: disable=g-import-not-at-top
   import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the codec)
-  from neurocodec_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   if FLAGS.multihost:
     jax.distributed.initialize()

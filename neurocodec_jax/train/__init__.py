@@ -1,1 +1,2 @@
-"""Training: pure steps, optimizers, checkpoints and the loop."""
+"""Training's parts: pure steps, optimizers, checkpoints, the metrics log (the loop that
+runs them: neurocodec_jax.training)."""

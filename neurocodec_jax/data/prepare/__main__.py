@@ -9,8 +9,8 @@
 Datasets: kul, kulmix, cocktail, dtu (their own options: ``--<dataset>_...``).
 ``--out`` defaults to ``data/<dataset>``, the path the config presets read;
 ``--sample_rate`` to the codec sample rate of the preset that trains on the dataset
-(:data:`PRESETS`: 44100 for cocktail, 16000 for the others), read from
-neurocodec_jax/configs/neurocodec.py so that the two cannot disagree.
+(:data:`CODECS`: 44100 for cocktail, 16000 for the others; a test holds it to
+neurocodec_jax/configs/neurocodec.py's presets).
 """
 
 from __future__ import annotations
@@ -19,21 +19,17 @@ import argparse
 import logging
 import sys
 
+from neurocodec_jax import codec_arch
 from neurocodec_jax.data.prepare import build, protocols, signals
 
-# Dataset -> the neurocodec_jax/configs/neurocodec.py preset that trains on its prepared folder
-# (kulmix and dtu: 64 channels at 16 kHz, as kul, with --config.root=data/<dataset>).
-PRESETS = {"cocktail": "cocktail", "kul": "kul", "kulmix": "kul", "dtu": "kul"}
+# Dataset -> the DAC model its preset trains with (neurocodec_jax/configs/neurocodec.py:
+# cocktail at 44.1 kHz; kul, and kulmix and dtu with --config.root=data/<dataset>, at 16 kHz).
+CODECS = {"cocktail": "44khz", "kul": "16khz", "kulmix": "16khz", "dtu": "16khz"}
 
 
 def default_sample_rate(dataset: str) -> int:
-  """The codec sample rate of ``dataset``'s preset (``codec.arch.sample_rate``).
-
-  Raises:
-    ImportError: configs/ is not importable (not run from the repository root).
-  """
-  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
-  return int(neurocodec.get_config(PRESETS[dataset]).codec.arch.sample_rate)
+  """The codec sample rate of ``dataset``'s preset."""
+  return int(codec_arch.DAC_ARCHS[CODECS[dataset]]["sample_rate"])
 
 
 def _optional_float(text: str):
@@ -60,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
   g.add_argument("--sample_rate", type=int, default=None,
                  help="codec sample rate (Hz; default: the codec's of the config preset "
                       "that trains on the dataset, " + ", ".join(
-                          f"{d}: {p}" for d, p in sorted(PRESETS.items())) + ")")
+                          f"{d}: {default_sample_rate(d)}" for d in sorted(CODECS)) + ")")
   g.add_argument("--eeg_rate", type=int, default=128, help="EEG rate (Hz)")
   g.add_argument("--segment_seconds", type=float, default=2.0)
   g.add_argument("--hop_length", type=int, default=None,
@@ -112,14 +108,7 @@ def main(argv=None):
     options = {a.dest: getattr(args, a.dest) for a in probe._actions}  # pylint: disable=protected-access
   sample_rate = args.sample_rate
   if sample_rate is None:
-    try:
-      sample_rate = default_sample_rate(args.dataset)
-    except ImportError as e:
-      print(f"error: --sample_rate not given and its default, the codec rate of the "
-            f"{PRESETS[args.dataset]!r} preset, is unknown: neurocodec_jax/configs/neurocodec.py is not "
-            f"importable ({e}); run from the repository root or pass --sample_rate.",
-            file=sys.stderr)
-      return 2
+    sample_rate = default_sample_rate(args.dataset)
   settings = build.Settings(
       sample_rate=sample_rate, eeg_rate=args.eeg_rate,
       segment_seconds=args.segment_seconds, hop_length=args.hop_length,
