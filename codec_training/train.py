@@ -122,17 +122,12 @@ class CodecSpec:
 
 # ------------------------------------------------------------------- data ----
 
-_CORPORA: dict = {}
-
-
 def corpus(spec: CodecSpec) -> speech.SpeechCorpus:
-  if spec.speech_root not in _CORPORA:
-    c = speech.SpeechCorpus(spec.speech_root)
-    if c.sample_rate != spec.sample_rate:
-      raise ValueError(f"{spec.speech_root}: corpus at {c.sample_rate} Hz, codec at "
-                       f"{spec.sample_rate} Hz; rebuild it with --sample_rate.")
-    _CORPORA[spec.speech_root] = c
-  return _CORPORA[spec.speech_root]
+  c = speech.open_corpus(spec.speech_root)
+  if c.sample_rate != spec.sample_rate:
+    raise ValueError(f"{spec.speech_root}: corpus at {c.sample_rate} Hz, codec at "
+                     f"{spec.sample_rate} Hz; rebuild it with --sample_rate.")
+  return c
 
 
 def training_voices(spec: CodecSpec) -> list[str]:
@@ -385,16 +380,15 @@ def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> d
   for name, kind, unseen in kinds:
     x = heldout(spec, n, kind=kind, unseen=unseen)
     y = reconstruct(gen, x)
-    kind = name
-    res[f"{kind}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
-    res[f"{kind}_polarity"] = float(np.mean(polarity(x, y)))
+    res[f"{name}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
+    res[f"{name}_polarity"] = float(np.mean(polarity(x, y)))
     with torch.no_grad():
-      res[f"{kind}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
+      res[f"{name}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
                                          _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
     if stoi:
       from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top
-      res[f"{kind}_stoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
-      res[f"{kind}_estoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate, extended=True)
+      res[f"{name}_stoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
+      res[f"{name}_estoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate, extended=True)
                                             for a, b in zip(x, y)]))
   return res
 

@@ -19,7 +19,6 @@ output's envelope. Every bad input stops with one line naming the file and field
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -37,13 +36,8 @@ def load_config(args):
     return load_run_config(args.workdir)
   if not args.config:
     raise SystemExit("error: --checkpoint needs --config FILE:PRESET.")
-  path, _, preset = args.config.partition(":")
-  spec = importlib.util.spec_from_file_location("_extract_config", path)
-  if spec is None or not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such config file.")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*([preset] if preset else []))
+  from neurocodec_jax.configs.validate import load_config_file  # pylint: disable=g-import-not-at-top
+  return load_config_file(args.config)
 
 
 def plot(path: str, mixture, wave, cue, sample_rate: int, frame_rate: float) -> None:

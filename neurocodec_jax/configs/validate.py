@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -177,6 +178,18 @@ def _config_spec(argv: Sequence[str], name: str) -> str | None:
   return None
 
 
+def load_config_file(spec: str):
+  """The config ``"file.py:preset"`` names, loaded as ml_collections' config flags load
+  it (``get_config("preset")``); FileNotFoundError when the file is missing."""
+  path, colon, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such config file.")
+  module_spec = importlib.util.spec_from_file_location("_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(*([arg] if colon else []))
+
+
 def unknown_override(argv: Sequence[str], name: str = "config",
                      default: str | None = None) -> str | None:
   """The message for the first ``--<name>.<key>`` in ``argv`` naming no field, if any.
@@ -186,12 +199,8 @@ def unknown_override(argv: Sequence[str], name: str = "config",
   spec = _config_spec(argv, name) or default
   if not spec:
     return None
-  try:   # loaded as config_flags loads it: "file.py:arg" -> get_config("arg")
-    path, colon, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_config_to_check", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    base = module.get_config(*([arg] if colon else []))
+  try:
+    base = load_config_file(spec)
   except Exception:  # pylint: disable=broad-except
     return None      # an unloadable config file: left to ml_collections to report
   for arg in argv:

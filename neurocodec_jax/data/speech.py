@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -269,6 +270,12 @@ def _license(root: str, package: str) -> str:
 
 
 # ----------------------------------------------------------------- corpus ----
+
+@functools.lru_cache(maxsize=None)
+def open_corpus(out: str) -> "SpeechCorpus":
+  """The corpus at ``out``, opened once per process (its splits load on first use)."""
+  return SpeechCorpus(out)
+
 
 class SpeechCorpus:
   """The built corpus (``<out>/corpus``): per split and voice, an int16 stream of

@@ -398,15 +398,10 @@ def eeg_trial(rng, subject: Subject, env_att, env_unatt, snr_db: float,
 
 # ---------------------------------------------------------------- writing ----
 
-_CORPORA: dict = {}
-
-
 def recorded_pair(rng, root: str, split: str, n: int, sample_rate: int):
   """Two ``[n]`` excerpts at unit RMS of two different people's voices in ``split``."""
   from neurocodec_jax.data import speech  # pylint: disable=g-import-not-at-top
-  if root not in _CORPORA:
-    _CORPORA[root] = speech.SpeechCorpus(root)
-  corpus = _CORPORA[root]
+  corpus = speech.open_corpus(root)
   if corpus.sample_rate != sample_rate:
     raise ValueError(f"{root}: speech at {corpus.sample_rate} Hz, the dataset at "
                      f"{sample_rate} Hz.")
