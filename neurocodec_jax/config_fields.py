@@ -59,6 +59,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "model.selector": tuple(generator.SELECTORS),
       "model.select_window": generator.SELECT_WINDOWS,
       "model.output_norm": generator.OUTPUT_NORMS,
+      "model.stream_form": generator.STREAM_FORMS,
       "model.select_decision": generator.SELECT_DECISIONS,
       "model.mix_input": tuple(steps.MIX_INPUTS),
       "model.target_latent": tuple(steps.TARGET_LATENTS),
@@ -198,6 +199,7 @@ FIELDS: dict[str, Field] = {
     "model.eeg_kernel": Field(_positive), "model.selector": Field(_ENUM),
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),
+    "model.stream_form": Field(_ENUM),
     "model.mix_input": Field(_ENUM), "model.target_latent": Field(_ENUM),
     "model.transformer_ff_dim": Field(_positive),
     # discriminators (a family may be left empty) and the mel loss

@@ -34,7 +34,9 @@ root's ``manifest.json`` has one (``python -m neurocodec_jax.data.prepare`` writ
 it): scores under different protocols are not comparable.
 
 Ablations (``--noise_cue``, ``--shuffle_eeg``) replace the EEG the model sees,
-through :class:`EEGAblation`, not just a flag.
+through :class:`EEGAblation`, not just a flag. The diagnostic ``--oracle_cue``
+(selector models) gives the selector the attended talker's true envelope: the
+quality of the separation itself, with perfect attention decoding.
 
 The run (codec, codes, source, models) is ``neurocodec_jax.run``'s; only the
 generator is read from the checkpoint; the per-example metrics are validation's
@@ -59,6 +61,9 @@ from neurocodec_jax.run import Run, build_run
 from neurocodec_jax.train import steps
 
 ABLATIONS = ("none", "noise_cue", "shuffle_eeg")
+# Diagnostics beside the ablations: "oracle_cue", the selector choosing by the attended
+# talker's true envelope (perfect attention decoding; metrics.make_metrics's cue).
+DIAGNOSTICS = ("oracle_cue",)
 
 # The per-example metrics evaluation writes: per_example.csv's columns after index and
 # subject, before the perceptual ones, in this order (those the split's fields allow).
@@ -272,13 +277,16 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   fields = steps.mix_fields(config) + ["clean_codes", "eeg", "clean", "noisy", "subject", "index"]
   if "unattended" in find_split_files(config.root, split):
     fields += ["unattended", "unattended_codes"]
+  if ablation not in ABLATIONS + DIAGNOSTICS:
+    raise ValueError(f"ablation must be one of {ABLATIONS + DIAGNOSTICS}, got {ablation!r}.")
   run = build_run(config, {split: fields}, reuse=reuse)
   state, restored_from = run.restore_generator(workdir=workdir, checkpoint=checkpoint,
                                                which=which)
   # Cosines and loss against the codes; the floor and the ceiling on the same trials.
-  metrics = make_metrics(run, target="quantized", references=True)
+  metrics = make_metrics(run, target="quantized", references=True,
+                         cue="oracle" if ablation == "oracle_cue" else "eeg")
   source = run.sources[split]
-  data = EEGAblation(source, ablation, seed=config.seed) if ablation != "none" else source
+  data = EEGAblation(source, ablation, seed=config.seed) if ablation in ABLATIONS[1:] else source
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
                                     "eval", f"{split}_{ablation}")
   os.makedirs(out_dir, exist_ok=True)

@@ -50,28 +50,42 @@ from neurocodec_jax.train import steps
 HOST_FIELDS = ("noisy", "subject", "index")
 
 
-def make_metrics(run: Run, target: str, references: bool = False
+CUES = ("eeg", "oracle")
+
+
+def make_metrics(run: Run, target: str, references: bool = False, cue: str = "eeg"
                  ) -> Callable[[dict, dict], dict]:
   """``metrics(state, batch) -> {name: [n]}`` (see the module docstring), compiled
   once for ``run`` and the runs that reuse it. ``references``: also the floor and the
   ceiling (``si_sdr_mixture``, ``si_sdr_oracle``, ``oracle_wave``; the batch must
-  have ``noisy``), which evaluation reports and validation skips (a second decode)."""
-  program = run.compiled(("metrics", target, references), lambda: _make(
-      run.config, run.models, run.batched, run.local_batch, target, references))
+  have ``noisy``), which evaluation reports and validation skips (a second decode).
+  ``cue="oracle"`` (selector models): the selector chooses by the attended talker's
+  true envelope instead of the EEG's decoded one, i.e. with perfect attention
+  decoding; what remains between it and the ceiling is the separation's."""
+  if cue not in CUES:
+    raise ValueError(f"cue must be one of {CUES}, got {cue!r}.")
+  if cue == "oracle" and run.config.model.selector == "none":
+    raise ValueError("cue='oracle' needs a selector model (model.selector='correlation').")
+  program = run.compiled(("metrics", target, references, cue), lambda: _make(
+      run.config, run.models, run.batched, run.local_batch, target, references, cue))
   return lambda state, batch: program(state, batch, run.frozen)
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str,
-          references: bool):
+          references: bool, cue: str = "eeg"):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
+  cue_fn = None
+  if cue == "oracle":
+    cue_fn = lambda batch: lambda env: steps.envelope_target(config, batch, env.shape[-1])
   per_example = lambda p, t: steps.per_example(
       lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
 
   @jax.jit
   def latent_metrics(state, batch, frozen):
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
-    z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux)
+    z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux,
+                                      cue_fn=cue_fn and cue_fn(batch))
     quantizer = frozen["quantizer"]
     z_att = codec.codes_to_z(quantizer, batch["clean_codes"])
     out = dict(latent_loss=per_example(z_pred, steps.target_latent(quantizer, batch, target)),

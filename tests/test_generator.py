@@ -330,3 +330,31 @@ def test_output_norm_mixture_rescales_frames_only():
   scaled, _ = NeuroCodec.from_config(c).apply(v, z, eeg, train=False)
   np.testing.assert_allclose(scaled, unit * jnp.linalg.norm(z, axis=1, keepdims=True),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_selector_mask_streams_start_at_half_the_mixture_and_add_up_to_it():
+  """stream_form="mask": at initialisation both streams are half the mixture latent
+  (the copy-the-input solution); after any change of the head they still add up to
+  it; with output_norm="none" the hard decision outputs the stream as it is."""
+  config = _selector_config(**{"model.stream_form": "mask", "model.output_norm": "none",
+                               "model.select_decision": "hard"})
+  model, v, z, eeg = _init(config)
+  z_pred, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  streams = np.asarray(aux["streams"])
+  np.testing.assert_allclose(streams, np.broadcast_to(np.asarray(z)[:, None] / 2, streams.shape),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(z_pred, np.asarray(z) / 2, rtol=1e-6, atol=1e-6)
+  params = jax.tree.map(lambda p: p, v["params"])
+  kernel = params["out"]["kernel"]
+  params["out"]["kernel"] = jax.random.normal(jax.random.PRNGKey(3), kernel.shape)
+  _, _, aux = model.apply(dict(v, params=params), z, eeg, train=False, return_aux=True)
+  streams = np.asarray(aux["streams"])
+  np.testing.assert_allclose(streams.sum(1), z, rtol=1e-5, atol=1e-5)
+  assert np.abs(streams[:, 0] - streams[:, 1]).max() > 0.1
+  # Unit output (the default): the same direction, unit frames.
+  config.model.output_norm = "unit"
+  unit, _ = NeuroCodec.from_config(config).apply(v, z, eeg, train=False)
+  np.testing.assert_allclose(unit, z / jnp.linalg.norm(z, axis=1, keepdims=True),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="needs model.selector"):
+    _init(set_fields(_config(), **{"model.stream_form": "mask"}))

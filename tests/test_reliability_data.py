@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silent (issue 14): the codes cache and the data check.
+"""Nothing lost, nothing silent: the codes cache and the data check.
 
 Codes cache: unreadable caches and partials are moved aside and recomputed, one
 process computes a split at a time. Data: integer PCM is scaled, the EEG units are

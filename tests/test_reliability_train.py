@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silent (issue 14), in the training loop.
+"""Nothing lost, nothing silent, in the training loop.
 
 Corrupt checkpoints fall back to the newest readable step (kept aside, named in a
 warning); no non-finite state is ever checkpointed and a non-finite step names its

@@ -77,8 +77,8 @@ def test_run_writes_checkpoints_metrics_and_config(uninterrupted):
 # correlations, which ignore an offset) and the attention key bias (the softmax over
 # keys ignores a shift shared by all keys). Adam scales their rounding-level gradients
 # up to steps of ~lr or to nothing, as the rounding falls: the envelope head bias
-# moved 0.66 lr over the 6 steps, then 0.005 lr after the discriminator's convolutions
-# changed form (issue 16); the key bias 0.50 lr. So they are checked finite and
+# moved 0.66 lr over the 6 steps, then 0.005 lr with another form of the discriminator's
+# convolutions; the key bias 0.50 lr. So they are checked finite and
 # within Adam's bound only.
 ZERO_GRADIENT_BY_INVARIANCE = ("['envelope_head']['Conv_0']['bias']", "['key']['bias']")
 
@@ -319,7 +319,7 @@ def _compare_on_eight_devices(root: str, waveform: bool) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-# Measured 2026-11-29 (demo codec sizes), losses/gradient norms relative and
+# Measured (demo codec sizes): losses/gradient norms relative and
 # parameters in units of the update bound (2 x lr): latent and envelope terms
 # 1.2e-7 / 6.2e-4; with the mel, adversarial and feature terms and the
 # discriminator step on the JAX codec (the torch callback is refused on several CPU
@@ -328,8 +328,8 @@ def _compare_on_eight_devices(root: str, waveform: bool) -> dict:
 # parameter differences are entries whose gradient is near Adam's epsilon; a
 # gradient not averaged over the devices would change Adam's normalised update of
 # most entries by O(lr), i.e. O(1) here (reasoned from Adam's update, not measured
-# with such a bug). Validation on the next batch (issue 15: the decode on one device
-# with the torch codec, sharded with the JAX one), measured 2026-11-29: latent loss
+# with such a bug). Validation on the next batch (the decode on one device
+# with the torch codec, sharded with the JAX one): latent loss
 # 3.6e-7 / 4.8e-7 relative, SI-SDR 3.8e-6 / 7.6e-6 dB (the parameters differ as above).
 @pytest.mark.parametrize("waveform, params_bound", [(False, 3e-3), (True, 2e-2)],
                          ids=["latent", "waveform_jax_codec"])
@@ -402,6 +402,11 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   assert np.isfinite(metrics["stream_r_own"])
   # One identification: validation's (last step) is evaluation's on the same checkpoint.
   assert metrics["id_latent"] == pytest.approx(val_rows[-1]["id_latent"])
+  # The oracle-cue diagnostic: the selector's cue is the attended talker's envelope.
+  oracle = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
+                               ablation="oracle_cue", perceptual=False)["metrics"]
+  assert oracle["id_cue_true_envelopes"] == 1.0
+  assert oracle["cue_r_attended"] > max(metrics["cue_r_attended"], 0.8)
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

@@ -332,7 +332,7 @@ def test_select_term_is_the_selectors_cross_entropy_against_the_attended_stream(
 def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend):
   """The codec's arrays (``run.frozen``: the quantizer, and with codec.backend=jax the
   decoder's weights) are an argument of the jitted train step, not constants in its
-  program. Closed over (as before issue 15), each array was in the program's text as
+  program. Closed over, each array was in the program's text as
   a constant: 2.8 M (torch) / 5.7 M (jax) characters of StableHLO here, 2.3 / 2.4 M
   with the arrays as an argument."""
   import re  # pylint: disable=g-import-not-at-top
@@ -361,3 +361,15 @@ def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend)
   # The check can tell: closed over, the codebooks are a constant.
   closed = jax.jit(lambda s, b: step(s, b, run.frozen)).lower(state, run.example).as_text()
   assert hex_of(run.frozen["quantizer"]["codebook"]) in closed
+
+
+def test_oracle_cue_needs_a_selector_and_a_known_cue():
+  import types  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.metrics import make_metrics  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  with pytest.raises(ValueError, match="cue must be one of"):
+    make_metrics(types.SimpleNamespace(config=config), "quantized", cue="envelope")
+  config.unlock()
+  config.model.selector = "none"
+  with pytest.raises(ValueError, match="needs a selector model"):
+    make_metrics(types.SimpleNamespace(config=config), "quantized", cue="oracle")

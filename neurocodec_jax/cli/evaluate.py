@@ -1,6 +1,6 @@
 """Evaluate a NeuroCodec checkpoint.
 
-  python evaluate.py --workdir DIR [--split test] [--noise_cue | --shuffle_eeg]
+  python evaluate.py --workdir DIR [--split test] [--noise_cue | --shuffle_eeg | --oracle_cue]
                      [--num_samples N] [--which best|latest]
   python evaluate.py --checkpoint DIR/best/STEP --config neurocodec_jax/configs/neurocodec.py:demo
   python evaluate.py --compare RUN/metrics.json ABLATION/metrics.json
@@ -24,6 +24,9 @@ flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of the workdi
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_bool("noise_cue", False, "Replace EEG by noise with each channel's mean/std.")
 flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG.")
+flags.DEFINE_bool("oracle_cue", False,
+                  "Diagnostic (selector models): select by the attended talker's true "
+                  "envelope, i.e. perfect attention decoding.")
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
@@ -51,8 +54,8 @@ def main(argv):
       raise app.UsageError("--compare takes two metrics.json files.")
     print(evaluation.compare(*FLAGS.compare))
     return
-  if FLAGS.noise_cue and FLAGS.shuffle_eeg:
-    raise app.UsageError("Choose one of --noise_cue and --shuffle_eeg.")
+  if FLAGS.noise_cue + FLAGS.shuffle_eeg + FLAGS.oracle_cue > 1:
+    raise app.UsageError("Choose one of --noise_cue, --shuffle_eeg and --oracle_cue.")
   if FLAGS.checkpoint:
     if FLAGS.config is None:
       raise app.UsageError("--checkpoint needs --config.")
@@ -63,7 +66,8 @@ def main(argv):
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
   validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
-              else "shuffle_eeg" if FLAGS.shuffle_eeg else "none")
+              else "shuffle_eeg" if FLAGS.shuffle_eeg
+              else "oracle_cue" if FLAGS.oracle_cue else "none")
   result = evaluation.evaluate(
       config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
       ablation=ablation, out_dir=FLAGS.out, num_samples=FLAGS.num_samples,

@@ -132,8 +132,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       selector="none",              # "none" (original) | "correlation" (see generator)
       select_window="causal",       # selector's correlation: "causal" (frames 0..t) | "trial"
       output_norm="unit",           # "unit" (original) | "mixture": decode at the mix's frame norms
+                                    # | "none": as predicted (stream_form="mask": masked latents)
       select_decision="soft",       # selector at evaluation: "soft" (softmax blend) | "hard" (argmax)
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
+      stream_form="direct",         # selector's streams: "direct" (a head predicts them) |
+                                    # "mask" (softmax masks on the mixture latent; see generator)
       mix_input="quantized",        # "quantized" (original: z from the codes) | "continuous"
                                     # (the encoder's output before quantization; steps.mix_latent)
       target_latent="quantized",    # talkers' latent targets: "quantized" (original) |

@@ -30,7 +30,11 @@ has to choose — the classic "separate, then select by the decoded envelope"
 design of auditory attention decoding, made differentiable and causal. Options:
 ``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
 (the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
-the streams, before their normalization, to add up to the mixture latent.
+the streams, before their normalization, to add up to the mixture latent;
+``model.stream_form="mask"`` predicts the streams as softmax masks over the two
+streams applied to the mixture's latent (they add up to it by construction; a
+zero head starts both at half the mixture, the "copy the input" solution, which a
+directly predicted stream has to learn).
 
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
@@ -60,7 +64,8 @@ from neurocodec_jax.models.mamba import Mamba
 SELECTORS = ("none", "correlation")
 BACKBONES = ("mamba", "transformer")
 SELECT_WINDOWS = ("causal", "trial")
-OUTPUT_NORMS = ("unit", "mixture")
+OUTPUT_NORMS = ("unit", "mixture", "none")
+STREAM_FORMS = ("direct", "mask")
 SELECT_DECISIONS = ("soft", "hard")
 
 
@@ -198,6 +203,7 @@ class NeuroCodec(nn.Module):
   output_norm: str = "unit"
   mixture_consistency: bool = False
   select_decision: str = "soft"
+  stream_form: str = "direct"
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -215,7 +221,8 @@ class NeuroCodec(nn.Module):
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
-        mixture_consistency=m.mixture_consistency, select_decision=m.select_decision)
+        mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
+        stream_form=m.stream_form)
 
   def setup(self):
     if self.selector not in SELECTORS:
@@ -223,6 +230,11 @@ class NeuroCodec(nn.Module):
     if self.select_decision not in SELECT_DECISIONS:
       raise ValueError(f"model.select_decision must be one of {SELECT_DECISIONS}, got "
                        f"{self.select_decision!r}.")
+    if self.stream_form not in STREAM_FORMS:
+      raise ValueError(f"model.stream_form must be one of {STREAM_FORMS}, got "
+                       f"{self.stream_form!r}.")
+    if self.stream_form == "mask" and self.selector == "none":
+      raise ValueError("model.stream_form='mask' needs model.selector='correlation'.")
     if self.select_window not in SELECT_WINDOWS:
       raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
                        f"{self.select_window!r}.")
@@ -233,7 +245,12 @@ class NeuroCodec(nn.Module):
     self.drop = nn.Dropout(self.dropout)
     self.blocks = [Block(self.hidden_dim, self.num_heads, self.dropout, self.backbone,
                          self.mamba or {}, self.ff_dim) for _ in range(self.num_layers)]
-    if self.selector == "correlation":
+    if self.selector == "correlation" and self.stream_form == "mask":
+      # Zero logits: both masks 1/2, each stream half the mixture.
+      self.out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+      self.stream_env = nn.Dense(2)
+      self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
+    elif self.selector == "correlation":
       self.out = nn.Dense(2 * self.latent_dim)      # two streams
       self.stream_env = nn.Dense(2)                  # their envelopes, per frame
       self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
@@ -295,13 +312,18 @@ class NeuroCodec(nn.Module):
     b, n_frames, _ = x.shape
     streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
                             (0, 2, 3, 1))                                # [b, 2, D, F]
-    if self.mixture_consistency:
+    if self.stream_form == "mask":
+      # The streams keep their magnitudes (a talker's pause is a small masked latent);
+      # every loss on them is scale-free, and _rescale sets the output's scale.
+      streams = jax.nn.softmax(streams, axis=1) * z_mix[:, None]
+    elif self.mixture_consistency:
       # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
       # stream does not take stays in the other, so the weaker talker's stream is
       # the mixture minus the stronger one, not a copy of the mixture. DAC's latent
       # space is only roughly additive (latent_structure), so this is a prior, not a law.
       streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
-    streams = self._norm(streams, axis=2)
+    if self.stream_form == "direct":
+      streams = self._norm(streams, axis=2)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
@@ -323,7 +345,9 @@ class NeuroCodec(nn.Module):
       # not a blend of both, which drifts back toward the mixture when unsure.
       weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
     z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
-    return self._norm(z), dict(streams=streams, stream_env=stream_env, weights=weights,
+    if self.stream_form == "direct" or self.output_norm != "none":
+      z = self._norm(z)
+    return z, dict(streams=streams, stream_env=stream_env, weights=weights,
                                logits=logits, cue=cue)
 
   def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
@@ -366,7 +390,7 @@ class NeuroCodec(nn.Module):
     each frame by the mixture's norm gives the decoder the mixture's energy contour
     and changes no latent-space loss or metric.
     """
-    if self.output_norm == "unit" or not self.normalize_latents:
+    if self.output_norm in ("unit", "none") or not self.normalize_latents:
       return z
     if self.output_norm != "mixture":
       raise ValueError(f"model.output_norm must be one of {OUTPUT_NORMS}, got {self.output_norm!r}.")

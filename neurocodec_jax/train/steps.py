@@ -397,13 +397,14 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
 
 
 def predict(models: Models, state: dict, batch: dict, frozen: dict,
-            return_aux: bool = False) -> tuple:
+            return_aux: bool = False, cue_fn=None) -> tuple:
   """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T'])`` (``+ aux``, the
-  selector's streams/envelopes/weights/cue, with ``return_aux``)."""
+  selector's streams/envelopes/weights/cue, with ``return_aux``). ``cue_fn``: the
+  selector's cue in place of the decoded envelope (``NeuroCodec.__call__``)."""
   z_mix = mix_latent(frozen["quantizer"], batch, models.mix_input)   # no target needed
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
-                                return_aux=return_aux)
+                                return_aux=return_aux, cue_fn=cue_fn)
 
 
 def per_example(loss_fn, *arrays) -> jax.Array:
