@@ -133,7 +133,39 @@ def record_error(component: str, quantity: str, value, where: str = ""):
     worst[quantity] = (float(value), where)
 
 
+# Under pytest-xdist (``make test`` runs two workers) each worker measures its own
+# tests: it leaves its table in this folder, which the controller creates and merges.
+_MEASURED_DIR = "NEUROCODEC_TEST_MEASURED_DIR"
+
+
+def pytest_configure(config):
+  workers = getattr(config.option, "numprocesses", None)
+  if workers and "PYTEST_XDIST_WORKER" not in os.environ and _MEASURED_DIR not in os.environ:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    os.environ[_MEASURED_DIR] = tempfile.mkdtemp(prefix="measured-")
+
+
+def pytest_sessionfinish(session):
+  del session
+  worker = os.environ.get("PYTEST_XDIST_WORKER")
+  if worker and os.path.isdir(os.environ.get(_MEASURED_DIR, "")):
+    import json  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(os.environ[_MEASURED_DIR], f"{worker}.json"), "w") as f:
+      json.dump(MEASURED, f)
+
+
+def _merge_workers():
+  import json  # pylint: disable=g-import-not-at-top
+  folder = os.environ.get(_MEASURED_DIR, "")
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    for component, worst in json.load(open(os.path.join(folder, name))).items():
+      for quantity, (value, where) in worst.items():
+        record_error(component, quantity, value, where)
+
+
 def pytest_terminal_summary(terminalreporter):
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    _merge_workers()
   if not MEASURED:
     return
   terminalreporter.section("measured parity errors (max over the tests that ran)")
