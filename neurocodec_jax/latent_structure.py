@@ -16,6 +16,11 @@ original):
                     model that decodes frame-level attention from EEG could reach
                     without separating the talkers
 
+and, across the two: ``quantization_cosine``, the mean frame cosine of a talker's
+continuous latent with its own quantized one (near 1 when the quantizer keeps the
+encoder's directions; a model that reads one and is scored against the other must
+learn the map between them), and ``cos_mix_continuous_attended_quantized``.
+
 A trained DAC's quantizer is fit to its encoder, so its quantized z keeps the
 encoder's structure; a random-weight codec's quantizer (random codebooks and
 projections) does not, which this tool shows in numbers.
@@ -52,8 +57,13 @@ def _measure(codec: Codec, chunks) -> dict:
       _, quantized, continuous = codec.encode(audio)
       z[k][0].append(continuous)
       z[k][1].append(quantized)
-  return {name: structure(*(np.concatenate(z[k][i]) for k in KINDS))
-          for i, name in enumerate(("continuous", "quantized"))}
+  z = {k: [np.concatenate(parts) for parts in z[k]] for k in KINDS}
+  out = {name: structure(*(z[k][i] for k in KINDS))
+         for i, name in enumerate(("continuous", "quantized"))}
+  out["quantization_cosine"] = float(frame_cosine(z["clean"][0], z["clean"][1]).mean())
+  out["cos_mix_continuous_attended_quantized"] = float(
+      frame_cosine(z["noisy"][0], z["clean"][1]).mean())
+  return out
 
 
 def measure_arrays(codec: Codec, mix: np.ndarray, att: np.ndarray, unatt: np.ndarray,

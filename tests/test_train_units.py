@@ -373,3 +373,25 @@ def test_oracle_cue_needs_a_selector_and_a_known_cue():
   config.model.selector = "none"
   with pytest.raises(ValueError, match="needs a selector model"):
     make_metrics(types.SimpleNamespace(config=config), "quantized", cue="oracle")
+
+
+def test_latent_structure_quantization_cosine_on_known_quantizers():
+  """A quantizer that only scales keeps every direction (cosine 1); one that maps the
+  first half of the latent onto the second (orthogonal) keeps none (cosine 0)."""
+  rng = np.random.default_rng(0)
+  audio = [rng.standard_normal((4, 1, 6 * 8)).astype(np.float32) for _ in range(3)]
+
+  class Codec:
+    def __init__(self, quantize):
+      self.quantize = quantize
+
+    def encode(self, x):
+      z = np.zeros((len(x), 8, 6), np.float32)
+      z[:, :4] = x[:, 0].reshape(len(x), 6, 8)[..., :4].transpose(0, 2, 1)
+      return None, self.quantize(z), z
+
+  scaled = latent_structure.measure_arrays(Codec(lambda z: 3 * z), *(a[:, 0] for a in audio))
+  assert scaled["quantization_cosine"] == pytest.approx(1.0, abs=1e-6)
+  rotated = latent_structure.measure_arrays(
+      Codec(lambda z: np.concatenate([z[:, 4:], z[:, :4]], axis=1)), *(a[:, 0] for a in audio))
+  assert rotated["quantization_cosine"] == pytest.approx(0.0, abs=1e-6)
