@@ -108,14 +108,21 @@ def make_cocktail(root):
   return root
 
 
-@pytest.fixture(scope="module")
-def cocktail_src(tmp_path_factory):
-  return make_cocktail(str(tmp_path_factory.mktemp("cocktail")))
+def _dataset_fixtures(name: str, make, reader):
+  """Module fixtures ``<name>_src`` (the fixture dataset's folder) and ``<name>_recs``
+  (its recordings as the reader yields them)."""
+  @pytest.fixture(scope="module", name=f"{name}_src")
+  def src(tmp_path_factory):
+    return make(str(tmp_path_factory.mktemp(name)))
+
+  @pytest.fixture(scope="module", name=f"{name}_recs")
+  def recs(request):
+    folder = request.getfixturevalue(f"{name}_src")
+    return list(reader.iter_recordings(folder, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+  return src, recs
 
 
-@pytest.fixture(scope="module")
-def cocktail_recs(cocktail_src):
-  return list(cocktail.iter_recordings(cocktail_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+_cocktail_src, _cocktail_recs = _dataset_fixtures("cocktail", make_cocktail, cocktail)
 
 
 def audio_envelope(audio, sample_rate=SR_OUT):
@@ -358,14 +365,7 @@ def make_dtu(root, sidecar_subjects=(2,), sidecar_name="S{s}_expinfo.csv",
   return root
 
 
-@pytest.fixture(scope="module")
-def dtu_src(tmp_path_factory):
-  return make_dtu(str(tmp_path_factory.mktemp("dtu")))
-
-
-@pytest.fixture(scope="module")
-def dtu_recs(dtu_src):
-  return list(dtu.iter_recordings(dtu_src, sample_rate=SR_OUT, eeg_rate=EEG_RATE))
+_dtu_src, _dtu_recs = _dataset_fixtures("dtu", make_dtu, dtu)
 
 
 def test_dtu_recordings(dtu_src, dtu_recs):
