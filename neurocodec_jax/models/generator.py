@@ -68,11 +68,18 @@ SELECT_DECISIONS = ("soft", "hard")
 def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
                 lookahead: int = 0, kernel: int = 8) -> np.ndarray:
   """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
+  return np.arange(n_eeg)[None, :] <= stream_horizon(n_frames, frame_seconds, eeg_rate,
+                                                      lookahead, kernel)[:, None]
+
+
+def stream_horizon(n_frames: int, frame_seconds: float, eeg_rate: int, lookahead: int = 0,
+                   kernel: int = 8) -> np.ndarray:
+  """``[n_frames]`` int: the last EEG feature latent frame i may see (``stream_mask``'s rule)."""
   # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
   # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
   arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
   last = EEGEncoder.receptive_field(kernel)[1]            # feature j's newest sample: j + last
-  return (np.arange(n_eeg)[None, :] + last) <= arrived[:, None]
+  return (arrived - last).astype(np.int64)
 
 
 def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
