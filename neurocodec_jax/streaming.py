@@ -169,9 +169,10 @@ def make_layout(model: NeuroCodec, arch, *, eeg_rate: int, block_frames: int,
   # i - lag: EEG up to their receptive fields, arrived gen_delay frames after frame i.
   i = np.arange(frames + 64)
   need = stream_horizon(len(i), model.frame_seconds, eeg_rate, model.lookahead, kernel)
-  if model.selector == "correlation":
-    lo, _ = cue_points(np.maximum(i - model.select_lag(), 0), model.frame_seconds, eeg_rate)
-    need = np.maximum(need, lo + 1)
+  if model.selector == "correlation":           # the cue counts from frame lag on
+    lag = model.select_lag()
+    lo, _ = cue_points(np.maximum(i - lag, 0), model.frame_seconds, eeg_rate)
+    need = np.where(i >= lag, np.maximum(need, lo + 1), need)
   need = need + EEGEncoder.receptive_field(kernel)[1]           # newest EEG sample needed
   gen_delay = enc_ahead
   while np.any(need >= [layout.eeg_arrived(int(k) + 1 + gen_delay) for k in i]):
@@ -245,6 +246,25 @@ class Streamer:
         cue_lo=jnp.asarray(lo, jnp.int32), cue_frac=jnp.asarray(frac),
         eeg_pe=jnp.asarray(sinusoidal_at(model.eeg_positions(lay.n_keys), model.hidden_dim)))
     self._step = jax.jit(self._block)
+
+  @classmethod
+  def from_run(cls, run, state: dict, *, block_ms: float, max_seconds: float, **kw) -> "Streamer":
+    """The streamer of a trained run (``run.Run`` and ``restore_generator``'s state);
+    ``block_ms`` a multiple of the codec's frame."""
+    config = run.config
+    arch = config.codec.arch
+    frame_ms = 1000 * codec.frame_seconds(arch)
+    block = int(round(block_ms / frame_ms))
+    if block < 1 or abs(block * frame_ms - block_ms) > 1e-6:
+      raise ValueError(f"block_ms={block_ms} is not a multiple of the codec's {frame_ms:g} ms frame.")
+    encode, enc_params = run.codec.encoder()
+    variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
+    return cls(run.models.generator, variables, run.frozen["quantizer"], encode,
+               run.models.decode, dict(encoder=enc_params, decoder=run.frozen["decoder"]),
+               dict(arch), eeg_channels=config.eeg_channels, eeg_rate=config.data.eeg_rate,
+               block_frames=block, max_seconds=max_seconds, mix_input=config.model.mix_input,
+               requantize=config.codec.requantize_output,
+               n_quantizers=config.codec.n_quantizers_eval, **kw)
 
   # The state: buffers of the newest audio, EEG, encoded and generated frames; the
   # keys and envelope of every EEG feature so far; the generator's recurrent state.
