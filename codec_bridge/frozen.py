@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import torch
 
 from codec_bridge import precompute
-from codec_bridge.decode import make_decoder
+from codec_bridge.decode import _callback, hop_length, make_decoder
 from codec_bridge.encode import encode
 from codec_bridge.loading import load_dac_from_config
 from codec_bridge.quantizer import quantizer_params
@@ -46,6 +48,26 @@ class FrozenDAC:
 
     decode.hop_length = torch_decode.hop_length
     return decode
+
+  def encoder(self) -> tuple[Callable, None]:
+    """``(encode, params)``: ``encode(params, audio [B, 1, T]) -> latent [B, D, T / hop]``,
+    DAC's encoder (no preprocessing: ``T`` a multiple of the hop) through a host
+    callback, usable under jit; ``params`` None (the weights stay in torch)."""
+    model = self.model
+    device = next(model.parameters()).device
+    latent_dim, hop = int(model.latent_dim), hop_length(model)
+
+    def host(audio):
+      with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).to(device)
+        return model.encoder(x).cpu().numpy()
+
+    def encode(params, audio: jax.Array) -> jax.Array:
+      del params
+      shape = (audio.shape[0], latent_dim, audio.shape[-1] // hop)
+      return _callback(host, jax.ShapeDtypeStruct(shape, jnp.float32), audio)
+
+    return encode, None
 
   def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[n, 1, T]`` -> ``(codes, quantized z, continuous latent)`` (``encode.encode``)."""

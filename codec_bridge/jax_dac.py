@@ -58,6 +58,13 @@ class JaxDAC:
     decode.hop_length = dac_jax.hop_length(self.params)
     return decode
 
+  def encoder(self) -> tuple[Callable, dict]:
+    """``(encode, params)``: ``encode(params, audio [B, 1, T]) -> latent [B, D, T / hop]``,
+    DAC's encoder in JAX (no preprocessing: ``T`` a multiple of the hop), ``params``
+    its weights."""
+    module = dac_jax.encoder_module(self.params["encoder"])
+    return (lambda params, audio: module.apply({"params": params}, audio)), self.params["encoder"]
+
   def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[n, 1, T]`` -> ``(codes int16, quantized z, continuous latent)``, as ``encode.encode``."""
     codes, z, latent = _encode(self.params, jnp.asarray(audio, jnp.float32))

@@ -64,6 +64,10 @@ class Codec(Protocol):
   def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[n, 1, T]`` audio -> ``(codes, quantized z, continuous latent)``."""
 
+  def encoder(self) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+    """``(encode, params)``: ``encode(params, audio [B, 1, T]) -> latent [B, D, T / hop]``,
+    usable under jit (streaming extraction encodes in chunks with it)."""
+
   def ensure_codes(self, config, split: str) -> str:
     """The path of ``split``'s valid codes cache (computed when missing or stale)."""
 

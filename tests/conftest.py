@@ -21,7 +21,7 @@ TIERS = {
              "test_linear_decoder"),
     "parity": ("test_mamba", "test_scan", "test_losses", "test_codec_jax",
                "test_codec_bridge", "test_decode_one_cpu", "test_conv"),
-    "integration": ("test_train", "test_reliability_train", "test_reliability_data",
+    "integration": ("test_streaming", "test_train", "test_reliability_train", "test_reliability_data",
                     "test_prepare", "test_prepare_cocktail_dtu", "test_eeg_guard",
                     "test_train_codec", "test_precompute", "test_attention_maps", "test_install"),
 }

@@ -156,6 +156,21 @@ def test_streaming_frame_by_frame_equals_masked_full_forward(time_aligned_pe, ke
   np.testing.assert_allclose(stepped, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("decision,window,consistency", [("soft", "causal", False),
+                                                        ("hard", "trial", True)])
+def test_selector_frame_by_frame_equals_masked_full_forward(decision, window, consistency):
+  """The selector's running correlation from carried sums (``step``) is the causal
+  forward's, with its lag; ``select_window="trial"`` streams in the causal form."""
+  config = _selector_config(**{"model.select_decision": decision, "model.select_window": window,
+                               "model.mixture_consistency": consistency,
+                               "model.output_norm": "mixture"})
+  model, v, z, eeg = _init(config, frames=60, eeg_time=160)
+  assert model.select_lag() > 0
+  full, _ = model.apply(v, z, eeg, train=False, streaming=True)
+  stepped = model.apply(v, z, eeg, method=NeuroCodec.stream)
+  np.testing.assert_allclose(stepped, full, rtol=1e-5, atol=1e-5)
+
+
 def test_stream_mask_waits_for_the_receptive_field():
   mask = stream_mask(4, 30, frame_seconds=0.02, eeg_rate=128)
   # Feature j needs EEG samples up to j+10. Frame 2 ends at 60 ms (samples 0..7 in):

@@ -11,7 +11,9 @@ rate; the EEG (``.npy``, ``.h5``, ``.mat``, or MNE's ``.fif``, ``.edf``, ``.bdf`
 ``.set``, ``.vhdr``) is re-referenced, band-passed and resampled as ``prepare`` does
 (``neurocodec_jax.recordings``), its channel count checked against the run. The
 model runs over the whole recording in overlapping training-length windows
-(``neurocodec_jax.extraction``). Writes the extracted wav and, beside it, a PNG with
+(``neurocodec_jax.extraction``), or with ``--stream [--block_ms 40]`` block by block
+as it would run live (``neurocodec_jax.streaming``: the causal model; prints the
+latency and the real-time factor). Writes the extracted wav and, beside it, a PNG with
 the mixture's and the output's spectrograms and the EEG-decoded envelope beside the
 output's envelope. Every bad input stops with one line naming the file and field.
 """
@@ -88,6 +90,11 @@ def parse(argv):
                  help="comma-separated channel names to keep, in order (MNE's formats)")
   p.add_argument("--reference", default="average", help="average, none, or a channel")
   p.add_argument("--out", required=True, help="the extracted wav")
+  p.add_argument("--stream", action="store_true",
+                 help="stream block by block (neurocodec_jax.streaming): the causal model "
+                      "as it would run live; prints its latency and real-time factor")
+  p.add_argument("--block_ms", type=float, default=40.0,
+                 help="--stream's block, a multiple of the codec's frame (20 ms)")
   args = p.parse_args(argv)
   if bool(args.workdir) == bool(args.checkpoint):
     p.error("pass --workdir, or --checkpoint with --config")
@@ -118,7 +125,18 @@ def main(argv=None) -> int:
   run.example = {k: v[:1] for k, v in extraction.make_window_batch(run, mixture, eeg, [0]).items()}
   state, where = run.restore_generator(workdir=args.workdir, checkpoint=args.checkpoint,
                                        which=args.which)
-  result = extraction.extract(run, state, mixture, eeg)
+  if args.stream:
+    from neurocodec_jax import streaming  # pylint: disable=g-import-not-at-top
+    streamer = streaming.Streamer.from_run(run, state, block_ms=args.block_ms,
+                                           max_seconds=len(mixture) / arch.sample_rate + 1)
+    result = streamer.run(mixture, eeg)
+    ms = result["latency"]
+    print(f"streamed in {args.block_ms:g} ms blocks: latency {ms['total']:.0f} ms (block "
+          f"{ms['block']:.0f} + encoder look-ahead {ms['encoder']:.0f} + EEG {ms['eeg']:.0f} "
+          f"+ decoder look-ahead {ms['decoder']:.0f}), real-time factor {result['rtf']:.3f}")
+    result["cue"] = None
+  else:
+    result = extraction.extract(run, state, mixture, eeg)
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   tmp = args.out + ".tmp.wav"

@@ -38,7 +38,8 @@ directly predicted stream has to learn).
 
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
-:meth:`NeuroCodec.stream`) masks the cross-attention: latent frame i (audio up to
+:meth:`NeuroCodec.step`, which :meth:`NeuroCodec.stream` runs over a window and
+``neurocodec_jax.streaming`` block by block) masks the cross-attention: latent frame i (audio up to
 (i+1) hop / sr seconds) sees EEG feature j only when every EEG sample it depends on
 has arrived (up to j + the look-ahead the encoder derives from its own convs,
 ``EEGEncoder.receptive_field(eeg_kernel)[1]`` = kernel + 2), plus
@@ -72,11 +73,18 @@ SELECT_DECISIONS = ("soft", "hard")
 def stream_mask(n_frames: int, n_eeg: int, frame_seconds: float, eeg_rate: int,
                 lookahead: int = 0, kernel: int = 8) -> np.ndarray:
   """``[n_frames, n_eeg]`` bool: EEG feature j is available at latent frame i."""
+  return np.arange(n_eeg)[None, :] <= stream_horizon(n_frames, frame_seconds, eeg_rate,
+                                                      lookahead, kernel)[:, None]
+
+
+def stream_horizon(n_frames: int, frame_seconds: float, eeg_rate: int, lookahead: int = 0,
+                   kernel: int = 8) -> np.ndarray:
+  """``[n_frames]`` int: the last EEG feature latent frame i may see (``stream_mask``'s rule)."""
   # EEG sample k is taken at k / eeg_rate; by the end of frame i, samples
   # 0 .. floor((i + 1) frame_seconds eeg_rate) have arrived.
   arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
   last = EEGEncoder.receptive_field(kernel)[1]            # feature j's newest sample: j + last
-  return (np.arange(n_eeg)[None, :] + last) <= arrived[:, None]
+  return (arrived - last).astype(np.int64)
 
 
 def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
@@ -121,6 +129,30 @@ class CrossAttention(nn.Module):
     if mask is not None:
       out = out * jnp.any(mask, axis=-1, keepdims=True).astype(out.dtype)
     return out
+
+
+def attention_keys(mha: dict, kv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array]:
+  """``kv [b, n, hidden]`` -> ``(key, value)``, each ``[b, n, heads, head_dim]``: the
+  projections ``CrossAttention``'s attention makes of its keys (``mha``: its parameters),
+  computed once per EEG feature when streaming."""
+  # parent=None: a layer applied to given parameters, not a child of the calling module.
+  dense = lambda name, x: nn.DenseGeneral(features=(heads, kv.shape[-1] // heads),
+                                          parent=None).apply({"params": mha[name]}, x)
+  return dense("key", kv), dense("value", kv)
+
+
+def cached_attention(mha: dict, q: jax.Array, key: jax.Array, value: jax.Array,
+                     mask: jax.Array) -> jax.Array:
+  """``CrossAttention`` (eval) from projected keys: ``q [b, n, hidden]``, ``key``/``value``
+  ``[b, k, heads, head_dim]``, ``mask [b, n, k]`` -> ``[b, n, hidden]``; the same flax
+  layers and attention function as ``nn.MultiHeadDotProductAttention``."""
+  heads, head_dim = key.shape[-2:]
+  query = nn.DenseGeneral(features=(heads, head_dim), parent=None).apply(
+      {"params": mha["query"]}, q)
+  x = nn.dot_product_attention(query, key, value, mask=mask[:, None])
+  out = nn.DenseGeneral(features=q.shape[-1], axis=(-2, -1), parent=None).apply(
+      {"params": mha["out"]}, x)
+  return out * jnp.any(mask, axis=-1, keepdims=True).astype(out.dtype)
 
 
 class TransformerLayer(nn.Module):
@@ -170,12 +202,6 @@ class Block(nn.Module):
     if self.backbone == "mamba":
       return x + self.drop(self.mixer(self.mixer_norm(x)), deterministic=not train)
     return self.mixer(x, train=train)
-
-  def step(self, x_t, eeg, mask_row, cache):
-    """One frame (eval): ``x_t [b, 1, hidden]``, ``mask_row [b, 1, n_eeg]``."""
-    x_t = x_t + self.attn(self.attn_norm(x_t), eeg, mask_row, train=False)
-    y, cache = self.mixer.step(self.mixer_norm(x_t)[:, 0], cache)
-    return x_t + y[:, None], cache
 
 
 class NeuroCodec(nn.Module):
@@ -334,9 +360,7 @@ class NeuroCodec(nn.Module):
       corr = jnp.broadcast_to(corr[:, -1:], corr.shape)
     elif streaming:
       # Envelope at frame i needs EEG up to its time + the receptive field.
-      lag = int(math.ceil((EEGEncoder.receptive_field(self.eeg_kernel)[1] - self.lookahead)
-                          / self.eeg_rate / self.frame_seconds))
-      lag = max(lag, 0)
+      lag = self.select_lag()
       corr = jnp.pad(corr, ((0, 0), (lag, 0), (0, 0)))[:, :n_frames]
     logits = self.select_scale * corr
     weights = jax.nn.softmax(logits, axis=-1)                           # [b, F, 2]
@@ -349,6 +373,13 @@ class NeuroCodec(nn.Module):
       z = self._norm(z)
     return z, dict(streams=streams, stream_env=stream_env, weights=weights,
                                logits=logits, cue=cue)
+
+  def select_lag(self) -> int:
+    """Frames the streaming selector's correlation lags the output by: the decoded
+    envelope at frame i needs EEG up to its time + the encoder's look-ahead."""
+    lag = int(math.ceil((EEGEncoder.receptive_field(self.eeg_kernel)[1] - self.lookahead)
+                        / self.eeg_rate / self.frame_seconds))
+    return max(lag, 0)
 
   def mask(self, n_frames: int, n_eeg: int) -> jax.Array:
     return jnp.asarray(stream_mask(n_frames, n_eeg, self.frame_seconds, self.eeg_rate,
@@ -396,22 +427,103 @@ class NeuroCodec(nn.Module):
       raise ValueError(f"model.output_norm must be one of {OUTPUT_NORMS}, got {self.output_norm!r}.")
     return z * jnp.linalg.norm(z_mix, axis=1, keepdims=True)
 
-  def stream(self, z_mix, eeg):
-    """Frame-by-frame eval run with carried Mamba state; equals ``streaming=True``."""
+  # ------------------------------------------------------------ streaming ----
+
+  def stream_keys(self, eeg, pe):
+    """The attention keys of an EEG window, for a streaming run.
+
+    ``eeg [b, C, W]``, ``pe [W', hidden]`` (the features' positional encodings,
+    ``eeg_positions`` at their global indices) -> ``(keys, env)``: per block a
+    ``(key, value)`` pair ``[b, W', heads, head_dim]`` and the decoded envelope
+    ``[b, W']``, ``W' = W - eeg_kernel + 1``. A feature equals the whole window's
+    when its receptive field (``EEGEncoder.receptive_field``) lies inside both.
+    """
+    feats, env = self.eeg_encoder(eeg, train=False)
+    kv = self._embed(self.eeg_in, jnp.swapaxes(feats, 1, 2), False, pe=pe)
+    params = self.variables["params"]
+    keys = [attention_keys(params[f"blocks_{i}"]["attn"]["mha"], kv, self.num_heads)
+            for i in range(self.num_layers)]
+    return keys, env
+
+  def init_step_state(self, batch: int) -> dict:
+    """The recurrent state of :meth:`step` before frame 0: zero Mamba caches and,
+    with the selector, zero correlation sums ``[b, 5, 2]`` (cue, stream envelope,
+    their product, their squares) and the last ``select_lag()`` stream envelopes
+    ``[b, lag, 2]``."""
+    state = dict(caches=[blk.mixer.init_cache(batch) for blk in self.blocks])
+    if self.selector == "correlation":
+      state["sums"] = jnp.zeros((batch, 5, 2), jnp.float32)
+      state["env_fifo"] = jnp.zeros((batch, self.select_lag(), 2), jnp.float32)
+    return state
+
+  def step(self, z_t, keys, mask_row, t, cue_lag, state):
+    """Latent frame ``t`` of a streaming (eval) run; equals ``streaming=True``'s frame t.
+
+    ``z_t [b, latent]`` the mixture frame; ``keys`` (per block ``(key, value)``
+    ``[b, K, heads, head_dim]``, :meth:`stream_keys`) with ``mask_row [b, K]`` the
+    keys frame t may see (``stream_mask``'s row t); ``t`` the frame index (traced);
+    ``cue_lag [b]`` the decoded envelope at frame ``t - select_lag()`` (the
+    selector's cue; ignored without the selector or while ``t < lag``); ``state``
+    from :meth:`init_step_state` -> ``(z [b, latent], state)``.
+    """
     if self.backbone != "mamba":
-      raise ValueError("stream() needs the mamba backbone (a recurrent state).")
-    if self.selector != "none":
-      raise NotImplementedError("stream() frame by frame is not implemented for "
-                                "model.selector; use apply(..., streaming=True).")
-    kv, _ = self.encode_eeg(eeg, train=False)
+      raise ValueError("step() needs the mamba backbone (a recurrent state).")
+    params = self.variables["params"]
+    pe = jnp.asarray(self.pe)[jnp.clip(t, 0, self.max_len - 1)]
+    x = self._embed(self.audio_in, z_t[:, None], False, pe=pe[None])   # [b, 1, hidden]
+    caches = list(state["caches"])
+    for i, blk in enumerate(self.blocks):
+      x = x + cached_attention(params[f"blocks_{i}"]["attn"]["mha"], blk.attn_norm(x),
+                               *keys[i], mask_row[:, None])
+      y, caches[i] = blk.mixer.step(blk.mixer_norm(x)[:, 0], caches[i])
+      x = x + y[:, None]
+    state = dict(state, caches=caches)
+    if self.selector != "correlation":
+      z = self._finish(x)[:, :, 0]
+    else:
+      z, state = self._select_step(x[:, 0], z_t, t, cue_lag, state)
+    return self._rescale(z[:, :, None], z_t[:, :, None])[:, :, 0], state
+
+  def _select_step(self, x, z_t, t, cue, state):
+    """:meth:`_select` (streaming) for one frame: the running correlation from carried
+    sums, over frames 0 .. t - lag. ``x [b, hidden]`` -> ``(z [b, latent], state)``."""
+    b = x.shape[0]
+    streams = self.out(x).reshape(b, 2, self.latent_dim)                 # [b, 2, D]
+    if self.mixture_consistency:
+      streams = streams + (z_t[:, None] - streams.sum(1, keepdims=True)) / 2
+    streams = self._norm(streams, axis=2)
+    fifo = jnp.concatenate([state["env_fifo"], self.stream_env(x)[:, None]], axis=1)
+    a, e = jnp.broadcast_to(cue[:, None], (b, 2)), fifo[:, 0]          # frame t - lag
+    lag = self.select_lag()
+    ready = t >= lag
+    sums = state["sums"] + ready * jnp.stack([a, e, a * e, a * a, e * e], axis=1)
+    n = jnp.maximum(t - lag + 1, 1).astype(jnp.float32)
+    ma, me, mae, maa, mee = (sums[:, k] / n for k in range(5))
+    eps = 1e-4      # running_correlation's
+    corr = (mae - ma * me) / jnp.sqrt((jnp.maximum(maa - ma ** 2, 0.0) + eps)
+                                      * (jnp.maximum(mee - me ** 2, 0.0) + eps))
+    logits = self.select_scale * jnp.where(ready, corr, 0.0)
+    if self.select_decision == "hard":
+      weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=logits.dtype)
+    else:
+      weights = jax.nn.softmax(logits, axis=-1)
+    z = self._norm(jnp.einsum("bkd,bk->bd", streams, weights))
+    return z, dict(state, sums=sums, env_fifo=fifo[:, 1:])
+
+  def stream(self, z_mix, eeg):
+    """Frame-by-frame eval run with carried state (:meth:`step`); equals
+    ``streaming=True``. ``z_mix [b, latent, F]``, ``eeg [b, C, T_eeg]`` -> ``[b, latent, F]``."""
+    n_eeg = EEGEncoder.output_length(eeg.shape[-1], self.eeg_kernel)
+    keys, env = self.stream_keys(eeg, sinusoidal_at(self.eeg_positions(n_eeg), self.hidden_dim))
     b, n_frames = z_mix.shape[0], z_mix.shape[2]
-    mask = self.mask(n_frames, kv.shape[1])
-    caches = [blk.mixer.init_cache(b) for blk in self.blocks]
+    mask = self.mask(n_frames, env.shape[-1])
+    cue = env @ jnp.asarray(frame_interpolation(n_frames, env.shape[-1], self.frame_seconds,
+                                                self.eeg_rate)).T        # [b, F]
+    lag = self.select_lag() if self.selector == "correlation" else 0
+    state = self.init_step_state(b)
     outs = []
     for t in range(n_frames):
-      x = self._embed(self.audio_in, jnp.swapaxes(z_mix[:, :, t:t + 1], 1, 2), False, t)
-      row = jnp.broadcast_to(mask[t][None, None], (b, 1, kv.shape[1]))
-      for i, blk in enumerate(self.blocks):
-        x, caches[i] = blk.step(x, kv, row, caches[i])
-      outs.append(x)
-    return self._rescale(self._finish(jnp.concatenate(outs, axis=1)), z_mix)
+      row = jnp.broadcast_to(mask[t][None], (b, env.shape[-1]))
+      z, state = self.step(z_mix[:, :, t], keys, row, t, cue[:, max(t - lag, 0)], state)
+      outs.append(z)
+    return jnp.stack(outs, axis=-1)
