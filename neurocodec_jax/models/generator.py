@@ -326,6 +326,29 @@ class NeuroCodec(nn.Module):
   def _finish(self, x):
     return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
 
+  def _streams(self, x, z_mix):
+    """The selector's two streams: ``x [b, F, hidden]``, ``z_mix [b, latent, F]`` ->
+    ``[b, 2, latent, F]``."""
+    b, n_frames, _ = x.shape
+    streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
+                            (0, 2, 3, 1))                                # [b, 2, D, F]
+    if self.stream_form == "mask":
+      # The streams keep their magnitudes (a talker's pause is a small masked latent);
+      # every loss on them is scale-free, and _rescale sets the output's scale.
+      return jax.nn.softmax(streams, axis=1) * z_mix[:, None]
+    if self.mixture_consistency:
+      # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
+      # stream does not take stays in the other, so the weaker talker's stream is
+      # the mixture minus the stronger one, not a copy of the mixture. DAC's latent
+      # space is only roughly additive (latent_structure), so this is a prior, not a law.
+      streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
+    return self._norm(streams, axis=2)
+
+  def _selected(self, z):
+    """The streams' weighted sum ``z [b, latent, ...]`` as the selector outputs it: unit
+    frames, except masked streams with ``output_norm="none"`` (their own scale)."""
+    return z if self.stream_form == "mask" and self.output_norm == "none" else self._norm(z)
+
   def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False):
     """Separate-then-select (see the module docstring).
 
@@ -336,20 +359,7 @@ class NeuroCodec(nn.Module):
     [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``.
     """
     b, n_frames, _ = x.shape
-    streams = jnp.transpose(self.out(x).reshape(b, n_frames, 2, self.latent_dim),
-                            (0, 2, 3, 1))                                # [b, 2, D, F]
-    if self.stream_form == "mask":
-      # The streams keep their magnitudes (a talker's pause is a small masked latent);
-      # every loss on them is scale-free, and _rescale sets the output's scale.
-      streams = jax.nn.softmax(streams, axis=1) * z_mix[:, None]
-    elif self.mixture_consistency:
-      # Project onto streams that add up to the mixture (Wisdom et al. 2019): what one
-      # stream does not take stays in the other, so the weaker talker's stream is
-      # the mixture minus the stronger one, not a copy of the mixture. DAC's latent
-      # space is only roughly additive (latent_structure), so this is a prior, not a law.
-      streams = streams + (z_mix[:, None] - streams.sum(1, keepdims=True)) / 2
-    if self.stream_form == "direct":
-      streams = self._norm(streams, axis=2)
+    streams = self._streams(x, z_mix)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
@@ -368,9 +378,7 @@ class NeuroCodec(nn.Module):
       # Evaluation: output the better-correlated stream itself (the AAD decision),
       # not a blend of both, which drifts back toward the mixture when unsure.
       weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
-    z = jnp.einsum("bkdf,bfk->bdf", streams, weights)
-    if self.stream_form == "direct" or self.output_norm != "none":
-      z = self._norm(z)
+    z = self._selected(jnp.einsum("bkdf,bfk->bdf", streams, weights))
     return z, dict(streams=streams, stream_env=stream_env, weights=weights,
                                logits=logits, cue=cue)
 
@@ -488,10 +496,7 @@ class NeuroCodec(nn.Module):
     """:meth:`_select` (streaming) for one frame: the running correlation from carried
     sums, over frames 0 .. t - lag. ``x [b, hidden]`` -> ``(z [b, latent], state)``."""
     b = x.shape[0]
-    streams = self.out(x).reshape(b, 2, self.latent_dim)                 # [b, 2, D]
-    if self.mixture_consistency:
-      streams = streams + (z_t[:, None] - streams.sum(1, keepdims=True)) / 2
-    streams = self._norm(streams, axis=2)
+    streams = self._streams(x[:, None], z_t[:, :, None])[..., 0]         # [b, 2, D]
     fifo = jnp.concatenate([state["env_fifo"], self.stream_env(x)[:, None]], axis=1)
     a, e = jnp.broadcast_to(cue[:, None], (b, 2)), fifo[:, 0]          # frame t - lag
     lag = self.select_lag()
@@ -507,7 +512,7 @@ class NeuroCodec(nn.Module):
       weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=logits.dtype)
     else:
       weights = jax.nn.softmax(logits, axis=-1)
-    z = self._norm(jnp.einsum("bkd,bk->bd", streams, weights))
+    z = self._selected(jnp.einsum("bkd,bk->bd", streams, weights))
     return z, dict(state, sums=sums, env_fifo=fifo[:, 1:])
 
   def stream(self, z_mix, eeg):
