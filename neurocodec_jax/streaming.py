@@ -23,6 +23,10 @@ state pytree):
    keeps ``dec_left`` frames of context and outputs ``dec_ahead`` frames behind the
    newest generated frame.
 
+With ``stateful=True`` (JAX DAC weights) steps 1 and 3 run ``dac_stream`` instead:
+every layer keeps the inputs its next outputs need, so a block costs its own samples,
+with the same look-aheads and the same outputs.
+
 Every chunk that reaches back before the stream's start starts at sample (frame) 0,
 as the whole signal's zero padding does, and what has not arrived yet is zeros that
 lie outside the cone of what is emitted: the streamed output equals encoding the
@@ -251,7 +255,8 @@ class Streamer:
                                            model.lookahead, model.eeg_kernel), jnp.int32),
         cue_lo=jnp.asarray(lo, jnp.int32), cue_frac=jnp.asarray(frac),
         eeg_pe=jnp.asarray(sinusoidal_at(model.eeg_positions(lay.n_keys), model.hidden_dim)))
-    self._step = jax.jit(self._block)
+    # The state is donated: the key buffers and the codec's are updated in place.
+    self._step = jax.jit(self._block, donate_argnums=4)
 
   @classmethod
   def from_run(cls, run, state: dict, *, block_ms: float, max_seconds: float,
@@ -309,7 +314,8 @@ class Streamer:
 
   def step(self, state: dict, audio: np.ndarray, eeg: np.ndarray, n_eeg: int):
     """One block: ``audio [block * hop]``, ``eeg [C, eeg_block]`` of which the first
-    ``n_eeg`` samples are new -> ``(state, wave [block * hop])``: the output of frames
+    ``n_eeg`` samples are new -> ``(state, wave [block * hop])`` (``state`` is consumed:
+    its buffers are reused): the output of frames
     ``frames - delay - block .. frames - delay`` (zeros before the stream's start)."""
     return self._step(self.variables, self.qparams, self.codec_params, self.tables, state,
                       jnp.asarray(audio, jnp.float32)[None, None],
@@ -403,6 +409,7 @@ class Streamer:
     # returned one: under a run's mesh the returned arrays carry a sharding, another key.
     quiet = (np.zeros(bs), np.zeros((eeg.shape[0], lay.eeg_block)), 0)
     jax.block_until_ready(self.step(self.step(state, *quiet)[0], *quiet))
+    state = self.init_state()
     outs, block_seconds, cpu = [], [], 0.0
     for k in range(total):
       e0, e1 = lay.eeg_arrived(k * lay.block), lay.eeg_arrived((k + 1) * lay.block)
