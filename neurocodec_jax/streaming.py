@@ -23,6 +23,10 @@ state pytree):
    keeps ``dec_left`` frames of context and outputs ``dec_ahead`` frames behind the
    newest generated frame.
 
+With ``stateful=True`` (JAX DAC weights) steps 1 and 3 run ``dac_stream`` instead:
+every layer keeps the inputs its next outputs need, so a block costs its own samples,
+with the same look-aheads and the same outputs.
+
 Every chunk that reaches back before the stream's start starts at sample (frame) 0,
 as the whole signal's zero padding does, and what has not arrived yet is zeros that
 lie outside the cone of what is emitted: the streamed output equals encoding the
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurocodec_jax import codec
+from neurocodec_jax.models import dac_stream
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_horizon
 from neurocodec_jax.models.layers import sinusoidal_at
@@ -221,6 +226,10 @@ class Streamer:
       it re-quantized with every codebook, i.e. the codes' z).
     requantize: ``codec.requantize_output``, with ``n_quantizers``.
     enc_ahead, dec_ahead: look-ahead overrides in frames (default: measured, exact).
+    stateful: stream the codec layer by layer (``dac_stream``: a block costs its own
+      samples) rather than re-encode and re-decode a chunk with context per block;
+      needs ``codec_params`` to be ``dac_jax``'s trees (``encode``/``decode`` are then
+      unused) and look-aheads no shorter than measured.
   """
 
   def __init__(self, model: NeuroCodec, variables: dict, qparams: dict, encode: Callable,
@@ -228,13 +237,14 @@ class Streamer:
                eeg_rate: int, block_frames: int, max_seconds: float,
                mix_input: str = "continuous", requantize: bool = True,
                n_quantizers: int | None = None, enc_ahead: int | None = None,
-               dec_ahead: int | None = None):
+               dec_ahead: int | None = None, stateful: bool = False):
     if model.backbone != "mamba":
       raise ValueError("streaming needs the mamba backbone (a recurrent state).")
     self.model, self.variables, self.qparams = model, variables, qparams
     self.encode, self.decode, self.codec_params = encode, decode, codec_params
     self.arch, self.eeg_channels = arch, eeg_channels
     self.mix_input, self.requantize, self.n_quantizers = mix_input, requantize, n_quantizers
+    self.stateful = stateful
     self.layout = make_layout(model, arch, eeg_rate=eeg_rate, block_frames=block_frames,
                               max_seconds=max_seconds, enc_ahead=enc_ahead, dec_ahead=dec_ahead)
     lay = self.layout
@@ -245,12 +255,18 @@ class Streamer:
                                            model.lookahead, model.eeg_kernel), jnp.int32),
         cue_lo=jnp.asarray(lo, jnp.int32), cue_frac=jnp.asarray(frac),
         eeg_pe=jnp.asarray(sinusoidal_at(model.eeg_positions(lay.n_keys), model.hidden_dim)))
-    self._step = jax.jit(self._block)
+    # The state is donated: the key buffers and the codec's are updated in place.
+    self._step = jax.jit(self._block, donate_argnums=4)
 
   @classmethod
-  def from_run(cls, run, state: dict, *, block_ms: float, max_seconds: float, **kw) -> "Streamer":
+  def from_run(cls, run, state: dict, *, block_ms: float, max_seconds: float,
+               dac_params: dict | None = None, stateful: bool = True, **kw) -> "Streamer":
     """The streamer of a trained run (``run.Run`` and ``restore_generator``'s state);
-    ``block_ms`` a multiple of the codec's frame."""
+    ``block_ms`` a multiple of the codec's frame. The codec streams layer by layer
+    (``stateful``) with the JAX DAC: the run's own with ``codec.backend=jax``, else
+    ``dac_params`` (``{"encoder", "decoder"}``, ``dac_jax``'s trees of the same
+    weights, e.g. ``codec_bridge.jax_dac.JaxDAC(run.codec.model).params``); without
+    them it re-encodes and re-decodes a chunk per block through the run's codec."""
     config = run.config
     arch = config.codec.arch
     frame_ms = 1000 * codec.frame_seconds(arch)
@@ -258,13 +274,17 @@ class Streamer:
     if block < 1 or abs(block * frame_ms - block_ms) > 1e-6:
       raise ValueError(f"block_ms={block_ms} is not a multiple of the codec's {frame_ms:g} ms frame.")
     encode, enc_params = run.codec.encoder()
+    codec_params = dict(encoder=enc_params, decoder=run.frozen["decoder"])
+    jax_codec = enc_params is not None and codec_params["decoder"] is not None
+    if stateful and dac_params is not None:
+      codec_params = dict(encoder=dac_params["encoder"], decoder=dac_params["decoder"])
+    stateful = stateful and (jax_codec or dac_params is not None)
     variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
     return cls(run.models.generator, variables, run.frozen["quantizer"], encode,
-               run.models.decode, dict(encoder=enc_params, decoder=run.frozen["decoder"]),
-               dict(arch), eeg_channels=config.eeg_channels, eeg_rate=config.data.eeg_rate,
-               block_frames=block, max_seconds=max_seconds, mix_input=config.model.mix_input,
-               requantize=config.codec.requantize_output,
-               n_quantizers=config.codec.n_quantizers_eval, **kw)
+               run.models.decode, codec_params, dict(arch), eeg_channels=config.eeg_channels,
+               eeg_rate=config.data.eeg_rate, block_frames=block, max_seconds=max_seconds,
+               mix_input=config.model.mix_input, requantize=config.codec.requantize_output,
+               n_quantizers=config.codec.n_quantizers_eval, stateful=stateful, **kw)
 
   # The state: buffers of the newest audio, EEG, encoded and generated frames; the
   # keys and envelope of every EEG feature so far; the generator's recurrent state.
@@ -273,20 +293,29 @@ class Streamer:
     heads = self.model.num_heads
     head_dim = self.model.hidden_dim // heads
     zeros = lambda *s: jnp.zeros(s, jnp.float32)
+    if self.stateful:
+      codec_state = dict(
+          enc=dac_stream.init_state(dac_stream.encoder_step, self.codec_params["encoder"],
+                                    zeros(1, 1, lay.block * lay.hop), lay.enc_ahead),
+          dec=dac_stream.init_state(dac_stream.decoder_step, self.codec_params["decoder"],
+                                    zeros(1, d, lay.block), lay.gen_delay, lay.dec_ahead))
+    else:
+      codec_state = dict(audio=zeros(1, 1, (lay.enc_left + lay.block + lay.enc_ahead) * lay.hop),
+                         out_queue=zeros(1, d, lay.dec_left + lay.block + lay.dec_ahead))
     return dict(
         frames=jnp.zeros((), jnp.int32), eeg_count=jnp.zeros((), jnp.int32),
-        audio=zeros(1, 1, (lay.enc_left + lay.block + lay.enc_ahead) * lay.hop),
-        z_queue=zeros(1, d, lay.gen_delay - lay.enc_ahead),
+        z_queue=zeros(1, d, lay.gen_delay - lay.enc_ahead), z=zeros(1, d, lay.block),
         eeg=zeros(1, self.eeg_channels, lay.eeg_window),
         keys=[(zeros(1, lay.n_keys, heads, head_dim), zeros(1, lay.n_keys, heads, head_dim))
               for _ in range(self.model.num_layers)],
         env=zeros(1, lay.n_keys),
         gen=self.model.apply(self.variables, 1, method=NeuroCodec.init_step_state),
-        out_queue=zeros(1, d, lay.dec_left + lay.block + lay.dec_ahead))
+        **codec_state)
 
   def step(self, state: dict, audio: np.ndarray, eeg: np.ndarray, n_eeg: int):
     """One block: ``audio [block * hop]``, ``eeg [C, eeg_block]`` of which the first
-    ``n_eeg`` samples are new -> ``(state, wave [block * hop])``: the output of frames
+    ``n_eeg`` samples are new -> ``(state, wave [block * hop])`` (``state`` is consumed:
+    its buffers are reused): the output of frames
     ``frames - delay - block .. frames - delay`` (zeros before the stream's start)."""
     return self._step(self.variables, self.qparams, self.codec_params, self.tables, state,
                       jnp.asarray(audio, jnp.float32)[None, None],
@@ -297,7 +326,13 @@ class Streamer:
     nb, hop = lay.block, lay.hop
     n = state["frames"] + nb                                # frames arrived
     # 1. The encoder over the newest audio.
-    buf, new = encoder_stage(self.encode, codec_params["encoder"], lay, state["audio"], audio, n)
+    codec_state = {}
+    if self.stateful:
+      codec_state["enc"], new = dac_stream.encoder_step(codec_params["encoder"], state["enc"],
+                                                        audio, n // nb, lay.enc_ahead)
+    else:
+      codec_state["audio"], new = encoder_stage(self.encode, codec_params["encoder"], lay,
+                                                state["audio"], audio, n)
     if self.mix_input == "quantized":
       new = codec.requantize(qparams, new, None)
     queue = jnp.concatenate([state["z_queue"], new], axis=-1)
@@ -338,10 +373,15 @@ class Streamer:
     if self.requantize:
       z = codec.requantize(qparams, z, self.n_quantizers)
     # 4. The decoder over the newest generated frames.
-    out_queue, wave = decoder_stage(self.decode, codec_params["decoder"], lay,
-                                    state["out_queue"], z, n - lay.gen_delay)
-    state = dict(frames=n, eeg_count=count, audio=buf, z_queue=queue[:, :, nb:], eeg=ebuf,
-                 keys=keys, env=env, gen=gen, out_queue=out_queue)
+    if self.stateful:
+      codec_state["dec"], wave = dac_stream.decoder_step(
+          codec_params["decoder"], state["dec"], z, n // nb, lay.gen_delay, lay.dec_ahead)
+      wave = wave[0, 0]
+    else:
+      codec_state["out_queue"], wave = decoder_stage(self.decode, codec_params["decoder"], lay,
+                                                     state["out_queue"], z, n - lay.gen_delay)
+    state = dict(frames=n, eeg_count=count, z_queue=queue[:, :, nb:], z=z, eeg=ebuf,
+                 keys=keys, env=env, gen=gen, **codec_state)
     return state, wave
 
   def run(self, mixture: np.ndarray, eeg: np.ndarray, timings: bool = False) -> dict:
@@ -349,7 +389,9 @@ class Streamer:
 
     ``mixture [T]``, ``eeg [C, T_eeg]`` (covering the audio; zeros where short) ->
     ``{"wave": [T], "seconds": processing time of the blocks, "latency": latency(),
-    "rtf": seconds / audio seconds}``; ``timings`` adds ``block_seconds`` (each block's).
+    "rtf": seconds / audio seconds, "cpu_rtf": the process's CPU seconds / audio
+    seconds}`` (on one thread, the RTF the blocks would take on an idle core);
+    ``timings`` adds ``block_seconds`` (each block's).
     The first block's compile is not counted: the program is compiled before the clock.
     """
     lay = self.layout
@@ -363,22 +405,28 @@ class Streamer:
     audio[:len(mixture)] = mixture
     n_eeg_in = min(eeg.shape[1], lay.eeg_arrived(-(-len(mixture) // lay.hop)))
     state = self.init_state()
-    # Compiled (and run once) before the clock starts.
-    jax.block_until_ready(self.step(state, np.zeros(bs), np.zeros((eeg.shape[0], lay.eeg_block)), 0))
-    outs, block_seconds = [], []
+    # Compiled (and run) before the clock starts, from the initial state and from a
+    # returned one: under a run's mesh the returned arrays carry a sharding, another key.
+    quiet = (np.zeros(bs), np.zeros((eeg.shape[0], lay.eeg_block)), 0)
+    jax.block_until_ready(self.step(self.step(state, *quiet)[0], *quiet))
+    state = self.init_state()
+    outs, block_seconds, cpu = [], [], 0.0
     for k in range(total):
       e0, e1 = lay.eeg_arrived(k * lay.block), lay.eeg_arrived((k + 1) * lay.block)
       e_block = np.zeros((eeg.shape[0], lay.eeg_block), np.float32)
       part = eeg[:, min(e0, n_eeg_in):min(e1, n_eeg_in)]
       e_block[:, :part.shape[1]] = part
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       state, wave = self.step(state, audio[k * bs:(k + 1) * bs], e_block, e1 - e0)
       outs.append(np.asarray(wave))
       block_seconds.append(time.perf_counter() - t0)
+      if k < n_blocks:
+        cpu += time.process_time() - c0
     wave = np.concatenate(outs)[lay.delay * lay.hop:][:len(mixture)]
     seconds = float(np.sum(block_seconds[:n_blocks]))
     result = dict(wave=wave, seconds=seconds, latency=latency(lay),
-                  rtf=seconds / (n_blocks * bs / lay.sample_rate))
+                  rtf=seconds / (n_blocks * bs / lay.sample_rate),
+                  cpu_rtf=cpu / (n_blocks * bs / lay.sample_rate))
     if timings:
       result["block_seconds"] = np.asarray(block_seconds)
     return result

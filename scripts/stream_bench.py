@@ -49,13 +49,18 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--seconds", type=float, default=10.0)
   p.add_argument("--blocks", default="20,40,80", help="block sizes in ms")
+  p.add_argument("--chunked", action="store_true",
+                 help="re-encode/re-decode a chunk with context per block (the run's codec) "
+                      "instead of the stateful JAX codec")
   args = p.parse_args(argv)
 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import codec, extraction, streaming  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import dac_jax, dac_stream  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
+  from codec_bridge.converters import dac_params_from_torch  # pylint: disable=g-import-not-at-top
 
   config = load_run_config(args.workdir)
   arch = config.codec.arch
@@ -72,33 +77,60 @@ def main(argv=None) -> int:
   # Offline references.
   offline = extraction.extract(run, state, mix, eeg)["wave"]
   encode, enc_params = run.codec.encoder()
+  # A torch-backend run streams with the JAX port of its DAC (the same weights); its
+  # causal reference is then the port's too (hard decisions at near-ties flip on the
+  # two codecs' float rounding).
+  dac_params = None
+  if not args.chunked and enc_params is None:
+    dac_params = dac_params_from_torch(run.codec.model)
   n = len(mix) // hop * hop
-  latent = jax.jit(encode)(enc_params, jnp.asarray(mix[:n])[None, None])
-  if config.model.mix_input == "quantized":
-    latent = codec.requantize(run.frozen["quantizer"], latent, None)
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   n_eeg = int(np.ceil(n / sr * config.data.eeg_rate))
-  z, _ = jax.jit(lambda v, zz, e: run.models.generator.apply(v, zz, e, train=False, streaming=True))(
-      variables, latent, jnp.asarray(eeg[:, :n_eeg])[None])
-  if config.codec.requantize_output:
-    z = codec.requantize(run.frozen["quantizer"], z, config.codec.n_quantizers_eval)
-  causal = np.asarray(jax.jit(run.models.decode)(run.frozen["decoder"], z))[0, 0]
+  generate = jax.jit(lambda v, zz, e: run.models.generator.apply(v, zz, e, train=False,
+                                                                 streaming=True))
+
+  def causal_reference(encode, enc_params, decode, dec_params):
+    latent = jax.jit(encode)(enc_params, jnp.asarray(mix[:n])[None, None])
+    if config.model.mix_input == "quantized":
+      latent = codec.requantize(run.frozen["quantizer"], latent, None)
+    z, _ = generate(variables, latent, jnp.asarray(eeg[:, :n_eeg])[None])
+    if config.codec.requantize_output:
+      z = codec.requantize(run.frozen["quantizer"], z, config.codec.n_quantizers_eval)
+    return np.asarray(jax.jit(decode)(dec_params, z))[0, 0]
+
+  causal = causal_reference(encode, enc_params, run.models.decode, run.frozen["decoder"])
+  if dac_params is not None:
+    port = causal_reference(
+        lambda p, a: dac_jax.encoder_module(p).apply({"params": p}, a), dac_params["encoder"],
+        lambda p, zz: dac_jax.decode(dict(decoder=p), zz), dac_params["decoder"])
+    print(f"causal reference, JAX port vs the run's codec: max abs difference "
+          f"{np.abs(port - causal).max():.1e}, SI-SDR {si_sdr(port, causal):.1f} dB")
+    causal = port
 
   rows = []
   for block_ms in [float(b) for b in args.blocks.split(",")]:
     streamer = streaming.Streamer.from_run(run, state, block_ms=block_ms,
-                                           max_seconds=args.seconds + 1)
-    out = streamer.run(mix, eeg)
+                                           max_seconds=args.seconds + 1, dac_params=dac_params,
+                                           stateful=not args.chunked)
+    out = streamer.run(mix, eeg, timings=True)
     lay = streamer.layout
     # The codec stages alone, block by block, for the time split.
     bs = lay.block * hop
     blocks = len(mix) // bs
-    enc = jax.jit(lambda buf, a, k: streaming.encoder_stage(encode, enc_params, lay, buf, a, k))
-    dec = jax.jit(lambda q, zz, k: streaming.decoder_stage(run.models.decode, run.frozen["decoder"],
-                                                          lay, q, zz, k))
-    buf = jnp.zeros((1, 1, (lay.enc_left + lay.block + lay.enc_ahead) * hop))
-    queue = jnp.zeros((1, int(arch.latent_dim), lay.dec_left + lay.block + lay.dec_ahead))
     zb = jnp.zeros((1, int(arch.latent_dim), lay.block))
+    if streamer.stateful:
+      cp = streamer.codec_params
+      enc = jax.jit(lambda s, a, k: dac_stream.encoder_step(cp["encoder"], s, a, k, lay.enc_ahead))
+      dec = jax.jit(lambda s, zz, k: dac_stream.decoder_step(cp["decoder"], s, zz, k,
+                                                             lay.gen_delay, lay.dec_ahead))
+      st0 = streamer.init_state()
+      buf, queue = st0["enc"], st0["dec"]
+    else:
+      enc = jax.jit(lambda buf, a, k: streaming.encoder_stage(encode, enc_params, lay, buf, a, k))
+      dec = jax.jit(lambda q, zz, k: streaming.decoder_stage(
+          run.models.decode, run.frozen["decoder"], lay, q, zz, k))
+      buf = jnp.zeros((1, 1, (lay.enc_left + lay.block + lay.enc_ahead) * hop))
+      queue = jnp.zeros((1, int(arch.latent_dim), lay.dec_left + lay.block + lay.dec_ahead))
     jax.block_until_ready((enc(buf, jnp.zeros((1, 1, bs)), 1), dec(queue, zb, 1)))
     t_enc = t_dec = 0.0
     for k in range(blocks):
@@ -111,15 +143,24 @@ def main(argv=None) -> int:
       t_enc, t_dec = t_enc + t1 - t0, t_dec + time.perf_counter() - t1
     audio_s = blocks * bs / sr
     m = streaming.exact_frames(lay, len(mix) // hop) * hop
-    rows.append((block_ms, out["latency"]["total"], out["rtf"], t_enc / audio_s, t_dec / audio_s,
+    # Hard decisions: the correlation's first frame (one sample) is rounding noise, a
+    # tie either codec path may break differently; the error past its decoded reach.
+    model = streamer.model
+    t0 = model.select_lag() if model.select_decision == "hard" else -lay.dec_ahead - 1
+    past = (t0 + lay.dec_ahead + 1) * hop
+    med = float(np.median(out["block_seconds"][:blocks])) / (bs / sr)
+    rows.append((block_ms, out["latency"]["total"], out["rtf"], out["cpu_rtf"], med,
+                 t_enc / audio_s, t_dec / audio_s,
                  out["rtf"] - (t_enc + t_dec) / audio_s,
-                 np.abs(out["wave"][:m] - causal[:m]).max(), si_sdr(out["wave"][:m], causal[:m]),
+                 np.abs(out["wave"][:m] - causal[:m]).max(),
+                 np.abs(out["wave"][past:m] - causal[past:m]).max(), si_sdr(out["wave"][:m], causal[:m]),
                  si_sdr(out["wave"], offline)))
-  print("| block ms | latency ms | RTF | encoder | generator | decoder | max err vs causal "
-        "| SI-SDR vs causal dB | SI-SDR vs offline dB |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for b, lat, rtf, te, td, tg, err, s_c, s_o in rows:
-    print(f"| {b:g} | {lat:.0f} | {rtf:.3f} | {te:.3f} | {tg:.3f} | {td:.3f} | {err:.1e} "
+  print("| block ms | latency ms | RTF | CPU s / audio s | median block RTF | encoder "
+        "| generator | decoder | max err vs causal | ... past the first hard decision | SI-SDR vs causal dB | SI-SDR vs offline dB |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for b, lat, rtf, cpu, med, te, td, tg, err, err2, s_c, s_o in rows:
+    print(f"| {b:g} | {lat:.0f} | {rtf:.3f} | {cpu:.3f} | {med:.3f} | {te:.3f} | {tg:.3f} "
+          f"| {td:.3f} | {err:.1e} | {err2:.1e} "
           f"| {s_c:.1f} | {s_o:.1f} |")
   with open("/proc/loadavg") as f:
     print("loadavg after:", " ".join(f.read().split()[:3]))

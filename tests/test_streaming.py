@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from neurocodec_jax import codec, streaming
-from neurocodec_jax.models import dac_jax
+from neurocodec_jax.models import dac_jax, dac_stream
 from neurocodec_jax.models.generator import NeuroCodec
 from tests.test_generator import _selector_config
 
@@ -161,16 +161,44 @@ def test_chunked_encode_and_decode_equal_whole(block):
   assert np.abs(wave[:m * HOP] - whole_wave[:m * HOP]).max() > 1e-3
 
 
-@pytest.mark.parametrize("block", [1, 2])
-def test_streamed_output_equals_the_offline_causal_reference(block):
+def test_stateful_codec_equals_whole():
+  """``dac_stream``: layer-by-layer streaming at 20 ms blocks equals the whole signal's
+  encoding and decoding; the encoder streams exactly its look-ahead behind (8 frames)."""
+  encode, decode, params, _ = small_codec()
+  mix, _ = inputs()
+  audio = jnp.asarray(mix)[None, None]
+  whole = np.asarray(encode(params["encoder"], audio))[0]
+  z = jnp.asarray(np.random.default_rng(2).standard_normal((1, D, FRAMES)), jnp.float32)
+  whole_wave = np.asarray(decode(params["decoder"], z))[0, 0]
+  enc = jax.jit(lambda s, a, k: dac_stream.encoder_step(params["encoder"], s, a, k, 8))
+  dec = jax.jit(lambda s, zz, k: dac_stream.decoder_step(params["decoder"], s, zz, k, 0, 10))
+  es = dac_stream.init_state(dac_stream.encoder_step, params["encoder"], audio[..., :HOP], 8)
+  ds = dac_stream.init_state(dac_stream.decoder_step, params["decoder"], z[..., :1], 0, 10)
+  frames, wave = [], []
+  for k in range(FRAMES):
+    es, f = enc(es, audio[..., k * HOP:(k + 1) * HOP], k + 1)
+    ds, w = dec(ds, z[..., k:k + 1], k + 1)
+    frames.append(np.asarray(f)[0])
+    wave.append(np.asarray(w)[0, 0])
+  frames = np.concatenate(frames, -1)[:, 8:]
+  wave = np.concatenate(wave)[10 * HOP:]
+  np.testing.assert_allclose(frames, whole[:, :frames.shape[-1]], rtol=0,
+                             atol=1e-5 * np.abs(whole).max())
+  np.testing.assert_allclose(wave, whole_wave[:len(wave)], rtol=0, atol=3e-3)
+  with pytest.raises(ValueError, match="behind"):
+    dac_stream.encoder_step(params["encoder"], None, audio[..., :HOP], 1, 7)
+
+
+@pytest.mark.parametrize("block,stateful", [(1, True), (2, False)])   # stateful 2: hard
+def test_streamed_output_equals_the_offline_causal_reference(block, stateful):
   _, _, _, ref, _ = model_and_reference("soft")
-  streamer = make_streamer("soft", block)
+  streamer = make_streamer("soft", block, stateful=stateful)
   out = streamer.run(*inputs())
   n = streaming.exact_frames(streamer.layout, FRAMES) * HOP
   err = np.abs(out["wave"][:n] - ref[:n]).max()
   assert err < 5e-3, err
   assert n >= (FRAMES - 20) * HOP and out["rtf"] > 0
-  if block == 2:     # too little decoder look-ahead is audible in the output
+  if not stateful:   # too little decoder look-ahead is audible in the output
     short = make_streamer("soft", block, dec_ahead=streamer.layout.dec_ahead - 2)
     assert np.abs(short.run(*inputs())["wave"][:n] - ref[:n]).max() > 0.1
 
@@ -179,7 +207,7 @@ def test_hard_selector_streams_the_same_decisions():
   """Hard decisions: the same stream wherever the offline decision is not a tie (at the
   correlation's first frame it is: one sample's correlation is rounding noise)."""
   _, _, z_ref, _, logits = model_and_reference("hard")
-  streamer = make_streamer("hard", 2)
+  streamer = make_streamer("hard", 2, stateful=True)
   lay = streamer.layout
   state, zs = streamer.init_state(), []
   mix, eeg = inputs()
@@ -192,7 +220,7 @@ def test_hard_selector_streams_the_same_decisions():
     seg = mix[2 * k * HOP:(2 * k + 2) * HOP]
     audio[:len(seg)] = seg
     state, _ = streamer.step(state, audio, block, e1 - e0)
-    zs.append(np.asarray(state["out_queue"])[0, :, -2:])
+    zs.append(np.asarray(state["z"])[0])
   z = np.concatenate(zs, -1)[:, lay.gen_delay:][:, :FRAMES - lay.enc_ahead - 1]
   ref = np.asarray(z_ref)[0, :, :z.shape[-1]]
   differs = np.abs(z - ref).max(0) > 1e-3

@@ -127,13 +127,19 @@ def main(argv=None) -> int:
                                        which=args.which)
   if args.stream:
     from neurocodec_jax import streaming  # pylint: disable=g-import-not-at-top
+    dac_params = None
+    if run.codec.encoder()[1] is None:      # torch weights: stream with their JAX port
+      from codec_bridge.converters import dac_params_from_torch  # pylint: disable=g-import-not-at-top
+      dac_params = dac_params_from_torch(run.codec.model)
     streamer = streaming.Streamer.from_run(run, state, block_ms=args.block_ms,
-                                           max_seconds=len(mixture) / arch.sample_rate + 1)
+                                           max_seconds=len(mixture) / arch.sample_rate + 1,
+                                           dac_params=dac_params)
     result = streamer.run(mixture, eeg)
     ms = result["latency"]
     print(f"streamed in {args.block_ms:g} ms blocks: latency {ms['total']:.0f} ms (block "
           f"{ms['block']:.0f} + encoder look-ahead {ms['encoder']:.0f} + EEG {ms['eeg']:.0f} "
-          f"+ decoder look-ahead {ms['decoder']:.0f}), real-time factor {result['rtf']:.3f}")
+          f"+ decoder look-ahead {ms['decoder']:.0f}), real-time factor {result['rtf']:.3f} "
+          f"({result['cpu_rtf']:.3f} CPU s per audio s)")
     result["cue"] = None
   else:
     result = extraction.extract(run, state, mixture, eeg)
