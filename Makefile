@@ -19,7 +19,7 @@ reproduce: $(STAMP)
 	$(PY) -m neurocodec_jax.cli.demo --preset reproduce
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The unit tier, for iteration (within 3 minutes on 2 cores).
 test-fast: $(STAMP)

@@ -31,6 +31,13 @@ def pytest_collection_modifyitems(config, items):
   del config
   tier_of = {name: tier for tier, names in TIERS.items() for name in names}
   for item in items:
+    # ``make test``'s workers (pytest-xdist, --dist loadgroup): the tests of a module
+    # that share one of its module-scoped fixtures (a trained run, a prepared
+    # dataset) run on one worker, which builds it once.
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(d[-1].scope == "module" and d[-1].baseid.endswith(".py")
+           for d in defs.values() if d):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if any(item.get_closest_marker(tier) for tier in TIERS):
       continue                      # a test marked with its own tier keeps it
     module = item.module.__name__.rsplit(".", 1)[-1]
