@@ -33,7 +33,7 @@ lie outside the cone of what is emitted: the streamed output equals encoding the
 whole mixture, ``apply(..., streaming=True)`` and decoding the whole latent, up to
 float rounding, except for the end: the stream is flushed with silence (zero audio
 and EEG), where the whole signal's convolutions pad each layer with zeros, so the
-last ``enc_ahead + dec_left`` frames or so differ (:func:`exact_frames`).
+last ``enc_ahead + dec_ahead`` frames or so differ (:func:`exact_frames`).
 
 Algorithmic latency (:func:`latency`): a sample waits for its block to fill, then
 for the generator's delay (the encoder's look-ahead, or the EEG's when
@@ -200,9 +200,9 @@ def cue_points(frames: np.ndarray, frame_seconds: float, eeg_rate: int):
 
 def exact_frames(layout: Layout, n_frames: int) -> int:
   """Frames of an ``n_frames`` stream whose output equals the whole-signal reference:
-  all but the end, where the flush's silence meets the encoder's look-ahead and the
-  decoder's left context."""
-  return max(n_frames - layout.enc_ahead - 1 - layout.dec_left, 0)
+  all but the end, where the flush's silence meets the encoder's look-ahead, and the
+  decoder's look-ahead carries a differing latent frame g back to output g - dec_ahead."""
+  return max(n_frames - layout.enc_ahead - 1 - layout.dec_ahead, 0)
 
 
 # --------------------------------------------------------------- streamer ----

@@ -144,10 +144,11 @@ def main(argv=None) -> int:
     audio_s = blocks * bs / sr
     m = streaming.exact_frames(lay, len(mix) // hop) * hop
     # Hard decisions: the correlation's first frame (one sample) is rounding noise, a
-    # tie either codec path may break differently; the error past its decoded reach.
+    # tie either codec path may break differently; the error past its decoded reach
+    # (latent frame t0 reaches output frames up to t0 + dec_left).
     model = streamer.model
-    t0 = model.select_lag() if model.select_decision == "hard" else -lay.dec_ahead - 1
-    past = (t0 + lay.dec_ahead + 1) * hop
+    t0 = model.select_lag() if model.select_decision == "hard" else -lay.dec_left - 1
+    past = (t0 + lay.dec_left + 1) * hop
     med = float(np.median(out["block_seconds"][:blocks])) / (bs / sr)
     rows.append((block_ms, out["latency"]["total"], out["rtf"], out["cpu_rtf"], med,
                  t_enc / audio_s, t_dec / audio_s,

@@ -21,6 +21,9 @@ ARCH = dict(codec.DEMO_CODEC)
 HOP, D, SR, RATE, CHANNELS, NQ = 320, ARCH["latent_dim"], 16000, 128, 8, 4
 SECONDS = 1.6
 FRAMES = int(SECONDS * SR) // HOP
+# Waveform tolerance of a chunked or stateful decode against the whole one: ten times
+# the largest error measured (2.9e-4, float32 rounding through the transposed convs).
+WAVE_TOL = 3e-3
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +105,7 @@ def test_receptive_fields_of_the_demo_codec():
   moved = np.asarray(encode(params["encoder"], audio.at[..., s].add(1.0)))[0]
   changed = np.where(np.abs(moved - base).max(0) > 0)[0]
   first, last = streaming.encoder_receptive_field(ARCH)
-  assert s - changed.max() * HOP <= last and s - changed.min() * HOP >= first
+  assert s - changed.max() * HOP >= first and s - changed.min() * HOP <= last
   assert changed.min() <= 40 - 7 and changed.max() >= 40 + 7      # measured: 32 .. 47
   z = jnp.asarray(np.random.default_rng(1).standard_normal((1, D, 40)), jnp.float32)
   base = np.asarray(decode(params["decoder"], z))[0, 0]
@@ -117,7 +120,6 @@ def test_latency_arithmetic():
   assert lay.gen_delay == lay.enc_ahead            # the EEG the mask asks for is there
   ms = streaming.latency(lay)
   assert ms == dict(block=40.0, encoder=160.0, eeg=0.0, decoder=200.0, total=400.0)
-  assert ms["total"] == ms["block"] + ms["encoder"] + ms["eeg"] + ms["decoder"]
   assert lay.delay == 18 and lay.flush_blocks == 9
 
 
@@ -151,14 +153,14 @@ def test_chunked_encode_and_decode_equal_whole(block):
   n = frames.shape[-1] - 1          # the last frame emitted still sees the flush-free end
   scale = np.abs(whole).max()                     # float32 rounding of latents up to ~70
   np.testing.assert_allclose(frames[:, :n], whole[:, :n], rtol=0, atol=1e-4 * scale)
-  m = len(wave) // HOP - lay.dec_left
-  np.testing.assert_allclose(wave[:m * HOP], whole_wave[:m * HOP], rtol=0, atol=3e-3)
+  m = len(wave) // HOP - lay.dec_ahead
+  np.testing.assert_allclose(wave[:m * HOP], whole_wave[:m * HOP], rtol=0, atol=WAVE_TOL)
   # One frame less look-ahead (or left context) than measured is not exact.
   short = streaming.dataclasses.replace(lay, enc_ahead=lay.enc_ahead - 1,
                                         dec_ahead=lay.dec_ahead - 1)
   frames, wave = chunked(short)
   assert np.abs(frames[:, :n] - whole[:, :n]).max() > 1e-3 * scale
-  assert np.abs(wave[:m * HOP] - whole_wave[:m * HOP]).max() > 1e-3
+  assert np.abs(wave[:m * HOP] - whole_wave[:m * HOP]).max() > WAVE_TOL
 
 
 def test_stateful_codec_equals_whole():
@@ -184,12 +186,13 @@ def test_stateful_codec_equals_whole():
   wave = np.concatenate(wave)[10 * HOP:]
   np.testing.assert_allclose(frames, whole[:, :frames.shape[-1]], rtol=0,
                              atol=1e-5 * np.abs(whole).max())
-  np.testing.assert_allclose(wave, whole_wave[:len(wave)], rtol=0, atol=3e-3)
+  np.testing.assert_allclose(wave, whole_wave[:len(wave)], rtol=0, atol=WAVE_TOL)
   with pytest.raises(ValueError, match="behind"):
     dac_stream.encoder_step(params["encoder"], None, audio[..., :HOP], 1, 7)
 
 
-@pytest.mark.parametrize("block,stateful", [(1, True), (2, False)])   # stateful 2: hard
+# (The stateful codec at 2-frame blocks: test_hard_selector_streams_the_same_decisions.)
+@pytest.mark.parametrize("block,stateful", [(1, True), (2, False)])
 def test_streamed_output_equals_the_offline_causal_reference(block, stateful):
   _, _, _, ref, _ = model_and_reference("soft")
   streamer = make_streamer("soft", block, stateful=stateful)
@@ -197,7 +200,7 @@ def test_streamed_output_equals_the_offline_causal_reference(block, stateful):
   n = streaming.exact_frames(streamer.layout, FRAMES) * HOP
   err = np.abs(out["wave"][:n] - ref[:n]).max()
   assert err < 5e-3, err
-  assert n >= (FRAMES - 20) * HOP and out["rtf"] > 0
+  assert n >= (FRAMES - 20) * HOP
   if not stateful:   # too little decoder look-ahead is audible in the output
     short = make_streamer("soft", block, dec_ahead=streamer.layout.dec_ahead - 2)
     assert np.abs(short.run(*inputs())["wave"][:n] - ref[:n]).max() > 0.1
