@@ -171,7 +171,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       heldout_clips=n,
       polarity=polarity,
       quality={k: round(v, 4) for k, v in quality.items()},
-      latent_structure={s: {k: round(v, 4) for k, v in d.items()} for s, d in latent.items()},
+      latent_structure={s: ({k: round(v, 4) for k, v in d.items()} if isinstance(d, dict)
+                            else round(d, 4)) for s, d in latent.items()},
       quantizer_rounding=rounding,
       curve=[{k: r[k] for k in r if k in ("step", "seconds", "mel", "sisdr", "single_si_sdr",
                                           "mixture_si_sdr", "single_stoi", "mixture_stoi",
