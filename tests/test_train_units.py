@@ -395,3 +395,22 @@ def test_latent_structure_quantization_cosine_on_known_quantizers():
   rotated = latent_structure.measure_arrays(
       Codec(lambda z: np.concatenate([z[:, 4:], z[:, :4]], axis=1)), *(a[:, 0] for a in audio))
   assert rotated["quantization_cosine"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_waveform_terms_decode_the_requantized_prediction_straight_through():
+  """The training step's waveform terms decode what evaluation decodes (the
+  prediction re-quantized), and the gradient passes the quantizer unchanged."""
+  from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from tests.test_streaming import D, NQ, small_codec  # pylint: disable=g-import-not-at-top
+  *_, qparams = small_codec()
+  z = jnp.asarray(np.random.default_rng(4).standard_normal((1, D, 6)), jnp.float32)
+  w = jnp.asarray(np.random.default_rng(5).standard_normal(z.shape), jnp.float32)
+  out = steps.decoded_latent(qparams, z, True, NQ)
+  # Equal up to one float32 add and subtract (z + (q - z)).
+  np.testing.assert_allclose(out, codec.requantize(qparams, z, NQ), rtol=0,
+                             atol=4 * np.finfo(np.float32).eps * np.abs(np.asarray(z)).max())
+  assert np.abs(np.asarray(out - z)).max() > 1e-2          # re-quantization moves it
+  grad = jax.grad(lambda x: jnp.sum(steps.decoded_latent(qparams, x, True, NQ) * w))(z)
+  np.testing.assert_allclose(grad, w, rtol=1e-6)
+  assert steps.decoded_latent(qparams, z, False, NQ) is z

@@ -319,7 +319,11 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
-      wave = models.decode(frozen["decoder"], z_pred) if wave_on else None
+      wave = None
+      if wave_on:
+        wave = models.decode(frozen["decoder"], decoded_latent(
+            frozen["quantizer"], z_pred, config.codec.requantize_output,
+            config.codec.n_quantizers_eval))
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -394,6 +398,16 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     return new_state, metrics
 
   return step
+
+
+def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) -> jax.Array:
+  """What the waveform terms decode: ``z [b, latent, F]`` as evaluation decodes it
+  (re-quantized with ``n_q`` codebooks unless ``requantize`` is False), with a
+  straight-through gradient (DAC's own, around its quantizer): the mel and GAN terms
+  then judge the audio evaluation outputs, not a continuous decode it never makes."""
+  if not requantize:
+    return z
+  return z + jax.lax.stop_gradient(codec.requantize(quantizer, z, n_q) - z)
 
 
 def predict(models: Models, state: dict, batch: dict, frozen: dict,
