@@ -123,14 +123,21 @@ def test_latency_arithmetic():
   assert lay.delay == 18 and lay.flush_blocks == 9
 
 
-@pytest.mark.parametrize("block", [1, 4])
-def test_chunked_encode_and_decode_equal_whole(block):
+def whole_codec_reference():
+  """The small codec, the mixture ``audio [1, 1, T]`` and its whole encoding ``[D, F]``,
+  a random latent ``z [1, D, F]`` and its whole decoding ``[T]``."""
   encode, decode, params, _ = small_codec()
   mix, _ = inputs()
   audio = jnp.asarray(mix)[None, None]
   whole = np.asarray(encode(params["encoder"], audio))[0]
   z = jnp.asarray(np.random.default_rng(2).standard_normal((1, D, FRAMES)), jnp.float32)
   whole_wave = np.asarray(decode(params["decoder"], z))[0, 0]
+  return encode, decode, params, audio, whole, z, whole_wave
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_chunked_encode_and_decode_equal_whole(block):
+  encode, decode, params, audio, whole, z, whole_wave = whole_codec_reference()
 
   def chunked(lay):
     enc = jax.jit(functools.partial(streaming.encoder_stage, encode, params["encoder"], lay))
@@ -166,12 +173,7 @@ def test_chunked_encode_and_decode_equal_whole(block):
 def test_stateful_codec_equals_whole():
   """``dac_stream``: layer-by-layer streaming at 20 ms blocks equals the whole signal's
   encoding and decoding; the encoder streams exactly its look-ahead behind (8 frames)."""
-  encode, decode, params, _ = small_codec()
-  mix, _ = inputs()
-  audio = jnp.asarray(mix)[None, None]
-  whole = np.asarray(encode(params["encoder"], audio))[0]
-  z = jnp.asarray(np.random.default_rng(2).standard_normal((1, D, FRAMES)), jnp.float32)
-  whole_wave = np.asarray(decode(params["decoder"], z))[0, 0]
+  encode, decode, params, audio, whole, z, whole_wave = whole_codec_reference()
   enc = jax.jit(lambda s, a, k: dac_stream.encoder_step(params["encoder"], s, a, k, 8))
   dec = jax.jit(lambda s, zz, k: dac_stream.decoder_step(params["decoder"], s, zz, k, 0, 10))
   es = dac_stream.init_state(dac_stream.encoder_step, params["encoder"], audio[..., :HOP], 8)
