@@ -62,6 +62,16 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   assert dac_model.latent_dim == 16 and dac_model.n_codebooks == 2
   with pytest.raises(ValueError, match="another spec"):
     train_codec.train(dataclasses.replace(spec, lr=0.5), parts)
+  # Shipping the run: the weights and a manifest that hashes them, with its measures.
+  from codec_training import ship as ship_codec  # pylint: disable=g-import-not-at-top
+  shipped = str(tmp_path / "shipped")
+  manifest = ship_codec.ship(parts, shipped, "tiny.pth", n=2)
+  written = json.load(open(os.path.join(shipped, "manifest.json")))
+  assert written["sha256"] == manifest["sha256"] and written["spec"] == manifest["spec"]
+  with open(os.path.join(shipped, "tiny.pth"), "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == manifest["sha256"]
+  assert -1 <= manifest["latent_structure"]["quantization_cosine"] <= 1
+  assert manifest["polarity"]["correlation"] >= 0
 
 
 def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
