@@ -59,6 +59,15 @@ def quantize_step(qparams: dict, i: int, residual: jax.Array):
   return z_q, codes
 
 
+def output_latent(qparams: dict, z: jax.Array, requantize_output: bool,
+                  n_quantizers: int | None) -> jax.Array:
+  """The latent a prediction ``z [batch, latent_dim, frames]`` is decoded from:
+  re-quantized with ``n_quantizers`` codebooks (``codec.requantize_output``, the
+  original) or as predicted. Evaluation, extraction, streaming and the waveform
+  training terms all decode this."""
+  return requantize(qparams, z, n_quantizers) if requantize_output else z
+
+
 def requantize(qparams: dict, z: jax.Array, n_quantizers: int | None = None,
                return_codes: bool = False):
   """Re-quantizes z ``[batch, latent_dim, frames]`` with the first ``n_quantizers`` codebooks.

@@ -68,8 +68,7 @@ def _programs(run: Run):
   @jax.jit
   def predict(state, batch, frozen):
     z, _, *aux = steps.predict(models, state, batch, frozen, return_aux=with_cue)
-    if config.codec.requantize_output:
-      z = codec.requantize(frozen["quantizer"], z, n_q)
+    z = codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
     return z, (aux[0]["cue"] if with_cue else None)
 
   decode = jax.jit(lambda decoder, z: models.decode(decoder, z)[:, 0])

@@ -75,17 +75,17 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
           references: bool, cue: str = "eeg"):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
-  cue_fn = None
-  if cue == "oracle":
-    cue_fn = lambda batch: lambda env: steps.envelope_target(config, batch, env.shape[-1])
   per_example = lambda p, t: steps.per_example(
       lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
 
   @jax.jit
   def latent_metrics(state, batch, frozen):
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
+    cue_fn = None
+    if cue == "oracle":
+      cue_fn = lambda env: steps.envelope_target(config, batch, env.shape[-1])
     z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux,
-                                      cue_fn=cue_fn and cue_fn(batch))
+                                      cue_fn=cue_fn)
     quantizer = frozen["quantizer"]
     z_att = codec.codes_to_z(quantizer, batch["clean_codes"])
     out = dict(latent_loss=per_example(z_pred, steps.target_latent(quantizer, batch, target)),
@@ -102,8 +102,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
-    out["z_q"] = (codec.requantize(quantizer, z_pred, n_q) if config.codec.requantize_output
-                  else z_pred)
+    out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if references:
       out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)
     return out

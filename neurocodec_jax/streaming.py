@@ -370,8 +370,7 @@ class Streamer:
       gen = jax.tree.map(lambda a, b: jnp.where(t >= 0, a, b), stepped, gen)
       outs.append(z)
     z = jnp.stack(outs, axis=-1)                            # [1, D, nb]
-    if self.requantize:
-      z = codec.requantize(qparams, z, self.n_quantizers)
+    z = codec.output_latent(qparams, z, self.requantize, self.n_quantizers)
     # 4. The decoder over the newest generated frames.
     if self.stateful:
       codec_state["dec"], wave = dac_stream.decoder_step(
