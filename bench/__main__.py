@@ -2,7 +2,7 @@
 and writing ``bench/results/<name>.json``."""
 
 from bench import (bench_decode, bench_disc, bench_machine, bench_mamba, bench_pipeline,
-                   bench_scan, bench_step)
+                   bench_scan, bench_step, bench_stream)
 
 if __name__ == "__main__":
   bench_machine.main()
@@ -12,3 +12,4 @@ if __name__ == "__main__":
   bench_disc.main([])
   bench_step.main([])
   bench_pipeline.main([])
+  bench_stream.main([])

@@ -2,13 +2,41 @@
 
 import os
 
+import atexit
+import shutil
+import tempfile
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One thread per pytest-xdist worker (``make test``: two workers on two cores): with
+# XLA's and torch's pools at the machine's width, two workers oversubscribe the cores
+# and the suite spends its time in contended thread pools.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  os.environ.setdefault("OMP_NUM_THREADS", "1")
+  os.environ["XLA_FLAGS"] = " ".join(filter(None, (
+      os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false",
+      "intra_op_parallelism_threads=1")))
+
+# One persistent compilation cache for the session, shared by the workers and the
+# subprocesses they start (set here, before JAX is imported, so every process reads
+# it): many tests compile the same tiny programs. A fresh directory per session, so a
+# timing of the suite is a cold one, as on CI.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="neurocodec-jax-tests-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the runs' codec loader)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(1)
 
 
 # Test tiers (``pytest -m unit``: the fast tier, ``make test-fast``): unit tests check
