@@ -19,11 +19,11 @@ reproduce: $(STAMP)
 	$(PY) -m neurocodec_jax.cli.demo --preset reproduce
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The unit tier, for iteration (within 3 minutes on 2 cores).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "unit and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "unit and not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -42,16 +42,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Test tiers (``pytest -m unit``: the fast tier, ``make test-fast``): unit tests check
 # one module on small inputs; parity tests build the PyTorch reference from the
 # installed package and compare outputs and gradients; integration tests train,
-# prepare datasets, precompute codes or run subprocesses.
+# prepare datasets, precompute codes or run subprocesses. Within each tier, modules
+# are listed longest first (measured) and run in this order. ``make test`` hands
+# whole modules to its two workers (``--dist loadfile``: a module's fixtures, such as
+# a trained run, are built once), longest first, so the short ones fill the end.
 TIERS = {
-    "unit": ("test_config", "test_data", "test_synthetic", "test_train_units",
-             "test_host_memory", "test_layout", "test_generator", "test_speech",
-             "test_linear_decoder"),
-    "parity": ("test_mamba", "test_scan", "test_losses", "test_codec_jax",
-               "test_codec_bridge", "test_decode_one_cpu", "test_conv"),
-    "integration": ("test_streaming", "test_train", "test_reliability_train", "test_reliability_data",
-                    "test_prepare", "test_prepare_cocktail_dtu", "test_eeg_guard",
-                    "test_train_codec", "test_precompute", "test_attention_maps", "test_install"),
+    "integration": ("test_train", "test_prepare", "test_precompute", "test_reliability_train",
+                    "test_streaming", "test_prepare_cocktail_dtu", "test_eeg_guard",
+                    "test_train_codec", "test_reliability_data", "test_attention_maps",
+                    "test_install"),
+    "parity": ("test_losses", "test_scan", "test_mamba", "test_conv", "test_codec_jax",
+               "test_decode_one_cpu", "test_codec_bridge"),
+    "unit": ("test_generator", "test_train_units", "test_synthetic", "test_data",
+             "test_config", "test_linear_decoder", "test_speech", "test_host_memory",
+             "test_layout"),
 }
 
 
@@ -59,19 +63,14 @@ def pytest_collection_modifyitems(config, items):
   del config
   tier_of = {name: tier for tier, names in TIERS.items() for name in names}
   for item in items:
-    # ``make test``'s workers (pytest-xdist, --dist loadgroup): the tests of a module
-    # that share one of its module-scoped fixtures (a trained run, a prepared
-    # dataset) run on one worker, which builds it once.
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    if any(d[-1].scope == "module" and d[-1].baseid.endswith(".py")
-           for d in defs.values() if d):
-      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if any(item.get_closest_marker(tier) for tier in TIERS):
       continue                      # a test marked with its own tier keeps it
     module = item.module.__name__.rsplit(".", 1)[-1]
     if module not in tier_of:
       raise pytest.UsageError(f"{module}: add it to a tier in tests/conftest.py TIERS.")
     item.add_marker(getattr(pytest.mark, tier_of[module]))
+  order = [name for names in TIERS.values() for name in names]
+  items.sort(key=lambda item: order.index(item.module.__name__.rsplit(".", 1)[-1]))
 
 
 def original_architecture(config):
