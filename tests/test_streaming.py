@@ -232,4 +232,3 @@ def test_hard_selector_streams_the_same_decisions():
   ties = np.abs(logits[:z.shape[-1], 0] - logits[:z.shape[-1], 1]) < 1e-2
   assert not np.any(differs & ~ties), np.where(differs)[0]
   assert differs.sum() <= 2
-

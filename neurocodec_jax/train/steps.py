@@ -405,9 +405,8 @@ def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) ->
   (re-quantized with ``n_q`` codebooks unless ``requantize`` is False), with a
   straight-through gradient (DAC's own, around its quantizer): the mel and GAN terms
   then judge the audio evaluation outputs, not a continuous decode it never makes."""
-  if not requantize:
-    return z
-  return z + jax.lax.stop_gradient(codec.requantize(quantizer, z, n_q) - z)
+  decoded = codec.output_latent(quantizer, z, requantize, n_q)
+  return z if decoded is z else z + jax.lax.stop_gradient(decoded - z)
 
 
 def predict(models: Models, state: dict, batch: dict, frozen: dict,
