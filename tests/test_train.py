@@ -375,7 +375,9 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "model.select_decision": "hard",
                                  "codec.cache_dir": str(tmp_path / "codes"),
                                  "train.waveform_start": 3, "train.eval_every": 6,
-                                 "train.cue_curriculum_steps": 4, "lambda_select": 0.5})
+                                 "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
+                                 "lambda_sisdr": 0.5,
+                                 "train.waveform_output": "attended_stream"})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
@@ -384,6 +386,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Curriculum: waveform terms and the discriminator only from step waveform_start.
   assert all("loss_mel" not in r and "d_loss" not in r for r in rows[:3])
   assert all("loss_mel" in r and "d_loss" in r for r in rows[3:])
+  # The SI-SDR term (negative dB) of the held attended stream's decode.
+  assert all(np.isfinite(r["loss_sisdr"]) and abs(r["loss_sisdr"]) < 100 for r in rows[3:])
   # Cue curriculum: the oracle's share of the selector's cue, 1 -> 0 over 4 steps.
   np.testing.assert_allclose([r["cue_oracle_weight"] for r in rows], [1, .75, .5, .25, 0, 0])
   val_rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))

@@ -327,6 +327,36 @@ def test_select_term_is_the_selectors_cross_entropy_against_the_attended_stream(
   assert float(terms["select"]) == pytest.approx(-expected.mean(), rel=1e-6)
 
 
+def test_attended_stream_is_the_one_nearer_the_attended_talker_held():
+  """train.waveform_output='attended_stream': per example the stream of higher mean frame
+  cosine with the attended latent, whichever index it has; the gradient reaches that
+  stream only (the choice is held)."""
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  z_att, z_un = (jnp.asarray(rng.standard_normal((2, 8, 5)), jnp.float32) for _ in range(2))
+  near, far = z_att + 0.3 * z_un, z_un + 0.3 * z_att
+  streams = jnp.stack([jnp.stack([near[0], far[0]]), jnp.stack([far[1], near[1]])])
+  np.testing.assert_array_equal(steps.attended_stream(streams, z_att), near)
+  w = jnp.asarray(rng.standard_normal(near.shape), jnp.float32)
+  grad = jax.grad(lambda s: jnp.sum(steps.attended_stream(s, z_att) * w))(streams)
+  np.testing.assert_array_equal(grad[0, 0], w[0])
+  np.testing.assert_array_equal(grad[1, 1], w[1])
+  assert not np.any(grad[0, 1]) and not np.any(grad[1, 0])
+
+
+def test_waveform_output_needs_a_known_value_and_the_selector():
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  config.unlock()
+  config.lambda_sisdr = 1.0
+  config.train.waveform_output = "blend"
+  with pytest.raises(ValueError, match="waveform_output must be one of"):
+    steps.make_train_step(config, None, total_steps=1)
+  config.train.waveform_output, config.model.selector = "attended_stream", "none"
+  with pytest.raises(ValueError, match="needs the selector"):
+    steps.make_train_step(config, None, total_steps=1)
+
+
 @pytest.mark.integration            # compiles a whole train step with the codec
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend):

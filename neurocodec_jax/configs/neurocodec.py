@@ -80,6 +80,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   c.lambda_mel = 15.0
   c.lambda_adv = 1.0
   c.lambda_feat = 2.0
+  # Negative SI-SDR (dB) of the decoded output against the attended talker's waveform
+  # (not in the original; a waveform term like mel, decoded as evaluation decodes).
+  c.lambda_sisdr = 0.0
   # Separate-then-select (model.selector="correlation"; not in the original):
   # permutation-invariant latent loss of the two streams against both talkers,
   # and of their envelopes against both talkers' envelopes. Need unattended_*.h5.
@@ -169,6 +172,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       plateau_patience=5,
       warmup_steps=0,
       waveform_start=0,            # curriculum: waveform terms (mel, GAN) from this step
+      # What the waveform terms decode (model.selector="correlation"): "output" (the
+      # selector's output as trained, its soft blend of the streams) or "attended_stream"
+      # (the stream the permutation-invariant assignment gives the attended talker, the
+      # assignment held: the waveform terms shape the separation, not the selection).
+      waveform_output="output",
       # Cue curriculum (model.selector="correlation"): the selector's cue starts as the
       # attended talker's own envelope and anneals linearly to the EEG's decoded one
       # over this many steps (0: the EEG from the start). Training only.
@@ -236,7 +244,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
     c.lambda_env = 1.0
     c.lambda_sep = 1.0
     c.lambda_sep_env = 5.0
-    c.lambda_mel = c.lambda_adv = c.lambda_feat = 0.0
+    c.lambda_mel = c.lambda_adv = c.lambda_feat = c.lambda_sisdr = 0.0
     c.synthetic.n_train, c.synthetic.n_val, c.synthetic.n_test = 2048, 64, 256
     c.train.max_steps = 2000
     c.train.eval_every = 500

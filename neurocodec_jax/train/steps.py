@@ -50,7 +50,8 @@ PyTree = Any
 
 
 def uses_waveform(config) -> bool:
-  return config.lambda_mel > 0 or config.lambda_adv > 0 or config.lambda_feat > 0
+  return (config.lambda_mel > 0 or config.lambda_adv > 0 or config.lambda_feat > 0
+          or config.lambda_sisdr > 0)
 
 
 def uses_gan(config) -> bool:
@@ -91,6 +92,9 @@ def mix_latent(qparams, batch: dict, mix_input: str) -> jax.Array:
 
 
 TARGET_LATENTS = ("quantized", "continuous")
+
+# What the waveform terms decode (``train.waveform_output``; see :func:`waveform_latent`).
+WAVEFORM_OUTPUTS = ("output", "attended_stream")
 
 
 def target_fields(config, talker: str = "clean") -> list[str]:
@@ -298,11 +302,18 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   """
   lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
              mel=config.lambda_mel, adversarial=config.lambda_adv,
-             features=config.lambda_feat, sep=config.lambda_sep,
+             features=config.lambda_feat, sisdr=config.lambda_sisdr, sep=config.lambda_sep,
              sep_env=config.lambda_sep_env, select=config.lambda_select)
   aux_on = uses_aux(config)
   curriculum = config.train.cue_curriculum_steps > 0
   wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
+  if config.train.waveform_output not in WAVEFORM_OUTPUTS:
+    raise ValueError(f"train.waveform_output must be one of {WAVEFORM_OUTPUTS}, got "
+                     f"{config.train.waveform_output!r}.")
+  held_stream = config.train.waveform_output == "attended_stream"
+  if held_stream and wave_on and config.model.selector != "correlation":
+    raise ValueError("train.waveform_output='attended_stream' needs the selector's streams "
+                     "(model.selector='correlation').")
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
   disc = models.discriminator
@@ -321,8 +332,12 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
       wave = None
       if wave_on:
+        z_wave = z_pred
+        if held_stream:
+          z_wave = models.generator.apply(variables, attended_stream(aux["streams"], z_tgt),
+                                          z_mix, method="_rescale")
         wave = models.decode(frozen["decoder"], decoded_latent(
-            frozen["quantizer"], z_pred, config.codec.requantize_output,
+            frozen["quantizer"], z_wave, config.codec.requantize_output,
             config.codec.n_quantizers_eval))
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
@@ -355,6 +370,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
             env, envelope_target(config, batch, env.shape[-1]))
       if lam["mel"] > 0 and wave_on:
         terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
+      if lam["sisdr"] > 0 and wave_on:
+        terms["sisdr"] = -jnp.mean(losses.si_sdr(batch["clean"], wave))
       if gan_on:
         fake_maps = disc.apply({"params": d_state["params"]}, wave)
         real_maps = disc.apply({"params": d_state["params"]}, batch["clean"])
@@ -398,6 +415,15 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     return new_state, metrics
 
   return step
+
+
+def attended_stream(streams: jax.Array, z_att: jax.Array) -> jax.Array:
+  """The selector's stream nearer the attended talker's latent (mean frame cosine):
+  ``streams [b, 2, D, F]``, ``z_att [b, D, F]`` -> ``[b, D, F]``. The choice is held
+  (no gradient through it); the chosen stream keeps its own."""
+  cos = jax.vmap(losses.frame_cosine, in_axes=(1, None), out_axes=1)(streams, z_att)  # [b, 2]
+  pick = jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(cos), axis=1), 2, dtype=streams.dtype)
+  return jnp.einsum("bkdf,bk->bdf", streams, pick)
 
 
 def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) -> jax.Array:
