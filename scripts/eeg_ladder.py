@@ -52,6 +52,12 @@ RUNGS = {
     "family": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0, subjects=8),
     "family_held_out": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0,
                             subjects=8, subject_split="held_out"),
+    # The same on recorded speech (the speech preset's talkers; pass its codec with
+    # --codec_weights codec_bridge/weights/speech/speech_codec_16khz.pth).
+    "speech_family": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0,
+                          subjects=8, talkers="data/speech"),
+    "speech_family_held_out": dict(eeg_model="family", eeg_snr_db=-10.0, snr_spread_db=15.0,
+                                   subjects=8, subject_split="held_out", talkers="data/speech"),
 }
 
 # Every variant sets every recipe field (the demo preset, the base, holds the recipe).

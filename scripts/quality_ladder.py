@@ -5,9 +5,8 @@
       --set model.stream_form=mask --set model.output_norm=none --split val
   python scripts/quality_ladder.py --table
 
-Every row trains the ``demo`` preset (its data, ``data/synthetic_demo``, and its
-2000 steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when
-re-run), or, with ``--eval_of``, evaluates another row's checkpoint under these
+Every row trains a preset (``--preset``, default ``demo``: its data and its 2000
+steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run), or, with ``--eval_of``, evaluates another row's checkpoint under these
 overrides (evaluation-only changes: output scale, re-quantization, the cue). It
 evaluates on ``--split`` with the floor (the mixture) and the ceiling (the codec
 oracle) on the same trials, with the EEG and with the oracle cue (the selector
@@ -43,7 +42,7 @@ KEYS = ("si_sdr", "si_sdr_mixture", "si_sdr_oracle", "si_sdri", "si_sdri_se", "s
 
 
 def build_config(args):
-  config = neurocodec.get_config("demo")
+  config = neurocodec.get_config(args.preset)
   overrides = {}
   for item in args.set or []:
     k, v = item.split("=", 1)
@@ -60,6 +59,7 @@ def main(argv=None) -> int:
   p.add_argument("--set", action="append", help="a config override key=value")
   p.add_argument("--eval_of", default=None,
                  help="evaluate this row's (or this run folder's) checkpoint instead")
+  p.add_argument("--preset", default="demo", choices=("demo", "speech"))
   p.add_argument("--split", default="val")
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--ablations", action="store_true", help="also the noise cue, shuffled EEG")
@@ -92,7 +92,8 @@ def main(argv=None) -> int:
                             out_dir=os.path.join("runs", "quality", args.name, "eval",
                                                  f"{args.split}_{mode}"))
     run, m = r["run"], r["metrics"]
-    row = dict(name=args.name, eval_of=args.eval_of, split=args.split, cue=mode, n=r["n"],
+    row = dict(name=args.name, preset=args.preset, eval_of=args.eval_of, split=args.split,
+               cue=mode, n=r["n"],
                steps=args.steps, train_seconds=round(train_seconds), overrides=overrides,
                command="python scripts/quality_ladder.py " + " ".join(argv or sys.argv[1:]),
                **{k: m[k] for k in KEYS if k in m})
