@@ -62,8 +62,9 @@ from neurocodec_jax.train import steps
 
 ABLATIONS = ("none", "noise_cue", "shuffle_eeg")
 # Diagnostics beside the ablations: "oracle_cue", the selector choosing by the attended
-# talker's true envelope (perfect attention decoding; metrics.make_metrics's cue).
-DIAGNOSTICS = ("oracle_cue",)
+# talker's true envelope (perfect attention decoding; metrics.make_metrics's cue);
+# "oracle_norm", the output decoded at the attended talker's frame norms (its norm).
+DIAGNOSTICS = ("oracle_cue", "oracle_norm")
 
 # The per-example metrics evaluation writes: per_example.csv's columns after index and
 # subject, before the perceptual ones, in this order (those the split's fields allow).
@@ -284,7 +285,8 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
                                                which=which)
   # Cosines and loss against the codes; the floor and the ceiling on the same trials.
   metrics = make_metrics(run, target="quantized", references=True,
-                         cue="oracle" if ablation == "oracle_cue" else "eeg")
+                         cue="oracle" if ablation == "oracle_cue" else "eeg",
+                         norm="oracle" if ablation == "oracle_norm" else "model")
   source = run.sources[split]
   data = EEGAblation(source, ablation, seed=config.seed) if ablation in ABLATIONS[1:] else source
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),

@@ -51,28 +51,37 @@ HOST_FIELDS = ("noisy", "subject", "index")
 
 
 CUES = ("eeg", "oracle")
+# What scale each output frame is decoded at: the model's own, or (diagnostic) the
+# attended talker's quantized frame norms, the prediction's direction kept.
+NORMS = ("model", "oracle")
 
 
-def make_metrics(run: Run, target: str, references: bool = False, cue: str = "eeg"
-                 ) -> Callable[[dict, dict], dict]:
+def make_metrics(run: Run, target: str, references: bool = False, cue: str = "eeg",
+                 norm: str = "model") -> Callable[[dict, dict], dict]:
   """``metrics(state, batch) -> {name: [n]}`` (see the module docstring), compiled
   once for ``run`` and the runs that reuse it. ``references``: also the floor and the
   ceiling (``si_sdr_mixture``, ``si_sdr_oracle``, ``oracle_wave``; the batch must
   have ``noisy``), which evaluation reports and validation skips (a second decode).
   ``cue="oracle"`` (selector models): the selector chooses by the attended talker's
   true envelope instead of the EEG's decoded one, i.e. with perfect attention
-  decoding; what remains between it and the ceiling is the separation's."""
+  decoding; what remains between it and the ceiling is the separation's.
+  ``norm="oracle"``: each output frame is decoded at the attended talker's frame norm
+  (its quantized latent's), the prediction's direction kept: what a perfect estimate
+  of the output's loudness contour would give. Latent metrics are scale-free and do
+  not change."""
   if cue not in CUES:
     raise ValueError(f"cue must be one of {CUES}, got {cue!r}.")
+  if norm not in NORMS:
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
   if cue == "oracle" and run.config.model.selector == "none":
     raise ValueError("cue='oracle' needs a selector model (model.selector='correlation').")
-  program = run.compiled(("metrics", target, references, cue), lambda: _make(
-      run.config, run.models, run.batched, run.local_batch, target, references, cue))
+  program = run.compiled(("metrics", target, references, cue, norm), lambda: _make(
+      run.config, run.models, run.batched, run.local_batch, target, references, cue, norm))
   return lambda state, batch: program(state, batch, run.frozen)
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str,
-          references: bool, cue: str = "eeg"):
+          references: bool, cue: str = "eeg", norm: str = "model"):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
   per_example = lambda p, t: steps.per_example(
@@ -102,6 +111,8 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
+    if norm == "oracle":
+      z_pred = losses.latent.l2_normalize(z_pred) * jnp.linalg.norm(z_att, axis=1, keepdims=True)
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if references:
       out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)

@@ -63,6 +63,8 @@ def main(argv=None) -> int:
   p.add_argument("--split", default="val")
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--ablations", action="store_true", help="also the noise cue, shuffled EEG")
+  p.add_argument("--oracle_norm", action="store_true",
+                 help="also decode at the attended talker's frame norms (diagnostic)")
   p.add_argument("--table", action="store_true", help="print the results table and exit")
   args = p.parse_args(argv)
   if args.table:
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
   train_seconds = time.time() - t0
   modes = ["none"] + (["oracle_cue"] if config.model.selector != "none" else [])
   modes += ["noise_cue", "shuffle_eeg"] if args.ablations else []
+  modes += ["oracle_norm"] if args.oracle_norm else []
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
   for mode in modes:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=mode,

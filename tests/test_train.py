@@ -411,6 +411,13 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                ablation="oracle_cue", perceptual=False)["metrics"]
   assert oracle["id_cue_true_envelopes"] == 1.0
   assert oracle["cue_r_attended"] > max(metrics["cue_r_attended"], 0.8)
+  # The oracle-norm diagnostic: the same directions (scale-free latent metrics),
+  # decoded at the attended talker's frame norms (another waveform).
+  normed = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
+                               ablation="oracle_norm", perceptual=False)["metrics"]
+  assert normed["cos_attended"] == pytest.approx(metrics["cos_attended"], rel=1e-6)
+  assert normed["si_sdr_oracle"] == pytest.approx(metrics["si_sdr_oracle"], rel=1e-6)
+  assert abs(normed["si_sdr"] - metrics["si_sdr"]) > 1e-3
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

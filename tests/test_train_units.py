@@ -399,6 +399,8 @@ def test_oracle_cue_needs_a_selector_and_a_known_cue():
   config = neurocodec.get_config("demo")
   with pytest.raises(ValueError, match="cue must be one of"):
     make_metrics(types.SimpleNamespace(config=config), "quantized", cue="envelope")
+  with pytest.raises(ValueError, match="norm must be one of"):
+    make_metrics(types.SimpleNamespace(config=config), "quantized", norm="mixture")
   config.unlock()
   config.model.selector = "none"
   with pytest.raises(ValueError, match="needs a selector model"):

@@ -27,6 +27,9 @@ flags.DEFINE_bool("shuffle_eeg", False, "Give each example another trial's EEG."
 flags.DEFINE_bool("oracle_cue", False,
                   "Diagnostic (selector models): select by the attended talker's true "
                   "envelope, i.e. perfect attention decoding.")
+flags.DEFINE_bool("oracle_norm", False,
+                  "Diagnostic: decode each output frame at the attended talker's frame "
+                  "norm (the prediction's direction kept).")
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
@@ -54,8 +57,9 @@ def main(argv):
       raise app.UsageError("--compare takes two metrics.json files.")
     print(evaluation.compare(*FLAGS.compare))
     return
-  if FLAGS.noise_cue + FLAGS.shuffle_eeg + FLAGS.oracle_cue > 1:
-    raise app.UsageError("Choose one of --noise_cue, --shuffle_eeg and --oracle_cue.")
+  if FLAGS.noise_cue + FLAGS.shuffle_eeg + FLAGS.oracle_cue + FLAGS.oracle_norm > 1:
+    raise app.UsageError("Choose one of --noise_cue, --shuffle_eeg, --oracle_cue and "
+                         "--oracle_norm.")
   if FLAGS.checkpoint:
     if FLAGS.config is None:
       raise app.UsageError("--checkpoint needs --config.")
@@ -67,7 +71,8 @@ def main(argv):
   validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
               else "shuffle_eeg" if FLAGS.shuffle_eeg
-              else "oracle_cue" if FLAGS.oracle_cue else "none")
+              else "oracle_cue" if FLAGS.oracle_cue
+              else "oracle_norm" if FLAGS.oracle_norm else "none")
   result = evaluation.evaluate(
       config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
       ablation=ablation, out_dir=FLAGS.out, num_samples=FLAGS.num_samples,
