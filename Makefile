@@ -4,17 +4,22 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 REQS := $(wildcard requirements/*.txt) setup.py
 
-.PHONY: demo reproduce test test-fast test-slow bench venv clean-venv
+.PHONY: demo demo-synthetic reproduce test test-fast test-slow bench venv clean-venv
 
 venv: $(STAMP)
 
 $(STAMP): $(REQS) scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
+# Recorded speech where Debian's apt can fetch it (else it says so and runs the
+# synthetic demo); demo-synthetic: the synthetic talkers.
 demo: $(STAMP)
 	$(PY) -m neurocodec_jax.cli.demo
 
-# The demo's recipe, longer: within an hour on 2 CPU cores (docs/research-log.md).
+demo-synthetic: $(STAMP)
+	$(PY) -m neurocodec_jax.cli.demo --preset demo
+
+# The synthetic demo's recipe, longer: within an hour on 2 CPU cores (docs/research-log.md).
 reproduce: $(STAMP)
 	$(PY) -m neurocodec_jax.cli.demo --preset reproduce
 

@@ -161,3 +161,17 @@ def test_trials_from_recorded_speech(corpus):
   for i in range(3):
     _, att, unatt, _ = synthetic.make_trial(np.random.default_rng([i]), spec, subject, "train")
     assert sorted(round(f0(x) / 10) * 10 for x in (att, unatt)) == [110, 210]
+
+
+def test_demo_runs_the_speech_preset_where_the_recordings_are(corpus, tmp_path, monkeypatch,
+                                                                capsys):
+  """`make demo` (--preset auto): the speech preset when its corpus is there or can be
+  fetched; otherwise it says why and runs the synthetic demo. A named preset is kept."""
+  from neurocodec_jax.cli import demo  # pylint: disable=g-import-not-at-top
+  out, _ = corpus
+  assert demo.choose_preset("auto", str(out)) == "speech"
+  monkeypatch.setattr(speech.shutil, "which", lambda name: None)      # no apt-get
+  assert demo.choose_preset("auto", str(tmp_path / "none")) == "demo"
+  said = capsys.readouterr().out
+  assert "recorded speech unavailable" in said and "apt-get" in said
+  assert demo.choose_preset("reproduce", str(tmp_path / "none")) == "reproduce"

@@ -1,8 +1,10 @@
 """`make demo` (and `make reproduce`): the main job on synthetic data and the trained demo codec.
 
-``python -m neurocodec_jax.cli.demo [--preset demo|reproduce|speech]``; ``reproduce`` is
-the longer run of the same recipe, ``speech`` the recipe on recorded speech
-(neurocodec_jax/configs/neurocodec.py).
+``python -m neurocodec_jax.cli.demo [--preset auto|demo|reproduce|speech]``; ``speech`` is
+the recipe on recorded speech, ``demo`` on synthetic talkers, ``reproduce`` the
+longer synthetic run (neurocodec_jax/configs/neurocodec.py). ``auto`` (the default,
+``make demo``) runs ``speech`` where the recordings are at hand or can be fetched
+(Debian's apt), and otherwise says why and runs ``demo``.
 
 1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
@@ -30,6 +32,7 @@ from neurocodec_jax.data import open_split, speech, synthetic
 from neurocodec_jax.training import train_and_evaluate
 
 PRESETS = ("demo", "reproduce", "speech")
+AUTO = "auto"
 
 
 def workdir_of(preset: str) -> str:
@@ -66,6 +69,20 @@ def ensure_speech(root: str) -> None:
   except speech.SpeechSourceError:
     print(f"[demo] building the speech corpus at {root} (Debian packages via apt-get)")
     speech.build(root)
+
+
+def choose_preset(preset: str, speech_root: str) -> str:
+  """``preset``, or for ``auto`` the speech preset when its corpus is at
+  ``speech_root`` or can be built there, else the synthetic demo (saying why)."""
+  if preset != AUTO:
+    return preset
+  try:
+    ensure_speech(speech_root)
+    return "speech"
+  except speech.SpeechSourceError as e:
+    print(f"[demo] recorded speech unavailable ({e}); running the synthetic demo instead "
+          f"(--preset demo)")
+    return "demo"
 
 
 def describe_codec(config) -> str:
@@ -117,15 +134,16 @@ def decoder_comparison(metrics: dict, linear: dict) -> str:
 @one_line_errors
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--preset", choices=PRESETS, default="demo")
+  p.add_argument("--preset", choices=(AUTO,) + PRESETS, default=AUTO)
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   start = time.time()
-  config = neurocodec.get_config(args.preset)
-  workdir = workdir_of(args.preset)
+  preset = choose_preset(args.preset, neurocodec.get_config("speech").synthetic.talkers)
+  config = neurocodec.get_config(preset)
+  workdir = workdir_of(preset)
   prepare_data(config)
   print(f"[demo] codec: {describe_codec(config)}")
-  print(f"[demo] training the {args.preset} preset in {workdir}")
+  print(f"[demo] training the {preset} preset in {workdir}")
   run = train_and_evaluate(config, workdir)["run"]
   results = {}
   for ablation in evaluation.ABLATIONS:
