@@ -377,7 +377,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "train.waveform_start": 3, "train.eval_every": 6,
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
                                  "lambda_sisdr": 0.5,
-                                 "train.waveform_output": "attended_stream"})
+                                 "train.waveform_output": "attended_stream",
+                                 "train.waveform_ramp_steps": 2})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))

@@ -344,6 +344,14 @@ def test_attended_stream_is_the_one_nearer_the_attended_talker_held():
   assert not np.any(grad[0, 1]) and not np.any(grad[1, 0])
 
 
+def test_waveform_ramp_brings_the_waveform_terms_in_linearly():
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  ramp = [float(steps.waveform_ramp(s, 10, 4)) for s in (10, 11, 12, 13, 14, 100)]
+  np.testing.assert_allclose(ramp, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+  assert float(steps.waveform_ramp(10, 10, 0)) == 1.0          # no ramp
+  assert set(steps.WAVEFORM_TERMS) <= {"mel", "adversarial", "features", "sisdr"}
+
+
 def test_waveform_output_needs_a_known_value_and_the_selector():
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")

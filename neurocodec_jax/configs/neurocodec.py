@@ -172,6 +172,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       plateau_patience=5,
       warmup_steps=0,
       waveform_start=0,            # curriculum: waveform terms (mel, GAN) from this step
+      waveform_ramp_steps=0,       # their weights ramp linearly from 0 over this many steps
       # What the waveform terms decode (model.selector="correlation"): "output" (the
       # selector's output as trained, its soft blend of the streams) or "attended_stream"
       # (the stream the permutation-invariant assignment gives the attended talker, the

@@ -376,7 +376,10 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
         fake_maps = disc.apply({"params": d_state["params"]}, wave)
         real_maps = disc.apply({"params": d_state["params"]}, batch["clean"])
         terms["adversarial"], terms["features"] = losses.generator_loss(fake_maps, real_maps)
-      total = sum(lam[k] * v for k, v in terms.items())
+      ramp = waveform_ramp(state["step"], config.train.waveform_start,
+                           config.train.waveform_ramp_steps)
+      total = sum(lam[k] * (ramp if k in WAVEFORM_TERMS else 1.0) * v
+                  for k, v in terms.items())
       return total, terms
 
     (g_loss, terms), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outputs)
@@ -415,6 +418,19 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     return new_state, metrics
 
   return step
+
+
+WAVEFORM_TERMS = ("mel", "adversarial", "features", "sisdr")
+
+
+def waveform_ramp(step: jax.Array, start: int, ramp_steps: int) -> jax.Array:
+  """The waveform terms' weight factor at ``step``: 1, or with ``ramp_steps`` > 0 a
+  linear ramp from 1 / ramp_steps at ``start`` to 1 (a new term's gradient enters
+  gradually instead of at once into an optimizer whose moments never saw it)."""
+  if ramp_steps <= 0:
+    return jnp.asarray(1.0, jnp.float32)
+  done = jnp.asarray(step, jnp.float32) - start + 1.0
+  return jnp.clip(done / ramp_steps, 0.0, 1.0)
 
 
 def attended_stream(streams: jax.Array, z_att: jax.Array) -> jax.Array:
