@@ -81,10 +81,10 @@ def check_multi_device(config, mesh: Mesh):
   if (steps.uses_waveform(config) and mesh.devices.size > 1
       and jax.default_backend() == "cpu" and config.codec.backend == "torch"):
     raise ValueError(
-        f"Waveform losses (lambda_mel/adv/feat > 0) decode through a torch callback, "
+        f"Waveform losses (lambda_mel/adv/feat/sisdr > 0) decode through a torch callback, "
         f"which can deadlock XLA's collectives across {mesh.devices.size} CPU devices. "
         f"Use codec.backend=jax, one CPU device, an accelerator, or set "
-        f"lambda_mel=lambda_adv=lambda_feat=0.")
+        f"lambda_mel=lambda_adv=lambda_feat=lambda_sisdr=0.")
 
 
 # --------------------------------------------------------------- programs ----

@@ -6,10 +6,11 @@
   python scripts/quality_ladder.py --table
 
 Every row trains a preset (``--preset``, default ``demo``: its data and its 2000
-steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run), or, with ``--eval_of``, evaluates another row's checkpoint under these
-overrides (evaluation-only changes: output scale, re-quantization, the cue). It
-evaluates on ``--split`` with the floor (the mixture) and the ceiling (the codec
-oracle) on the same trials, with the EEG and with the oracle cue (the selector
+steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run),
+or, with ``--eval_of``, evaluates another row's checkpoint under these overrides
+(evaluation-only changes: output scale, re-quantization, the cue). It evaluates on
+``--split`` with the floor (the mixture) and the ceiling (the codec oracle) on the
+same trials, with the EEG and with the oracle cue (the selector
 choosing by the attended talker's true envelope: the separation's own quality), and
 ``--ablations`` adds the noise cue and shuffled EEG. One JSON line per evaluation
 goes to ``results/quality_ladder.jsonl`` (not tracked); docs/research-log.md holds

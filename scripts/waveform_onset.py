@@ -25,7 +25,8 @@ from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-po
 from neurocodec_jax.data.pipeline import train_dataset  # pylint: disable=wrong-import-position
 from neurocodec_jax.run import build_run  # pylint: disable=wrong-import-position
 from neurocodec_jax.train import steps  # pylint: disable=wrong-import-position
-from neurocodec_jax.train.checkpoint import Checkpoints, abstract  # pylint: disable=wrong-import-position
+from neurocodec_jax.train.checkpoint import (  # pylint: disable=wrong-import-position
+    Checkpoints, abstract)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""`make demo` (and `make reproduce`): the main job on synthetic data and the trained demo codec.
+"""`make demo` (and `make reproduce`): train and evaluate a demo preset with its trained codec.
 
 ``python -m neurocodec_jax.cli.demo [--preset auto|demo|reproduce|speech]``; ``speech`` is
 the recipe on recorded speech, ``demo`` on synthetic talkers, ``reproduce`` the
@@ -6,7 +6,7 @@ longer synthetic run (neurocodec_jax/configs/neurocodec.py). ``auto`` (the defau
 ``make demo``) runs ``speech`` where the recordings are at hand or can be fetched
 (Debian's apt), and otherwise says why and runs ``demo``.
 
-1. generates the synthetic AAD dataset for the ``demo`` preset if absent;
+1. generates the preset's AAD dataset if absent (recorded or synthetic talkers);
 2. precomputes its DAC codes (inside training, when the cache is missing or stale);
 3. trains the preset (its recipe: neurocodec_jax/configs/neurocodec.py);
 4. evaluates the best checkpoint on the test split with the true EEG, with the

@@ -175,8 +175,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       waveform_ramp_steps=0,       # their weights ramp linearly from 0 over this many steps
       # What the waveform terms decode (model.selector="correlation"): "output" (the
       # selector's output as trained, its soft blend of the streams) or "attended_stream"
-      # (the stream the permutation-invariant assignment gives the attended talker, the
-      # assignment held: the waveform terms shape the separation, not the selection).
+      # (the stream nearer the attended talker's latent, the choice held: the waveform
+      # terms shape the separation, not the selection).
       waveform_output="output",
       # Cue curriculum (model.selector="correlation"): the selector's cue starts as the
       # attended talker's own envelope and anneals linearly to the EEG's decoded one

@@ -93,8 +93,10 @@ def mix_latent(qparams, batch: dict, mix_input: str) -> jax.Array:
 
 TARGET_LATENTS = ("quantized", "continuous")
 
-# What the waveform terms decode (``train.waveform_output``; see :func:`waveform_latent`).
+# What the waveform terms decode (``train.waveform_output``; see :func:`attended_stream`),
+# and which terms are waveform terms (``train.waveform_ramp_steps`` ramps their weights).
 WAVEFORM_OUTPUTS = ("output", "attended_stream")
+WAVEFORM_TERMS = ("mel", "adversarial", "features", "sisdr")
 
 
 def target_fields(config, talker: str = "clean") -> list[str]:
@@ -418,9 +420,6 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     return new_state, metrics
 
   return step
-
-
-WAVEFORM_TERMS = ("mel", "adversarial", "features", "sisdr")
 
 
 def waveform_ramp(step: jax.Array, start: int, ramp_steps: int) -> jax.Array:
