@@ -378,7 +378,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
                                  "lambda_sisdr": 0.5,
                                  "train.waveform_output": "attended_stream",
-                                 "train.waveform_ramp_steps": 2})
+                                 "train.waveform_ramp_steps": 2,
+                                 "train.waveform_lr_scale": 0.1})
   workdir = str(tmp_path / "recipe")
   result = loop.train_and_evaluate(config, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
@@ -387,6 +388,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Curriculum: waveform terms and the discriminator only from step waveform_start.
   assert all("loss_mel" not in r and "d_loss" not in r for r in rows[:3])
   assert all("loss_mel" in r and "d_loss" in r for r in rows[3:])
+  # The waveform stage's learning rate: train.waveform_lr_scale times the latent stage's.
+  np.testing.assert_allclose([r["lr"] for r in rows[3:]], 0.1 * rows[0]["lr"], rtol=1e-6)
   # The SI-SDR term (negative dB) of the held attended stream's decode.
   assert all(np.isfinite(r["loss_sisdr"]) and abs(r["loss_sisdr"]) < 100 for r in rows[3:])
   # Cue curriculum: the oracle's share of the selector's cue, 1 -> 0 over 4 steps.

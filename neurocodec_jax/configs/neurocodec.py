@@ -173,6 +173,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       warmup_steps=0,
       waveform_start=0,            # curriculum: waveform terms (mel, GAN) from this step
       waveform_ramp_steps=0,       # their weights ramp linearly from 0 over this many steps
+      # The learning rate's factor while the waveform terms are on: their loss is far
+      # sharper in the parameters than the latent terms' (docs/research-log.md).
+      waveform_lr_scale=1.0,
       # What the waveform terms decode (model.selector="correlation"): "output" (the
       # selector's output as trained, its soft blend of the streams) or "attended_stream"
       # (the stream nearer the attended talker's latent, the choice held: the waveform

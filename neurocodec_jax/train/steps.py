@@ -389,6 +389,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
     g = state["g"]
     lr = optim.learning_rate(config, state["step"], state["plateau"]["scale"],
                              total_steps)
+    if wave_on:
+      lr = lr * config.train.waveform_lr_scale
     g_opt = optim.set_learning_rate(g["opt"], lr)
     g_updates, g_opt = models.g_tx.update(g_grads, g_opt, g["params"])
     new_g = dict(params=optax.apply_updates(g["params"], g_updates),
