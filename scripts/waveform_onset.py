@@ -33,6 +33,7 @@ from neurocodec_jax.run import build_run  # pylint: disable=wrong-import-positio
 from neurocodec_jax.train import steps  # pylint: disable=wrong-import-position
 from neurocodec_jax.train.checkpoint import (  # pylint: disable=wrong-import-position
     Checkpoints, abstract)
+from scripts.eeg_ladder import _parse_value, _set  # pylint: disable=wrong-import-position
 
 
 def main(argv=None) -> int:
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
   config.train.waveform_output, config.lambda_sisdr = "attended_stream", 1.0
   config.unlock()
   for item in args.set:
-    _override(config, *item.split("=", 1))
+    key, value = item.split("=", 1)
+    _set(config, key, _parse_value(value))
   config.lock()
   run = build_run(config, {"train": steps.batch_fields(config)})
   ckpt = Checkpoints(args.run, use_async=False, writable=False)
@@ -118,16 +120,6 @@ def _directional(config, run, state, batch) -> None:
              - float(value) for sign in (-1, 1)]
     print(f"step {e:g}: against the gradient {moved[0]:+.4f}, along it {moved[1]:+.4f}, "
           f"first order {-e * norm:+.4f}")
-
-
-def _override(config, key: str, value: str) -> None:
-  """``config.<key> = value`` parsed as the field's own type (bools as true/false)."""
-  *parents, leaf = key.split(".")
-  node = config
-  for name in parents:
-    node = node[name]
-  kind = type(node[leaf])
-  node[leaf] = value.lower() == "true" if kind is bool else kind(value)
 
 
 def _group_norms(tree, depth: int = 2) -> dict:
