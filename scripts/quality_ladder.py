@@ -4,6 +4,7 @@
   python scripts/quality_ladder.py --name mask_own_scale --eval_of mask \
       --set model.stream_form=mask --set model.output_norm=none --split val
   python scripts/quality_ladder.py --table
+  python scripts/quality_ladder.py --paired BASE_ROW ROW ... --split val
 
 Every row trains a preset (``--preset``, default ``demo``: its data and its 2000
 steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run),
@@ -20,6 +21,7 @@ the reported rows. Choose with ``--split val``; report with ``--split test``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
 
 import codec_bridge  # pylint: disable=wrong-import-position,unused-import  (the codec loader)
 from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
@@ -67,9 +70,16 @@ def main(argv=None) -> int:
   p.add_argument("--oracle_norm", action="store_true",
                  help="also decode at the attended talker's frame norms (diagnostic)")
   p.add_argument("--table", action="store_true", help="print the results table and exit")
+  p.add_argument("--paired", nargs="+", metavar="ROW",
+                 help="print each later row's per-trial difference from the first (mean "
+                      "and standard error, same trials) on --split with the EEG and the "
+                      "oracle cue, and exit")
   args = p.parse_args(argv)
   if args.table:
     print(table())
+    return 0
+  if args.paired:
+    print(paired(args.paired[0], args.paired[1:], args.split))
     return 0
   if not args.name:
     p.error("--name is required")
@@ -105,6 +115,28 @@ def main(argv=None) -> int:
       f.write(json.dumps(row) + "\n")
   print(table())
   return 0
+
+
+def paired(base: str, others: list[str], split: str,
+           keys=("si_sdr", "stoi", "estoi")) -> str:
+  """Per-trial differences ``other - base`` of the rows' evaluations on the same trials
+  (their ``per_example.csv``): mean ± standard error, per cue."""
+  def load(name, cue):
+    path = os.path.join("runs", "quality", name, "eval", f"{split}_{cue}", "per_example.csv")
+    with open(path) as f:
+      return list(csv.DictReader(f))
+  lines = []
+  for other in others:
+    for cue in ("none", "oracle_cue"):
+      a, b = load(base, cue), load(other, cue)
+      if [r["index"] for r in a] != [r["index"] for r in b]:
+        raise ValueError(f"{base} and {other} were evaluated on different {split} trials.")
+      parts = []
+      for k in keys:
+        d = np.asarray([float(y[k]) - float(x[k]) for x, y in zip(a, b)])
+        parts.append(f"{k} {d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}")
+      lines.append(f"{other} - {base} ({split}, cue {cue}, n={len(a)}): " + ", ".join(parts))
+  return "\n".join(lines)
 
 
 def table(path: str = RESULTS) -> str:
