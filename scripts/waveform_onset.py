@@ -101,12 +101,11 @@ def _directional(config, run, state, batch) -> None:
 
   def neg_sisdr(params):                 # eval mode: no dropout, the same value each call
     variables = {"params": params, "batch_stats": batch_stats}
-    _, _, aux = models.generator.apply(variables, z_mix, batch["eeg"], train=False,
-                                       return_aux=True)
-    z = models.generator.apply(variables, steps.attended_stream(aux["streams"], z_tgt),
-                               z_mix, method="_rescale")
-    wave = models.decode(frozen["decoder"], steps.decoded_latent(
-        frozen["quantizer"], z, config.codec.requantize_output, config.codec.n_quantizers_eval))
+    z_pred, _, aux = models.generator.apply(variables, z_mix, batch["eeg"], train=False,
+                                            return_aux=True)
+    wave = steps.decoded_waveform(models, variables, frozen, z_pred, aux["streams"], z_mix,
+                                  z_tgt, requantize=config.codec.requantize_output,
+                                  n_q=config.codec.n_quantizers_eval)
     return -jnp.mean(losses.si_sdr(batch["clean"], wave))
 
   params = state["g"]["params"]

@@ -334,13 +334,10 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
       wave = None
       if wave_on:
-        z_wave = z_pred
-        if held_stream:
-          z_wave = models.generator.apply(variables, attended_stream(aux["streams"], z_tgt),
-                                          z_mix, method="_rescale")
-        wave = models.decode(frozen["decoder"], decoded_latent(
-            frozen["quantizer"], z_wave, config.codec.requantize_output,
-            config.codec.n_quantizers_eval))
+        wave = decoded_waveform(
+            models, variables, frozen, z_pred, aux["streams"] if held_stream else None,
+            z_mix, z_tgt, requantize=config.codec.requantize_output,
+            n_q=config.codec.n_quantizers_eval)
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -441,6 +438,20 @@ def attended_stream(streams: jax.Array, z_att: jax.Array) -> jax.Array:
   cos = jax.vmap(losses.frame_cosine, in_axes=(1, None), out_axes=1)(streams, z_att)  # [b, 2]
   pick = jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(cos), axis=1), 2, dtype=streams.dtype)
   return jnp.einsum("bkdf,bk->bdf", streams, pick)
+
+
+def decoded_waveform(models: Models, variables: dict, frozen: dict, z_pred: jax.Array,
+                     streams: jax.Array | None, z_mix: jax.Array, z_att: jax.Array, *,
+                     requantize: bool, n_q: int) -> jax.Array:
+  """What the waveform terms judge: ``[b, 1, samples]``, the decode of ``z_pred
+  [b, D, F]``, or with ``streams [b, 2, D, F]`` (``train.waveform_output=
+  "attended_stream"``) of the stream nearer ``z_att`` at the output's scale, each
+  re-quantized as :func:`decoded_latent` says."""
+  z = z_pred
+  if streams is not None:
+    z = models.generator.apply(variables, attended_stream(streams, z_att), z_mix,
+                               method="_rescale")
+  return models.decode(frozen["decoder"], decoded_latent(frozen["quantizer"], z, requantize, n_q))
 
 
 def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) -> jax.Array:
