@@ -101,6 +101,43 @@ def test_encoder_sizes_are_what_the_encoder_does(kernel):
     np.testing.assert_array_equal(moves[j], expected, err_msg=f"output {j}")
 
 
+def test_encoder_linear_branch_is_a_backward_model_inside_the_receptive_field():
+  """``linear_branch``: zero at init (the original's envelope), then the envelope plus
+  sum_c sum_l w[c, l] x_norm[c, j + l], x_norm the electrode-normalized EEG; its lags
+  stay inside ``receptive_field`` (streaming's look-ahead is unchanged)."""
+  kernel, n, c = 8, 40, 4
+  eeg = jnp.asarray(np.random.default_rng(3).standard_normal((2, c, n)) * 5 + 1, jnp.float32)
+  plain = eeg_encoder.EEGEncoder(eeg_dim=8, act="snake", dropout=0.0, kernel=kernel)
+  enc = eeg_encoder.EEGEncoder(eeg_dim=8, act="snake", dropout=0.0, kernel=kernel,
+                               linear_branch=True)
+  v = enc.init(jax.random.PRNGKey(0), eeg, train=False)
+  assert v["params"]["linear_branch"].shape == (1, c, kernel)
+  np.testing.assert_array_equal(v["params"]["linear_branch"], 0.0)
+  without = {**v, "params": {k: p for k, p in v["params"].items() if k != "linear_branch"}}
+  _, base = plain.apply(without, eeg, train=False)
+  np.testing.assert_array_equal(enc.apply(v, eeg, train=False)[1], base)
+  w = np.random.default_rng(4).standard_normal((1, c, kernel)).astype(np.float32)
+  v = {**v, "params": {**v["params"], "linear_branch": jnp.asarray(w)}}
+  _, env = enc.apply(v, eeg, train=False)
+  stats = v["batch_stats"]["electrode_norm"]
+  bn = v["params"]["electrode_norm"]
+  normed = ((np.asarray(eeg) - np.asarray(stats["mean"])[None, :, None])
+            / np.sqrt(np.asarray(stats["var"])[None, :, None] + 1e-5)
+            * np.asarray(bn["scale"])[None, :, None] + np.asarray(bn["bias"])[None, :, None])
+  expected = np.asarray(base) + np.stack(
+      [np.einsum("cl,bcl->b", w[0], normed[:, :, j:j + kernel]) for j in range(n - kernel + 1)],
+      axis=1)
+  np.testing.assert_allclose(env, expected, rtol=1e-5, atol=1e-5)
+  jac = jax.jacfwd(lambda x: enc.apply(v, x, train=False)[1])(eeg[:1])   # [1, T', 1, c, n]
+  moves = np.asarray(jnp.abs(jac).sum(axis=(0, 2, 3))) > 0                # [T', n]
+  first, last = eeg_encoder.EEGEncoder.receptive_field(kernel)
+  for j in range(n - kernel + 1):
+    outside = np.ones(n, bool)
+    outside[max(j + first, 0):min(j + last, n - 1) + 1] = False
+    assert not moves[j][outside].any(), f"output {j}"
+    assert moves[j][j:j + kernel].all(), f"output {j}"
+
+
 def test_snake_matches_dac_formula():
   x = jnp.linspace(-3, 3, 24).reshape(2, 3, 4)
   y = Snake(axis=1).apply({"params": {"alpha": jnp.array([1.0, 0.5, 2.0])}}, x)

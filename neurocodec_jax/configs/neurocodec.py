@@ -132,6 +132,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       stream_lookahead=0,           # EEG frames past "now" visible when streaming
       time_aligned_pe=False,        # True: EEG positions in latent-frame time (see generator)
       eeg_kernel=8,                 # EEG encoder's temporal kernel (original 8 = 62 ms)
+      # + a linear backward decoder over eeg_kernel lags in the envelope head (not in
+      # the original; models/eeg_encoder.py)
+      eeg_linear_branch=False,
       selector="none",              # "none" (original) | "correlation" (see generator)
       select_window="causal",       # selector's correlation: "causal" (frames 0..t) | "trial"
       output_norm="unit",           # "unit" (original) | "mixture": decode at the mix's frame norms

@@ -11,6 +11,15 @@ head's output ``[batch, T']``, ``T' = EEGEncoder.output_length(T_eeg, kernel)`` 
   -> Conv1d(C -> eeg_dim, ``kernel`` (8), valid, no bias) -> LayerNorm over channels
   -> 1x1 conv -> [conv k3 -> act -> dropout] x 3 -> 1x1 conv
   envelope head: 1x1 conv eeg_dim -> 1
+  (``linear_branch``, not in the original) + a linear backward decoder of the
+  normalized EEG: sum over electrodes c and lags l < kernel of w[c, l] x[c, j + l],
+  zero at initialization
+
+The linear branch holds the classic backward model (the mTRF family's ridge decoder,
+``neurocodec_jax.linear_decoder``) inside the encoder, so the envelope head need not
+rediscover it through the graph convolution and the nonlinear stack; its lags
+(``j .. j + kernel - 1``) lie inside the receptive field below, so the streaming
+look-ahead is unchanged.
 
 Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
 valid projection, then three 'same' k3 convs): ``EEGEncoder.receptive_field(kernel)``,
@@ -85,6 +94,7 @@ class EEGEncoder(nn.Module):
   act: str = "snake"
   dropout: float = 0.3
   kernel: int = 8
+  linear_branch: bool = False
 
   # The conv stack after the projection: STACK_DEPTH 'same' convs of STACK_KERNEL taps.
   STACK_DEPTH: ClassVar[int] = 3
@@ -115,9 +125,9 @@ class EEGEncoder(nn.Module):
   def __call__(self, eeg: jax.Array, *, train: bool):
     # Flax's conv layout: the tree the encoder's checkpoints hold (``layers.Conv1d``).
     conv = functools.partial(Conv1d, layout="flax")
-    x = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
-                     name="electrode_norm")(eeg)
-    x = ChebGraphConv(self.cheb_k, name="graph_conv")(x)
+    normed = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
+                          name="electrode_norm")(eeg)
+    x = ChebGraphConv(self.cheb_k, name="graph_conv")(normed)
     x = activation(self.act, axis=1, name="graph_act")(x)
     x = conv(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)
     x = jnp.swapaxes(nn.LayerNorm(epsilon=1e-5, name="channel_norm")(jnp.swapaxes(x, 1, 2)), 1, 2)
@@ -129,4 +139,9 @@ class EEGEncoder(nn.Module):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = conv(self.eeg_dim, 1, name="out_1x1")(x)
     envelope = conv(1, 1, name="envelope_head")(x)[:, 0]
+    if self.linear_branch:
+      w = self.param("linear_branch", nn.initializers.zeros, (1, eeg.shape[1], self.kernel))
+      envelope = envelope + jax.lax.conv_general_dilated(
+          normed, w, window_strides=(1,), padding="VALID",
+          dimension_numbers=("NCH", "OIH", "NCH"), precision=HIGHEST)[:, 0]
     return x, envelope

@@ -224,6 +224,7 @@ class NeuroCodec(nn.Module):
   lookahead: int = 0
   time_aligned_pe: bool = False
   eeg_kernel: int = 8
+  eeg_linear_branch: bool = False
   selector: str = "none"
   select_window: str = "causal"
   output_norm: str = "unit"
@@ -245,8 +246,8 @@ class NeuroCodec(nn.Module):
         eeg_dim=m.eeg_dim, cheb_k=m.cheb_k, max_len=m.max_len, ff_dim=m.transformer_ff_dim,
         frame_seconds=codec.frame_seconds(arch),
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
-        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel, selector=m.selector,
-        select_window=m.select_window, output_norm=m.output_norm,
+        time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel,
+        eeg_linear_branch=m.eeg_linear_branch, selector=m.selector, select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
         stream_form=m.stream_form)
 
@@ -265,7 +266,8 @@ class NeuroCodec(nn.Module):
       raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
                        f"{self.select_window!r}.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
-                                  kernel=self.eeg_kernel)
+                                  kernel=self.eeg_kernel,
+                                  linear_branch=self.eeg_linear_branch)
     self.audio_in = nn.Dense(self.hidden_dim)
     self.eeg_in = nn.Dense(self.hidden_dim)
     self.drop = nn.Dropout(self.dropout)
