@@ -63,7 +63,7 @@ def main(argv=None) -> int:
   p.add_argument("--set", action="append", help="a config override key=value")
   p.add_argument("--eval_of", default=None,
                  help="evaluate this row's (or this run folder's) checkpoint instead")
-  p.add_argument("--preset", default="demo", choices=("demo", "speech"))
+  p.add_argument("--preset", default="demo", choices=("demo", "speech", "reproduce"))
   p.add_argument("--split", default="val")
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--ablations", action="store_true", help="also the noise cue, shuffled EEG")

@@ -275,6 +275,10 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       c.num_layers = 6
       c.train.warmup_steps = 1000
       c.synthetic.n_train = 12288   # 3x the trials: the 4096-trial run overfit (docs/research-log.md)
+      # Continuous targets: quantized ones put the larger separator's output far off
+      # the decoder's manifold (STOI 0.34 against the demo's 0.51; docs/research-log.md
+      # "The output-quality ladder", chosen on val).
+      c.model.target_latent = "continuous"
       c.train.max_steps = 6000
       c.train.eval_every = 1000
   c.lock()
