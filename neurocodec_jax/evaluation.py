@@ -329,8 +329,10 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
 def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> dict:
   """The classic linear backward decoder (:mod:`neurocodec_jax.linear_decoder`) on this
   dataset: fit on the train split, ridge chosen on val, identification on ``split``
-  with perfectly separated talkers (their true envelopes). Needs the unattended
-  talker's audio. Writes ``linear_baseline.json`` to ``out_dir`` when given."""
+  with perfectly separated talkers (their true envelopes); on the val split itself,
+  cross-fitted (``LinearDecoder.cross_fit_score``: no trial scored by a ridge chosen on
+  it). Needs the unattended talker's audio. Writes ``linear_baseline.json`` to
+  ``out_dir`` when given."""
   from neurocodec_jax import linear_decoder  # pylint: disable=g-import-not-at-top
   d = config.data
   names = dict(train=d.train_split, val=d.val_split, test=d.test_split)
@@ -353,7 +355,8 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
   train, val, test = arrays(names["train"]), arrays(names["val"]), arrays(split)
   model = linear_decoder.LinearDecoder(rate).fit(train[0], train[1])
   val_scores = model.choose(*val[:3])
-  result = model.score(*test[:3])
+  result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
+            model.score(*test[:3]))
   per_trial = result.pop("per_trial")
   result.update(split=split, val_identification={str(k): v for k, v in val_scores.items()},
                 per_subject={str(s): float(per_trial[test[3] == s].mean())

@@ -107,3 +107,23 @@ class LinearDecoder:
                 identification_se=float(np.sqrt(ident.mean() * (1 - ident.mean()) / n)),
                 r_attended=float(ra.mean()), r_unattended=float(ru.mean()), n=n,
                 ridge=self.ridge, lags=self.lags, per_trial=ident)
+
+  def cross_fit_score(self, eeg, env_att, env_unatt, folds: int = 2) -> dict:
+    """``score`` on the trials the ridge is chosen on, without choosing on the trials
+    it scores: each of ``folds`` interleaved folds is scored with the ridge chosen on
+    the others (reporting the best ridge's score on its own choosing trials would be the
+    maximum of ``len(RIDGES)`` noisy estimates, biased upward). ``ridge``: every fold's."""
+    n = len(eeg)
+    ident = np.zeros(n)
+    ra_all, ru_all, chosen = np.zeros(n), np.zeros(n), []
+    for f in range(folds):
+      held = np.arange(n) % folds == f
+      self.choose(eeg[~held], env_att[~held], env_unatt[~held])
+      chosen.append(self.ridge)
+      ra, ru = self.correlations(eeg[held], env_att[held], env_unatt[held])
+      ident[held], ra_all[held], ru_all[held] = ra > ru, ra, ru
+    self.ridge = None
+    p = float(ident.mean())
+    return dict(identification=p, identification_se=float(np.sqrt(p * (1 - p) / n)),
+                r_attended=float(ra_all.mean()), r_unattended=float(ru_all.mean()), n=n,
+                ridge=chosen, lags=self.lags, per_trial=ident)

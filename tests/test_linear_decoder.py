@@ -45,3 +45,26 @@ def test_chance_when_the_eeg_is_noise():
   model.choose(*val)
   out = model.score(*test)
   assert abs(out["identification"] - 0.5) < 4 * out["identification_se"] + 0.02, out
+
+
+def test_cross_fit_scores_each_fold_with_the_ridge_chosen_on_the_others():
+  """On the trials the ridge is chosen on (the val split), every trial is scored by a
+  ridge chosen without it: interleaved folds, each with the others' choice."""
+  rng = np.random.default_rng(2)
+  model = linear_decoder.LinearDecoder(RATE, max_lag_seconds=0.2)
+  train, val = _trials(rng, 96, snr=0.3), _trials(rng, 40, snr=0.3)
+  model.fit(train[0], train[1])
+  out = model.cross_fit_score(*val)
+  expected = np.zeros(40)
+  for f in range(2):
+    held = np.arange(40) % 2 == f
+    model.choose(*(a[~held] for a in val))
+    assert model.ridge == out["ridge"][f]
+    ra, ru = model.correlations(*(a[held] for a in val))
+    expected[held] = ra > ru
+  np.testing.assert_array_equal(out["per_trial"], expected)
+  assert out["identification"] == expected.mean() and out["n"] == 40
+  noise = _trials(rng, 200, snr=0.0)
+  model.fit(*_trials(rng, 200, snr=0.0)[:2])
+  chance = model.cross_fit_score(*noise)
+  assert abs(chance["identification"] - 0.5) < 4 * chance["identification_se"] + 0.02, chance
