@@ -266,20 +266,24 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
     assert 0 < r["g_grad_norm_eeg"] < r["g_grad_norm"]
   assert "select_scale" in result["state"]["g"]["params"]
   # Evaluation needs no target latents (continuous targets are training-only fields).
-  metrics = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
-                                perceptual=False)["metrics"]
+  # One run (codec, models, compiled programs) for the three evaluations, as make demo.
+  first = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
+                              perceptual=False, reuse=result["run"])
+  metrics = first["metrics"]
   assert np.isfinite(metrics["stream_r_own"])
   # One identification: validation's (last step) is evaluation's on the same checkpoint.
   assert metrics["id_latent"] == pytest.approx(val_rows[-1]["id_latent"])
   # The oracle-cue diagnostic: the selector's cue is the attended talker's envelope.
   oracle = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
-                               ablation="oracle_cue", perceptual=False)["metrics"]
+                               ablation="oracle_cue", perceptual=False,
+                               reuse=first["run"])["metrics"]
   assert oracle["id_cue_true_envelopes"] == 1.0
   assert oracle["cue_r_attended"] > max(metrics["cue_r_attended"], 0.8)
   # The oracle-norm diagnostic: the same directions (scale-free latent metrics),
   # decoded at the attended talker's frame norms (another waveform).
   normed = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
-                               ablation="oracle_norm", perceptual=False)["metrics"]
+                               ablation="oracle_norm", perceptual=False,
+                               reuse=first["run"])["metrics"]
   assert normed["cos_attended"] == pytest.approx(metrics["cos_attended"], rel=1e-6)
   assert normed["si_sdr_oracle"] == pytest.approx(metrics["si_sdr_oracle"], rel=1e-6)
   assert abs(normed["si_sdr"] - metrics["si_sdr"]) > 1e-3
