@@ -101,29 +101,29 @@ class LinearDecoder:
   def score(self, eeg, env_att, env_unatt) -> dict:
     """Identification and mean correlations with the chosen ridge, per trial too."""
     ra, ru = self.correlations(eeg, env_att, env_unatt)
-    ident = (ra > ru).astype(np.float64)
-    n = len(ident)
-    return dict(identification=float(ident.mean()),
-                identification_se=float(np.sqrt(ident.mean() * (1 - ident.mean()) / n)),
-                r_attended=float(ra.mean()), r_unattended=float(ru.mean()), n=n,
-                ridge=self.ridge, lags=self.lags, per_trial=ident)
+    return self._summary(ra, ru, self.ridge)
 
   def cross_fit_score(self, eeg, env_att, env_unatt, folds: int = 2) -> dict:
     """``score`` on the trials the ridge is chosen on, without choosing on the trials
     it scores: each of ``folds`` interleaved folds is scored with the ridge chosen on
     the others (reporting the best ridge's score on its own choosing trials would be the
-    maximum of ``len(RIDGES)`` noisy estimates, biased upward). ``ridge``: every fold's."""
-    n = len(eeg)
-    ident = np.zeros(n)
-    ra_all, ru_all, chosen = np.zeros(n), np.zeros(n), []
+    maximum of ``len(RIDGES)`` noisy estimates, biased upward). ``ridge``: every fold's.
+    The decoder's own chosen ridge is left as it was."""
+    n, kept = len(eeg), self.ridge
+    ra, ru, chosen = np.zeros(n), np.zeros(n), []
     for f in range(folds):
       held = np.arange(n) % folds == f
       self.choose(eeg[~held], env_att[~held], env_unatt[~held])
       chosen.append(self.ridge)
-      ra, ru = self.correlations(eeg[held], env_att[held], env_unatt[held])
-      ident[held], ra_all[held], ru_all[held] = ra > ru, ra, ru
-    self.ridge = None
-    p = float(ident.mean())
+      ra[held], ru[held] = self.correlations(eeg[held], env_att[held], env_unatt[held])
+    self.ridge = kept
+    return self._summary(ra, ru, chosen)
+
+  def _summary(self, ra: np.ndarray, ru: np.ndarray, ridge) -> dict:
+    """Identification (and its standard error) and mean correlations from per-trial
+    ``ra``, ``ru``."""
+    ident = (ra > ru).astype(np.float64)
+    p, n = float(ident.mean()), len(ident)
     return dict(identification=p, identification_se=float(np.sqrt(p * (1 - p) / n)),
-                r_attended=float(ra_all.mean()), r_unattended=float(ru_all.mean()), n=n,
-                ridge=chosen, lags=self.lags, per_trial=ident)
+                r_attended=float(ra.mean()), r_unattended=float(ru.mean()), n=n,
+                ridge=ridge, lags=self.lags, per_trial=ident)

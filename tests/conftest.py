@@ -47,8 +47,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # whole modules to its two workers (``--dist loadfile``: a module's fixtures, such as
 # a trained run, are built once), longest first, so the short ones fill the end.
 TIERS = {
-    "integration": ("test_train", "test_data_parallel", "test_prepare", "test_precompute", "test_reliability_train",
-                    "test_streaming", "test_prepare_cocktail_dtu", "test_eeg_guard",
+    "integration": ("test_train", "test_data_parallel", "test_prepare", "test_precompute",
+                    "test_reliability_train", "test_streaming", "test_prepare_cocktail_dtu", "test_eeg_guard",
                     "test_train_codec", "test_reliability_data", "test_attention_maps",
                     "test_install"),
     "parity": ("test_losses", "test_scan", "test_mamba", "test_conv", "test_codec_jax",

@@ -117,7 +117,13 @@ def test_encoder_linear_branch_is_a_backward_model_inside_the_receptive_field():
   _, base = plain.apply(without, eeg, train=False)
   np.testing.assert_array_equal(enc.apply(v, eeg, train=False)[1], base)
   w = np.random.default_rng(4).standard_normal((1, c, kernel)).astype(np.float32)
-  v = {**v, "params": {**v["params"], "linear_branch": jnp.asarray(w)}}
+  # Running statistics other than init's (0, 1), so the branch's input is checked too.
+  rng = np.random.default_rng(5)
+  stats = {"mean": jnp.asarray(rng.standard_normal(c), jnp.float32),
+           "var": jnp.asarray(rng.uniform(0.5, 4.0, c), jnp.float32)}
+  v = {"params": {**v["params"], "linear_branch": jnp.asarray(w)},
+       "batch_stats": {"electrode_norm": stats}}
+  _, base = plain.apply({**v, "params": without["params"]}, eeg, train=False)
   _, env = enc.apply(v, eeg, train=False)
   stats = v["batch_stats"]["electrode_norm"]
   bn = v["params"]["electrode_norm"]

@@ -247,7 +247,8 @@ class NeuroCodec(nn.Module):
         frame_seconds=codec.frame_seconds(arch),
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel,
-        eeg_linear_branch=m.eeg_linear_branch, selector=m.selector, select_window=m.select_window, output_norm=m.output_norm,
+        eeg_linear_branch=m.eeg_linear_branch, selector=m.selector,
+        select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
         stream_form=m.stream_form)
 
