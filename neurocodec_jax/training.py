@@ -152,6 +152,24 @@ def train_and_evaluate(config, workdir: str, *, reuse: Run | None = None,
     return _train(config, workdir, changes, reuse, stop_after)
 
 
+def stage_start(config) -> int:
+  """The step from which a waveform stage trains (0: none, or waveform terms throughout)."""
+  return config.train.waveform_start if steps.uses_waveform(config) else 0
+
+
+def is_new_best(loss: float, done: int, meta: dict, stage: int) -> bool:
+  """Whether the validation after ``done`` steps makes the best checkpoint.
+
+  Validation's ``loss`` measures the latent and envelope terms, which a waveform stage
+  (from step ``stage`` > 0) trades for the decoded waveform's quality: its first
+  validation replaces any earlier best, and its checkpoints compete among themselves.
+  ``meta``: ``best_val`` and ``best_step`` (0 when absent) of the best so far.
+  """
+  if 0 < stage < done and meta.get("best_step", 0) <= stage:
+    return True
+  return loss < meta["best_val"]
+
+
 def check_test_split(config) -> None:
   """Validates the test split's layout (shapes, channels, units, finiteness, rates;
   cached as train's and val's) before training, which opens only train and val: a
@@ -227,8 +245,8 @@ def _train(config, workdir: str, changes: dict, reuse: Run | None,
                                        factor=config.train.plateau_factor,
                                        patience=config.train.plateau_patience)
         state = dict(state, plateau=jax.device_put(plateau, run.replicated))
-        if val["loss"] < meta["best_val"]:
-          meta["best_val"] = val["loss"]
+        if is_new_best(val["loss"], done, meta, stage_start(config)):
+          meta.update(best_val=val["loss"], best_step=done)
           ckpt.save_best(done, state, meta)
         tqdm.write(f"[val step {done}] loss {val['loss']:.4f}"
                    + (f"  SI-SDR {val['si_sdr']:.2f} dB" if "si_sdr" in val else "")

@@ -235,7 +235,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "model.mixture_consistency": True,
                                  "model.select_decision": "hard",
                                  "codec.cache_dir": str(tmp_path / "codes"),
-                                 "train.waveform_start": 3, "train.eval_every": 6,
+                                 "train.waveform_start": 3, "train.eval_every": 3,
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
                                  "lambda_sisdr": 0.5,
                                  "train.waveform_output": "attended_stream",
@@ -257,6 +257,9 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   np.testing.assert_allclose([r["cue_oracle_weight"] for r in rows], [1, .75, .5, .25, 0, 0])
   val_rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
               if json.loads(l)["split"] == "val"]
+  # The best checkpoint is the waveform stage's (step 6), whatever the latent loss.
+  assert [r["step"] for r in val_rows] == [3, 6]
+  assert os.listdir(os.path.join(workdir, "best")) == ["6"]
   # Validation reports identification (the val split has the competing talker).
   assert val_rows and all(0 <= r["id_latent"] <= 1 for r in val_rows)
   for r in rows:

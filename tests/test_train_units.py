@@ -351,6 +351,23 @@ def test_waveform_ramp_brings_the_waveform_terms_in_linearly():
   assert float(steps.waveform_ramp(10, 10, 0)) == 1.0          # no ramp
 
 
+def test_best_checkpoint_of_a_waveform_stage_is_one_of_the_stages():
+  """Validation's loss (latent and envelope terms) rises in a waveform stage, which
+  trades it for the decoded waveform: the stage's first validation replaces the
+  latent stage's best, later ones compete on the loss."""
+  from neurocodec_jax.training import is_new_best  # pylint: disable=g-import-not-at-top
+  before = dict(best_val=-0.69, best_step=5000)
+  assert not is_new_best(-0.60, 5000, dict(best_val=-0.69, best_step=4000), stage=5000)
+  assert is_new_best(-0.60, 5200, before, stage=5000)            # the stage's first
+  assert is_new_best(-0.60, 5200, dict(best_val=-0.69), stage=5000)   # meta of old runs
+  stage_best = dict(best_val=-0.60, best_step=5200)
+  assert not is_new_best(-0.59, 5400, stage_best, stage=5000)
+  assert is_new_best(-0.61, 5400, stage_best, stage=5000)
+  # Without a stage (no waveform terms, or waveform terms from step 0): the loss alone.
+  assert not is_new_best(-0.60, 5200, before, stage=0)
+  assert is_new_best(-0.70, 5200, before, stage=0)
+
+
 def test_waveform_output_needs_a_known_value_and_the_selector():
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")
