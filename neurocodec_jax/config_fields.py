@@ -198,6 +198,7 @@ FIELDS: dict[str, Field] = {
     "model.cheb_k": Field(_positive), "model.max_len": Field(_positive),
     "model.stream_lookahead": Field(_count), "model.time_aligned_pe": Field(_bool),
     "model.eeg_kernel": Field(_positive), "model.eeg_linear_branch": Field(_bool),
+    "model.bidirectional": Field(_bool),
     "model.selector": Field(_ENUM),
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),

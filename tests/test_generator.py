@@ -296,6 +296,46 @@ def test_mamba_stack_is_causal_in_audio():
   assert change[:4].min() > 1e-4 and change[4:].min() > 1e-8, change
 
 
+def test_bidirectional_separator_reads_the_future_and_refuses_streaming():
+  """``model.bidirectional``: the backward Mamba is the forward one on reversed frames
+  (the same weights make each frame's backward output the forward output of the
+  reversed sequence), a change at frame 20 reaches the frames before it, and the
+  streaming forms refuse the offline model."""
+  from neurocodec_jax.models.generator import Block  # pylint: disable=g-import-not-at-top
+  config = set_fields(_config(), **{"model.bidirectional": True})
+  model, v, z, eeg = _init(config, frames=30)
+  base, _ = model.apply(v, z, eeg, train=False)
+  moved, _ = model.apply(v, z.at[:, :, 20].add(5.0), eeg, train=False)
+  change = np.abs(np.asarray(moved - base)).max(axis=(0, 1))
+  assert change[:20].min() > 1e-8, change
+  with pytest.raises(ValueError, match="offline separator"):
+    model.apply(v, z, eeg, train=False, streaming=True)
+  with pytest.raises(ValueError, match="offline separator"):
+    model.apply(v, z, eeg, method=NeuroCodec.stream)
+  # One block, backward weights = forward weights: the mixer's output is the forward
+  # Mamba of the frames plus the forward Mamba of the reversed frames, reversed.
+  mamba = dict(d_state=4, d_conv=4, expand=2)
+  one = Block(16, 2, 0.0, "mamba", mamba, 32, bidirectional=True)
+  fwd = Block(16, 2, 0.0, "mamba", mamba, 32)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 16))
+  kv = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 16))
+  p = one.init(jax.random.PRNGKey(2), x, kv, None, train=False)["params"]
+  p = dict(p, mixer_backward=p["mixer"])
+  q = {k: v for k, v in p.items() if k != "mixer_backward"}
+  forward_only = fwd.apply({"params": q}, x, kv, None, train=False)
+  y_attn = fwd.apply({"params": q}, x, kv, None, train=False,
+                     method=lambda b, x, kv, m, train: x + b.attn(b.attn_norm(x), kv, m,
+                                                                   train=train))
+  mix = lambda y: fwd.apply({"params": q}, y, method=lambda b, y: b.mixer(b.mixer_norm(y)))
+  want = y_attn + mix(y_attn) + mix(y_attn[:, ::-1])[:, ::-1]
+  got = one.apply({"params": p}, x, kv, None, train=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(forward_only, got, atol=1e-3)
+  with pytest.raises(ValueError, match="needs backbone='mamba'"):
+    Block(16, 2, 0.0, "transformer", mamba, 32, bidirectional=True).init(
+        jax.random.PRNGKey(2), x, kv, None, train=False)
+
+
 def test_time_aligned_positions_put_eeg_and_frames_on_one_clock():
   config = _config()
   config.model.time_aligned_pe = True

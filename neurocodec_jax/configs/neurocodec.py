@@ -135,6 +135,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # + a linear backward decoder over eeg_kernel lags in the envelope head (not in
       # the original; models/eeg_encoder.py)
       eeg_linear_branch=False,
+      # True: an offline separator, a second Mamba per block reading the frames
+      # backwards (not in the original; no streaming)
+      bidirectional=False,
       selector="none",              # "none" (original) | "correlation" (see generator)
       select_window="causal",       # selector's correlation: "causal" (frames 0..t) | "trial"
       output_norm="unit",           # "unit" (original) | "mixture": decode at the mix's frame norms

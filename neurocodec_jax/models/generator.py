@@ -176,13 +176,18 @@ class TransformerLayer(nn.Module):
 
 
 class Block(nn.Module):
-  """(pre-LN EEG cross-attention, residual) + (pre-LN Mamba or transformer, residual)."""
+  """(pre-LN EEG cross-attention, residual) + (pre-LN Mamba or transformer, residual).
+
+  ``bidirectional`` (Mamba only, offline): a second Mamba reads the frames backwards
+  and its output is added, so each frame sees the whole window.
+  """
   hidden: int
   heads: int
   dropout: float
   backbone: str
   mamba: dict
   ff_dim: int
+  bidirectional: bool = False
 
   def setup(self):
     self.attn_norm = nn.LayerNorm(epsilon=1e-5)
@@ -191,6 +196,10 @@ class Block(nn.Module):
     if self.backbone == "mamba":
       self.mixer_norm = nn.LayerNorm(epsilon=1e-5)
       self.mixer = Mamba(self.hidden, **self.mamba)
+      if self.bidirectional:
+        self.mixer_backward = Mamba(self.hidden, **self.mamba)
+    elif self.bidirectional:
+      raise ValueError("model.bidirectional needs backbone='mamba'.")
     elif self.backbone == "transformer":
       self.mixer = TransformerLayer(self.hidden, self.heads, self.ff_dim, self.dropout)
     else:
@@ -200,7 +209,11 @@ class Block(nn.Module):
     x = x + self.drop(self.attn(self.attn_norm(x), eeg, mask, train=train),
                       deterministic=not train)
     if self.backbone == "mamba":
-      return x + self.drop(self.mixer(self.mixer_norm(x)), deterministic=not train)
+      h = self.mixer_norm(x)
+      y = self.mixer(h)
+      if self.bidirectional:
+        y = y + self.mixer_backward(h[:, ::-1])[:, ::-1]
+      return x + self.drop(y, deterministic=not train)
     return self.mixer(x, train=train)
 
 
@@ -231,6 +244,7 @@ class NeuroCodec(nn.Module):
   mixture_consistency: bool = False
   select_decision: str = "soft"
   stream_form: str = "direct"
+  bidirectional: bool = False
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -250,7 +264,7 @@ class NeuroCodec(nn.Module):
         eeg_linear_branch=m.eeg_linear_branch, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
-        stream_form=m.stream_form)
+        stream_form=m.stream_form, bidirectional=m.bidirectional)
 
   def setup(self):
     if self.selector not in SELECTORS:
@@ -273,7 +287,8 @@ class NeuroCodec(nn.Module):
     self.eeg_in = nn.Dense(self.hidden_dim)
     self.drop = nn.Dropout(self.dropout)
     self.blocks = [Block(self.hidden_dim, self.num_heads, self.dropout, self.backbone,
-                         self.mamba or {}, self.ff_dim) for _ in range(self.num_layers)]
+                         self.mamba or {}, self.ff_dim, self.bidirectional)
+                   for _ in range(self.num_layers)]
     if self.selector == "correlation" and self.stream_form == "mask":
       # Zero logits: both masks 1/2, each stream half the mixture.
       self.out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
@@ -405,6 +420,8 @@ class NeuroCodec(nn.Module):
     """
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
+    if streaming:
+      self._check_causal()
     kv, env = self.encode_eeg(eeg, train=train)
     x = self._embed(self.audio_in, jnp.swapaxes(z_mix, 1, 2), train)
     mask = None
@@ -456,6 +473,11 @@ class NeuroCodec(nn.Module):
             for i in range(self.num_layers)]
     return keys, env
 
+  def _check_causal(self):
+    if self.bidirectional:
+      raise ValueError("model.bidirectional=True is an offline separator (each frame "
+                       "reads the frames after it): streaming needs the causal one.")
+
   def init_step_state(self, batch: int) -> dict:
     """The recurrent state of :meth:`step` before frame 0: zero Mamba caches and,
     with the selector, zero correlation sums ``[b, 5, 2]`` (cue, stream envelope,
@@ -479,6 +501,7 @@ class NeuroCodec(nn.Module):
     """
     if self.backbone != "mamba":
       raise ValueError("step() needs the mamba backbone (a recurrent state).")
+    self._check_causal()
     params = self.variables["params"]
     pe = jnp.asarray(self.pe)[jnp.clip(t, 0, self.max_len - 1)]
     x = self._embed(self.audio_in, z_t[:, None], False, pe=pe[None])   # [b, 1, hidden]
