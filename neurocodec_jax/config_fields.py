@@ -47,7 +47,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   """The valid values of each enumerated field, as the consuming code accepts them
   (``preset``'s are the configs' own, added by ``configs.validate``)."""
   # pylint: disable=g-import-not-at-top
-  from neurocodec_jax import codec_arch
+  from neurocodec_jax import codec_arch, mixture_mask
   from neurocodec_jax.data import hdf5, synthetic
   from neurocodec_jax.models import generator, layers
   from neurocodec_jax.ops import scan
@@ -60,6 +60,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "model.select_window": generator.SELECT_WINDOWS,
       "model.output_norm": generator.OUTPUT_NORMS,
       "model.stream_form": generator.STREAM_FORMS,
+      "model.output_waveform": mixture_mask.OUTPUT_WAVEFORMS,
       "model.select_decision": generator.SELECT_DECISIONS,
       "model.mix_input": tuple(steps.MIX_INPUTS),
       "model.target_latent": tuple(steps.TARGET_LATENTS),
@@ -199,6 +200,7 @@ FIELDS: dict[str, Field] = {
     "model.stream_lookahead": Field(_count), "model.time_aligned_pe": Field(_bool),
     "model.eeg_kernel": Field(_positive), "model.eeg_linear_branch": Field(_bool),
     "model.bidirectional": Field(_bool),
+    "model.output_waveform": Field(_ENUM, RESUME), "model.mask_power": Field(_rate, RESUME),
     "model.selector": Field(_ENUM),
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),

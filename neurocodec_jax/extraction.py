@@ -4,8 +4,9 @@ The model was trained on ``data.segment_seconds`` windows and its selector decid
 once per window (``model.select_window="trial"``), so a recording of any length is
 cut into windows of exactly that length with a hop of half a window, each window
 runs as in evaluation (encode, predict, re-quantize unless
-``codec.requantize_output`` is False, decode), and the decoded windows are
-overlap-added with Hann weights normalized by their sum. A recording shorter than
+``codec.requantize_output`` is False, decode; with ``model.output_waveform=
+"mixture_mask"`` the window's mixture through both decoded streams' ratio mask), and the
+output windows are overlap-added with Hann weights normalized by their sum. A recording shorter than
 one window is zero-padded to it and cut back.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from neurocodec_jax import codec
+from neurocodec_jax import codec, mixture_mask
 from neurocodec_jax.run import Run, pad_batch
 from neurocodec_jax.train import steps
 
@@ -41,7 +42,8 @@ def segments(run: Run) -> tuple[int, int]:
 def make_window_batch(run: Run, mixture: np.ndarray, eeg: np.ndarray,
                       starts: list[int]) -> dict:
   """The model's inputs for the windows at ``starts`` (audio samples): ``noisy_codes``
-  (and ``noisy_latent``) from the codec, ``eeg [n, C, T_eeg]``."""
+  (and ``noisy_latent``) from the codec, ``eeg [n, C, T_eeg]``, and the windows'
+  audio ``noisy [n, 1, T]``."""
   config = run.config
   n_audio, n_eeg = segments(run)
   sr, rate = config.codec.arch.sample_rate, config.data.eeg_rate
@@ -54,7 +56,7 @@ def make_window_batch(run: Run, mixture: np.ndarray, eeg: np.ndarray,
     part = eeg[:, e0:e0 + n_eeg]
     cue[i, :, :part.shape[1]] = part
   codes, _, latent = run.codec.encode(audio)
-  batch = {"noisy_codes": np.asarray(codes, np.int32), "eeg": cue}
+  batch = {"noisy_codes": np.asarray(codes, np.int32), "eeg": cue, "noisy": audio}
   if "noisy_latent" in steps.mix_fields(config):
     batch["noisy_latent"] = np.asarray(latent, np.float32)
   return batch
@@ -64,15 +66,23 @@ def _programs(run: Run):
   config, models = run.config, run.models
   n_q = config.codec.n_quantizers_eval
   with_cue = config.model.selector != "none"
+  kind, power = config.model.output_waveform, config.model.mask_power
 
   @jax.jit
   def predict(state, batch, frozen):
     z, _, *aux = steps.predict(models, state, batch, frozen, return_aux=with_cue)
-    z = codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
-    return z, (aux[0]["cue"] if with_cue else None)
+    latent = lambda z: codec.output_latent(frozen["quantizer"], z,
+                                           config.codec.requantize_output, n_q)
+    competing = latent(aux[0]["competing"]) if with_cue else None
+    return latent(z), competing, (aux[0]["cue"] if with_cue else None)
 
-  decode = jax.jit(lambda decoder, z: models.decode(decoder, z)[:, 0])
-  return predict, decode
+  @jax.jit
+  def output(decoder, z, competing, mixture):
+    decode = lambda z: models.decode(decoder, z)[:, 0]
+    other = decode(competing) if kind == "mixture_mask" else None
+    return mixture_mask.output_waveform(kind, power, decode(z), other, mixture)
+
+  return predict, output
 
 
 def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict:
@@ -88,7 +98,7 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
     ``{"wave": [T], "cue": [frames] or None}``: the extracted audio and, with the
     selector, the EEG-decoded envelope at the latent frame rate (overlap-added).
   """
-  predict, decode = run.compiled(("extract",), lambda: _programs(run))
+  predict, output = run.compiled(("extract",), lambda: _programs(run))
   n_audio, _ = segments(run)
   hop = codec.hop_length(run.config.codec.arch)
   frames = n_audio // hop
@@ -102,8 +112,9 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
   for i in range(0, len(starts), b):
     chunk = starts[i:i + b]
     batch = pad_batch(make_window_batch(run, mixture, eeg, chunk), b)
-    z, cue = predict(state, batch, run.frozen)
-    wave = np.asarray(decode(run.frozen["decoder"], z))[:len(chunk)]
+    audio = batch.pop("noisy")[:, 0]
+    z, competing, cue = predict(state, batch, run.frozen)
+    wave = np.asarray(output(run.frozen["decoder"], z, competing, audio))[:len(chunk)]
     for j, a in enumerate(chunk):
       out[a:a + n_audio] += window * wave[j, :n_audio]
       weight[a:a + n_audio] += window
@@ -113,7 +124,11 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
         c = np.asarray(cue)[j, :frames]
         cue_out[f0:f0 + len(c)] += frame_window[:len(c)] * c
         cue_weight[f0:f0 + len(c)] += frame_window[:len(c)]
-  wave = (out / np.maximum(weight, 1e-3))[:len(mixture)].astype(np.float32)
+  # Every sample lies in a window whose weight there is > 0 (the Hann window without
+  # its zero end points): dividing by the weight itself keeps the recording's first
+  # and last samples, where one window covers them, at their level.
+  ratio = lambda x, w: np.where(w > 0, x / np.where(w > 0, w, 1.0), 0.0)
+  wave = ratio(out, weight)[:len(mixture)].astype(np.float32)
   n_frames = len(mixture) // hop
-  cue = (cue_out / np.maximum(cue_weight, 1e-3))[:n_frames] if has_cue else None
+  cue = ratio(cue_out, cue_weight)[:n_frames] if has_cue else None
   return dict(wave=wave, cue=cue)

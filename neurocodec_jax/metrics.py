@@ -10,10 +10,11 @@ batch's fields:
   cos_attended    mean frame cosine of the prediction with the attended talker's
                   quantized z
   envelope        the envelope loss (when ``lambda_env > 0``)
-  si_sdr          dB, the decoded prediction (re-quantized unless
-                  ``codec.requantize_output`` is False) vs ``clean``, aligned
-                  within ``losses.sisdr.ALIGN_MAX_LAG_SECONDS`` by |cross-correlation|;
-                  ``wave [n, T]`` that waveform
+  si_sdr          dB, the output waveform (``model.output_waveform``: the decoded
+                  prediction, re-quantized unless ``codec.requantize_output`` is
+                  False, or the mixture masked by both decoded streams) vs
+                  ``clean``, aligned within ``losses.sisdr.ALIGN_MAX_LAG_SECONDS``
+                  by |cross-correlation|; ``wave [n, T]`` that waveform
   si_sdr_mixture  the floor: the unprocessed mixture (``noisy``) vs ``clean``
   si_sdr_oracle   the ceiling: the attended talker's codes, re-quantized with
                   ``n_quantizers_eval`` and decoded, vs ``clean`` (the best any
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neurocodec_jax import codec, losses
+from neurocodec_jax import codec, losses, mixture_mask
 from neurocodec_jax.run import Run, pad_batch, shard_batch
 from neurocodec_jax.train import steps
 
@@ -75,15 +76,24 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
   if cue == "oracle" and run.config.model.selector == "none":
     raise ValueError("cue='oracle' needs a selector model (model.selector='correlation').")
+  if masks(run.config) and run.config.model.selector == "none":
+    raise ValueError("model.output_waveform='mixture_mask' needs a selector model "
+                     "(model.selector='correlation'): the mask is its two streams'.")
   program = run.compiled(("metrics", target, references, cue, norm), lambda: _make(
       run.config, run.models, run.batched, run.local_batch, target, references, cue, norm))
   return lambda state, batch: program(state, batch, run.frozen)
+
+
+def masks(config) -> bool:
+  """Whether the output is the mixture masked by the decoded streams (it needs ``noisy``)."""
+  return config.model.output_waveform == "mixture_mask"
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str,
           references: bool, cue: str = "eeg", norm: str = "model"):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
+  mask = masks(config)
   per_example = lambda p, t: steps.per_example(
       lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
 
@@ -93,8 +103,8 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     cue_fn = None
     if cue == "oracle":
       cue_fn = lambda env: steps.envelope_target(config, batch, env.shape[-1])
-    z_pred, env, *aux = steps.predict(models, state, batch, frozen, return_aux=with_aux,
-                                      cue_fn=cue_fn)
+    z_pred, env, *aux = steps.predict(models, state, batch, frozen,
+                                      return_aux=with_aux or mask, cue_fn=cue_fn)
     quantizer = frozen["quantizer"]
     z_att = codec.codes_to_z(quantizer, batch["clean_codes"])
     out = dict(latent_loss=per_example(z_pred, steps.target_latent(quantizer, batch, target)),
@@ -114,6 +124,13 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if norm == "oracle":
       z_pred = losses.latent.l2_normalize(z_pred) * jnp.linalg.norm(z_att, axis=1, keepdims=True)
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
+    if mask:
+      competing = aux[0]["competing"]
+      if norm == "oracle" and "unattended_codes" in batch:
+        competing = losses.latent.l2_normalize(competing) * jnp.linalg.norm(
+            codec.codes_to_z(quantizer, batch["unattended_codes"]), axis=1, keepdims=True)
+      out["z_q_competing"] = codec.output_latent(quantizer, competing,
+                                                 config.codec.requantize_output, n_q)
     if references:
       out["z_oracle"] = codec.requantize(quantizer, z_att, n_q)
     return out
@@ -123,6 +140,10 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
   @jax.jit
   def decoded(decoder, inputs):
     wave = models.decode(decoder, inputs["z_q"])
+    if mask:
+      wave = mixture_mask.output_waveform(
+          "mixture_mask", config.model.mask_power, wave,
+          models.decode(decoder, inputs["z_q_competing"]), inputs["noisy"])
     sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
     out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
@@ -140,9 +161,9 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     batch = pad_batch(batch, local_batch)
     device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
     out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen))
-    talkers = ("clean", "unattended") + (("noisy",) if references else ())
+    talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())
     inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
-    inputs.update({k: out.pop(k) for k in ("z_q", "z_oracle") if k in out})
+    inputs.update({k: out.pop(k) for k in ("z_q", "z_q_competing", "z_oracle") if k in out})
     if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
       inputs = shard_batch(inputs, batched)
     out.update(jax.device_get(decoded(frozen["decoder"], inputs)))

@@ -268,6 +268,10 @@ class Streamer:
     weights, e.g. ``codec_bridge.jax_dac.JaxDAC(run.codec.model).params``); without
     them it re-encodes and re-decodes a chunk per block through the run's codec."""
     config = run.config
+    if config.model.output_waveform != "decoded":
+      raise ValueError(f"model.output_waveform={config.model.output_waveform!r} masks the "
+                       f"mixture with an STFT that reads 32 ms ahead: streaming outputs the "
+                       f"decoded prediction; set model.output_waveform='decoded'.")
     arch = config.codec.arch
     frame_ms = 1000 * codec.frame_seconds(arch)
     block = int(round(block_ms / frame_ms))

@@ -389,6 +389,21 @@ def test_selector_hard_decision_outputs_one_stream_at_evaluation():
   assert (np.asarray(aux["weights"]) % 1 != 0).any()
 
 
+def test_selector_competing_stream_is_the_other_one_at_the_outputs_scale():
+  """``aux["competing"]`` (model.output_waveform's mask): the stream not selected,
+  scaled as the output is (here the mixture's frame norms)."""
+  config = _selector_config(**{"model.select_decision": "hard", "model.output_norm": "mixture"})
+  model, v, z, eeg = _init(config)
+  z_pred, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  w, streams = np.asarray(aux["weights"]), np.asarray(aux["streams"])
+  scale = np.linalg.norm(np.asarray(z), axis=1, keepdims=True)
+  np.testing.assert_allclose(z_pred, np.einsum("bkdf,bfk->bdf", streams, w) * scale,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(aux["competing"], np.einsum("bkdf,bfk->bdf", streams, 1 - w)
+                             * scale, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(aux["competing"], z_pred, atol=1e-2)
+
+
 def test_selector_cue_fn_replaces_the_decoded_envelope_as_cue():
   """The cue curriculum's hook: the selector correlates with cue_fn(env), the
   returned env stays the decoded one, and a cue of another shape is refused."""

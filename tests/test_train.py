@@ -290,6 +290,33 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   assert normed["cos_attended"] == pytest.approx(metrics["cos_attended"], rel=1e-6)
   assert normed["si_sdr_oracle"] == pytest.approx(metrics["si_sdr_oracle"], rel=1e-6)
   assert abs(normed["si_sdr"] - metrics["si_sdr"]) > 1e-3
+  # model.output_waveform="mixture_mask": evaluation's output is the mixture through
+  # the ratio mask of the decoded selected and competing streams, rebuilt here from
+  # the prediction's parts.
+  from neurocodec_jax import codec, mixture_mask  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import eval_dataset  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.metrics import HOST_FIELDS, make_metrics  # pylint: disable=g-import-not-at-top
+  masked = config.copy_and_resolve_references()
+  masked.model.output_waveform = "mixture_mask"
+  fields = steps.mix_fields(masked) + ["clean_codes", "eeg", "clean", "noisy", "unattended",
+                                       "unattended_codes"]
+  run = build_run(masked, {"val": fields}, reuse=first["run"])
+  state, _ = run.restore_generator(workdir=workdir, which="latest")
+  batch = next(iter(eval_dataset(run.sources["val"], run.local_batch)))
+  wave = make_metrics(run, target="quantized", references=True)(state, batch)["wave"]
+  device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
+  z, _, aux = steps.predict(run.models, state, device, run.frozen, return_aux=True)
+  n_q = masked.codec.n_quantizers_eval
+  decode = lambda z: np.asarray(run.models.decode(
+      run.frozen["decoder"], codec.output_latent(run.frozen["quantizer"], z, True, n_q)))[:, 0]
+  want = mixture_mask.ratio_mask(batch["noisy"][:, 0], decode(z), decode(aux["competing"]),
+                                 masked.model.mask_power)
+  np.testing.assert_allclose(wave, want, atol=1e-5)
+  assert np.abs(wave - decode(z)).max() > 1e-3
+  # Extraction of one trial-long recording outputs the same masked mixture.
+  from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
+  got = extraction.extract(run, state, batch["noisy"][0, 0], batch["eeg"][0])["wave"]
+  np.testing.assert_allclose(got, wave[0], atol=1e-4)
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

@@ -135,6 +135,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # + a linear backward decoder over eeg_kernel lags in the envelope head (not in
       # the original; models/eeg_encoder.py)
       eeg_linear_branch=False,
+      # The output: "decoded" (the original: the codec decodes the prediction) |
+      # "mixture_mask" (the mixture through the ratio mask of both decoded streams,
+      # |A|^p / (|A|^p + |B|^p), p = mask_power; a selector model, offline; mixture_mask.py)
+      output_waveform="decoded",
+      mask_power=0.5,
       # True: an offline separator, a second Mamba per block reading the frames
       # backwards (not in the original; no streaming)
       bidirectional=False,

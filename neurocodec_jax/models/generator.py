@@ -436,6 +436,9 @@ class NeuroCodec(nn.Module):
         raise ValueError(f"cue_fn must keep the decoded envelope's shape {env.shape}, "
                          f"got {cue.shape}.")
       z, aux = self._select(x, cue, streaming, z_mix, train)
+      # The stream not selected, at the output's scale (model.output_waveform's mask).
+      aux["competing"] = self._rescale(self._selected(
+          jnp.einsum("bkdf,bfk->bdf", aux["streams"], 1.0 - aux["weights"])), z_mix)
     else:
       z, aux = self._finish(x), {}
     return (self._rescale(z, z_mix), env, aux) if return_aux else (self._rescale(z, z_mix), env)

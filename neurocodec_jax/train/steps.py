@@ -483,4 +483,6 @@ def val_fields(config, has_unattended: bool) -> tuple[str, ...]:
   """The source fields validation needs (with the competing talker's codes when the
   split has them: validation then reports identification)."""
   fields = mix_fields(config) + target_fields(config) + ["eeg", "clean"]
+  if config.model.output_waveform == "mixture_mask":
+    fields.append("noisy")                   # the masked mixture is the output
   return tuple(fields + (["unattended_codes"] if has_unattended else []))

@@ -1,0 +1,48 @@
+"""The output waveform: the decoded prediction, or the mixture masked by the decoded streams.
+
+``model.output_waveform="decoded"`` (the original) outputs the codec's decoding of the
+predicted latent. ``"mixture_mask"`` (a selector model) decodes both streams, the
+selected one ``a`` and the competing one ``b``, and outputs the mixture through the
+time-frequency ratio mask ``|A|^p / (|A|^p + |B|^p)`` (``p``: ``model.mask_power``):
+the codec's separation decides which talker dominates each bin, the mixture supplies
+the fine structure the decoder smears (docs/research-log.md "The codec's separation as
+a mask"). Offline only: the STFT window spans 32 ms on both sides of a sample.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import signal as jsig
+
+OUTPUT_WAVEFORMS = ("decoded", "mixture_mask")
+N_FFT, HOP = 512, 128        # 32 ms / 8 ms at 16 kHz
+
+
+def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: float,
+               n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
+  """``[..., T]`` the mixture through the ratio mask of two estimates (each ``[..., T]``).
+
+  Hann STFT (scipy's conventions: zero-padded boundaries, inverse by weighted
+  overlap-add), differentiable in both estimates.
+  """
+  stft = lambda x: jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
+  a, b = jnp.abs(stft(target)) ** power, jnp.abs(stft(other)) ** power
+  mask = a / jnp.maximum(a + b, 1e-12)
+  _, y = jsig.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
+  return y[..., :mixture.shape[-1]].astype(mixture.dtype)
+
+
+def output_waveform(kind: str, power: float, decoded: jax.Array, competing: jax.Array | None,
+                    mixture: jax.Array | None) -> jax.Array:
+  """The output ``[..., T]`` per ``model.output_waveform`` from the decoded selected
+  stream, the decoded competing stream and the mixture (the last two are read only
+  by ``"mixture_mask"``)."""
+  if kind == "decoded":
+    return decoded
+  if kind != "mixture_mask":
+    raise ValueError(f"model.output_waveform must be one of {OUTPUT_WAVEFORMS}, got {kind!r}.")
+  if competing is None or mixture is None:
+    raise ValueError("model.output_waveform='mixture_mask' needs the competing stream "
+                     "(model.selector='correlation') and the mixture's audio.")
+  return ratio_mask(mixture, decoded, competing, power)
