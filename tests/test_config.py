@@ -93,7 +93,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(ROOT, "neurocodec_jax", "configs", "neurocodec.py")
 ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.selector",
                "model.select_window", "model.output_norm", "model.select_decision",
-               "model.mix_input", "model.target_latent", "model.stream_form", "train.schedule",
+               "model.mix_input", "model.target_latent", "model.stream_form",
+               "model.output_waveform", "train.schedule",
                "train.nonfinite", "train.waveform_output",
                "data.eeg_units",
                "codec.model_type", "codec.backend", "synthetic.eeg_model",
@@ -274,7 +275,7 @@ def test_check_key_suggests_close_names(path, expected):
 
 def test_check_key_without_close_name_lists_the_group():
   with pytest.raises(check.ConfigError, match=r"unknown key 'model.zzz'; valid keys of "
-                                              r"model: cheb_k, d_conv, .*transformer_ff_dim"):
+                                              r"model: bidirectional, cheb_k, d_conv, .*transformer_ff_dim"):
     check.check_key(neurocodec.get_config("demo"), "model.zzz")
 
 
