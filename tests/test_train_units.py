@@ -368,6 +368,44 @@ def test_best_checkpoint_of_a_waveform_stage_is_one_of_the_stages():
   assert is_new_best(-0.70, 5200, before, stage=0)
 
 
+def test_mask_waveform_terms_judge_the_mixture_masked_by_the_held_streams():
+  """model.output_waveform="mixture_mask" with train.waveform_output="attended_stream":
+  the waveform terms judge the mixture through the ratio mask of the stream nearer the
+  attended talker and the other one, each decoded at the output's scale."""
+  from neurocodec_jax import mixture_mask  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models.generator import NeuroCodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")        # selector, output_norm="mixture"
+  b, d, f, hop = 2, config.codec.arch.latent_dim, 20, 80
+  rng = np.random.default_rng(0)
+  z_mix = jnp.asarray(rng.standard_normal((b, d, f)), jnp.float32)
+  eeg = jnp.asarray(rng.standard_normal((b, config.eeg_channels, 64)), jnp.float32)
+  model = NeuroCodec.from_config(config)
+  variables = model.init(jax.random.PRNGKey(0), z_mix, eeg, train=False)
+  streams = rng.standard_normal((b, 2, d, f)).astype(np.float32)
+  streams /= np.linalg.norm(streams, axis=2, keepdims=True)
+  att = np.array([1, 0])                         # the attended talker's stream per example
+  z_att = jnp.asarray(streams[np.arange(b), att] + 0.1 * rng.standard_normal((b, d, f)))
+  decode = lambda decoder, z: jnp.repeat(z.sum(1, keepdims=True), hop, axis=-1)  # [b, 1, T]
+  models = steps.Models(generator=model, discriminator=None, decode=decode, g_tx=None,
+                        d_tx=None)
+  mixture = jnp.asarray(rng.standard_normal((b, 1, f * hop)), jnp.float32)
+  wave = steps.decoded_waveform(models, variables, dict(decoder=None, quantizer=None), None,
+                                jnp.asarray(streams), z_mix, z_att, requantize=False, n_q=8,
+                                mask=(mixture, None, 0.5))
+  scale = np.linalg.norm(np.asarray(z_mix), axis=1, keepdims=True)
+  held = streams[np.arange(b), att] * scale
+  other = streams[np.arange(b), 1 - att] * scale
+  want = mixture_mask.ratio_mask(mixture, decode(None, held), decode(None, other), 0.5)
+  np.testing.assert_allclose(wave, want, rtol=1e-5, atol=1e-6)
+  # The mask needs the selector's streams.
+  config.unlock()
+  config.lambda_sisdr, config.model.output_waveform, config.model.selector = 1.0, "mixture_mask", "none"
+  config.train.waveform_output = "output"
+  with pytest.raises(ValueError, match="needs the selector's streams"):
+    steps.make_train_step(config, None, total_steps=1)
+
+
 def test_waveform_output_needs_a_known_value_and_the_selector():
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("demo")

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from neurocodec_jax import codec, losses
+from neurocodec_jax import codec, losses, mixture_mask
 from neurocodec_jax.train import optim
 
 PyTree = Any
@@ -138,6 +138,8 @@ def batch_fields(config) -> tuple[str, ...]:
     fields += target_fields(config, "unattended")
   if config.lambda_sep_env > 0:
     fields.append("unattended")
+  if uses_waveform(config) and config.model.output_waveform == "mixture_mask":
+    fields.append("noisy")               # the waveform terms judge the masked mixture
   return tuple(fields)
 
 
@@ -316,6 +318,10 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   if held_stream and wave_on and config.model.selector != "correlation":
     raise ValueError("train.waveform_output='attended_stream' needs the selector's streams "
                      "(model.selector='correlation').")
+  mask = config.model.output_waveform == "mixture_mask"
+  if mask and wave_on and config.model.selector != "correlation":
+    raise ValueError("model.output_waveform='mixture_mask' needs the selector's streams "
+                     "(model.selector='correlation').")
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
   disc = models.discriminator
@@ -337,7 +343,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
         wave = decoded_waveform(
             models, variables, frozen, z_pred, aux["streams"] if held_stream else None,
             z_mix, z_tgt, requantize=config.codec.requantize_output,
-            n_q=config.codec.n_quantizers_eval)
+            n_q=config.codec.n_quantizers_eval,
+            mask=(batch["noisy"], aux["competing"], config.model.mask_power) if mask else None)
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -431,27 +438,42 @@ def waveform_ramp(step: jax.Array, start: int, ramp_steps: int) -> jax.Array:
   return jnp.clip(done / ramp_steps, 0.0, 1.0)
 
 
-def attended_stream(streams: jax.Array, z_att: jax.Array) -> jax.Array:
+def attended_stream(streams: jax.Array, z_att: jax.Array, other: bool = False) -> jax.Array:
   """The selector's stream nearer the attended talker's latent (mean frame cosine):
-  ``streams [b, 2, D, F]``, ``z_att [b, D, F]`` -> ``[b, D, F]``. The choice is held
-  (no gradient through it); the chosen stream keeps its own."""
+  ``streams [b, 2, D, F]``, ``z_att [b, D, F]`` -> ``[b, D, F]`` (``other``: the
+  other stream). The choice is held (no gradient through it); the chosen stream
+  keeps its own."""
   cos = jax.vmap(losses.frame_cosine, in_axes=(1, None), out_axes=1)(streams, z_att)  # [b, 2]
   pick = jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(cos), axis=1), 2, dtype=streams.dtype)
-  return jnp.einsum("bkdf,bk->bdf", streams, pick)
+  return jnp.einsum("bkdf,bk->bdf", streams, 1.0 - pick if other else pick)
 
 
 def decoded_waveform(models: Models, variables: dict, frozen: dict, z_pred: jax.Array,
                      streams: jax.Array | None, z_mix: jax.Array, z_att: jax.Array, *,
-                     requantize: bool, n_q: int) -> jax.Array:
+                     requantize: bool, n_q: int, mask: tuple | None = None) -> jax.Array:
   """What the waveform terms judge: ``[b, 1, samples]``, the decode of ``z_pred
   [b, D, F]``, or with ``streams [b, 2, D, F]`` (``train.waveform_output=
   "attended_stream"``) of the stream nearer ``z_att`` at the output's scale, each
-  re-quantized as :func:`decoded_latent` says."""
+  re-quantized as :func:`decoded_latent` says.
+
+  ``mask``: ``(mixture [b, 1, samples], competing [b, D, F], power)``
+  (``model.output_waveform="mixture_mask"``): the mixture through the ratio mask of
+  that decode and the competing stream's (the selector's ``competing``, or with
+  ``streams`` the stream not held).
+  """
   z = z_pred
+  rescale = lambda z: models.generator.apply(variables, z, z_mix, method="_rescale")
   if streams is not None:
-    z = models.generator.apply(variables, attended_stream(streams, z_att), z_mix,
-                               method="_rescale")
-  return models.decode(frozen["decoder"], decoded_latent(frozen["quantizer"], z, requantize, n_q))
+    z = rescale(attended_stream(streams, z_att))
+  decode = lambda z: models.decode(frozen["decoder"],
+                                   decoded_latent(frozen["quantizer"], z, requantize, n_q))
+  if mask is None:
+    return decode(z)
+  mixture, competing, power = mask
+  if streams is not None:
+    competing = rescale(attended_stream(streams, z_att, other=True))
+  both = decode(jnp.concatenate([z, competing]))         # one decode of 2b examples
+  return mixture_mask.ratio_mask(mixture, both[:len(z)], both[len(z):], power)
 
 
 def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) -> jax.Array:
