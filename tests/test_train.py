@@ -369,7 +369,9 @@ def test_extract_a_recording_in_every_eeg_format(uninterrupted, tmp_path, capsys
   for argv, message in (
       (["--eeg", str(tmp_path / "bad.npy"), "--eeg_rate", "256"], "the model takes"),
       (["--eeg", str(tmp_path / "eeg.npy")], "pass --eeg_rate"),
-      (["--eeg", str(tmp_path / "eeg.txt"), "--eeg_rate", "256"], "EEG format .txt")):
+      (["--eeg", str(tmp_path / "eeg.txt"), "--eeg_rate", "256"], "EEG format .txt"),
+      (["--eeg", str(tmp_path / "eeg.npy"), "--eeg_rate", "256", "--output_waveform",
+        "mixture_mask"], "needs a selector model")):
     with pytest.raises(SystemExit) as e:
       extract.main(["--workdir", workdir, "--mixture", str(tmp_path / "mix.wav"),
                     "--out", str(tmp_path / "x.wav")] + argv)

@@ -14,8 +14,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
   from neurocodec_jax.training import ConfigMismatch
   from neurocodec_jax.data.speech import SpeechSourceError
   from neurocodec_jax.recordings import RecordingError
+  from neurocodec_jax.configs.validate import ConfigError
   return (FileNotFoundError, NotADirectoryError, DataError, CheckpointError, ConfigMismatch,
-          SpeechSourceError, RecordingError)
+          SpeechSourceError, RecordingError, ConfigError)
 
 
 def one_line_errors(main):

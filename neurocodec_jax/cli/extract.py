@@ -35,11 +35,22 @@ def load_config(args):
   """The run's config: its saved one (``--workdir``) or ``--config FILE:PRESET``."""
   from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
   if args.workdir:
-    return load_run_config(args.workdir)
-  if not args.config:
+    config = load_run_config(args.workdir)
+  elif not args.config:
     raise SystemExit("error: --checkpoint needs --config FILE:PRESET.")
-  from neurocodec_jax.configs.validate import load_config_file  # pylint: disable=g-import-not-at-top
-  return load_config_file(args.config)
+  else:
+    from neurocodec_jax.configs.validate import load_config_file  # pylint: disable=g-import-not-at-top
+    config = load_config_file(args.config)
+  if args.output_waveform:
+    from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
+    if config.model.selector == "none" and args.output_waveform == "mixture_mask":
+      raise ConfigError("--output_waveform mixture_mask needs a selector model "
+                       "(model.selector='correlation'); this run has none.")
+    if args.stream and args.output_waveform != "decoded":
+      raise ConfigError("--stream outputs the decoded prediction; drop "
+                       "--output_waveform mixture_mask.")
+    config.model.output_waveform = args.output_waveform
+  return config
 
 
 def plot(path: str, mixture, wave, cue, sample_rate: int, frame_rate: float) -> None:
@@ -93,6 +104,9 @@ def parse(argv):
   p.add_argument("--stream", action="store_true",
                  help="stream block by block (neurocodec_jax.streaming): the causal model "
                       "as it would run live; prints its latency and real-time factor")
+  p.add_argument("--output_waveform", choices=("decoded", "mixture_mask"), default=None,
+                 help="the decoded prediction, or the mixture masked by both decoded "
+                      "streams (default: the run's model.output_waveform)")
   p.add_argument("--block_ms", type=float, default=40.0,
                  help="--stream's block, a multiple of the codec's frame (20 ms)")
   args = p.parse_args(argv)
