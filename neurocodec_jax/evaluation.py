@@ -289,8 +289,9 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
                          norm="oracle" if ablation == "oracle_norm" else "model")
   source = run.sources[split]
   data = EEGAblation(source, ablation, seed=config.seed) if ablation in ABLATIONS[1:] else source
+  masked = "_masked" if config.model.output_waveform == "mixture_mask" else ""
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
-                                    "eval", f"{split}_{ablation}")
+                                    "eval", f"{split}_{ablation}{masked}")
   os.makedirs(out_dir, exist_ok=True)
   sr = config.codec.arch.sample_rate
   rows, written = [], 0
@@ -313,7 +314,8 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
         written += 1
   summary = summarize(rows)
   result = dict(split=split, ablation=ablation, checkpoint=restored_from, n=len(rows),
-                metrics=summary, quality=quality_table(summary))
+                output_waveform=config.model.output_waveform, metrics=summary,
+                quality=quality_table(summary))
   protocol = dataset_protocol(config.root)
   if protocol is not None:
     result["protocol"] = protocol

@@ -73,13 +73,13 @@ def _programs(run: Run):
     z, _, *aux = steps.predict(models, state, batch, frozen, return_aux=with_cue)
     latent = lambda z: codec.output_latent(frozen["quantizer"], z,
                                            config.codec.requantize_output, n_q)
-    competing = latent(aux[0]["competing"]) if with_cue else None
+    competing = latent(aux[0]["competing"]) if with_cue and kind == "mixture_mask" else None
     return latent(z), competing, (aux[0]["cue"] if with_cue else None)
 
   @jax.jit
   def output(decoder, z, competing, mixture):
     decode = lambda z: models.decode(decoder, z)[:, 0]
-    other = decode(competing) if kind == "mixture_mask" else None
+    other = decode(competing) if competing is not None else None
     return mixture_mask.output_waveform(kind, power, decode(z), other, mixture)
 
   return predict, output

@@ -18,7 +18,7 @@ batch's fields:
   si_sdr_mixture  the floor: the unprocessed mixture (``noisy``) vs ``clean``
   si_sdr_oracle   the ceiling: the attended talker's codes, re-quantized with
                   ``n_quantizers_eval`` and decoded, vs ``clean`` (the best any
-                  generator in this latent space can output); ``oracle_wave [n, T]``
+                  generator in this latent space can decode); ``oracle_wave [n, T]``
   with ``unattended_codes``: cos_unattended, id_latent (1 when the prediction is
                   closer to the attended talker), cos_mix_attended,
                   cos_mix_unattended (the mixture's own quantized z)
@@ -63,7 +63,8 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
   once for ``run`` and the runs that reuse it. ``references``: also the floor and the
   ceiling (``si_sdr_mixture``, ``si_sdr_oracle``, ``oracle_wave``; the batch must
   have ``noisy``), which evaluation reports and validation skips (a second decode).
-  ``cue="oracle"`` (selector models): the selector chooses by the attended talker's
+  ``model.output_waveform="mixture_mask"`` needs ``noisy`` too (the masked mixture is
+  the output). ``cue="oracle"`` (selector models): the selector chooses by the attended talker's
   true envelope instead of the EEG's decoded one, i.e. with perfect attention
   decoding; what remains between it and the ceiling is the separation's.
   ``norm="oracle"``: each output frame is decoded at the attended talker's frame norm
@@ -126,7 +127,10 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if mask:
       competing = aux[0]["competing"]
-      if norm == "oracle" and "unattended_codes" in batch:
+      if norm == "oracle":
+        if "unattended_codes" not in batch:
+          raise ValueError("norm='oracle' with model.output_waveform='mixture_mask' needs "
+                           "the competing talker's codes (unattended_codes) to scale its stream.")
         competing = losses.latent.l2_normalize(competing) * jnp.linalg.norm(
             codec.codes_to_z(quantizer, batch["unattended_codes"]), axis=1, keepdims=True)
       out["z_q_competing"] = codec.output_latent(quantizer, competing,

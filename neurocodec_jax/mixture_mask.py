@@ -6,7 +6,7 @@ selected one ``a`` and the competing one ``b``, and outputs the mixture through 
 time-frequency ratio mask ``|A|^p / (|A|^p + |B|^p)`` (``p``: ``model.mask_power``):
 the codec's separation decides which talker dominates each bin, the mixture supplies
 the fine structure the decoder smears (docs/research-log.md "The codec's separation as
-a mask"). Offline only: the STFT window spans 32 ms on both sides of a sample.
+a mask"). Offline only: the STFT reads ``N_FFT`` samples around each (32 ms at 16 kHz).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: f
   overlap-add), differentiable in both estimates.
   """
   stft = lambda x: jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
-  a, b = jnp.abs(stft(target)) ** power, jnp.abs(stft(other)) ** power
+  # |X|^p as (|X|^2 + eps)^(p/2): finite gradients at an all-zero bin.
+  magnitude = lambda x: (jnp.real(x) ** 2 + jnp.imag(x) ** 2 + 1e-20) ** (power / 2)
+  a, b = magnitude(stft(target)), magnitude(stft(other))
   mask = a / jnp.maximum(a + b, 1e-12)
   _, y = jsig.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
   return y[..., :mixture.shape[-1]].astype(mixture.dtype)

@@ -270,8 +270,11 @@ class Streamer:
     config = run.config
     if config.model.output_waveform != "decoded":
       raise ValueError(f"model.output_waveform={config.model.output_waveform!r} masks the "
-                       f"mixture with an STFT that reads 32 ms ahead: streaming outputs the "
+                       f"mixture with an STFT that reads ahead (32 ms at 16 kHz): streaming outputs the "
                        f"decoded prediction; set model.output_waveform='decoded'.")
+    if config.model.bidirectional:
+      raise ValueError("model.bidirectional=True is an offline separator: streaming needs "
+                       "the causal one.")
     arch = config.codec.arch
     frame_ms = 1000 * codec.frame_seconds(arch)
     block = int(round(block_ms / frame_ms))

@@ -161,11 +161,11 @@ def is_new_best(loss: float, done: int, meta: dict, stage: int) -> bool:
   """Whether the validation after ``done`` steps makes the best checkpoint.
 
   Validation's ``loss`` measures the latent and envelope terms, which a waveform stage
-  (from step ``stage`` > 0) trades for the decoded waveform's quality: its first
-  validation replaces any earlier best, and its checkpoints compete among themselves.
-  ``meta``: ``best_val`` and ``best_step`` (0 when absent) of the best so far.
+  (from step ``stage`` > 0) trades for the decoded waveform's quality; it cannot rank
+  the stage's checkpoints, so within the stage the latest is the best. Before it (and
+  without a stage), the lowest loss. ``meta``: ``best_val`` of the best so far.
   """
-  if 0 < stage < done and meta.get("best_step", 0) <= stage:
+  if 0 < stage < done:
     return True
   return loss < meta["best_val"]
 
@@ -246,7 +246,7 @@ def _train(config, workdir: str, changes: dict, reuse: Run | None,
                                        patience=config.train.plateau_patience)
         state = dict(state, plateau=jax.device_put(plateau, run.replicated))
         if is_new_best(val["loss"], done, meta, stage_start(config)):
-          meta.update(best_val=val["loss"], best_step=done)
+          meta["best_val"] = val["loss"]
           ckpt.save_best(done, state, meta)
         tqdm.write(f"[val step {done}] loss {val['loss']:.4f}"
                    + (f"  SI-SDR {val['si_sdr']:.2f} dB" if "si_sdr" in val else "")

@@ -30,6 +30,9 @@ flags.DEFINE_bool("oracle_cue", False,
 flags.DEFINE_bool("oracle_norm", False,
                   "Diagnostic: decode each output frame at the attended talker's frame "
                   "norm (the prediction's direction kept).")
+flags.DEFINE_enum("output_waveform", None, ["decoded", "mixture_mask"],
+                  "The output: the decoded prediction, or the mixture masked by both "
+                  "decoded streams (default: the config's model.output_waveform).")
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
@@ -68,6 +71,8 @@ def main(argv):
     config = load_run_config(FLAGS.workdir)
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  if FLAGS.output_waveform:
+    config.model.output_waveform = FLAGS.output_waveform
   validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
               else "shuffle_eeg" if FLAGS.shuffle_eeg

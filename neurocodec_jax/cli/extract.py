@@ -41,15 +41,19 @@ def load_config(args):
   else:
     from neurocodec_jax.configs.validate import load_config_file  # pylint: disable=g-import-not-at-top
     config = load_config_file(args.config)
+  from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
   if args.output_waveform:
-    from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
     if config.model.selector == "none" and args.output_waveform == "mixture_mask":
       raise ConfigError("--output_waveform mixture_mask needs a selector model "
-                       "(model.selector='correlation'); this run has none.")
-    if args.stream and args.output_waveform != "decoded":
-      raise ConfigError("--stream outputs the decoded prediction; drop "
-                       "--output_waveform mixture_mask.")
+                        "(model.selector='correlation'); this run has none.")
     config.model.output_waveform = args.output_waveform
+  if args.stream and config.model.bidirectional:
+    raise ConfigError("--stream needs a causal model; this run's separator is offline "
+                      "(model.bidirectional=True).")
+  if args.stream and config.model.output_waveform != "decoded":
+    raise ConfigError("--stream outputs the decoded prediction; this run's output is "
+                      f"model.output_waveform={config.model.output_waveform!r}: pass "
+                      "--output_waveform decoded.")
   return config
 
 

@@ -69,6 +69,11 @@ def _relations(c) -> list[str]:
     problems.append(f"train.cue_curriculum_steps={c.train.cue_curriculum_steps!r} needs "
                     f"model.selector='correlation' (the cue it anneals is the selector's), "
                     f"got {c.model.selector!r}")
+  if c.model.output_waveform == "mixture_mask" and c.model.selector != "correlation":
+    problems.append(f"model.output_waveform='mixture_mask' needs model.selector="
+                    f"'correlation' (the mask is its two streams'), got {c.model.selector!r}")
+  if c.model.bidirectional and c.backbone != "mamba":
+    problems.append(f"model.bidirectional=True needs backbone='mamba', got {c.backbone!r}")
   if len(c.mel.n_mels) != len(c.mel.window_lengths):
     problems.append(f"mel.window_lengths has {len(c.mel.window_lengths)} entries: expected "
                     f"one per mel.n_mels ({len(c.mel.n_mels)})")
