@@ -27,12 +27,17 @@ def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: f
   overlap-add), differentiable in both estimates.
   """
   stft = lambda x: jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
-  # |X|^p as (|X|^2 + eps)^(p/2): finite gradients at an all-zero bin.
-  magnitude = lambda x: (jnp.real(x) ** 2 + jnp.imag(x) ** 2 + 1e-20) ** (power / 2)
-  a, b = magnitude(stft(target)), magnitude(stft(other))
+  a, b = _magnitude(stft(target), power), _magnitude(stft(other), power)
   mask = a / jnp.maximum(a + b, 1e-12)
   _, y = jsig.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
   return y[..., :mixture.shape[-1]].astype(mixture.dtype)
+
+
+def _magnitude(x: jax.Array, power: float) -> jax.Array:
+  """``|x|^power`` with a zero (not NaN) gradient at ``x = 0`` (an all-zero bin)."""
+  sq = jnp.real(x) ** 2 + jnp.imag(x) ** 2
+  nonzero = sq > 0
+  return jnp.where(nonzero, jnp.where(nonzero, sq, 1.0) ** (power / 2), 0.0)
 
 
 def output_waveform(kind: str, power: float, decoded: jax.Array, competing: jax.Array | None,

@@ -50,6 +50,9 @@ def test_ratio_mask_is_differentiable_in_both_estimates():
   ga, gb = jax.grad(loss, argnums=(0, 1))(target, other)
   assert np.isfinite(ga).all() and np.isfinite(gb).all()
   assert np.abs(ga).max() > 0 and np.abs(gb).max() > 0
+  # A silent competitor (all-zero bins) keeps the gradients finite.
+  ga, gb = jax.grad(loss, argnums=(0, 1))(target, jnp.zeros_like(other))
+  assert np.isfinite(ga).all() and np.isfinite(gb).all()
 
 
 def test_output_waveform_checks_its_inputs():
