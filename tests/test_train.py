@@ -225,7 +225,8 @@ def test_latent_structure_agrees_with_evaluation(uninterrupted):
 
 
 def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
-  """The EEG recipe (selector, PIT and envelope terms, waveform curriculum) in the loop."""
+  """The EEG recipe (selector, PIT and envelope terms, waveform curriculum) in the loop,
+  its waveform stage judging the mixture masked by the decoded streams."""
   root, _ = tiny_dataset
   config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
                                  "model.select_window": "trial", "lambda_env": 1.0,
@@ -239,6 +240,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
                                  "lambda_sisdr": 0.5,
                                  "train.waveform_output": "attended_stream",
+                                 "model.output_waveform": "mixture_mask",
                                  "train.waveform_ramp_steps": 2,
                                  "train.waveform_lr_scale": 0.1})
   workdir = str(tmp_path / "recipe")
@@ -296,11 +298,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   from neurocodec_jax import codec, mixture_mask  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import eval_dataset  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.metrics import HOST_FIELDS, make_metrics  # pylint: disable=g-import-not-at-top
-  masked = config.copy_and_resolve_references()
-  masked.model.output_waveform = "mixture_mask"
-  fields = steps.mix_fields(masked) + ["clean_codes", "eeg", "clean", "noisy", "unattended",
-                                       "unattended_codes"]
-  run = build_run(masked, {"val": fields}, reuse=first["run"])
+  masked, run = config, first["run"]
   state, _ = run.restore_generator(workdir=workdir, which="latest")
   batch = next(iter(eval_dataset(run.sources["val"], run.local_batch)))
   wave = make_metrics(run, target="quantized", references=True)(state, batch)["wave"]
