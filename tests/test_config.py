@@ -337,6 +337,18 @@ def test_cli_unknown_key_fails_fast(script, tmp_path):
   assert elapsed < 10, elapsed    # ~0.3 s idle; importing JAX alone is seconds
 
 
+def test_cli_output_waveform_reaches_the_config(tmp_path):
+  """evaluate.py --output_waveform sets model.output_waveform, which the config's checks
+  then see (the masked output needs a selector model)."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                         f"--config={CONFIG_FILE}:demo", "--config.model.selector=none",
+                         "--checkpoint", str(tmp_path), "--output_waveform", "mixture_mask"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert "model.output_waveform='mixture_mask' needs model.selector='correlation'" in (
+      proc.stderr.strip().splitlines()[-1])
+
+
 def test_cli_missing_run_is_one_line(tmp_path):
   """evaluate.py on a folder without a run: one line naming the file, no traceback."""
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
