@@ -239,7 +239,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "train.waveform_start": 3, "train.eval_every": 3,
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
                                  "lambda_sisdr": 0.5,
-                                 "train.waveform_output": "attended_stream",
+                                 "train.waveform_output": "attended_stream_masked",
                                  "model.output_waveform": "mixture_mask",
                                  "train.waveform_ramp_steps": 2,
                                  "train.waveform_lr_scale": 0.1})

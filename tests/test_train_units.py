@@ -366,8 +366,7 @@ def test_best_checkpoint_of_a_waveform_stage_is_its_latest():
 
 
 def test_mask_waveform_terms_judge_the_mixture_masked_by_the_held_streams():
-  """model.output_waveform="mixture_mask" with train.waveform_output="attended_stream":
-  the waveform terms judge the mixture through the ratio mask of the stream nearer the
+  """train.waveform_output="attended_stream_masked": the waveform terms judge the mixture through the ratio mask of the stream nearer the
   attended talker and the other one, each decoded at the output's scale."""
   from neurocodec_jax import mixture_mask  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models.generator import NeuroCodec  # pylint: disable=g-import-not-at-top
@@ -397,8 +396,8 @@ def test_mask_waveform_terms_judge_the_mixture_masked_by_the_held_streams():
   np.testing.assert_allclose(wave, want, rtol=1e-5, atol=1e-6)
   # The mask needs the selector's streams.
   config.unlock()
-  config.lambda_sisdr, config.model.output_waveform, config.model.selector = 1.0, "mixture_mask", "none"
-  config.train.waveform_output = "output"
+  config.lambda_sisdr, config.model.selector = 1.0, "none"
+  config.train.waveform_output = "attended_stream_masked"
   with pytest.raises(ValueError, match="needs the selector's streams"):
     steps.make_train_step(config, None, total_steps=1)
 

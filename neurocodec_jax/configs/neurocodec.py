@@ -188,9 +188,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # sharper in the parameters than the latent terms' (docs/research-log.md).
       waveform_lr_scale=1.0,
       # What the waveform terms decode (model.selector="correlation"): "output" (the
-      # selector's output as trained, its soft blend of the streams) or "attended_stream"
+      # selector's output as trained, its soft blend of the streams), "attended_stream"
       # (the stream nearer the attended talker's latent, the choice held: the waveform
-      # terms shape the separation, not the selection).
+      # terms shape the separation, not the selection) or "attended_stream_masked" (the
+      # mixture through the ratio mask of that stream and the other, decoded:
+      # model.output_waveform="mixture_mask"'s output).
       waveform_output="output",
       # Cue curriculum (model.selector="correlation"): the selector's cue starts as the
       # attended talker's own envelope and anneals linearly to the EEG's decoded one

@@ -95,7 +95,7 @@ TARGET_LATENTS = ("quantized", "continuous")
 
 # What the waveform terms decode (``train.waveform_output``; see :func:`attended_stream`),
 # and which terms are waveform terms (``train.waveform_ramp_steps`` ramps their weights).
-WAVEFORM_OUTPUTS = ("output", "attended_stream")
+WAVEFORM_OUTPUTS = ("output", "attended_stream", "attended_stream_masked")
 WAVEFORM_TERMS = ("mel", "adversarial", "features", "sisdr")
 
 
@@ -138,7 +138,7 @@ def batch_fields(config) -> tuple[str, ...]:
     fields += target_fields(config, "unattended")
   if config.lambda_sep_env > 0:
     fields.append("unattended")
-  if uses_waveform(config) and config.model.output_waveform == "mixture_mask":
+  if uses_waveform(config) and config.train.waveform_output == "attended_stream_masked":
     fields.append("noisy")               # the waveform terms judge the masked mixture
   return tuple(fields)
 
@@ -314,14 +314,11 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   if config.train.waveform_output not in WAVEFORM_OUTPUTS:
     raise ValueError(f"train.waveform_output must be one of {WAVEFORM_OUTPUTS}, got "
                      f"{config.train.waveform_output!r}.")
-  held_stream = config.train.waveform_output == "attended_stream"
+  mask = config.train.waveform_output == "attended_stream_masked"
+  held_stream = mask or config.train.waveform_output == "attended_stream"
   if held_stream and wave_on and config.model.selector != "correlation":
-    raise ValueError("train.waveform_output='attended_stream' needs the selector's streams "
-                     "(model.selector='correlation').")
-  mask = config.model.output_waveform == "mixture_mask"
-  if mask and wave_on and config.model.selector != "correlation":
-    raise ValueError("model.output_waveform='mixture_mask' needs the selector's streams "
-                     "(model.selector='correlation').")
+    raise ValueError(f"train.waveform_output={config.train.waveform_output!r} needs the "
+                     f"selector's streams (model.selector='correlation').")
   sample_rate = config.codec.arch.sample_rate
   mel_settings = dict(config.mel)
   disc = models.discriminator
@@ -344,7 +341,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
             models, variables, frozen, z_pred, aux["streams"] if held_stream else None,
             z_mix, z_tgt, requantize=config.codec.requantize_output,
             n_q=config.codec.n_quantizers_eval,
-            mask=(batch["noisy"], aux["competing"], config.model.mask_power) if mask else None)
+            mask=(batch["noisy"], None, config.model.mask_power) if mask else None)
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -456,10 +453,10 @@ def decoded_waveform(models: Models, variables: dict, frozen: dict, z_pred: jax.
   "attended_stream"``) of the stream nearer ``z_att`` at the output's scale, each
   re-quantized as :func:`decoded_latent` says.
 
-  ``mask``: ``(mixture [b, 1, samples], competing [b, D, F], power)``
-  (``model.output_waveform="mixture_mask"``): the mixture through the ratio mask of
-  that decode and the competing stream's (the selector's ``competing``, or with
-  ``streams`` the stream not held).
+  ``mask``: ``(mixture [b, 1, samples], competing [b, D, F] or None, power)``
+  (``train.waveform_output="attended_stream_masked"``): the mixture through the ratio
+  mask of that decode and the competing stream's (with ``streams``, the stream not
+  held; ``mixture_mask``'s output).
   """
   z = z_pred
   rescale = lambda z: models.generator.apply(variables, z, z_mix, method="_rescale")
