@@ -85,6 +85,7 @@ def original_architecture(config):
   config.model.output_norm = "unit"
   config.model.mix_input, config.model.select_decision = "quantized", "soft"
   config.model.mixture_consistency = False
+  config.model.output_waveform = "decoded"       # the masked mixture needs the selector
   config.lambda_env = config.lambda_sep = config.lambda_sep_env = 0.0
   config.lambda_mel, config.lambda_adv, config.lambda_feat = 15.0, 1.0, 2.0
   return config

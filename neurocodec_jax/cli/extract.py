@@ -51,9 +51,12 @@ def load_config(args):
     raise ConfigError("--stream needs a causal model; this run's separator is offline "
                       "(model.bidirectional=True).")
   if args.stream and config.model.output_waveform != "decoded":
-    raise ConfigError("--stream outputs the decoded prediction; this run's output is "
-                      f"model.output_waveform={config.model.output_waveform!r}: pass "
-                      "--output_waveform decoded.")
+    if args.output_waveform:
+      raise ConfigError(f"--stream outputs the decoded prediction, not "
+                        f"--output_waveform {args.output_waveform} (offline).")
+    print(f"[extract] --stream outputs the decoded prediction (this run's "
+          f"model.output_waveform={config.model.output_waveform!r} is offline).")
+    config.model.output_waveform = "decoded"
   return config
 
 
