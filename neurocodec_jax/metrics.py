@@ -145,9 +145,9 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
   def decoded(decoder, inputs):
     wave = models.decode(decoder, inputs["z_q"])
     if mask:
-      wave = mixture_mask.output_waveform(
-          "mixture_mask", config.model.mask_power, wave,
-          models.decode(decoder, inputs["z_q_competing"]), inputs["noisy"])
+      wave = mixture_mask.ratio_mask(inputs["noisy"], wave,
+                                     models.decode(decoder, inputs["z_q_competing"]),
+                                     config.model.mask_power)
     sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
     out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))

@@ -24,21 +24,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=wrong-import-position
-from scipy import signal as sps  # pylint: disable=wrong-import-position
 
 import codec_bridge  # pylint: disable=wrong-import-position,unused-import  (the codec loader)
 from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
 from scripts.eeg_ladder import _parse_value, _set  # pylint: disable=wrong-import-position
-
-
-def masked_mixture(mixture: np.ndarray, target: np.ndarray, other: np.ndarray,
-                   power: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-  """``[T]`` the mixture through the ratio mask of two estimates (each ``[T]``)."""
-  stft = lambda x: sps.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
-  a, b = np.abs(stft(target)) ** power, np.abs(stft(other)) ** power
-  mask = a / np.maximum(a + b, 1e-12)
-  _, y = sps.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
-  return y[:len(mixture)].astype(np.float32)
 
 
 def main(argv=None) -> int:
@@ -52,7 +41,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax import codec, losses  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import codec, losses, mixture_mask  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data import eval_dataset  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.evaluation import perceptual_metrics  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
@@ -71,18 +60,15 @@ def main(argv=None) -> int:
   @jax.jit
   def streams(state, batch, frozen):
     z_pred, _, aux = steps.predict(run.models, state, batch, frozen, return_aux=True)
-    z_mix = steps.mix_latent(frozen["quantizer"], batch, run.models.mix_input)
-    other = jnp.einsum("bkdf,bfk->bdf", aux["streams"], 1.0 - aux["weights"])
-    other = losses.latent.l2_normalize(other)
-    if config.model.output_norm == "mixture":
-      other = other * jnp.linalg.norm(z_mix, axis=1, keepdims=True)
     talker = lambda k: codec.requantize(
         frozen["quantizer"], codec.codes_to_z(frozen["quantizer"], batch[k]), n_q)
     q = lambda z: codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
-    return q(z_pred), q(other), talker("clean_codes"), talker("unattended_codes")
+    return q(z_pred), q(aux["competing"]), talker("clean_codes"), talker("unattended_codes")
 
   decode = jax.jit(lambda dec, z: run.models.decode(dec, z))
   max_lag = losses.sisdr.max_lag_samples(sr)
+  masked_mixture = lambda mix, a, b, pw: np.asarray(
+      mixture_mask.ratio_mask(jnp.asarray(mix), jnp.asarray(a), jnp.asarray(b), pw))
   rows = []
   for batch in eval_dataset(run.sources[args.split], run.local_batch):
     device = {k: v for k, v in batch.items() if k in fields and k not in ("noisy", "clean",
