@@ -38,6 +38,18 @@ def codes_to_z(qparams: dict, codes: jax.Array) -> jax.Array:
   return z + qparams["out_b"][:n].sum(0)[None, :, None]
 
 
+def weights_to_z(qparams: dict, weights: jax.Array) -> jax.Array:
+  """Per-codebook weights over the entries ``[batch, n, frames, codebook_size]`` -> z
+  ``[batch, latent_dim, frames]``: :func:`codes_to_z` of a weighted sum of entries
+  (one-hot weights give exactly the codes' z; soft ones carry a gradient to them)."""
+  n = weights.shape[1]
+  if n > qparams["codebook"].shape[0]:
+    raise ValueError(f"weights have {n} codebooks, the quantizer {qparams['codebook'].shape[0]}.")
+  entries = jnp.einsum("bnfk,nkd->nbfd", weights, qparams["codebook"][:n], precision=HIGHEST)
+  z = jnp.einsum("nbfd,nkd->bkf", entries, qparams["out_w"][:n], precision=HIGHEST)
+  return z + qparams["out_b"][:n].sum(0)[None, :, None]
+
+
 def _normalize(x: jax.Array, axis: int) -> jax.Array:
   # F.normalize: x / max(||x||, 1e-12)
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)

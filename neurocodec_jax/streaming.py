@@ -275,6 +275,9 @@ class Streamer:
     if config.model.bidirectional:
       raise ValueError("model.bidirectional=True is an offline separator: streaming needs "
                        "the causal one.")
+    if config.model.stream_form == "tokens":
+      raise ValueError("model.stream_form='tokens' does not stream (its frame step is "
+                       "not built): use the offline extraction.")
     arch = config.codec.arch
     frame_ms = 1000 * codec.frame_seconds(arch)
     block = int(round(block_ms / frame_ms))

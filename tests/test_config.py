@@ -243,12 +243,26 @@ def test_cue_curriculum_needs_the_selector():
   check.validate(config)
 
 
-@pytest.mark.parametrize("name", ["lambda_sep", "lambda_sep_env", "lambda_select"])
+@pytest.mark.parametrize("name", ["lambda_sep", "lambda_sep_env", "lambda_select",
+                                  "lambda_token"])
 def test_selector_terms_need_the_selector(name):
   config = neurocodec.get_config("cocktail")
   config[name] = 1.0
-  assert _error(config) == (f"{name}=1.0 needs model.selector='correlation' (a term of the "
+  assert _error(config).split("; ")[0] == (f"{name}=1.0 needs model.selector='correlation' (a term of the "
                             "selector's streams), got 'none'")
+
+
+def test_token_streams_need_their_term_and_their_own_codes():
+  config = neurocodec.get_config("demo")
+  config.model.stream_form = "tokens"
+  assert "model.stream_form='tokens' and lambda_token=0.0" in _error(config)
+  config.lambda_token = 1.0
+  assert "needs codec.requantize_output=False" in _error(config)
+  config.codec.requantize_output = False
+  config.model.mixture_consistency = False
+  check.validate(config)
+  config.model.stream_form = "direct"                  # the term without its streams
+  assert "model.stream_form='direct' and lambda_token=1.0" in _error(config)
 
 
 def test_unknown_and_missing_keys_of_an_unlocked_config():

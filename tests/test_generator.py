@@ -479,3 +479,72 @@ def test_selector_mask_streams_start_at_half_the_mixture_and_add_up_to_it():
                              rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="needs model.selector"):
     _init(set_fields(_config(), **{"model.stream_form": "mask"}))
+
+
+def _random_quantizer(arch, seed=0):
+  rng = np.random.default_rng(seed)
+  n, k, d, dim = arch.n_codebooks, arch.codebook_size, arch.codebook_dim, arch.latent_dim
+  normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  return dict(codebook=normal(n, k, d), in_w=normal(n, d, dim), in_b=normal(n, d),
+              out_w=normal(n, dim, d), out_b=normal(n, dim))
+
+
+def test_weights_to_z_of_one_hot_codes_is_codes_to_z():
+  arch = _config().codec.arch
+  q = _random_quantizer(arch)
+  codes = jnp.asarray(np.random.default_rng(1).integers(0, arch.codebook_size, (2, 3, 7)))
+  one_hot = jax.nn.one_hot(codes, arch.codebook_size)                # [b, n, F, K]
+  np.testing.assert_allclose(codec.weights_to_z(q, one_hot), codec.codes_to_z(q, codes),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_token_streams_decode_their_argmax_codes_straight_through():
+  """stream_form="tokens": each stream is the codec latent of its logits' argmax
+  codes, the same in training's forward (straight through) as in evaluation's; a
+  latent loss on the output reaches the logits' head; it needs the quantizer, and
+  it does not stream."""
+  config = _selector_config(**{"model.stream_form": "tokens", "model.output_norm": "none",
+                               "model.select_decision": "hard", "lambda_token": 1.0,
+                               "codec.n_quantizers_eval": 3})
+  arch = config.codec.arch
+  q = _random_quantizer(arch)
+  model = NeuroCodec.from_config(config)
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.standard_normal((2, arch.latent_dim, 40)), jnp.float32)
+  eeg = jnp.asarray(rng.standard_normal((2, config.eeg_channels, 96)), jnp.float32)
+  v = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, z, eeg,
+                 train=False, quantizer=q)
+  # The head starts at zero (every code equally likely); a trained one is not.
+  assert float(jnp.abs(v["params"]["out"]["kernel"]).max()) == 0
+  params = jax.tree.map(lambda p: p, v["params"])
+  params["out"]["kernel"] = jax.random.normal(jax.random.PRNGKey(3),
+                                              params["out"]["kernel"].shape)
+  v = dict(v, params=params)
+  z_pred, _, aux = model.apply(v, z, eeg, train=False, return_aux=True, quantizer=q)
+  logits = aux["token_logits"]
+  assert len(np.unique(np.asarray(jnp.argmax(logits, -1)))) > 10
+  assert logits.shape == (2, 2, 3, 40, arch.codebook_size)
+  codes = jnp.argmax(logits, -1)                                      # [b, 2, n, F]
+  for s in range(2):
+    np.testing.assert_allclose(aux["streams"][:, s], codec.codes_to_z(q, codes[:, s]),
+                               rtol=1e-5, atol=1e-5)
+  # The hard decision outputs, frame by frame, one stream as it is (output_norm="none").
+  weights = np.asarray(aux["weights"])
+  assert set(np.unique(weights)) == {0.0, 1.0}
+  np.testing.assert_allclose(z_pred, np.einsum("bkdf,bfk->bdf", aux["streams"], weights),
+                             rtol=1e-5, atol=1e-5)
+  # Training's forward (straight through) decodes the same codes; its gradient
+  # reaches the head through the softmax.
+  x = jnp.asarray(rng.standard_normal((2, 40, config.hidden_dim)), jnp.float32)
+  tokens = lambda p, train: model.apply(dict(v, params=p), x, q, train,
+                                        method="_token_streams")[0]
+  np.testing.assert_allclose(tokens(v["params"], True), tokens(v["params"], False),
+                             rtol=1e-6, atol=1e-6)
+  grads = jax.grad(lambda p: jnp.sum(tokens(p, True) ** 2))(v["params"])
+  assert float(jnp.abs(grads["out"]["kernel"]).max()) > 0
+  assert float(jnp.abs(jax.grad(lambda p: jnp.sum(tokens(p, False) ** 2))(
+      v["params"])["out"]["kernel"]).max()) == 0                   # argmax alone: none
+  with pytest.raises(ValueError, match="needs the codec's quantizer"):
+    model.apply(v, z, eeg, train=False)
+  with pytest.raises(ValueError, match="does not stream"):
+    model.apply(v, z, eeg, train=False, streaming=True, quantizer=q)

@@ -327,6 +327,31 @@ def test_select_term_is_the_selectors_cross_entropy_against_the_attended_stream(
   assert float(terms["select"]) == pytest.approx(-expected.mean(), rel=1e-6)
 
 
+def test_token_term_is_the_pit_cross_entropy_and_sets_the_assignment():
+  """lambda_token: uniform logits cost ln K; logits that name one talker's codes per
+  stream cost ~0 under the right assignment whichever stream holds which talker, and
+  that assignment (not the latent term's) labels the select term."""
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  b, n, f, k = 3, 2, 5, 16
+  att, un = (jnp.asarray(rng.integers(0, k, (b, 4, f)), jnp.int32) for _ in range(2))
+  flat = jnp.zeros((b, 2, n, f, k))
+  assert float(steps.token_cross_entropy(flat[:, 0], att).mean()) == pytest.approx(np.log(k))
+  sharp = lambda c: 30.0 * jax.nn.one_hot(c[:, :n], k)          # [b, n, f, k]
+  logits = jnp.stack([sharp(att), sharp(un)], 1)
+  logits = logits.at[1].set(logits[1, ::-1])                    # example 1: streams swapped
+  z = jnp.asarray(rng.standard_normal((b, 8, f)), jnp.float32)
+  sel = jnp.asarray(rng.standard_normal((b, f, 2)), jnp.float32)
+  # The latent streams say "not swapped" for every example; the codes say otherwise.
+  aux = dict(streams=jnp.stack([z, -z], 1), logits=sel, token_logits=logits)
+  terms = steps.separation_terms(aux, z, -z, codes=(att, un))
+  assert float(terms["token"]) == pytest.approx(0.0, abs=1e-6)
+  log_w = np.asarray(jax.nn.log_softmax(sel, -1))
+  expected = np.concatenate([log_w[0, :, 0], log_w[1, :, 1], log_w[2, :, 0]])
+  assert float(terms["select"]) == pytest.approx(-expected.mean(), rel=1e-6)
+  assert "token" not in steps.separation_terms(aux, z, -z)      # no codes: no term
+
+
 def test_attended_stream_is_the_one_nearer_the_attended_talker_held():
   """train.waveform_output='attended_stream': per example the stream of higher mean frame
   cosine with the attended latent, whichever index it has; the gradient reaches that
@@ -449,6 +474,33 @@ def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend)
   # The check can tell: closed over, the codebooks are a constant.
   closed = jax.jit(lambda s, b: step(s, b, run.frozen)).lower(state, run.example).as_text()
   assert hex_of(run.frozen["quantizer"]["codebook"]) in closed
+
+
+@pytest.mark.integration            # compiles a train step
+def test_token_streams_train_on_their_codes(tiny_dataset):
+  """stream_form="tokens" in the train step: the token term is logged and falls
+  over a few steps on one batch (the codes are learnable), every term finite."""
+  from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from tests.test_train import train_config  # pylint: disable=g-import-not-at-top
+  root, _ = tiny_dataset
+  config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
+                                 "model.stream_form": "tokens", "lambda_token": 1.0,
+                                 "lambda_sep": 1.0, "codec.requantize_output": False,
+                                 "codec.n_quantizers_eval": 2, "lambda_mel": 0.0,
+                                 "lambda_adv": 0.0, "lambda_feat": 0.0, "lr": 1e-2,
+                                 "model.dropout": 0.0})
+  run = build_run(config, {"train": steps.batch_fields(config)})
+  step = jax.jit(steps.make_train_step(config, run.models, total_steps=20))
+  state, batch = run.init_state(), run.example
+  losses = []
+  for _ in range(8):
+    state, m = step(state, batch, run.frozen)
+    assert bool(m["finite"])
+    losses.append(float(m["loss_token"]))
+  k = config.codec.arch.codebook_size
+  assert losses[0] == pytest.approx(np.log(k), rel=0.1)         # near chance at init
+  assert losses[-1] < 0.7 * losses[0], losses
 
 
 def test_oracle_cue_needs_a_selector_and_a_known_cue():

@@ -91,6 +91,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   # Attended-vs-unattended contrastive term of the selector (train/steps.py
   # separation_terms "select"); also needs unattended_*.h5.
   c.lambda_select = 0.0
+  # Per-codebook classification of the streams' codes (model.stream_form="tokens"):
+  # PIT cross-entropy against both talkers' codes (separation_terms "token").
+  c.lambda_token = 0.0
   c.hidden_dim = 256
   c.num_layers = 4
   c.batch_size = 8
@@ -151,6 +154,7 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       stream_form="direct",         # selector's streams: "direct" (a head predicts them) |
                                     # "mask" (softmax masks on the mixture latent; see generator)
+                                    # | "tokens" (per-codebook code classification, lambda_token)
       mix_input="quantized",        # "quantized" (original: z from the codes) | "continuous"
                                     # (the encoder's output before quantization; steps.mix_latent)
       target_latent="quantized",    # talkers' latent targets: "quantized" (original) |

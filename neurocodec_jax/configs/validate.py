@@ -61,7 +61,7 @@ def _relations(c) -> list[str]:
   if c.codec.n_quantizers_eval > n_codebooks:
     problems.append(f"codec.n_quantizers_eval={c.codec.n_quantizers_eval!r} is invalid: "
                     f"expected an integer in [1, codec.arch.n_codebooks={n_codebooks!r}]")
-  for name in ("lambda_sep", "lambda_sep_env", "lambda_select"):
+  for name in ("lambda_sep", "lambda_sep_env", "lambda_select", "lambda_token"):
     if c[name] > 0 and c.model.selector != "correlation":
       problems.append(f"{name}={c[name]!r} needs model.selector='correlation' (a term of "
                       f"the selector's streams), got {c.model.selector!r}")
@@ -72,6 +72,15 @@ def _relations(c) -> list[str]:
   if c.model.output_waveform == "mixture_mask" and c.model.selector != "correlation":
     problems.append(f"model.output_waveform='mixture_mask' needs model.selector="
                     f"'correlation' (the mask is its two streams'), got {c.model.selector!r}")
+  if (c.model.stream_form == "tokens") != (c.lambda_token > 0):
+    problems.append(f"model.stream_form={c.model.stream_form!r} and lambda_token="
+                    f"{c.lambda_token!r}: the token term trains the tokens streams and "
+                    f"only those (set both or neither)")
+  if c.model.stream_form == "tokens" and (c.codec.requantize_output
+                                          or c.model.mixture_consistency):
+    problems.append("model.stream_form='tokens' decodes its own codes: it needs "
+                    "codec.requantize_output=False (re-quantizing would change them) and "
+                    "model.mixture_consistency=False (codes do not add up)")
   if c.model.bidirectional and c.backbone != "mamba":
     problems.append(f"model.bidirectional=True needs backbone='mamba', got {c.backbone!r}")
   if len(c.mel.n_mels) != len(c.mel.window_lengths):

@@ -34,7 +34,11 @@ the streams, before their normalization, to add up to the mixture latent;
 ``model.stream_form="mask"`` predicts the streams as softmax masks over the two
 streams applied to the mixture's latent (they add up to it by construction; a
 zero head starts both at half the mixture, the "copy the input" solution, which a
-directly predicted stream has to learn).
+directly predicted stream has to learn); ``model.stream_form="tokens"`` classifies
+each stream's codes, per codebook (``codec.n_quantizers_eval`` of them) and frame,
+and the stream is the codec's latent of the most likely codes (training: a
+straight-through softmax, the forward the same argmax). The codec's quantizer
+tables come in as the ``quantizer`` argument; a tokens model does not stream.
 
 The default forward is unmasked like the original (every latent frame sees the whole
 EEG window). Streaming (``streaming=True`` in ``__call__``, or frame by frame with
@@ -66,7 +70,7 @@ SELECTORS = ("none", "correlation")
 BACKBONES = ("mamba", "transformer")
 SELECT_WINDOWS = ("causal", "trial")
 OUTPUT_NORMS = ("unit", "mixture", "none")
-STREAM_FORMS = ("direct", "mask")
+STREAM_FORMS = ("direct", "mask", "tokens")
 SELECT_DECISIONS = ("soft", "hard")
 
 
@@ -245,6 +249,8 @@ class NeuroCodec(nn.Module):
   select_decision: str = "soft"
   stream_form: str = "direct"
   bidirectional: bool = False
+  token_codebooks: int = 0              # stream_form="tokens": codebooks classified
+  codebook_size: int = 0                # ... and entries per codebook
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -264,7 +270,8 @@ class NeuroCodec(nn.Module):
         eeg_linear_branch=m.eeg_linear_branch, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
-        stream_form=m.stream_form, bidirectional=m.bidirectional)
+        stream_form=m.stream_form, bidirectional=m.bidirectional,
+        token_codebooks=config.codec.n_quantizers_eval, codebook_size=arch.codebook_size)
 
   def setup(self):
     if self.selector not in SELECTORS:
@@ -275,8 +282,9 @@ class NeuroCodec(nn.Module):
     if self.stream_form not in STREAM_FORMS:
       raise ValueError(f"model.stream_form must be one of {STREAM_FORMS}, got "
                        f"{self.stream_form!r}.")
-    if self.stream_form == "mask" and self.selector == "none":
-      raise ValueError("model.stream_form='mask' needs model.selector='correlation'.")
+    if self.stream_form != "direct" and self.selector == "none":
+      raise ValueError(f"model.stream_form={self.stream_form!r} needs "
+                       f"model.selector='correlation'.")
     if self.select_window not in SELECT_WINDOWS:
       raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
                        f"{self.select_window!r}.")
@@ -292,6 +300,13 @@ class NeuroCodec(nn.Module):
     if self.selector == "correlation" and self.stream_form == "mask":
       # Zero logits: both masks 1/2, each stream half the mixture.
       self.out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+      self.stream_env = nn.Dense(2)
+      self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
+    elif self.selector == "correlation" and self.stream_form == "tokens":
+      # Two streams' logits over every codebook's entries; zero at init: chance (ln K
+      # nats), where a default-initialised head starts tens of nats above it.
+      self.out = nn.Dense(2 * self.token_codebooks * self.codebook_size,
+                          kernel_init=nn.initializers.zeros)
       self.stream_env = nn.Dense(2)
       self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
     elif self.selector == "correlation":
@@ -344,6 +359,25 @@ class NeuroCodec(nn.Module):
   def _finish(self, x):
     return self._norm(jnp.swapaxes(self.out(x), 1, 2))          # [b, latent, F]
 
+  def _token_streams(self, x, quantizer, train: bool):
+    """``stream_form="tokens"``: ``x [b, F, hidden]`` -> the streams ``[b, 2, latent,
+    F]`` (the codec's latent of each stream's most likely codes) and their logits
+    ``[b, 2, n, F, K]`` (n codebooks of K entries)."""
+    if quantizer is None:
+      raise ValueError("model.stream_form='tokens' needs the codec's quantizer tables "
+                       "(the generator's `quantizer` argument).")
+    b, n_frames, _ = x.shape
+    n, k = self.token_codebooks, self.codebook_size
+    logits = jnp.transpose(self.out(x).reshape(b, n_frames, 2, n, k), (0, 2, 3, 1, 4))
+    choice = jax.nn.one_hot(jnp.argmax(logits, axis=-1), k, dtype=logits.dtype)
+    if train:
+      # Straight through: the forward decodes the argmax codes, as evaluation does;
+      # the latent terms' gradient reaches the logits through the softmax.
+      probs = jax.nn.softmax(logits, axis=-1)
+      choice = choice + probs - jax.lax.stop_gradient(probs)
+    z = codec.weights_to_z(quantizer, choice.reshape(b * 2, n, n_frames, k))
+    return z.reshape(b, 2, self.latent_dim, n_frames), logits
+
   def _streams(self, x, z_mix):
     """The selector's two streams: ``x [b, F, hidden]``, ``z_mix [b, latent, F]`` ->
     ``[b, 2, latent, F]``."""
@@ -365,19 +399,28 @@ class NeuroCodec(nn.Module):
   def _selected(self, z):
     """The streams' weighted sum ``z [b, latent, ...]`` as the selector outputs it: unit
     frames, except masked streams with ``output_norm="none"`` (their own scale)."""
-    return z if self.stream_form == "mask" and self.output_norm == "none" else self._norm(z)
+    own_scale = self.stream_form in ("mask", "tokens") and self.output_norm == "none"
+    return z if own_scale else self._norm(z)
 
-  def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False):
+  def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False,
+              quantizer=None):
     """Separate-then-select (see the module docstring).
 
     ``x [b, F, hidden]``, ``env [b, T']`` (the cue: the decoded attended envelope at
     the EEG rate, or what the caller put in its place, e.g. the cue curriculum's),
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
-    [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``.
+    [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``
+    (and ``token_logits [b, 2, n, F, K]`` with ``stream_form="tokens"``).
     """
     b, n_frames, _ = x.shape
-    streams = self._streams(x, z_mix)
+    extra = {}
+    if self.stream_form == "tokens":
+      streams, extra["token_logits"] = self._token_streams(x, quantizer, train)
+      if self.output_norm != "none":
+        streams = self._norm(streams, axis=2)
+    else:
+      streams = self._streams(x, z_mix)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
@@ -398,7 +441,7 @@ class NeuroCodec(nn.Module):
       weights = jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=weights.dtype)
     z = self._selected(jnp.einsum("bkdf,bfk->bdf", streams, weights))
     return z, dict(streams=streams, stream_env=stream_env, weights=weights,
-                               logits=logits, cue=cue)
+                   logits=logits, cue=cue, **extra)
 
   def select_lag(self) -> int:
     """Frames the streaming selector's correlation lags the output by: the decoded
@@ -412,11 +455,13 @@ class NeuroCodec(nn.Module):
                                    self.lookahead, self.eeg_kernel))
 
   def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
-               return_aux: bool = False, cue_fn=None):
+               return_aux: bool = False, cue_fn=None, quantizer=None):
     """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only).
 
     ``cue_fn``: ``env [b, T'] -> cue [b, T']``, what the selector uses in place of the
     decoded envelope (the training step's cue curriculum); ``env`` is returned as decoded.
+    ``quantizer``: the codec's quantizer pytree (``neurocodec_jax.codec``), which
+    ``stream_form="tokens"`` decodes its codes with; other forms ignore it.
     """
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
@@ -435,7 +480,7 @@ class NeuroCodec(nn.Module):
       if cue.shape != env.shape:
         raise ValueError(f"cue_fn must keep the decoded envelope's shape {env.shape}, "
                          f"got {cue.shape}.")
-      z, aux = self._select(x, cue, streaming, z_mix, train)
+      z, aux = self._select(x, cue, streaming, z_mix, train, quantizer)
       # The stream not selected, at the output's scale (model.output_waveform's mask).
       aux["competing"] = self._rescale(self._selected(
           jnp.einsum("bkdf,bfk->bdf", aux["streams"], 1.0 - aux["weights"])), z_mix)
@@ -477,6 +522,9 @@ class NeuroCodec(nn.Module):
     return keys, env
 
   def _check_causal(self):
+    if self.stream_form == "tokens":
+      raise ValueError("model.stream_form='tokens' does not stream (its frame step is "
+                       "not built): use the offline forward.")
     if self.bidirectional:
       raise ValueError("model.bidirectional=True is an offline separator (each frame "
                        "reads the frames after it): streaming needs the causal one.")

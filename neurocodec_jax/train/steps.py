@@ -60,7 +60,8 @@ def uses_gan(config) -> bool:
 
 def uses_aux(config) -> bool:
   """The separate-then-select losses (they need the competing talker)."""
-  return config.lambda_sep > 0 or config.lambda_sep_env > 0 or config.lambda_select > 0
+  return (config.lambda_sep > 0 or config.lambda_sep_env > 0 or config.lambda_select > 0
+          or config.lambda_token > 0)
 
 
 MIX_INPUTS = ("quantized", "continuous")
@@ -161,7 +162,8 @@ def init_generator(config, models: Models, example: dict, frozen: dict, rngs: di
   """The generator's initial ``{"params", "batch_stats"}`` for one example batch's
   shapes; ``rngs``: ``{"params", "dropout"}`` keys."""
   z_mix = mix_latent(frozen["quantizer"], example, config.model.mix_input)
-  variables = models.generator.init(rngs, z_mix, jnp.asarray(example["eeg"]), train=False)
+  variables = models.generator.init(rngs, z_mix, jnp.asarray(example["eeg"]), train=False,
+                                    quantizer=frozen["quantizer"])
   return dict(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
 
 
@@ -226,8 +228,17 @@ def _pit(cost_same, cost_swap):
   return jnp.mean(jnp.minimum(cost_same, cost_swap))
 
 
+def token_cross_entropy(logits: jax.Array, codes: jax.Array) -> jax.Array:
+  """Mean cross-entropy (nats) per example of ``logits [b, n, F, K]`` against the
+  first n codebooks of ``codes [b, >= n, F]`` -> ``[b]``."""
+  n = logits.shape[1]
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  picked = jnp.take_along_axis(logp, codes[:, :n, :, None].astype(jnp.int32), axis=-1)
+  return -jnp.mean(picked[..., 0], axis=(1, 2))
+
+
 def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
-                     normalize: bool = True) -> dict:
+                     normalize: bool = True, codes=None) -> dict:
   """PIT losses of the selector's two streams vs both talkers.
 
   ``aux["streams"] [b, 2, D, F]`` vs ``z_att``/``z_unatt [b, D, F]`` ("sep": the
@@ -241,12 +252,23 @@ def separation_terms(aux: dict, z_att, z_unatt, env_att=None, env_unatt=None, *,
   stream the latent term assigned to the attended talker. It trains the decision
   evaluation makes (the better-correlated stream) directly, where the attended
   latent term on the soft blend only moves it as far as the streams differ.
+
+  "token" (``model.stream_form="tokens"``, with ``codes``: the attended and the
+  unattended talker's codes ``[b, n_codebooks, F]``): the PIT cross-entropy of
+  ``aux["token_logits"] [b, 2, n, F, K]`` against both talkers' codes, halved; its
+  assignment is then the one "select" and "sep_env" use.
   """
   per = lambda p, t: per_example(lambda a, b: losses.latent_loss(a, b, normalize), p, t)
   s0, s1 = aux["streams"][:, 0], aux["streams"][:, 1]
   same = per(s0, z_att) + per(s1, z_unatt)
   swap = per(s0, z_unatt) + per(s1, z_att)
   terms = dict(sep=_pit(same, swap) / 2)
+  if codes is not None and "token_logits" in aux:
+    ce, (c_att, c_unatt) = token_cross_entropy, codes
+    logits = aux["token_logits"]
+    same = ce(logits[:, 0], c_att) + ce(logits[:, 1], c_unatt)
+    swap = ce(logits[:, 0], c_unatt) + ce(logits[:, 1], c_att)
+    terms["token"] = _pit(same, swap) / 2
   swapped = jax.lax.stop_gradient(swap < same)                # [b]: stream 1 is attended
   log_w = jax.nn.log_softmax(aux["logits"], axis=-1)          # [b, F, 2]
   terms["select"] = -jnp.mean(jnp.where(swapped[:, None], log_w[..., 1], log_w[..., 0]))
@@ -272,8 +294,11 @@ def separation_losses(config, aux, batch, z_tgt, qparams) -> dict:
   env_att = env_unatt = None
   if config.lambda_sep_env > 0:
     env_att, env_unatt = talker_envelopes(config, batch, aux["stream_env"].shape[1])
+  codes = None
+  if config.lambda_token > 0:
+    codes = (batch["clean_codes"], batch["unattended_codes"])
   terms = separation_terms(aux, z_tgt, z_unatt, env_att, env_unatt,
-                           normalize=config.normalize_latents)
+                           normalize=config.normalize_latents, codes=codes)
   return {k: v for k, v in terms.items() if config[f"lambda_{k}"] > 0}
 
 
@@ -307,7 +332,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
   lam = dict(latent=config.lambda_recon, envelope=config.lambda_env,
              mel=config.lambda_mel, adversarial=config.lambda_adv,
              features=config.lambda_feat, sisdr=config.lambda_sisdr, sep=config.lambda_sep,
-             sep_env=config.lambda_sep_env, select=config.lambda_select)
+             sep_env=config.lambda_sep_env, select=config.lambda_select,
+             token=config.lambda_token)
   aux_on = uses_aux(config)
   curriculum = config.train.cue_curriculum_steps > 0
   wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
@@ -334,7 +360,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
         cue_fn = lambda env: curriculum_cue(config, batch, env, state["step"])
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
-          mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn)
+          mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn,
+          quantizer=frozen["quantizer"])
       wave = None
       if wave_on:
         wave = decoded_waveform(
@@ -488,7 +515,8 @@ def predict(models: Models, state: dict, batch: dict, frozen: dict,
   z_mix = mix_latent(frozen["quantizer"], batch, models.mix_input)   # no target needed
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
-                                return_aux=return_aux, cue_fn=cue_fn)
+                                return_aux=return_aux, cue_fn=cue_fn,
+                                quantizer=frozen["quantizer"])
 
 
 def per_example(loss_fn, *arrays) -> jax.Array:
