@@ -82,7 +82,9 @@ def test_discriminator_input_gradient_matches_dac(sample_rate, length, ffts, rat
   ref = TorchDiscriminator(**kw)
   ours = Discriminator(rates=rates, periods=periods, fft_sizes=ffts, sample_rate=sample_rate)
   params = discriminator_params_from_torch(ref)
-  init = ours.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, length)))["params"]
+  # The structure only: eval_shape traces the init without running it (op by op, the
+  # full-size init compiled ~470 programs, 24 s at 44.1 kHz).
+  init = jax.eval_shape(ours.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, length)))["params"]
   assert jax.tree.structure(init) == jax.tree.structure(params)
   x = _audio(sample_rate, (2, 1, length))
   ref_maps = ref(torch.from_numpy(x))
@@ -126,7 +128,9 @@ def test_mel_loss_matches_dac_at_training_setting():
   xt = torch.from_numpy(x).requires_grad_()
   value = ref(AudioSignal(xt, 44100), AudioSignal(torch.from_numpy(y), 44100))
   value.backward()
-  ours, grad = jax.value_and_grad(lambda a: losses.mel_loss(a, jnp.asarray(y), 44100))(jnp.asarray(x))
+  # Jitted, as in training (op by op it compiled ~420 programs, most of the test).
+  ours, grad = jax.jit(jax.value_and_grad(lambda a: losses.mel_loss(a, jnp.asarray(y), 44100)))(
+      jnp.asarray(x))
   # Value: measured equal in float32 (3 seeds; 7e-8 from float64). Gradient: 4.1e-5
   # (3 seeds; each fp32 implementation is 1e-5 .. 4e-5 off float64 here), ~12x.
   np.testing.assert_allclose(ours, value.item(), rtol=1e-6)
@@ -178,9 +182,11 @@ def test_gan_losses_match_dac(monkeypatch):
   ref64.load_state_dict(ref_disc.state_dict())
   ref64 = ref64.double()
   _audiotools_in_float64(monkeypatch)
-  # Half the clip: float64 convolutions are XLA CPU's slow path (28 s of the test at
-  # 4000 samples), and the weight gradient's rounding does not depend on the length.
-  fake, real = fake[..., :2000], real[..., :2000]
+  # A quarter of the clip: float64 convolutions are XLA CPU's slow path (28 s of the
+  # test at 4000 samples, 26 s at 2000), and the weight gradient's rounding does not
+  # depend on the length. 1000 samples still give every MPD (5, 1) conv rows to slide
+  # over (5 rows after period 3's four stride-3 layers) and the MRD 8 frames.
+  fake, real = fake[..., :1000], real[..., :1000]
   GANLoss(ref64).discriminator_loss(AudioSignal(torch.from_numpy(fake).double(), 16000),
                                     AudioSignal(torch.from_numpy(real).double(), 16000)).backward()
   ref_grads = discriminator_params_from_torch(type("G", (), {"state_dict": lambda self: {
@@ -332,9 +338,10 @@ def test_mrd_channel_last_equals_channel_first():
   weight gradients 2.8e-7 normwise; ~7x."""
   x = jnp.asarray(_audio(3, (2, 1, 3000)))
   forms = [MRD(256, width=0.5, conv=impl) for impl in ("polyphase", "polyphase_channels_last")]
+  # The second form's init traced only (eval_shape): its parameters are the first's.
   params = forms[0].init(jax.random.PRNGKey(0), x)["params"]
   assert jax.tree.structure(params) == jax.tree.structure(
-      forms[1].init(jax.random.PRNGKey(0), x)["params"])
+      jax.eval_shape(forms[1].init, jax.random.PRNGKey(0), x)["params"])
   outs = []
   for form in forms:
     apply = lambda p, a, form=form: form.apply({"params": p}, a)
