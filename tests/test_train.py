@@ -40,15 +40,16 @@ def uninterrupted(tiny_dataset, tmp_path_factory):
   ``result["run"]``: its run, whose compiled programs the other runs here reuse."""
   root, _ = tiny_dataset
   workdir = str(tmp_path_factory.mktemp("run") / "full")
-  initial, init_state = [], steps.init_state
+  from neurocodec_jax.run import Run  # pylint: disable=g-import-not-at-top
+  initial, init_state = [], Run.init_state
 
-  def keep_initial(*args, **kwargs):
-    state = init_state(*args, **kwargs)
+  def keep_initial(self):
+    state = init_state(self)
     initial.append(jax.tree.map(np.array, state))    # copies: the step donates buffers
     return state
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(steps, "init_state", keep_initial)
+    patch.setattr(Run, "init_state", keep_initial)
     result = loop.train_and_evaluate(train_config(root), workdir)
   return workdir, dict(result, initial=initial[0])
 
