@@ -80,9 +80,18 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
   if masks(run.config) and run.config.model.selector == "none":
     raise ValueError("model.output_waveform='mixture_mask' needs a selector model "
                      "(model.selector='correlation'): the mask is its two streams'.")
-  program = run.compiled(("metrics", target, references, cue, norm), lambda: _make(
-      run.config, run.models, run.batched, run.local_batch, target, references, cue, norm))
-  return lambda state, batch: program(state, batch, run.frozen)
+  # The cue and the norm are arguments of one program, not a program each: an
+  # evaluation with its diagnostics compiles the generator once.
+  program = run.compiled(("metrics", target, references), lambda: _make(
+      run.config, run.models, run.batched, run.local_batch, target, references))
+  oracle_cue, oracle_norm = cue == "oracle", norm == "oracle"
+
+  def metrics(state, batch):
+    if oracle_norm and masks(run.config) and "unattended_codes" not in batch:
+      raise ValueError("norm='oracle' with model.output_waveform='mixture_mask' needs the "
+                       "competing talker's codes (unattended_codes) to scale its stream.")
+    return program(state, batch, run.frozen, oracle_cue, oracle_norm)
+  return metrics
 
 
 def masks(config) -> bool:
@@ -91,7 +100,7 @@ def masks(config) -> bool:
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str,
-          references: bool, cue: str = "eeg", norm: str = "model"):
+          references: bool):
   n_q = config.codec.n_quantizers_eval
   selector = config.model.selector != "none"
   mask = masks(config)
@@ -99,11 +108,12 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
       lambda a, b: losses.latent_loss(a, b, config.normalize_latents), p, t)
 
   @jax.jit
-  def latent_metrics(state, batch, frozen):
+  def latent_metrics(state, batch, frozen, oracle_cue, oracle_norm):
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
     cue_fn = None
-    if cue == "oracle":
-      cue_fn = lambda env: steps.envelope_target(config, batch, env.shape[-1])
+    if selector and "clean" in batch:
+      cue_fn = lambda env: jnp.where(oracle_cue,
+                                     steps.envelope_target(config, batch, env.shape[-1]), env)
     z_pred, env, *aux = steps.predict(models, state, batch, frozen,
                                       return_aux=with_aux or mask, cue_fn=cue_fn)
     quantizer = frozen["quantizer"]
@@ -122,17 +132,14 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
-    if norm == "oracle":
-      z_pred = losses.latent.l2_normalize(z_pred) * jnp.linalg.norm(z_att, axis=1, keepdims=True)
+    at_norm = lambda z, ref: jnp.where(oracle_norm, losses.latent.l2_normalize(z) * jnp.linalg.norm(
+        ref, axis=1, keepdims=True), z)
+    z_pred = at_norm(z_pred, z_att)
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if mask:
       competing = aux[0]["competing"]
-      if norm == "oracle":
-        if "unattended_codes" not in batch:
-          raise ValueError("norm='oracle' with model.output_waveform='mixture_mask' needs "
-                           "the competing talker's codes (unattended_codes) to scale its stream.")
-        competing = losses.latent.l2_normalize(competing) * jnp.linalg.norm(
-            codec.codes_to_z(quantizer, batch["unattended_codes"]), axis=1, keepdims=True)
+      if "unattended_codes" in batch:
+        competing = at_norm(competing, codec.codes_to_z(quantizer, batch["unattended_codes"]))
       out["z_q_competing"] = codec.output_latent(quantizer, competing,
                                                  config.codec.requantize_output, n_q)
     if references:
@@ -160,11 +167,12 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
       out["oracle_wave"] = oracle[:, 0]
     return out
 
-  def metrics(state, batch: dict, frozen: dict) -> dict:
+  def metrics(state, batch: dict, frozen: dict, oracle_cue: bool, oracle_norm: bool) -> dict:
     n = len(next(iter(batch.values())))
     batch = pad_batch(batch, local_batch)
     device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
-    out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen))
+    out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen,
+                                        jnp.asarray(oracle_cue), jnp.asarray(oracle_norm)))
     talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())
     inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
     inputs.update({k: out.pop(k) for k in ("z_q", "z_q_competing", "z_oracle") if k in out})
