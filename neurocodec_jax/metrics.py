@@ -87,6 +87,9 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
   oracle_cue, oracle_norm = cue == "oracle", norm == "oracle"
 
   def metrics(state, batch):
+    if oracle_cue and "clean" not in batch:
+      raise ValueError("cue='oracle' needs the attended talker's audio (the batch field "
+                       "'clean') for its envelope.")
     if oracle_norm and masks(run.config) and "unattended_codes" not in batch:
       raise ValueError("norm='oracle' with model.output_waveform='mixture_mask' needs the "
                        "competing talker's codes (unattended_codes) to scale its stream.")
@@ -172,7 +175,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     batch = pad_batch(batch, local_batch)
     device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
     out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen,
-                                        jnp.asarray(oracle_cue), jnp.asarray(oracle_norm)))
+                                        np.bool_(oracle_cue), np.bool_(oracle_norm)))
     talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())
     inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
     inputs.update({k: out.pop(k) for k in ("z_q", "z_q_competing", "z_oracle") if k in out})

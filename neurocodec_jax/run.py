@@ -192,9 +192,9 @@ class Run:
 
     One compiled program: run op by op, Flax's init compiles every layer's
     initializers separately (half the start-up of a small run)."""
+    config, models = self.config, self.models      # not self: runs reusing it keep it alive
     init = self.compiled("init_state", lambda: jax.jit(
-        lambda example, frozen: steps.init_state(self.config, self.models, example, frozen,
-                                                 self.config.seed)))
+        lambda example, frozen: steps.init_state(config, models, example, frozen, config.seed)))
     return jax.device_put(init(self.example, self.frozen), self.replicated)
 
   def restore_generator(self, *, workdir: str | None = None, checkpoint: str | None = None,

@@ -523,8 +523,10 @@ def test_token_streams_decode_their_argmax_codes_straight_through():
   z_pred, _, aux = model.apply(v, z, eeg, train=False, return_aux=True, quantizer=q)
   logits = aux["token_logits"]
   assert len(np.unique(np.asarray(jnp.argmax(logits, -1)))) > 10
-  assert logits.shape == (2, 2, 3, 40, arch.codebook_size)
-  codes = jnp.argmax(logits, -1)                                      # [b, 2, n, F]
+  # Every codebook classified (the head's size is the codec's, whatever is decoded);
+  # the first n_quantizers_eval decoded.
+  assert logits.shape == (2, 2, arch.n_codebooks, 40, arch.codebook_size)
+  codes = jnp.argmax(logits, -1)[:, :, :3]                            # [b, 2, n, F]
   for s in range(2):
     np.testing.assert_allclose(aux["streams"][:, s], codec.codes_to_z(q, codes[:, s]),
                                rtol=1e-5, atol=1e-5)
@@ -538,8 +540,10 @@ def test_token_streams_decode_their_argmax_codes_straight_through():
   x = jnp.asarray(rng.standard_normal((2, 40, config.hidden_dim)), jnp.float32)
   tokens = lambda p, train: model.apply(dict(v, params=p), x, q, train,
                                         method="_token_streams")[0]
+  # Equal to rounding: one-hot + p - stop_gradient(p) is the one-hot to an ulp of 1,
+  # times the random entries and projections (measured 1.4e-6 absolute).
   np.testing.assert_allclose(tokens(v["params"], True), tokens(v["params"], False),
-                             rtol=1e-6, atol=1e-6)
+                             rtol=0, atol=1e-5)
   grads = jax.grad(lambda p: jnp.sum(tokens(p, True) ** 2))(v["params"])
   assert float(jnp.abs(grads["out"]["kernel"]).max()) > 0
   assert float(jnp.abs(jax.grad(lambda p: jnp.sum(tokens(p, False) ** 2))(

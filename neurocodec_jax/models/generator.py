@@ -35,9 +35,10 @@ the streams, before their normalization, to add up to the mixture latent;
 streams applied to the mixture's latent (they add up to it by construction; a
 zero head starts both at half the mixture, the "copy the input" solution, which a
 directly predicted stream has to learn); ``model.stream_form="tokens"`` classifies
-each stream's codes, per codebook (``codec.n_quantizers_eval`` of them) and frame,
-and the stream is the codec's latent of the most likely codes (training: a
-straight-through softmax, the forward the same argmax). The codec's quantizer
+each stream's codes, per codebook (every one of the codec's: the head's size is fixed
+by the codec) and frame, and the stream is the codec's latent of the most likely codes
+of the first ``codec.n_quantizers_eval`` codebooks, as DAC decodes a prefix of its
+codebooks (training: a straight-through softmax, the forward the same argmax). The codec's quantizer
 tables come in as the ``quantizer`` argument; a tokens model does not stream.
 
 The default forward is unmasked like the original (every latent frame sees the whole
@@ -249,8 +250,9 @@ class NeuroCodec(nn.Module):
   select_decision: str = "soft"
   stream_form: str = "direct"
   bidirectional: bool = False
-  token_codebooks: int = 0              # stream_form="tokens": codebooks classified
-  codebook_size: int = 0                # ... and entries per codebook
+  token_codebooks: int = 0              # stream_form="tokens": codebooks classified,
+  codebook_size: int = 0                # ... entries per codebook,
+  token_decode: int = 0                 # ... and how many of them are decoded
 
   @classmethod
   def from_config(cls, config) -> "NeuroCodec":
@@ -271,7 +273,8 @@ class NeuroCodec(nn.Module):
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
         stream_form=m.stream_form, bidirectional=m.bidirectional,
-        token_codebooks=config.codec.n_quantizers_eval, codebook_size=arch.codebook_size)
+        token_codebooks=arch.n_codebooks, codebook_size=arch.codebook_size,
+        token_decode=config.codec.n_quantizers_eval)
 
   def setup(self):
     if self.selector not in SELECTORS:
@@ -375,7 +378,8 @@ class NeuroCodec(nn.Module):
       # the latent terms' gradient reaches the logits through the softmax.
       probs = jax.nn.softmax(logits, axis=-1)
       choice = choice + probs - jax.lax.stop_gradient(probs)
-    z = codec.weights_to_z(quantizer, choice.reshape(b * 2, n, n_frames, k))
+    d = self.token_decode or n
+    z = codec.weights_to_z(quantizer, choice[:, :, :d].reshape(b * 2, d, n_frames, k))
     return z.reshape(b, 2, self.latent_dim, n_frames), logits
 
   def _streams(self, x, z_mix):
