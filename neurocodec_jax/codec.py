@@ -29,23 +29,31 @@ from neurocodec_jax.ops.precision import HIGHEST
 
 def codes_to_z(qparams: dict, codes: jax.Array) -> jax.Array:
   """Codes ``[batch, n, frames]`` (n <= n_codebooks) -> z ``[batch, latent_dim, frames]``."""
-  n = codes.shape[1]
-  if n > qparams["codebook"].shape[0]:
-    raise ValueError(f"codes have {n} codebooks, the quantizer {qparams['codebook'].shape[0]}.")
+  n = _check_codebooks(qparams, codes.shape[1], "codes")
   # [n, batch, frames, codebook_dim]
   entries = jax.vmap(lambda cb, idx: cb[idx], in_axes=(0, 1))(qparams["codebook"][:n], codes)
-  z = jnp.einsum("nbfd,nkd->bkf", entries, qparams["out_w"][:n], precision=HIGHEST)
-  return z + qparams["out_b"][:n].sum(0)[None, :, None]
+  return _project_entries(qparams, entries)
 
 
 def weights_to_z(qparams: dict, weights: jax.Array) -> jax.Array:
   """Per-codebook weights over the entries ``[batch, n, frames, codebook_size]`` -> z
   ``[batch, latent_dim, frames]``: :func:`codes_to_z` of a weighted sum of entries
   (one-hot weights give exactly the codes' z; soft ones carry a gradient to them)."""
-  n = weights.shape[1]
-  if n > qparams["codebook"].shape[0]:
-    raise ValueError(f"weights have {n} codebooks, the quantizer {qparams['codebook'].shape[0]}.")
+  n = _check_codebooks(qparams, weights.shape[1], "weights")
   entries = jnp.einsum("bnfk,nkd->nbfd", weights, qparams["codebook"][:n], precision=HIGHEST)
+  return _project_entries(qparams, entries)
+
+
+def _check_codebooks(qparams: dict, n: int, what: str) -> int:
+  if n > qparams["codebook"].shape[0]:
+    raise ValueError(f"{what} have {n} codebooks, the quantizer {qparams['codebook'].shape[0]}.")
+  return n
+
+
+def _project_entries(qparams: dict, entries: jax.Array) -> jax.Array:
+  """Entries ``[n, batch, frames, codebook_dim]`` of the first n codebooks -> z
+  ``[batch, latent_dim, frames]``: their output projections, summed."""
+  n = entries.shape[0]
   z = jnp.einsum("nbfd,nkd->bkf", entries, qparams["out_w"][:n], precision=HIGHEST)
   return z + qparams["out_b"][:n].sum(0)[None, :, None]
 

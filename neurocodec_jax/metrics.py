@@ -115,8 +115,9 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
     cue_fn = None
     if selector and "clean" in batch:
-      cue_fn = lambda env: jnp.where(oracle_cue,
-                                     steps.envelope_target(config, batch, env.shape[-1]), env)
+      # lax.cond: the flags' untaken branches cost nothing per batch.
+      cue_fn = lambda env: jax.lax.cond(
+          oracle_cue, lambda: steps.envelope_target(config, batch, env.shape[-1]), lambda: env)
     z_pred, env, *aux = steps.predict(models, state, batch, frozen,
                                       return_aux=with_aux or mask, cue_fn=cue_fn)
     quantizer = frozen["quantizer"]
@@ -135,14 +136,17 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if config.lambda_env > 0:
       target_env = steps.envelope_target(config, batch, env.shape[-1])
       out["envelope"] = steps.per_example(losses.envelope_loss, env, target_env)
-    at_norm = lambda z, ref: jnp.where(oracle_norm, losses.latent.l2_normalize(z) * jnp.linalg.norm(
-        ref, axis=1, keepdims=True), z)
-    z_pred = at_norm(z_pred, z_att)
+    at_norm = lambda z, ref: jax.lax.cond(
+        oracle_norm,
+        lambda: losses.latent.l2_normalize(z) * jnp.linalg.norm(ref(), axis=1, keepdims=True),
+        lambda: z)
+    z_pred = at_norm(z_pred, lambda: z_att)
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if mask:
       competing = aux[0]["competing"]
       if "unattended_codes" in batch:
-        competing = at_norm(competing, codec.codes_to_z(quantizer, batch["unattended_codes"]))
+        competing = at_norm(competing,
+                            lambda: codec.codes_to_z(quantizer, batch["unattended_codes"]))
       out["z_q_competing"] = codec.output_latent(quantizer, competing,
                                                  config.codec.requantize_output, n_q)
     if references:
