@@ -6,8 +6,8 @@
   python scripts/quality_ladder.py --table
   python scripts/quality_ladder.py --paired BASE_ROW ROW ... --split val
 
-Every row trains a preset (``--preset``, default ``demo``: its data and its 2000
-steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run),
+Every row trains a preset (``--preset``, default ``demo``: its data, generated when
+missing, and its 2000 steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run),
 or, with ``--eval_of``, evaluates another row's checkpoint under these overrides
 (evaluation-only changes: output scale, re-quantization, the cue). It evaluates on
 ``--split`` with the floor (the mixture) and the ceiling (the codec oracle) on the
@@ -87,8 +87,13 @@ def main(argv=None) -> int:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS([sys.argv[0]])       # grain's workers (data.num_workers) read absl flags
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   config, overrides = build_config(args)
+  if not os.path.isdir(config.root):
+    # A row's own data (e.g. --set root=... --set synthetic.n_train=...): every trial is
+    # a pure function of (seed, split, index), so rows share their common trials.
+    synthetic.generate(config.root, synthetic.spec_from_config(config))
   workdir = os.path.join("runs", "quality", args.eval_of or args.name)
   if args.eval_of and os.path.isdir(args.eval_of):
     workdir = args.eval_of                  # a run folder elsewhere, e.g. runs/demo
