@@ -134,7 +134,7 @@ def correct_polarity(dac_model, spec, path: str, n: int = 16) -> dict:
               correlation=round(after, 4), clips=n)
 
 
-def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
+def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
   weights = os.path.join(src, "weights.pth")
   spec_path = os.path.join(src, "spec.json")
@@ -145,10 +145,18 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
   out = os.path.join(out_dir, name)
   shutil.copyfile(weights, out + ".tmp")
   os.replace(out + ".tmp", out)
-  t0 = time.perf_counter()
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
-  load_seconds = time.perf_counter() - t0
   polarity = correct_polarity(dac_model, spec, out)
+  # The file: the (polarity-corrected) weights with the run's own metadata (its step,
+  # which --continue_init reads), in float16 when asked (half the bytes).
+  meta = torch.load(weights, map_location="cpu", weights_only=True)["metadata"]
+  state = {k: (v.half() if half and v.is_floating_point() else v)
+           for k, v in dac_model.state_dict().items()}
+  torch.save({"state_dict": state, "metadata": meta}, out + ".tmp")
+  os.replace(out + ".tmp", out)
+  t0 = time.perf_counter()
+  dac_model = loading.load_dac("16khz", weights=out, device="cpu")   # what ships, measured
+  load_seconds = time.perf_counter() - t0
   quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
   mix, a, b = train_codec.heldout(spec, n, kind="parts")
   latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
@@ -157,7 +165,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32) -> dict:
       file=name,
       sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
       bytes=os.path.getsize(out),
-      format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)",
+      format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)"
+             + (", weights stored as float16 (loaded into float32)" if half else ""),
       command=("python -m codec_training.train --out " + src + " " + " ".join(
           f"--{k} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
           for k, v in json.load(open(spec_path)).items()
@@ -216,6 +225,9 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
   p.add_argument("--n", type=int, default=32)
+  p.add_argument("--half", action="store_true",
+                 help="store the weights as float16 (half the bytes; quality is measured "
+                      "on the stored weights)")
   p.add_argument("--fix_polarity", metavar="WEIGHTS", default=None,
                  help="correct the polarity of a shipped weights file in place and update "
                       "the manifest beside it (hash, size, polarity)")
@@ -232,7 +244,7 @@ def main(argv=None) -> int:
     return 0
   if not args.src:
     p.error("--src is required (or --levels WEIGHTS)")
-  m = ship(args.src, args.out, args.name, args.n)
+  m = ship(args.src, args.out, args.name, args.n, half=args.half)
   print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
                                       "latent_structure", "quantizer_rounding")}, indent=2))
   return 0

@@ -110,6 +110,10 @@ class CodecSpec:
   seed: int = 0
   # A DAC weights file of the same architecture to start the generator from ("": random).
   init: str = ""
+  # Continue the step count ``init``'s file records (this trainer writes it): its run's
+  # learning-rate schedule and clip stream go on where they were, e.g. a run carried
+  # across machines by its shipped weights. The optimizer's moments start afresh.
+  continue_init: bool = False
 
   @property
   def arch(self) -> dict:
@@ -410,6 +414,16 @@ def save_weights(gen, path: str, spec: CodecSpec, step: int) -> None:
   os.replace(tmp, path)
 
 
+def recorded_step(path: str) -> int:
+  """The training step a weights file written by :func:`save_weights` records."""
+  meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
+  step = (meta.get("neurocodec") or {}).get("step")
+  if not isinstance(step, int):
+    raise ValueError(f"{path}: no 'metadata.neurocodec.step' (a file codec_training.train "
+                     f"wrote); --continue_init needs it.")
+  return step
+
+
 def train(spec: CodecSpec, out: str, *, threads: int | None = None,
           checkpoint_every: int = 250, eval_every: int = 1000,
           stop_after: int | None = None) -> dict:
@@ -449,6 +463,9 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     start, seconds = st["step"], st["seconds"]
     logging.info("Resumed %s at step %d.", out, start)
   else:
+    if spec.init and spec.continue_init:
+      start = recorded_step(spec.init)
+      logging.info("Continuing %s's run at step %d.", spec.init, start)
     with open(os.path.join(out, "spec.json"), "w") as f:
       json.dump(dataclasses.asdict(spec), f, indent=2)
   n_params = sum(p.numel() for p in gen.parameters())
@@ -489,6 +506,12 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   return dict(step=done, seconds=time.perf_counter() - t0)
 
 
+def _boolean(text: str) -> bool:
+  if text.lower() not in ("true", "false", "1", "0"):
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+  return text.lower() in ("true", "1")
+
+
 def _parse(argv) -> tuple[CodecSpec, argparse.Namespace]:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--out", required=True)
@@ -496,7 +519,9 @@ def _parse(argv) -> tuple[CodecSpec, argparse.Namespace]:
   p.add_argument("--checkpoint_every", type=int, default=250)
   p.add_argument("--eval_every", type=int, default=1000)
   for f in dataclasses.fields(CodecSpec):
-    if isinstance(f.default, tuple):
+    if isinstance(f.default, bool):
+      p.add_argument(f"--{f.name}", type=_boolean, default=f.default)
+    elif isinstance(f.default, tuple):
       p.add_argument(f"--{f.name}", type=type(f.default[0]), nargs="*", default=list(f.default))
     else:
       p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)

@@ -2,14 +2,17 @@
 # A wider speech codec (encoder 16, decoder 256 channels; the shipped one is 8 and 128),
 # the lever docs/codec.md measured: more codebooks would not reach the targets, width
 # might. Background, one thread, resumable: re-running resumes from
-# runs/codec/speech_wide/train_state.pt; on a machine without it, it starts from the
-# shipped wide weights when they exist (--init), else from scratch.
+# runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
+# shipped wide weights when they exist (--init, at the step they record), else starts
+# from scratch. Ship at the end of a session (float16 keeps the file at 5 MB):
+#   python -m codec_training.ship --src runs/codec/speech_wide --half \
+#       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/codec/speech_wide
 SHIPPED=codec_bridge/weights/speech_wide/speech_codec_wide_16khz.pth
 INIT=()
-if [ ! -f "$OUT/train_state.pt" ] && [ -f "$SHIPPED" ]; then INIT=(--init "$SHIPPED"); fi
+if [ ! -f "$OUT/train_state.pt" ] && [ -f "$SHIPPED" ]; then INIT=(--init "$SHIPPED" --continue_init true); fi
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.train \
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
   --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \

@@ -72,6 +72,27 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
     assert hashlib.sha256(f.read()).hexdigest() == manifest["sha256"]
   assert -1 <= manifest["latent_structure"]["quantization_cosine"] <= 1
   assert manifest["polarity"]["correlation"] >= 0
+  # Shipped in float16 (half the bytes) it loads as float32 weights equal to the
+  # float16 rounding, and a run continued from it takes up the step count it records.
+  half = ship_codec.ship(parts, str(tmp_path / "half"), "tiny.pth", n=2, half=True)
+  assert "float16" in half["format"]
+  halved = os.path.join(tmp_path, "half", "tiny.pth")
+  stored = torch.load(halved, weights_only=True)["state_dict"]
+  assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+  loaded = codec_bridge.load_dac("16khz", weights=halved, device="cpu").state_dict()
+  full = codec_bridge.load_dac("16khz", weights=os.path.join(shipped, "tiny.pth"),
+                               device="cpu").state_dict()
+  for k, v in loaded.items():
+    assert v.dtype == torch.float32
+    torch.testing.assert_close(v, full[k].half().float(), rtol=0, atol=0, msg=k)
+  assert train_codec.recorded_step(halved) == 4
+  more = dataclasses.replace(spec, steps=6, init=halved, continue_init=True)
+  train_codec.train(more, str(tmp_path / "more"), checkpoint_every=2, eval_every=100)
+  rows = [json.loads(line) for line in open(os.path.join(tmp_path, "more", "log.jsonl"))]
+  assert [r["step"] for r in rows] == [5, 6]
+  with pytest.raises(ValueError, match="metadata.neurocodec.step"):
+    torch.save({"state_dict": stored, "metadata": {"kwargs": {}}}, str(tmp_path / "bare.pth"))
+    train_codec.recorded_step(str(tmp_path / "bare.pth"))
 
 
 def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
