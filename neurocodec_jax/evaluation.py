@@ -208,6 +208,37 @@ def compare(normal_path: str, ablation_path: str) -> str:
   return "\n".join(lines)
 
 
+def compare_decoders(per_example_csv: str, linear: dict) -> dict:
+  """The model's EEG decoder against the linear baseline on the same trials, both with
+  perfectly separated talkers: identification of each, their paired difference
+  (model - linear) with its standard error, the discordant trials (right by one
+  decoder only) and McNemar's exact two-sided p-value on them.
+
+  ``per_example_csv``: an evaluation's per-example rows (``id_cue_true_envelopes``);
+  ``linear``: :func:`linear_baseline`'s result on that split (its ``per_trial``, in
+  trial order).
+  """
+  with open(per_example_csv) as f:
+    rows = list(csv.DictReader(f))
+  lin = np.asarray(linear["per_trial"], np.float64)
+  if not rows or "id_cue_true_envelopes" not in rows[0]:
+    raise ValueError(f"{per_example_csv}: no 'id_cue_true_envelopes' column (a model "
+                     f"with a selector, evaluated with the unattended talker, writes it).")
+  model = {int(r["index"]): float(r["id_cue_true_envelopes"]) for r in rows}
+  if sorted(model) != list(range(len(lin))):
+    raise ValueError(f"{per_example_csv}: trials {min(model)}..{max(model)} ({len(model)}) "
+                     f"are not the linear baseline's 0..{len(lin) - 1}.")
+  ours = np.asarray([model[i] for i in range(len(lin))])
+  d, n = ours - lin, len(lin)
+  only_ours, only_linear = int(np.sum(d > 0)), int(np.sum(d < 0))
+  k, m = min(only_ours, only_linear), only_ours + only_linear
+  p = min(1.0, 2 * sum(math.comb(m, j) for j in range(k + 1)) / 2 ** m) if m else 1.0
+  return dict(model=float(ours.mean()), linear=float(lin.mean()), n=n,
+              difference=float(d.mean()),
+              difference_se=float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+              model_only=only_ours, linear_only=only_linear, mcnemar_p=p)
+
+
 # ----------------------------------------------------------------- samples ----
 
 SPEC_FLOOR_DB = -120.0
@@ -359,8 +390,8 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
   val_scores = model.choose(*val[:3])
   result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
             model.score(*test[:3]))
-  per_trial = result.pop("per_trial")
-  result.update(split=split, val_identification={str(k): v for k, v in val_scores.items()},
+  per_trial = result["per_trial"]
+  result.update(per_trial=per_trial.tolist(), split=split, val_identification={str(k): v for k, v in val_scores.items()},
                 per_subject={str(s): float(per_trial[test[3] == s].mean())
                              for s in sorted(set(test[3].tolist()))})
   if out_dir:

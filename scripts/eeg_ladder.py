@@ -184,11 +184,16 @@ def main(argv=None) -> int:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
                             which="latest", perceptual=False, reuse=run)
     run, m = r["run"], r["metrics"]
+    paired = (evaluation.compare_decoders(os.path.join(r["out_dir"], "per_example.csv"), linear)
+              if "id_cue_true_envelopes" in m else {})
     row = dict(name=name, rung=args.rung, eval_of=args.eval_of, variant=args.variant, codec=args.codec,
                codec_weights=args.codec_weights,
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
                train_seconds=round(train_seconds), overrides=overrides,
                linear_identification=linear["identification"],
+               decoders_paired={k: paired[k] for k in ("difference", "difference_se",
+                                                       "model_only", "linear_only",
+                                                       "mcnemar_p") if k in paired},
                command="python scripts/eeg_ladder.py " + " ".join(argv or sys.argv[1:]),
                **{k: m[k] for k in ("id_latent", "id_si_sdr", "cos_attended", "cos_unattended",
                                     "si_sdr", "si_sdr_unattended", "id_latent_mixture",

@@ -68,3 +68,29 @@ def test_cross_fit_scores_each_fold_with_the_ridge_chosen_on_the_others():
   model.fit(*_trials(rng, 200, snr=0.0)[:2])
   chance = model.cross_fit_score(*noise)
   assert abs(chance["identification"] - 0.5) < 4 * chance["identification_se"] + 0.02, chance
+
+
+def test_compare_decoders_pairs_the_trials_and_counts_the_discordant_ones(tmp_path):
+  """Known answer: 10 trials, the model right on 0-7, the linear decoder on 2-9 and on
+  trial 0: discordant 1 (model only: trial 1) and 2 (linear only: 8, 9); McNemar's
+  exact p for 1 of 3 is 1.0; rows out of order are matched by index."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
+  model = [1] * 8 + [0] * 2
+  linear = dict(per_trial=[1, 0] + [1] * 8)
+  path = tmp_path / "per_example.csv"
+  rows = [f"{i},{model[i]}" for i in reversed(range(10))]
+  path.write_text("index,id_cue_true_envelopes\n" + "\n".join(rows) + "\n")
+  c = evaluation.compare_decoders(str(path), linear)
+  assert (c["model"], c["linear"], c["n"]) == (0.8, 0.9, 10)
+  assert (c["model_only"], c["linear_only"]) == (1, 2)
+  d = np.asarray(model) - np.asarray(linear["per_trial"])
+  assert c["difference"] == pytest.approx(-0.1)
+  assert c["difference_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(10))
+  assert c["mcnemar_p"] == 1.0
+  # All 12 discordant trials one way: p = 2 / 2**12.
+  path.write_text("index,id_cue_true_envelopes\n" + "\n".join(f"{i},1" for i in range(12)))
+  c = evaluation.compare_decoders(str(path), dict(per_trial=[0] * 12))
+  assert c["mcnemar_p"] == pytest.approx(2 / 2 ** 12) and c["difference"] == 1.0
+  with pytest.raises(ValueError, match="are not the linear baseline's"):
+    evaluation.compare_decoders(str(path), dict(per_trial=[0] * 13))

@@ -207,6 +207,7 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   linear = evaluation.linear_baseline(config, "test", out_dir=out)
   assert 0 <= linear["identification"] <= 1 and linear["n"] == 8 and linear["ridge"] > 0
   assert json.load(open(os.path.join(out, "linear_baseline.json")))["n"] == 8
+  assert len(linear["per_trial"]) == 8 and np.mean(linear["per_trial"]) == linear["identification"]
 
 
 def test_latent_structure_agrees_with_evaluation(uninterrupted):

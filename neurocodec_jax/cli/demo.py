@@ -120,15 +120,22 @@ def verdict(metrics: dict[str, dict]) -> str:
           f"{100 * metrics['none']['id_latent_mixture']:.1f}%)")
 
 
-def decoder_comparison(metrics: dict, linear: dict) -> str:
+def decoder_comparison(metrics: dict, linear: dict, paired: dict | None = None) -> str:
   """The model's EEG decoder beside the classic linear one, both with perfectly
-  separated talkers (their true envelopes)."""
+  separated talkers (their true envelopes); ``paired``: their comparison trial by
+  trial (``evaluation.compare_decoders``)."""
   ours = metrics.get("id_cue_true_envelopes")
   ours = f"{100 * ours:.1f}%" if ours is not None else "n/a (no selector)"
-  return (f"EEG decoders with perfectly separated talkers: the model's {ours}, the linear "
+  line = (f"EEG decoders with perfectly separated talkers: the model's {ours}, the linear "
           f"backward decoder's {100 * linear['identification']:.1f}% "
           f"(± {100 * linear['identification_se']:.1f}; ridge {linear['ridge']:g}, fit on "
           f"train, chosen on val)")
+  if paired:
+    line += (f"\n[demo] the same trials paired: model - linear "
+             f"{100 * paired['difference']:+.1f} ± {100 * paired['difference_se']:.1f} points; "
+             f"right by the model only on {paired['model_only']}, by the linear decoder "
+             f"only on {paired['linear_only']} (McNemar p = {paired['mcnemar_p']:.2g})")
+  return line
 
 
 @one_line_errors
@@ -161,7 +168,10 @@ def main(argv=None) -> int:
         + evaluation.format_quality(results["none"]["quality"]))
   print(f"\n[demo] {evaluation.quality_verdict(results['none']['metrics'])}")
   linear = evaluation.linear_baseline(config, "test", out_dir=results["none"]["out_dir"])
-  print(f"\n[demo] {decoder_comparison(results['none']['metrics'], linear)}")
+  paired = (evaluation.compare_decoders(
+      os.path.join(results["none"]["out_dir"], "per_example.csv"), linear)
+      if "id_cue_true_envelopes" in results["none"]["metrics"] else None)
+  print(f"\n[demo] {decoder_comparison(results['none']['metrics'], linear, paired)}")
   print(f"[demo] report: {report.write_report(results['none']['out_dir'])}")
   print(f"\n[demo] done in {time.time() - start:.0f} s. Outputs:\n"
         f"  data:        {config.root}\n"

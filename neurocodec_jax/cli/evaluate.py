@@ -11,6 +11,7 @@ Writes metrics.json and per_example.csv (keys in the README) to
 
 import json
 import logging
+import os
 
 from absl import app, flags
 
@@ -93,6 +94,12 @@ def main(argv):
     print(f"linear backward decoder: identification {linear['identification']:.3f} "
           f"(± {linear['identification_se']:.3f}); the model's EEG decoder: "
           f"{'n/a' if ours is None else f'{ours:.3f}'} (both with the true envelopes)")
+    if ours is not None:
+      c = evaluation.compare_decoders(os.path.join(result["out_dir"], "per_example.csv"),
+                                      linear)
+      print(f"paired on the same trials: model - linear {c['difference']:+.3f} "
+            f"(± {c['difference_se']:.3f}); right by one only: model {c['model_only']}, "
+            f"linear {c['linear_only']} (McNemar p = {c['mcnemar_p']:.2g})")
   if FLAGS.report:
     from neurocodec_jax import report  # pylint: disable=g-import-not-at-top
     print(f"wrote {report.write_report(result['out_dir'])}")
