@@ -94,3 +94,7 @@ def test_compare_decoders_pairs_the_trials_and_counts_the_discordant_ones(tmp_pa
   assert c["mcnemar_p"] == pytest.approx(2 / 2 ** 12) and c["difference"] == 1.0
   with pytest.raises(ValueError, match="are not the linear baseline's"):
     evaluation.compare_decoders(str(path), dict(per_trial=[0] * 13))
+  from neurocodec_jax.cli import demo  # pylint: disable=g-import-not-at-top
+  line = demo.decoder_comparison(dict(id_cue_true_envelopes=0.8),
+                                 dict(identification=0.9, identification_se=0.09, ridge=1.0), c)
+  assert "model - linear +100.0 ± 0.0 points" in line and "McNemar p = 0.00049" in line
