@@ -140,16 +140,18 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   spec_path = os.path.join(src, "spec.json")
   spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in json.load(open(spec_path)).items()})
-  rows = [json.loads(line) for line in open(os.path.join(src, "log.jsonl"))]
   os.makedirs(out_dir, exist_ok=True)
   out = os.path.join(out_dir, name)
-  shutil.copyfile(weights, out + ".tmp")
+  shutil.copyfile(weights, out + ".tmp")      # one read: a running trainer replaces it
   os.replace(out + ".tmp", out)
+  # The copy's own step and metadata: a run still training logs past its checkpoint.
+  step = train_codec.recorded_step(out)
+  meta = torch.load(out, map_location="cpu", weights_only=True)["metadata"]
+  rows = [r for r in map(json.loads, open(os.path.join(src, "log.jsonl"))) if r["step"] <= step]
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
   polarity = correct_polarity(dac_model, spec, out)
   # The file: the (polarity-corrected) weights with the run's own metadata (its step,
   # which --continue_init reads), in float16 when asked (half the bytes).
-  meta = torch.load(weights, map_location="cpu", weights_only=True)["metadata"]
   state = {k: (v.half() if half and v.is_floating_point() else v)
            for k, v in dac_model.state_dict().items()}
   torch.save({"state_dict": state, "metadata": meta}, out + ".tmp")
@@ -173,7 +175,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
           # JSON turns the spec's tuples into lists: compare as tuples.
           if (tuple(v) if isinstance(v, list) else v) != getattr(train_codec.CodecSpec, k, None))),
       spec=json.load(open(spec_path)),
-      steps=rows[-1]["step"], train_seconds=rows[-1]["seconds"],
+      steps=step, train_seconds=rows[-1]["seconds"],
       machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
       parameters=sum(p.numel() for p in dac_model.parameters()),
       load_seconds=round(load_seconds, 3),

@@ -254,3 +254,22 @@ def test_shipped_speech_codec_matches_its_manifest_and_keeps_the_polarity():
   dac_model = codec_bridge.load_dac("16khz", weights=path, device="cpu")
   x = train_codec.heldout(train_codec.CodecSpec(seed=5), 4, kind="single")
   assert np.all(train_codec.polarity(x, train_codec.reconstruct(dac_model, x)) > 0.3)
+
+
+WIDE_MANIFEST = os.path.join(os.path.dirname(MANIFEST), "speech_wide", "manifest.json")
+
+
+def test_shipped_wide_codec_is_a_resumable_float16_checkpoint():
+  """The wide speech codec in training ships every session in float16 (its file within
+  a few MB) and records its step, so the next machine continues its run
+  (scripts/speech_codec_wide.sh: --init with --continue_init)."""
+  manifest = json.load(open(WIDE_MANIFEST))
+  path = os.path.join(os.path.dirname(WIDE_MANIFEST), manifest["file"])
+  assert hashlib.sha256(open(path, "rb").read()).hexdigest() == manifest["sha256"]
+  assert os.path.getsize(path) < 6e6 and "float16" in manifest["format"]
+  assert manifest["spec"]["encoder_dim"] == 16 and manifest["spec"]["decoder_dim"] == 256
+  assert train_codec.recorded_step(path) == manifest["steps"] > 0
+  assert manifest["polarity"]["correlation"] > 0
+  script = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "scripts", "speech_codec_wide.sh")).read()
+  assert os.path.relpath(path, os.path.dirname(os.path.dirname(codec_bridge.__file__))) in script
