@@ -184,8 +184,9 @@ def main(argv=None) -> int:
     r = evaluation.evaluate(config, workdir=workdir, split=args.split, ablation=ablation,
                             which="latest", perceptual=False, reuse=run)
     run, m = r["run"], r["metrics"]
+    # The decoders side by side on the true EEG (an ablated EEG is no decoder's input).
     paired = (evaluation.compare_decoders(os.path.join(r["out_dir"], "per_example.csv"), linear)
-              if "id_cue_true_envelopes" in m else {})
+              if "id_cue_true_envelopes" in m and ablation == "none" else {})
     row = dict(name=name, rung=args.rung, eval_of=args.eval_of, variant=args.variant, codec=args.codec,
                codec_weights=args.codec_weights,
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
