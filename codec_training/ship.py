@@ -145,8 +145,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   shutil.copyfile(weights, out + ".tmp")      # one read: a running trainer replaces it
   os.replace(out + ".tmp", out)
   # The copy's own step and metadata: a run still training logs past its checkpoint.
-  step = train_codec.recorded_step(out)
   meta = torch.load(out, map_location="cpu", weights_only=True)["metadata"]
+  step = train_codec.recorded_step(out, meta)
   rows = [r for r in map(json.loads, open(os.path.join(src, "log.jsonl"))) if r["step"] <= step]
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
   polarity = correct_polarity(dac_model, spec, out)

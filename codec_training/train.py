@@ -414,9 +414,11 @@ def save_weights(gen, path: str, spec: CodecSpec, step: int) -> None:
   os.replace(tmp, path)
 
 
-def recorded_step(path: str) -> int:
-  """The training step a weights file written by :func:`save_weights` records."""
-  meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
+def recorded_step(path: str, meta: dict | None = None) -> int:
+  """The training step a weights file written by :func:`save_weights` records
+  (``meta``: the file's ``metadata``, when already read)."""
+  if meta is None:
+    meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
   step = (meta.get("neurocodec") or {}).get("step")
   if not isinstance(step, int):
     raise ValueError(f"{path}: no 'metadata.neurocodec.step' (a file codec_training.train "

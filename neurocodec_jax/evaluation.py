@@ -239,6 +239,14 @@ def compare_decoders(per_example_csv: str, linear: dict) -> dict:
               model_only=only_ours, linear_only=only_linear, mcnemar_p=p)
 
 
+def format_decoder_pairing(c: dict) -> str:
+  """One line of :func:`compare_decoders`'s result."""
+  return (f"the same trials paired: model - linear {100 * c['difference']:+.1f} ± "
+          f"{100 * c['difference_se']:.1f} points; right by the model only on "
+          f"{c['model_only']}, by the linear decoder only on {c['linear_only']} "
+          f"(McNemar p = {c['mcnemar_p']:.2g})")
+
+
 # ----------------------------------------------------------------- samples ----
 
 SPEC_FLOOR_DB = -120.0
@@ -391,7 +399,8 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
   result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
             model.score(*test[:3]))
   per_trial = result["per_trial"]
-  result.update(per_trial=per_trial.tolist(), split=split, val_identification={str(k): v for k, v in val_scores.items()},
+  result.update(per_trial=per_trial.tolist(), split=split,
+                val_identification={str(k): v for k, v in val_scores.items()},
                 per_subject={str(s): float(per_trial[test[3] == s].mean())
                              for s in sorted(set(test[3].tolist()))})
   if out_dir:

@@ -7,8 +7,8 @@
   python scripts/quality_ladder.py --paired BASE_ROW ROW ... --split val
 
 Every row trains a preset (``--preset``, default ``demo``: its data, generated when
-missing, and its 2000 steps) with the ``--set`` overrides in ``runs/quality/<name>`` (resumes when re-run),
-or, with ``--eval_of``, evaluates another row's checkpoint under these overrides
+missing, and its 2000 steps) with the ``--set`` overrides in ``runs/quality/<name>``
+(resumes when re-run), or, with ``--eval_of``, evaluates another row's checkpoint under these overrides
 (evaluation-only changes: output scale, re-quantization, the cue). It evaluates on
 ``--split`` with the floor (the mixture) and the ceiling (the codec oracle) on the
 same trials, with the EEG and with the oracle cue (the selector

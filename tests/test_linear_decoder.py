@@ -1,6 +1,7 @@
 """The linear backward decoder on cases whose answer is known."""
 
 import numpy as np
+import pytest
 
 from neurocodec_jax import linear_decoder
 
@@ -74,7 +75,6 @@ def test_compare_decoders_pairs_the_trials_and_counts_the_discordant_ones(tmp_pa
   """Known answer: 10 trials, the model right on 0-7, the linear decoder on 2-9 and on
   trial 0: discordant 1 (model only: trial 1) and 2 (linear only: 8, 9); McNemar's
   exact p for 1 of 3 is 1.0; rows out of order are matched by index."""
-  import pytest  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
   model = [1] * 8 + [0] * 2
   linear = dict(per_trial=[1, 0] + [1] * 8)

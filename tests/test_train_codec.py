@@ -90,8 +90,8 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   train_codec.train(more, str(tmp_path / "more"), checkpoint_every=2, eval_every=100)
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "more", "log.jsonl"))]
   assert [r["step"] for r in rows] == [5, 6]
+  torch.save({"state_dict": stored, "metadata": {"kwargs": {}}}, str(tmp_path / "bare.pth"))
   with pytest.raises(ValueError, match="metadata.neurocodec.step"):
-    torch.save({"state_dict": stored, "metadata": {"kwargs": {}}}, str(tmp_path / "bare.pth"))
     train_codec.recorded_step(str(tmp_path / "bare.pth"))
 
 

@@ -131,10 +131,7 @@ def decoder_comparison(metrics: dict, linear: dict, paired: dict | None = None) 
           f"(± {100 * linear['identification_se']:.1f}; ridge {linear['ridge']:g}, fit on "
           f"train, chosen on val)")
   if paired:
-    line += (f"\n[demo] the same trials paired: model - linear "
-             f"{100 * paired['difference']:+.1f} ± {100 * paired['difference_se']:.1f} points; "
-             f"right by the model only on {paired['model_only']}, by the linear decoder "
-             f"only on {paired['linear_only']} (McNemar p = {paired['mcnemar_p']:.2g})")
+    line += f"\n[demo] {evaluation.format_decoder_pairing(paired)}"
   return line
 
 

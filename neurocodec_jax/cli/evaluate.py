@@ -95,11 +95,8 @@ def main(argv):
           f"(± {linear['identification_se']:.3f}); the model's EEG decoder: "
           f"{'n/a' if ours is None else f'{ours:.3f}'} (both with the true envelopes)")
     if ours is not None:
-      c = evaluation.compare_decoders(os.path.join(result["out_dir"], "per_example.csv"),
-                                      linear)
-      print(f"paired on the same trials: model - linear {c['difference']:+.3f} "
-            f"(± {c['difference_se']:.3f}); right by one only: model {c['model_only']}, "
-            f"linear {c['linear_only']} (McNemar p = {c['mcnemar_p']:.2g})")
+      print(evaluation.format_decoder_pairing(evaluation.compare_decoders(
+          os.path.join(result["out_dir"], "per_example.csv"), linear)))
   if FLAGS.report:
     from neurocodec_jax import report  # pylint: disable=g-import-not-at-top
     print(f"wrote {report.write_report(result['out_dir'])}")
