@@ -15,8 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if os.environ.get("PYTEST_XDIST_WORKER"):
   os.environ.setdefault("OMP_NUM_THREADS", "1")
   os.environ["XLA_FLAGS"] = " ".join(filter(None, (
-      os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false",
-      "intra_op_parallelism_threads=1")))
+      os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false")))
 
 # One persistent compilation cache for the session, shared by the workers and the
 # subprocesses they start (set here, before JAX is imported, so every process reads

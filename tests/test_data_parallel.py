@@ -114,8 +114,11 @@ def _compare_on_eight_devices(root: str) -> dict:
       "assert len(jax.devices()) == 8, jax.devices()\n"
       f"print(json.dumps({{k: compare_devices({root!r}, waveform=k == 'waveform')\n"
       "                   for k in ('latent', 'waveform')}))\n")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  # Keeps the worker's flags (one thread per xdist worker: XLA's pool at the machine's
+  # width oversubscribes the cores the other worker uses).
+  flags = " ".join(filter(None, ("--xla_force_host_platform_device_count=8",
+                                 os.environ.get("XLA_FLAGS"))))
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

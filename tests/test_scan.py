@@ -76,11 +76,30 @@ def ours(args, softplus, cotangent, backend):
   return np.asarray(out), np.asarray(last), dict(zip(keys, map(np.asarray, grads)))
 
 
-GRID = list(itertools.product(
-    [1, 7, 64, 257],                       # length, incl. non-powers of two
-    [True, False],                         # delta_softplus
-    [(True, True, True), (False, False, False), (True, False, True)],   # D, z, delta_bias
-    [("variable", 1), ("variable", 2), ("constant", 1)]))               # B/C kind, groups
+FACTORS = ([1, 7, 64, 257],                 # length, incl. non-powers of two
+           [True, False],                     # delta_softplus
+           [(True, True, True), (False, False, False), (True, False, True)],  # D, z, delta_bias
+           [("variable", 1), ("variable", 2), ("constant", 1)])              # B/C kind, groups
+GRID = list(itertools.product(*FACTORS))
+
+
+def pairwise(grid, n_factors):
+  """A subset of ``grid`` holding every pair of values of every two factors (greedy:
+  each pick covers the most pairs not yet covered; deterministic)."""
+  pairs = lambda case: {(i, case[i], j, case[j]) for i, j in
+                        itertools.combinations(range(n_factors), 2)}
+  todo, picked = set().union(*map(pairs, grid)), []
+  while todo:
+    best = max(grid, key=lambda case: len(pairs(case) & todo))
+    picked.append(best)
+    todo -= pairs(best)
+  return picked
+
+
+# make test runs the pairwise subset (12 of the grid's 72 cases per backend: a bug
+# that needs one factor's value, or two factors' values together, shows in it; each
+# case compiles its own programs); the whole grid is also run by `make test-slow`.
+PAIRWISE = pairwise(GRID, len(FACTORS))
 # One of B, C time-varying and the other time-invariant, as selective_scan_fn accepts
 # (grouped B with constant C; constant B with [b, n, L] C): every backend, at a length
 # that ends mid-chunk (chunk 16), with D, z and delta_bias so every gradient is checked.
@@ -90,7 +109,8 @@ MIXED = [(37, True, (True, True, True), bc)
 
 @pytest.mark.parametrize(
     "backend,length,softplus,dzb,bc",
-    [(b, *case) for b in ("sequential_vjp", "chunked") for case in GRID]
+    [pytest.param(b, *case, marks=() if case in PAIRWISE else pytest.mark.slow)
+     for b in ("sequential_vjp", "chunked") for case in GRID]
     + [(b, *case) for b in BACKENDS for case in MIXED])
 def test_matches_selective_scan_ref(backend, length, softplus, dzb, bc):
   has_d, has_z, has_bias = dzb
