@@ -66,7 +66,8 @@ def _programs(run: Run):
   config, models = run.config, run.models
   n_q = config.codec.n_quantizers_eval
   with_cue = config.model.selector != "none"
-  kind, power = config.model.output_waveform, config.model.mask_power
+  kind, power, floor = (config.model.output_waveform, config.model.mask_power,
+                        config.model.mask_floor)
 
   @jax.jit
   def predict(state, batch, frozen):
@@ -80,7 +81,7 @@ def _programs(run: Run):
   def output(decoder, z, competing, mixture):
     decode = lambda z: models.decode(decoder, z)[:, 0]
     other = decode(competing) if competing is not None else None
-    return mixture_mask.output_waveform(kind, power, decode(z), other, mixture)
+    return mixture_mask.output_waveform(kind, power, floor, decode(z), other, mixture)
 
   return predict, output
 

@@ -161,7 +161,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     if mask:
       wave = mixture_mask.ratio_mask(inputs["noisy"], wave,
                                      models.decode(decoder, inputs["z_q_competing"]),
-                                     config.model.mask_power)
+                                     config.model.mask_power, config.model.mask_floor)
     sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
     out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))

@@ -3,7 +3,8 @@
 ``model.output_waveform="decoded"`` (the original) outputs the codec's decoding of the
 predicted latent. ``"mixture_mask"`` (a selector model) decodes both streams, the
 selected one ``a`` and the competing one ``b``, and outputs the mixture through the
-time-frequency ratio mask ``|A|^p / (|A|^p + |B|^p)`` (``p``: ``model.mask_power``):
+time-frequency ratio mask ``|A|^p / (|A|^p + |B|^p)`` (``p``: ``model.mask_power``;
+lower-bounded by ``model.mask_floor``):
 the codec's separation decides which talker dominates each bin, the mixture supplies
 the fine structure the decoder smears (docs/research-log.md "The codec's separation as
 a mask"). Offline only: the STFT reads ``N_FFT`` samples around each (32 ms at 16 kHz).
@@ -20,15 +21,17 @@ N_FFT, HOP = 512, 128        # 32 ms / 8 ms at 16 kHz
 
 
 def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: float,
-               n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
+               floor: float = 0.0, n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
   """``[..., T]`` the mixture through the ratio mask of two estimates (each ``[..., T]``).
 
-  Hann STFT (scipy's conventions: zero-padded boundaries, inverse by weighted
-  overlap-add), differentiable in both estimates.
+  ``floor`` lower-bounds the mask, ``floor + (1 - floor) |A|^p / (|A|^p + |B|^p)``: a
+  bin the streams give to the other talker keeps ``floor`` of the mixture (0: the
+  plain ratio mask; 1: the mixture). Hann STFT (scipy's conventions: zero-padded
+  boundaries, inverse by weighted overlap-add), differentiable in both estimates.
   """
   stft = lambda x: jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
   a, b = _magnitude(stft(target), power), _magnitude(stft(other), power)
-  mask = a / jnp.maximum(a + b, 1e-12)
+  mask = floor + (1 - floor) * a / jnp.maximum(a + b, 1e-12)
   _, y = jsig.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
   return y[..., :mixture.shape[-1]].astype(mixture.dtype)
 
@@ -40,11 +43,11 @@ def _magnitude(x: jax.Array, power: float) -> jax.Array:
   return jnp.where(nonzero, jnp.where(nonzero, sq, 1.0) ** (power / 2), 0.0)
 
 
-def output_waveform(kind: str, power: float, decoded: jax.Array, competing: jax.Array | None,
-                    mixture: jax.Array | None) -> jax.Array:
+def output_waveform(kind: str, power: float, floor: float, decoded: jax.Array,
+                    competing: jax.Array | None, mixture: jax.Array | None) -> jax.Array:
   """The output ``[..., T]`` per ``model.output_waveform`` from the decoded selected
-  stream, the decoded competing stream and the mixture (the last two are read only
-  by ``"mixture_mask"``)."""
+  stream, the decoded competing stream and the mixture (the last two, ``power`` and
+  ``floor`` are read only by ``"mixture_mask"``)."""
   if kind == "decoded":
     return decoded
   if kind != "mixture_mask":
@@ -52,4 +55,4 @@ def output_waveform(kind: str, power: float, decoded: jax.Array, competing: jax.
   if competing is None or mixture is None:
     raise ValueError("model.output_waveform='mixture_mask' needs the competing stream "
                      "(model.selector='correlation') and the mixture's audio.")
-  return ratio_mask(mixture, decoded, competing, power)
+  return ratio_mask(mixture, decoded, competing, power, floor)

@@ -38,6 +38,9 @@ def main(argv=None) -> int:
   p.add_argument("--which", default="latest")
   p.add_argument("--set", action="append", help="a config override key=value")
   p.add_argument("--powers", default="0.5,1,2")
+  p.add_argument("--floors", default="0",
+                 help="mask lower bounds (mixture_mask.ratio_mask's floor), each with "
+                      "every power; the oracle and ideal masks are scored at floor 0")
   args = p.parse_args(argv)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -56,6 +59,7 @@ def main(argv=None) -> int:
   state, where = run.restore_generator(workdir=args.workdir, which=args.which)
   n_q, sr = config.codec.n_quantizers_eval, config.codec.arch.sample_rate
   powers = [float(x) for x in args.powers.split(",")]
+  floors = [float(x) for x in args.floors.split(",")]
 
   @jax.jit
   def streams(state, batch, frozen):
@@ -67,8 +71,8 @@ def main(argv=None) -> int:
 
   decode = jax.jit(lambda dec, z: run.models.decode(dec, z))
   max_lag = losses.sisdr.max_lag_samples(sr)
-  masked_mixture = lambda mix, a, b, pw: np.asarray(
-      mixture_mask.ratio_mask(jnp.asarray(mix), jnp.asarray(a), jnp.asarray(b), pw))
+  masked_mixture = lambda mix, a, b, pw, fl=0.0: np.asarray(
+      mixture_mask.ratio_mask(jnp.asarray(mix), jnp.asarray(a), jnp.asarray(b), pw, fl))
   rows = []
   for batch in eval_dataset(run.sources[args.split], run.local_batch):
     device = {k: v for k, v in batch.items() if k in fields and k not in ("noisy", "clean",
@@ -79,7 +83,9 @@ def main(argv=None) -> int:
       clean, mix = batch["clean"][j, 0], batch["noisy"][j, 0]
       ests = dict(mixture=mix, decoded=w_t[j], oracle=w_or[j])
       for pw in powers:
-        ests[f"masked_p{pw:g}"] = masked_mixture(mix, w_t[j], w_o[j], pw)
+        for fl in floors:
+          name = f"masked_p{pw:g}" + (f"_floor{fl:g}" if fl else "")
+          ests[name] = masked_mixture(mix, w_t[j], w_o[j], pw, fl)
         # The mask of the talkers' codec oracles, and of the talkers themselves (the
         # ideal ratio mask: a case whose answer is known, far above the mixture).
         ests[f"oracle_mask_p{pw:g}"] = masked_mixture(mix, w_or[j], w_ou[j], pw)

@@ -55,10 +55,26 @@ def test_ratio_mask_is_differentiable_in_both_estimates():
   assert np.isfinite(ga).all() and np.isfinite(gb).all()
 
 
+def test_mask_floor_mixes_the_mixture_back_in():
+  """The floor f gives f x the mixture + (1 - f) x the plain masked mixture (the STFT
+  is linear); f = 1 is the mixture itself, and the output reaches output_waveform."""
+  rng = np.random.default_rng(3)
+  mixture, target, other = (jnp.asarray(rng.standard_normal((2, 4000)), jnp.float32)
+                            for _ in range(3))
+  plain = mixture_mask.ratio_mask(mixture, target, other, 0.5)
+  floored = mixture_mask.ratio_mask(mixture, target, other, 0.5, 0.2)
+  np.testing.assert_allclose(floored, 0.2 * mixture + 0.8 * plain, atol=1e-5)
+  np.testing.assert_allclose(mixture_mask.ratio_mask(mixture, target, other, 0.5, 1.0),
+                             mixture, atol=1e-5)
+  assert np.abs(np.asarray(floored - plain)).max() > 1e-2
+  np.testing.assert_array_equal(
+      mixture_mask.output_waveform("mixture_mask", 0.5, 0.2, target, other, mixture), floored)
+
+
 def test_output_waveform_checks_its_inputs():
   x = jnp.zeros((1, 1000))
-  assert mixture_mask.output_waveform("decoded", 0.5, x, None, None) is x
+  assert mixture_mask.output_waveform("decoded", 0.5, 0.0, x, None, None) is x
   with pytest.raises(ValueError, match="needs the competing stream"):
-    mixture_mask.output_waveform("mixture_mask", 0.5, x, None, x)
+    mixture_mask.output_waveform("mixture_mask", 0.5, 0.0, x, None, x)
   with pytest.raises(ValueError, match="must be one of"):
-    mixture_mask.output_waveform("wiener", 0.5, x, x, x)
+    mixture_mask.output_waveform("wiener", 0.5, 0.0, x, x, x)

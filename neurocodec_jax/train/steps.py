@@ -368,7 +368,8 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
             models, variables, frozen, z_pred, aux["streams"] if held_stream else None,
             z_mix, z_tgt, requantize=config.codec.requantize_output,
             n_q=config.codec.n_quantizers_eval,
-            mask=(batch["noisy"], config.model.mask_power) if mask else None)
+            mask=((batch["noisy"], config.model.mask_power, config.model.mask_floor)
+                  if mask else None))
       return (z_pred, env, wave, aux if aux_on else {}), updates.get("batch_stats", {})
 
     outputs, pullback, batch_stats = jax.vjp(forward, state["g"]["params"], has_aux=True)
@@ -480,7 +481,7 @@ def decoded_waveform(models: Models, variables: dict, frozen: dict, z_pred: jax.
   "attended_stream"``) of the stream nearer ``z_att`` at the output's scale, each
   re-quantized as :func:`decoded_latent` says.
 
-  ``mask``: ``(mixture [b, 1, samples], power)`` (``train.waveform_output=
+  ``mask``: ``(mixture [b, 1, samples], power, floor)`` (``train.waveform_output=
   "attended_stream_masked"``, with ``streams``): the mixture through the ratio mask of
   that decode and the other stream's (``mixture_mask``'s output).
   """
@@ -492,10 +493,10 @@ def decoded_waveform(models: Models, variables: dict, frozen: dict, z_pred: jax.
                                    decoded_latent(frozen["quantizer"], z, requantize, n_q))
   if mask is None:
     return decode(z)
-  mixture, power = mask
+  mixture, power, floor = mask
   competing = rescale(attended_stream(streams, z_att, other=True))
   both = decode(jnp.concatenate([z, competing]))         # one decode of 2b examples
-  return mixture_mask.ratio_mask(mixture, both[:len(z)], both[len(z):], power)
+  return mixture_mask.ratio_mask(mixture, both[:len(z)], both[len(z):], power, floor)
 
 
 def decoded_latent(quantizer: dict, z: jax.Array, requantize: bool, n_q: int) -> jax.Array:
