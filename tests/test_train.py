@@ -243,6 +243,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "lambda_sisdr": 0.5,
                                  "train.waveform_output": "attended_stream_masked",
                                  "model.output_waveform": "mixture_mask",
+                                 "model.mask_floor": 0.2,
                                  "train.waveform_ramp_steps": 2,
                                  "train.waveform_lr_scale": 0.1})
   workdir = str(tmp_path / "recipe")
@@ -278,6 +279,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                               perceptual=False, reuse=result["run"])
   metrics = first["metrics"]
   assert np.isfinite(metrics["stream_r_own"])
+  assert first["out_dir"].endswith("val_none_masked_floor0.2") and first["mask_floor"] == 0.2
   # One identification: validation's (last step) is evaluation's on the same checkpoint.
   assert metrics["id_latent"] == pytest.approx(val_rows[-1]["id_latent"])
   # The oracle-cue diagnostic: the selector's cue is the attended talker's envelope.
@@ -310,7 +312,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   decode = lambda z: np.asarray(run.models.decode(
       run.frozen["decoder"], codec.output_latent(run.frozen["quantizer"], z, True, n_q)))[:, 0]
   want = mixture_mask.ratio_mask(batch["noisy"][:, 0], decode(z), decode(aux["competing"]),
-                                 masked.model.mask_power)
+                                 masked.model.mask_power, masked.model.mask_floor)
   np.testing.assert_allclose(wave, want, atol=1e-5)
   assert np.abs(wave - decode(z)).max() > 1e-3
   # Extraction of one trial-long recording outputs the same masked mixture.

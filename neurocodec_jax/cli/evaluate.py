@@ -34,6 +34,9 @@ flags.DEFINE_bool("oracle_norm", False,
 flags.DEFINE_enum("output_waveform", None, ["decoded", "mixture_mask"],
                   "The output: the decoded prediction, or the mixture masked by both "
                   "decoded streams (default: the config's model.output_waveform).")
+flags.DEFINE_float("mask_floor", None,
+                   "The masked output's lower bound in [0, 1] (default: the config's "
+                   "model.mask_floor).")
 flags.DEFINE_integer("num_samples", 0, "Write wavs and a spectrogram plot for N examples.")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_multi_string("compare", None, "Two metrics.json: print the drop.")
@@ -74,6 +77,8 @@ def main(argv):
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
   if FLAGS.output_waveform:
     config.model.output_waveform = FLAGS.output_waveform
+  if FLAGS.mask_floor is not None:
+    config.model.mask_floor = FLAGS.mask_floor
   validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
               else "shuffle_eeg" if FLAGS.shuffle_eeg
