@@ -413,11 +413,11 @@ def test_mask_waveform_terms_judge_the_mixture_masked_by_the_held_streams():
   mixture = jnp.asarray(rng.standard_normal((b, 1, f * hop)), jnp.float32)
   wave = steps.decoded_waveform(models, variables, dict(decoder=None, quantizer=None), None,
                                 jnp.asarray(streams), z_mix, z_att, requantize=False, n_q=8,
-                                mask=(mixture, 0.5))
+                                mask=(mixture, 0.5, 0.2))
   scale = np.linalg.norm(np.asarray(z_mix), axis=1, keepdims=True)
   held = streams[np.arange(b), att] * scale
   other = streams[np.arange(b), 1 - att] * scale
-  want = mixture_mask.ratio_mask(mixture, decode(None, held), decode(None, other), 0.5)
+  want = mixture_mask.ratio_mask(mixture, decode(None, held), decode(None, other), 0.5, 0.2)
   np.testing.assert_allclose(wave, want, rtol=1e-5, atol=1e-6)
   # The mask needs the selector's streams.
   config.unlock()
