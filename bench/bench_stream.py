@@ -10,8 +10,8 @@ whatever the thread count). The offline row is ``extraction.extract`` on the sam
 input (whole windows, trial-wide selection). The issue's target, RTF <= 0.5 on one
 core at 20-40 ms, is read at one thread:
 
-  OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false \
-      intra_op_parallelism_threads=1" python -m bench.bench_stream
+  OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" \
+      python -m bench.bench_stream
 
 A trained run: ``scripts/stream_bench.py`` (quality against offline as well).
 """

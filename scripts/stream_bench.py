@@ -1,6 +1,6 @@
 """Streaming extraction on a trained run: latency, real-time factor, quality vs offline.
 
-  OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+  OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" \
       python scripts/stream_bench.py --workdir runs/demo --seconds 10 --blocks 20,40,80
 
 Input: a synthetic mixture (two harmonic "talkers" with syllable-rate envelopes plus
