@@ -101,16 +101,19 @@ def _set(config, key: str, value):
 def build_config(args):
   config = neurocodec.get_config("demo")
   synth = dict(RUNGS[args.rung], n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
-  root = os.path.join(args.data_root, "_".join(
-      [args.rung] + [f"{k}{v}" for k, v in sorted(synth.items()) if k not in RUNGS[args.rung]]))
-  config.root = root
-  for k, v in synth.items():
-    if k in config.synthetic:
-      config.synthetic[k] = v
   overrides = dict(VARIANTS[args.variant])
   for item in args.set or []:
     k, v = item.split("=", 1)
     overrides[k] = _parse_value(v)
+  # Data overrides name the data folder too, so that no run reads another's trials.
+  data_sets = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("synthetic.")}
+  root = os.path.join(args.data_root, "_".join(
+      [args.rung] + [f"{k}{v}" for k, v in sorted({**synth, **data_sets}.items())
+                     if k not in RUNGS[args.rung] or k in data_sets]))
+  config.root = root
+  for k, v in synth.items():
+    if k in config.synthetic:
+      config.synthetic[k] = v
   for k, v in overrides.items():
     _set(config, k, v)
   if args.codec == "random":
