@@ -107,8 +107,9 @@ def build_config(args):
     overrides[k] = _parse_value(v)
   # Data overrides name the data folder too, so that no run reads another's trials.
   data_sets = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("synthetic.")}
+  synth.update(data_sets)
   root = os.path.join(args.data_root, "_".join(
-      [args.rung] + [f"{k}{v}" for k, v in sorted({**synth, **data_sets}.items())
+      [args.rung] + [f"{k}{v}".replace(os.sep, "-") for k, v in sorted(synth.items())
                      if k not in RUNGS[args.rung] or k in data_sets]))
   config.root = root
   for k, v in synth.items():
