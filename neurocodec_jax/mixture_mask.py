@@ -20,23 +20,39 @@ OUTPUT_WAVEFORMS = ("decoded", "mixture_mask")
 N_FFT, HOP = 512, 128        # 32 ms / 8 ms at 16 kHz
 
 
+def stft(x: jax.Array, n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
+  """``[..., T]`` -> ``[..., bins, frames]``: Hann STFT, scipy's conventions (zero-padded
+  boundaries)."""
+  return jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
+
+
+def istft(spec: jax.Array, length: int, n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
+  """The inverse of :func:`stft` (weighted overlap-add), cut to ``length`` samples."""
+  _, y = jsig.istft(spec, nperseg=n_fft, noverlap=n_fft - hop, window="hann")
+  return y[..., :length]
+
+
+def stream_mask(target_spec: jax.Array, other_spec: jax.Array, power: float,
+                floor: float = 0.0) -> jax.Array:
+  """``floor + (1 - floor) |A|^p / (|A|^p + |B|^p)`` from two STFTs (same shape)."""
+  a, b = magnitude(target_spec, power), magnitude(other_spec, power)
+  return floor + (1 - floor) * a / jnp.maximum(a + b, 1e-12)
+
+
 def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: float,
                floor: float = 0.0, n_fft: int = N_FFT, hop: int = HOP) -> jax.Array:
   """``[..., T]`` the mixture through the ratio mask of two estimates (each ``[..., T]``).
 
   ``floor`` lower-bounds the mask, ``floor + (1 - floor) |A|^p / (|A|^p + |B|^p)``: a
   bin the streams give to the other talker keeps ``floor`` of the mixture (0: the
-  plain ratio mask; 1: the mixture). Hann STFT (scipy's conventions: zero-padded
-  boundaries, inverse by weighted overlap-add), differentiable in both estimates.
+  plain ratio mask; 1: the mixture). Differentiable in both estimates.
   """
-  stft = lambda x: jsig.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")[2]
-  a, b = _magnitude(stft(target), power), _magnitude(stft(other), power)
-  mask = floor + (1 - floor) * a / jnp.maximum(a + b, 1e-12)
-  _, y = jsig.istft(mask * stft(mixture), nperseg=n_fft, noverlap=n_fft - hop, window="hann")
-  return y[..., :mixture.shape[-1]].astype(mixture.dtype)
+  mask = stream_mask(stft(target, n_fft, hop), stft(other, n_fft, hop), power, floor)
+  y = istft(mask * stft(mixture, n_fft, hop), mixture.shape[-1], n_fft, hop)
+  return y.astype(mixture.dtype)
 
 
-def _magnitude(x: jax.Array, power: float) -> jax.Array:
+def magnitude(x: jax.Array, power: float) -> jax.Array:
   """``|x|^power`` with a zero (not NaN) gradient at ``x = 0`` (an all-zero bin)."""
   sq = jnp.real(x) ** 2 + jnp.imag(x) ** 2
   nonzero = sq > 0

@@ -1,0 +1,225 @@
+"""Probe: can a small spectral network, shown the mixture and the two decoded streams,
+mask the mixture better than the streams' own ratio mask?
+
+The hypothesis behind it: the streams know which talker is which (the EEG's choice,
+the talkers' rough spectra) but not the fine structure that separates two voices in
+one bin; the mixture's STFT has it. A mask estimator reading both should land between
+the streams' mask and the codec oracles'.
+
+  # 1. decode a selector model's streams for N trials of a split (cached .npz)
+  python scripts/refiner_probe.py collect --workdir runs/quality/speech_128x4_8000 \
+      --preset speech --set root=data/speech_n8192_v256 --split train --n 2048
+  python scripts/refiner_probe.py collect ... --split val --n 256
+  # 2. train the mask estimator on the train streams, score it on val
+  python scripts/refiner_probe.py train --cache runs/refiner/speech_128x4_8000 --steps 2000
+
+The refiner's target is the talker its selected stream carries (the choice held: it
+refines the separation, never the selection), scored against the attended talker as
+evaluation does. Results go to results/refiner_probe.jsonl (not tracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=wrong-import-position
+
+FIELDS = ("mixture", "clean", "unattended", "selected", "competing")
+
+
+def collect(args) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the codec loader)
+  from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.data import eval_dataset  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from scripts.eeg_ladder import _parse_value, _set  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config(args.preset)
+  for item in args.set or []:
+    k, v = item.split("=", 1)
+    _set(config, k, _parse_value(v))
+  fields = steps.mix_fields(config) + ["eeg", "clean", "noisy", "unattended"]
+  run = build_run(config, {args.split: fields})
+  state, where = run.restore_generator(workdir=args.workdir, which=args.which)
+  n_q = config.codec.n_quantizers_eval
+
+  @jax.jit
+  def streams(state, batch, frozen):
+    z_pred, _, aux = steps.predict(run.models, state, batch, frozen, return_aux=True)
+    q = lambda z: codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
+    dec = lambda z: run.models.decode(frozen["decoder"], q(z))[:, 0]
+    return dec(z_pred), dec(aux["competing"])
+
+  out = {k: [] for k in FIELDS}
+  n = min(args.n, len(run.sources[args.split]))
+  with tqdm(total=n, desc=f"streams ({args.split})") as bar:
+    for batch in eval_dataset(run.sources[args.split], run.local_batch):
+      device = {k: v for k, v in batch.items() if k in fields
+                and k not in ("noisy", "clean", "unattended")}
+      sel, comp = (np.asarray(w) for w in streams(state, device, run.frozen))
+      out["selected"].append(sel)
+      out["competing"].append(comp)
+      out["mixture"].append(batch["noisy"][:, 0])
+      out["clean"].append(batch["clean"][:, 0])
+      out["unattended"].append(batch["unattended"][:, 0])
+      bar.update(len(sel))
+      if sum(len(x) for x in out["selected"]) >= n:
+        break
+  arrays = {k: np.concatenate(v)[:n].astype(np.float32) for k, v in out.items()}
+  os.makedirs(args.cache, exist_ok=True)
+  path = os.path.join(args.cache, f"streams_{args.split}.npz")
+  np.savez(path + ".tmp.npz", checkpoint=str(where), **arrays)
+  os.replace(path + ".tmp.npz", path)
+  print(f"wrote {path}: {n} trials from {where}")
+  return 0
+
+
+def train(args) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import losses, mixture_mask  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.evaluation import perceptual_metrics  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  load = lambda s: dict(np.load(os.path.join(args.cache, f"streams_{s}.npz")))
+  tr, va = load("train"), load(args.eval_split)
+  sr = 16000
+  max_lag = losses.sisdr.max_lag_samples(sr)
+  sisdr = lambda ref, est: losses.si_sdr(ref[:, None], est[:, None], max_lag=max_lag)
+
+  # The target: the talker the selected stream carries (its stream mask nearer it).
+  def carried(d):
+    m = np.asarray(mixture_mask.ratio_mask(jnp.asarray(d["mixture"]), jnp.asarray(d["selected"]),
+                                           jnp.asarray(d["competing"]), 0.5))
+    own = np.asarray(sisdr(jnp.asarray(d["clean"]), jnp.asarray(m)))
+    other = np.asarray(sisdr(jnp.asarray(d["unattended"]), jnp.asarray(m)))
+    return np.where((own >= other)[:, None], d["clean"], d["unattended"])
+  tr["target"] = carried(tr)
+  print(f"train: {len(tr['mixture'])} trials, the selected stream carries the attended "
+        f"talker in {np.mean(np.all(tr['target'] == tr['clean'], axis=1)):.1%}")
+
+  model = refiner.MaskRefiner(width=args.width, layers=args.layers, kernel=args.kernel,
+                              floor=args.floor, power=args.power)
+  x0 = {k: jnp.asarray(tr[k][:2]) for k in ("mixture", "selected", "competing")}
+  params = model.init(jax.random.PRNGKey(args.seed), **x0)
+  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  print(f"refiner: {n_params / 1e6:.2f} M parameters")
+  sched = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.1)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=1e-4))
+  opt_state = opt.init(params)
+
+  def loss_fn(p, b):
+    y = model.apply(p, b["mixture"], b["selected"], b["competing"])
+    sdr = sisdr(b["target"], y)
+    spec = refiner.compressed_spectral_distance(y, b["target"])
+    return -jnp.mean(sdr) + args.lambda_spec * spec, (jnp.mean(sdr), spec)
+
+  @jax.jit
+  def step(p, o, b):
+    (l, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, b)
+    u, o = opt.update(g, o, p)
+    return optax.apply_updates(p, u), o, l, aux
+
+  apply = jax.jit(lambda p, m, s, c: model.apply(p, m, s, c))
+  rng = np.random.default_rng(args.seed)
+  n_tr = len(tr["mixture"])
+  t0 = time.time()
+  with tqdm(total=args.steps, desc="refiner") as bar:
+    for i in range(args.steps):
+      idx = rng.choice(n_tr, args.batch, replace=False)
+      b = {k: jnp.asarray(tr[k][idx]) for k in ("mixture", "selected", "competing", "target")}
+      params, opt_state, l, (sdr, spec) = step(params, opt_state, b)
+      bar.update(1)
+      bar.set_postfix(sisdr=f"{float(sdr):.2f}", spec=f"{float(spec):.3f}")
+  train_s = time.time() - t0
+
+  rows = {"mixture": [], "stream_mask": [], "refined": [], "oracle_irm": []}
+  for j0 in range(0, len(va["mixture"]), 16):
+    sl = slice(j0, j0 + 16)
+    m, s, c = (jnp.asarray(va[k][sl]) for k in ("mixture", "selected", "competing"))
+    ests = dict(mixture=np.asarray(m),
+                stream_mask=np.asarray(mixture_mask.ratio_mask(m, s, c, args.power, args.floor)),
+                refined=np.asarray(apply(params, m, s, c)),
+                oracle_irm=np.asarray(mixture_mask.ratio_mask(
+                    m, jnp.asarray(va["clean"][sl]), jnp.asarray(va["unattended"][sl]), 0.5)))
+    for name, est in ests.items():
+      sdr = np.asarray(sisdr(jnp.asarray(va["clean"][sl]), jnp.asarray(est)))
+      for j in range(len(est)):
+        pm = perceptual_metrics(va["clean"][sl][j], est[j], sr)
+        rows[name].append((float(sdr[j]), pm["stoi"], pm["estoi"]))
+  res = dict(cache=args.cache, split=args.eval_split, n=len(rows["mixture"]),
+             train_trials=n_tr, params=int(n_params), train_seconds=round(train_s),
+             **{k: getattr(args, k) for k in ("steps", "width", "layers", "kernel", "lr",
+                                              "batch", "lambda_spec", "floor", "power", "seed")})
+  mix = np.array(rows["mixture"])
+  base = np.array(rows["stream_mask"])
+  for name, r in rows.items():
+    r = np.array(r)
+    d, dd = r - mix, r - base
+    se = lambda x: x.std(0, ddof=1) / np.sqrt(len(x))
+    res[name] = dict(si_sdr=float(r[:, 0].mean()), stoi=float(r[:, 1].mean()),
+                     estoi=float(r[:, 2].mean()),
+                     si_sdr_i=float(d[:, 0].mean()), si_sdr_i_se=float(se(d)[0]),
+                     stoi_i=float(d[:, 1].mean()), stoi_i_se=float(se(d)[1]),
+                     estoi_i=float(d[:, 2].mean()), estoi_i_se=float(se(d)[2]),
+                     vs_stream_mask=[float(x) for x in dd.mean(0)],
+                     vs_stream_mask_se=[float(x) for x in se(dd)])
+    print(f"{name:>12}: SI-SDR {r[:, 0].mean():6.2f} ({d[:, 0].mean():+.2f} ± {se(d)[0]:.2f})"
+          f"  STOI {r[:, 1].mean():.3f} ({d[:, 1].mean():+.3f} ± {se(d)[1]:.3f})"
+          f"  ESTOI {r[:, 2].mean():.3f} ({d[:, 2].mean():+.3f} ± {se(d)[2]:.3f})"
+          f"  vs stream mask {dd[:, 0].mean():+.2f} dB / {dd[:, 1].mean():+.3f}")
+  os.makedirs("results", exist_ok=True)
+  with open(os.path.join("results", "refiner_probe.jsonl"), "a") as f:
+    f.write(json.dumps(res) + "\n")
+  if args.save:
+    refiner.save(args.save, params, model)
+    print(f"saved {args.save}")
+  return 0
+
+
+def main(argv=None) -> int:
+  from scripts.eeg_ladder import _parse_value  # pylint: disable=g-import-not-at-top,unused-import
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  sub = p.add_subparsers(dest="cmd", required=True)
+  c = sub.add_parser("collect")
+  c.add_argument("--workdir", required=True)
+  c.add_argument("--preset", default="speech")
+  c.add_argument("--split", default="train")
+  c.add_argument("--n", type=int, default=2048)
+  c.add_argument("--which", default="latest")
+  c.add_argument("--cache", default=None)
+  c.add_argument("--set", action="append", help="a config override key=value")
+  t = sub.add_parser("train")
+  t.add_argument("--cache", required=True)
+  t.add_argument("--eval_split", default="val")
+  t.add_argument("--steps", type=int, default=2000)
+  t.add_argument("--batch", type=int, default=8)
+  t.add_argument("--lr", type=float, default=1e-3)
+  t.add_argument("--width", type=int, default=128)
+  t.add_argument("--layers", type=int, default=6)
+  t.add_argument("--kernel", type=int, default=5)
+  t.add_argument("--floor", type=float, default=0.2)
+  t.add_argument("--power", type=float, default=0.5)
+  t.add_argument("--lambda_spec", type=float, default=1.0)
+  t.add_argument("--seed", type=int, default=0)
+  t.add_argument("--save", default=None, help="write the trained refiner here (.msgpack)")
+  args = p.parse_args(argv)
+  if args.cmd == "collect":
+    args.cache = args.cache or os.path.join("runs", "refiner",
+                                            os.path.basename(args.workdir.rstrip("/")))
+    return collect(args)
+  return train(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

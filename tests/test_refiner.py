@@ -1,0 +1,82 @@
+"""The spectral mask refiner (neurocodec_jax.models.refiner) on cases with known answers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from neurocodec_jax import mixture_mask
+from neurocodec_jax.models import refiner
+
+
+def _talkers(n=4, length=4000, seed=0):
+  """Two harmonic 'talkers' per trial (random pitches), their sum, and noisy streams."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(length) / 16000
+  def voice(f0):
+    return sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+  a = np.stack([voice(rng.uniform(100, 180)) for _ in range(n)])
+  b = np.stack([voice(rng.uniform(200, 300)) for _ in range(n)])
+  # Streams that know the talkers only roughly: each plus a share of the other and noise.
+  sel = a + 0.6 * b + 0.3 * rng.standard_normal(a.shape)
+  comp = b + 0.6 * a + 0.3 * rng.standard_normal(a.shape)
+  f = lambda x: jnp.asarray(x, jnp.float32)
+  return f(a + b), f(a), f(b), f(sel), f(comp)
+
+
+def test_untrained_refiner_outputs_the_streams_mask():
+  mix, _, _, sel, comp = _talkers()
+  model = refiner.MaskRefiner(width=16, layers=2, kernel=3, floor=0.2, power=0.5)
+  params = model.init(jax.random.PRNGKey(0), mix, sel, comp)
+  got = model.apply(params, mix, sel, comp)
+  want = mixture_mask.ratio_mask(mix, sel, comp, 0.5, 0.2)
+  # Measured 1.2e-7 on recorded speech (the logit and sigmoid round trip in float32).
+  np.testing.assert_allclose(got, want, atol=2e-6 * float(jnp.abs(want).max()))
+
+
+def test_refiner_learns_to_separate_past_its_streams():
+  """Trained on the talker its stream carries, the refined output beats the streams'
+  mask on the training trials (a case the mixture's spectrum can solve: the talkers'
+  harmonics fall in different bins)."""
+  mix, a, _, sel, comp = _talkers(n=8)
+  model = refiner.MaskRefiner(width=32, layers=2, kernel=3, floor=0.2, power=0.5)
+  params = model.init(jax.random.PRNGKey(0), mix, sel, comp)
+  opt = optax.adam(3e-3)
+  state = opt.init(params)
+  snr = lambda y: 10 * jnp.log10(jnp.sum(a ** 2) / jnp.sum((y - a) ** 2))
+  loss = lambda p: -snr(model.apply(p, mix, sel, comp)) + refiner.compressed_spectral_distance(
+      model.apply(p, mix, sel, comp), a)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(loss)(p)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  before = float(snr(model.apply(params, mix, sel, comp)))
+  for _ in range(60):
+    params, state = step(params, state)
+  after = float(snr(model.apply(params, mix, sel, comp)))
+  assert after > before + 3, (before, after)
+
+
+def test_compressed_spectral_distance_is_zero_at_the_target_and_scale_aware():
+  _, a, b, _, _ = _talkers(n=2)
+  assert float(refiner.compressed_spectral_distance(a, a)) == pytest.approx(0, abs=1e-6)
+  assert float(refiner.compressed_spectral_distance(2 * a, a)) > 0.1
+  assert float(refiner.compressed_spectral_distance(a + b, a)) > 0.1
+
+
+def test_refiner_save_and_load_round_trip(tmp_path):
+  mix, _, _, sel, comp = _talkers(n=1)
+  model = refiner.MaskRefiner(width=8, layers=1, kernel=3, floor=0.1, power=1.0)
+  params = model.init(jax.random.PRNGKey(1), mix, sel, comp)
+  params = jax.tree_util.tree_map(lambda x: x + 0.01, params)   # not the init
+  path = str(tmp_path / "refiner.msgpack")
+  refiner.save(path, params, model)
+  loaded, got = refiner.load(path)
+  assert loaded == model
+  np.testing.assert_array_equal(loaded.apply(got, mix, sel, comp), model.apply(params, mix, sel, comp))
+  with pytest.raises(FileNotFoundError, match="refiner.save"):
+    refiner.load(str(tmp_path / "missing.msgpack"))
