@@ -329,8 +329,9 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   source = run.sources[split]
   data = EEGAblation(source, ablation, seed=config.seed) if ablation in ABLATIONS[1:] else source
   floor = config.model.mask_floor
-  masked = ("_masked" + (f"_floor{floor:g}" if floor else "")
-            if config.model.output_waveform == "mixture_mask" else "")
+  kind = config.model.output_waveform
+  masked = ("_masked" + (f"_floor{floor:g}" if floor else "") if kind == "mixture_mask"
+            else "_refined" if kind == "refined_mask" else "")
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
                                     "eval", f"{split}_{ablation}{masked}")
   os.makedirs(out_dir, exist_ok=True)
@@ -357,6 +358,7 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   result = dict(split=split, ablation=ablation, checkpoint=restored_from, n=len(rows),
                 output_waveform=config.model.output_waveform, metrics=summary,
                 mask_floor=floor if masked else None,
+                refiner=config.model.refiner if kind == "refined_mask" else None,
                 quality=quality_table(summary))
   protocol = dataset_protocol(config.root)
   if protocol is not None:

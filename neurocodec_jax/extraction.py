@@ -5,7 +5,8 @@ once per window (``model.select_window="trial"``), so a recording of any length 
 cut into windows of exactly that length with a hop of half a window, each window
 runs as in evaluation (encode, predict, re-quantize unless
 ``codec.requantize_output`` is False, decode; with ``model.output_waveform=
-"mixture_mask"`` the window's mixture through both decoded streams' ratio mask), and the
+"mixture_mask"`` the window's mixture through both decoded streams' ratio mask, refined
+by ``model.refiner`` with ``"refined_mask"``), and the
 output windows are overlap-added with Hann weights normalized by their sum. A recording shorter than
 one window is zero-padded to it and cut back.
 """
@@ -74,14 +75,16 @@ def _programs(run: Run):
     z, _, *aux = steps.predict(models, state, batch, frozen, return_aux=with_cue)
     latent = lambda z: codec.output_latent(frozen["quantizer"], z,
                                            config.codec.requantize_output, n_q)
-    competing = latent(aux[0]["competing"]) if with_cue and kind == "mixture_mask" else None
+    competing = latent(aux[0]["competing"]) if with_cue and kind != "decoded" else None
     return latent(z), competing, (aux[0]["cue"] if with_cue else None)
 
   @jax.jit
-  def output(decoder, z, competing, mixture):
+  def output(decoder, refiner, z, competing, mixture):
     decode = lambda z: models.decode(decoder, z)[:, 0]
     other = decode(competing) if competing is not None else None
-    return mixture_mask.output_waveform(kind, power, floor, decode(z), other, mixture)
+    refine = None if models.refine is None else (
+        lambda *signals: models.refine(refiner, *signals))
+    return mixture_mask.output_waveform(kind, power, floor, decode(z), other, mixture, refine)
 
   return predict, output
 
@@ -115,7 +118,8 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
     batch = pad_batch(make_window_batch(run, mixture, eeg, chunk), b)
     audio = batch.pop("noisy")[:, 0]
     z, competing, cue = predict(state, batch, run.frozen)
-    wave = np.asarray(output(run.frozen["decoder"], z, competing, audio))[:len(chunk)]
+    wave = np.asarray(output(run.frozen["decoder"], run.frozen.get("refiner"), z, competing,
+                             audio))[:len(chunk)]
     for j, a in enumerate(chunk):
       out[a:a + n_audio] += window * wave[j, :n_audio]
       weight[a:a + n_audio] += window

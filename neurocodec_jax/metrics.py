@@ -78,7 +78,8 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
   if cue == "oracle" and run.config.model.selector == "none":
     raise ValueError("cue='oracle' needs a selector model (model.selector='correlation').")
   if masks(run.config) and run.config.model.selector == "none":
-    raise ValueError("model.output_waveform='mixture_mask' needs a selector model "
+    raise ValueError(f"model.output_waveform={run.config.model.output_waveform!r} needs a "
+                     "selector model "
                      "(model.selector='correlation'): the mask is its two streams'.")
   # The cue and the norm are arguments of one program, not a program each: an
   # evaluation with its diagnostics compiles the generator once.
@@ -98,8 +99,9 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
 
 
 def masks(config) -> bool:
-  """Whether the output is the mixture masked by the decoded streams (it needs ``noisy``)."""
-  return config.model.output_waveform == "mixture_mask"
+  """Whether the output is the mixture masked by the decoded streams (it needs ``noisy``):
+  ``model.output_waveform`` "mixture_mask" or "refined_mask"."""
+  return config.model.output_waveform in ("mixture_mask", "refined_mask")
 
 
 def _make(config, models: steps.Models, batched, local_batch: int, target: str,
@@ -156,12 +158,14 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
   max_lag = losses.sisdr.max_lag_samples(config.codec.arch["sample_rate"])
 
   @jax.jit
-  def decoded(decoder, inputs):
+  def decoded(decoder, refiner, inputs):
     wave = models.decode(decoder, inputs["z_q"])
     if mask:
-      wave = mixture_mask.ratio_mask(inputs["noisy"], wave,
-                                     models.decode(decoder, inputs["z_q_competing"]),
-                                     config.model.mask_power, config.model.mask_floor)
+      refine = (None if models.refine is None else
+                lambda *signals: models.refine(refiner, *(x[:, 0] for x in signals))[:, None])
+      wave = mixture_mask.output_waveform(
+          config.model.output_waveform, config.model.mask_power, config.model.mask_floor,
+          wave, models.decode(decoder, inputs["z_q_competing"]), inputs["noisy"], refine)
     sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
     out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
@@ -185,7 +189,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     inputs.update({k: out.pop(k) for k in ("z_q", "z_q_competing", "z_oracle") if k in out})
     if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
       inputs = shard_batch(inputs, batched)
-    out.update(jax.device_get(decoded(frozen["decoder"], inputs)))
+    out.update(jax.device_get(decoded(frozen["decoder"], frozen.get("refiner"), inputs)))
     return {k: np.asarray(v)[:n] for k, v in out.items()}
 
   return metrics

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import signal as jsig
 
-OUTPUT_WAVEFORMS = ("decoded", "mixture_mask")
+OUTPUT_WAVEFORMS = ("decoded", "mixture_mask", "refined_mask")
 N_FFT, HOP = 512, 128        # 32 ms / 8 ms at 16 kHz
 
 
@@ -60,15 +60,23 @@ def magnitude(x: jax.Array, power: float) -> jax.Array:
 
 
 def output_waveform(kind: str, power: float, floor: float, decoded: jax.Array,
-                    competing: jax.Array | None, mixture: jax.Array | None) -> jax.Array:
+                    competing: jax.Array | None, mixture: jax.Array | None,
+                    refine=None) -> jax.Array:
   """The output ``[..., T]`` per ``model.output_waveform`` from the decoded selected
   stream, the decoded competing stream and the mixture (the last two, ``power`` and
-  ``floor`` are read only by ``"mixture_mask"``)."""
+  ``floor`` are read only by the masks). ``"refined_mask"`` calls ``refine(mixture,
+  decoded, competing)`` (a trained ``models.refiner.MaskRefiner``, its parameters
+  bound), which starts from the same floored ratio mask."""
   if kind == "decoded":
     return decoded
-  if kind != "mixture_mask":
+  if kind not in OUTPUT_WAVEFORMS:
     raise ValueError(f"model.output_waveform must be one of {OUTPUT_WAVEFORMS}, got {kind!r}.")
   if competing is None or mixture is None:
-    raise ValueError("model.output_waveform='mixture_mask' needs the competing stream "
+    raise ValueError(f"model.output_waveform={kind!r} needs the competing stream "
                      "(model.selector='correlation') and the mixture's audio.")
+  if kind == "refined_mask":
+    if refine is None:
+      raise ValueError("model.output_waveform='refined_mask' needs a trained refiner "
+                       "(model.refiner: python -m neurocodec_jax.cli.refine).")
+    return refine(mixture, decoded, competing)
   return ratio_mask(mixture, decoded, competing, power, floor)

@@ -114,14 +114,18 @@ def program_key(config) -> str:
 def build_models(config, codec: Codec) -> steps.Models:
   """Generator, discriminator (when a GAN term is on), the codec's decode function,
   optimizers; the codec's arrays are the run's ``frozen``, not part of the models."""
-  from neurocodec_jax.models import discriminators, generator  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import discriminators, generator, refiner  # pylint: disable=g-import-not-at-top
   disc = discriminators.Discriminator.from_config(config) if steps.uses_gan(config) else None
+  refine = None
+  if config.model.output_waveform == "refined_mask":
+    module = refiner.load_module(config.model.refiner)
+    refine = lambda params, *signals: module.apply(params, *signals)
   return steps.Models(
       generator=generator.NeuroCodec.from_config(config),
       discriminator=disc, decode=codec.decoder(),
       g_tx=optim.generator_optimizer(config),
       d_tx=optim.discriminator_optimizer(config) if disc is not None else None,
-      mix_input=config.model.mix_input, target=config.model.target_latent)
+      mix_input=config.model.mix_input, target=config.model.target_latent, refine=refine)
 
 
 def make_mesh() -> Mesh:
@@ -153,8 +157,9 @@ def first_example(source) -> dict:
 class Run:
   """What a config builds before any state (see the module docstring).
 
-  ``frozen``: the codec's ``frozen_params()`` replicated over the mesh, the argument
-  the compiled programs take them as; ``sources``: ``{split: AADSource}`` with the
+  ``frozen``: the codec's ``frozen_params()`` replicated over the mesh (and
+  ``"refiner"``'s parameters with ``model.output_waveform="refined_mask"``), the
+  argument the compiled programs take them as; ``sources``: ``{split: AADSource}`` with the
   requested fields; ``example``: one example with a batch axis (shapes for
   initialization); ``programs``: compiled programs by key, shared with the runs that
   reuse this one.
@@ -263,6 +268,11 @@ def build_run(config, splits: dict | None = None, *, codec: Codec | None = None,
     frozen = reuse.frozen                          # on the devices already
   else:
     frozen = jax.device_put(codec.frozen_params(), NamedSharding(mesh, P()))
+  frozen = {k: v for k, v in frozen.items() if k != "refiner"}
+  if config.model.output_waveform == "refined_mask":
+    from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
+    frozen["refiner"] = jax.device_put(refiner.load(config.model.refiner)[1],
+                                       NamedSharding(mesh, P()))
   return Run(config=config, codec=codec, models=models, mesh=mesh, frozen=frozen,
              sources=sources, example=example, programs=programs)
 

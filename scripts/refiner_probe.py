@@ -98,12 +98,15 @@ def train(args) -> int:
   sisdr = lambda ref, est: losses.si_sdr(ref[:, None], est[:, None], max_lag=max_lag)
 
   # The target: the talker the selected stream carries (its stream mask nearer it).
-  def carried(d):
-    m = np.asarray(mixture_mask.ratio_mask(jnp.asarray(d["mixture"]), jnp.asarray(d["selected"]),
-                                           jnp.asarray(d["competing"]), 0.5))
-    own = np.asarray(sisdr(jnp.asarray(d["clean"]), jnp.asarray(m)))
-    other = np.asarray(sisdr(jnp.asarray(d["unattended"]), jnp.asarray(m)))
-    return np.where((own >= other)[:, None], d["clean"], d["unattended"])
+  def carried(d, chunk=64):
+    own, other = [], []
+    for j in range(0, len(d["mixture"]), chunk):
+      m = mixture_mask.ratio_mask(*(jnp.asarray(d[k][j:j + chunk])
+                                    for k in ("mixture", "selected", "competing")), 0.5)
+      own.append(np.asarray(sisdr(jnp.asarray(d["clean"][j:j + chunk]), m)))
+      other.append(np.asarray(sisdr(jnp.asarray(d["unattended"][j:j + chunk]), m)))
+    return np.where((np.concatenate(own) >= np.concatenate(other))[:, None],
+                    d["clean"], d["unattended"])
   tr["target"] = carried(tr)
   print(f"train: {len(tr['mixture'])} trials, the selected stream carries the attended "
         f"talker in {np.mean(np.all(tr['target'] == tr['clean'], axis=1)):.1%}")

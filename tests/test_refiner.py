@@ -80,3 +80,32 @@ def test_refiner_save_and_load_round_trip(tmp_path):
   np.testing.assert_array_equal(loaded.apply(got, mix, sel, comp), model.apply(params, mix, sel, comp))
   with pytest.raises(FileNotFoundError, match="refiner.save"):
     refiner.load(str(tmp_path / "missing.msgpack"))
+
+
+def test_refiner_training_resumes_exactly(tmp_path):
+  """Interrupted after two of four steps and run again, the refiner ends where four
+  steps straight end."""
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  mix, a, _, sel, comp = _talkers(n=6, length=2000)
+  streams = dict(mixture=np.asarray(mix), selected=np.asarray(sel), competing=np.asarray(comp))
+  model = refiner.MaskRefiner(width=8, layers=1, kernel=3)
+  run = lambda path, until=None: refining.train(
+      streams, np.asarray(a), model, steps_total=4, batch_size=2, lr=1e-2, lambda_spec=1.0,
+      sample_rate=16000, state_path=path, checkpoint_every=2, until=until)
+  straight = run(str(tmp_path / "straight.state"))
+  path = str(tmp_path / "resumed.state")
+  half = run(path, until=2)
+  resumed = run(path)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, straight, resumed)
+  assert not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(straight),
+                                                      jax.tree_util.tree_leaves(half)))
+
+
+def test_carried_talker_follows_the_selected_stream():
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  mix, a, b, sel, comp = _talkers(n=4, length=4000)
+  streams = {k: np.asarray(v) for k, v in dict(mixture=mix, clean=a, unattended=b,
+                                               selected=sel, competing=comp).items()}
+  np.testing.assert_array_equal(refining.carried_talker(streams, 16000), streams["clean"])
+  swapped = dict(streams, selected=streams["competing"], competing=streams["selected"])
+  np.testing.assert_array_equal(refining.carried_talker(swapped, 16000), streams["unattended"])

@@ -14,7 +14,7 @@ from neurocodec_jax.configs.saved import load_run_config
 from neurocodec_jax.run import build_run
 from neurocodec_jax import training as loop
 from neurocodec_jax.train import steps
-from tests.conftest import tiny_config
+from tests.conftest import set_fields, tiny_config
 
 
 def train_config(root, **overrides):
@@ -318,6 +318,21 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   # Extraction of one trial-long recording outputs the same masked mixture.
   from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
   got = extraction.extract(run, state, batch["noisy"][0, 0], batch["eeg"][0])["wave"]
+  np.testing.assert_allclose(got, wave[0], atol=1e-4)
+  # model.output_waveform="refined_mask": a refiner trained for 0 steps (its last layer
+  # starts at zero) outputs the floored ratio mask, through the CLI, evaluation and
+  # extraction.
+  from neurocodec_jax.cli import refine  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "refiner.msgpack")
+  assert refine.main(["--workdir", workdir, "--which", "latest", "--n_trials", "8",
+                      "--steps", "0", "--width", "8", "--layers", "1"]) == 0
+  refined_config = set_fields(config.copy_and_resolve_references(),
+                              **{"model.output_waveform": "refined_mask", "model.refiner": path})
+  refined = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",
+                                perceptual=False, reuse=first["run"])
+  assert refined["out_dir"].endswith("val_none_refined") and refined["refiner"] == path
+  np.testing.assert_allclose(refined["metrics"]["si_sdr"], metrics["si_sdr"], atol=1e-4)
+  got = extraction.extract(refined["run"], state, batch["noisy"][0, 0], batch["eeg"][0])["wave"]
   np.testing.assert_allclose(got, wave[0], atol=1e-4)
 
 

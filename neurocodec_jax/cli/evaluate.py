@@ -31,9 +31,13 @@ flags.DEFINE_bool("oracle_cue", False,
 flags.DEFINE_bool("oracle_norm", False,
                   "Diagnostic: decode each output frame at the attended talker's frame "
                   "norm (the prediction's direction kept).")
-flags.DEFINE_enum("output_waveform", None, ["decoded", "mixture_mask"],
-                  "The output: the decoded prediction, or the mixture masked by both "
-                  "decoded streams (default: the config's model.output_waveform).")
+flags.DEFINE_enum("output_waveform", None, ["decoded", "mixture_mask", "refined_mask"],
+                  "The output: the decoded prediction, the mixture masked by both "
+                  "decoded streams, or that mask refined by --refiner (default: the "
+                  "config's model.output_waveform).")
+flags.DEFINE_string("refiner", None,
+                    "A trained refiner (python -m neurocodec_jax.cli.refine); implies "
+                    "--output_waveform refined_mask.")
 flags.DEFINE_float("mask_floor", None,
                    "The masked output's lower bound in [0, 1] (default: the config's "
                    "model.mask_floor).")
@@ -75,6 +79,9 @@ def main(argv):
     config = load_run_config(FLAGS.workdir)
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  if FLAGS.refiner:
+    config.model.refiner = FLAGS.refiner
+    config.model.output_waveform = "refined_mask"
   if FLAGS.output_waveform:
     config.model.output_waveform = FLAGS.output_waveform
   if FLAGS.mask_floor is not None:

@@ -42,9 +42,12 @@ def load_config(args):
     from neurocodec_jax.configs.validate import load_config_file  # pylint: disable=g-import-not-at-top
     config = load_config_file(args.config)
   from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
+  if args.refiner:
+    config.model.refiner = args.refiner
+    args.output_waveform = args.output_waveform or "refined_mask"
   if args.output_waveform:
-    if config.model.selector == "none" and args.output_waveform == "mixture_mask":
-      raise ConfigError("--output_waveform mixture_mask needs a selector model "
+    if config.model.selector == "none" and args.output_waveform != "decoded":
+      raise ConfigError(f"--output_waveform {args.output_waveform} needs a selector model "
                         "(model.selector='correlation'); this run has none.")
     config.model.output_waveform = args.output_waveform
   if args.stream and config.model.bidirectional:
@@ -111,9 +114,14 @@ def parse(argv):
   p.add_argument("--stream", action="store_true",
                  help="stream block by block (neurocodec_jax.streaming): the causal model "
                       "as it would run live; prints its latency and real-time factor")
-  p.add_argument("--output_waveform", choices=("decoded", "mixture_mask"), default=None,
-                 help="the decoded prediction, or the mixture masked by both decoded "
-                      "streams (default: the run's model.output_waveform)")
+  p.add_argument("--output_waveform", choices=("decoded", "mixture_mask", "refined_mask"),
+                 default=None,
+                 help="the decoded prediction, the mixture masked by both decoded "
+                      "streams, or that mask refined by --refiner (default: the run's "
+                      "model.output_waveform)")
+  p.add_argument("--refiner", default=None,
+                 help="a trained refiner (python -m neurocodec_jax.cli.refine); implies "
+                      "--output_waveform refined_mask")
   p.add_argument("--block_ms", type=float, default=40.0,
                  help="--stream's block, a multiple of the codec's frame (20 ms)")
   args = p.parse_args(argv)

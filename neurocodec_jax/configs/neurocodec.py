@@ -141,9 +141,14 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # The output: "decoded" (the original: the codec decodes the prediction) |
       # "mixture_mask" (the mixture through the ratio mask of both decoded streams,
       # |A|^p / (|A|^p + |B|^p), p = mask_power; a selector model, offline; mixture_mask.py)
+      # | "refined_mask" (that mask corrected by model.refiner)
       output_waveform="decoded",
       mask_power=0.5,
       mask_floor=0.0,               # the mask's lower bound (0: the plain ratio mask)
+      # "refined_mask": the ratio mask corrected by a spectral refiner that reads the
+      # mixture's STFT beside both streams (models/refiner.py; not in the original),
+      # trained after the model by `python -m neurocodec_jax.cli.refine`, saved here
+      refiner=None,
       # True: an offline separator, a second Mamba per block reading the frames
       # backwards (not in the original; no streaming)
       bidirectional=False,

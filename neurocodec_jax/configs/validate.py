@@ -69,9 +69,15 @@ def _relations(c) -> list[str]:
     problems.append(f"train.cue_curriculum_steps={c.train.cue_curriculum_steps!r} needs "
                     f"model.selector='correlation' (the cue it anneals is the selector's), "
                     f"got {c.model.selector!r}")
-  if c.model.output_waveform == "mixture_mask" and c.model.selector != "correlation":
-    problems.append(f"model.output_waveform='mixture_mask' needs model.selector="
+  masked = c.model.output_waveform in ("mixture_mask", "refined_mask")
+  if masked and c.model.selector != "correlation":
+    problems.append(f"model.output_waveform={c.model.output_waveform!r} needs model.selector="
                     f"'correlation' (the mask is its two streams'), got {c.model.selector!r}")
+  if c.model.output_waveform == "refined_mask" and not (c.model.refiner
+                                                         and os.path.isfile(c.model.refiner)):
+    problems.append(f"model.output_waveform='refined_mask' needs model.refiner, a trained "
+                    f"refiner's file (python -m neurocodec_jax.cli.refine writes one), got "
+                    f"{c.model.refiner!r}: no such file")
   if (c.model.stream_form == "tokens") != (c.lambda_token > 0):
     problems.append(f"model.stream_form={c.model.stream_form!r} and lambda_token="
                     f"{c.lambda_token!r}: the token term trains the tokens streams and "

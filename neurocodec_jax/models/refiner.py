@@ -79,14 +79,19 @@ def save(path: str, params, model: MaskRefiner) -> None:
     os.replace(p + ".tmp", p)
 
 
-def load(path: str) -> tuple[MaskRefiner, dict]:
-  """The refiner saved at ``path``: ``(module, params)``."""
+def load_module(path: str) -> MaskRefiner:
+  """The module (its sizes) of the refiner saved at ``path``, from ``path + '.json'``."""
   for p in (path, path + ".json"):
     if not os.path.isfile(p):
       raise FileNotFoundError(f"{p}: no such file (a refiner is saved as the pair "
                               f"{path} and {path}.json by refiner.save)")
   with open(path + ".json") as f:
-    model = MaskRefiner(**json.load(f))
+    return MaskRefiner(**json.load(f))
+
+
+def load(path: str) -> tuple[MaskRefiner, dict]:
+  """The refiner saved at ``path``: ``(module, params)``."""
+  model = load_module(path)
   x = jnp.zeros((1, 4 * HOP * 4), jnp.float32)
   template = model.init(jax.random.PRNGKey(0), x, x, x)
   with open(path, "rb") as f:

@@ -155,6 +155,9 @@ class Models:
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation | None
   mix_input: str = "quantized"                      # model.mix_input (see mix_latent)
+  # model.output_waveform="refined_mask": (frozen["refiner"], mixture [B, T], selected
+  # [B, T], competing [B, T]) -> [B, T] (models/refiner.py); None otherwise
+  refine: Callable[..., jax.Array] | None = None
   target: str = "quantized"                         # model.target_latent (see target_latent)
 
 
