@@ -107,7 +107,8 @@ def make_step(model: refiner.MaskRefiner, tx: optax.GradientTransformation, samp
 def optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
   """AdamW on a cosine decay to a tenth, the global norm clipped at 1."""
   return optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(optax.cosine_decay_schedule(lr, total_steps, alpha=0.1),
+                     optax.adamw(optax.cosine_decay_schedule(lr, max(total_steps, 1),
+                                                             alpha=0.1),
                                  weight_decay=1e-4))
 
 
