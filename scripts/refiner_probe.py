@@ -30,121 +30,57 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-FIELDS = ("mixture", "clean", "unattended", "selected", "competing")
-
-
 def collect(args) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
   import codec_bridge  # pylint: disable=g-import-not-at-top,unused-import  (the codec loader)
-  from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.data import eval_dataset  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   from scripts.eeg_ladder import _parse_value, _set  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config(args.preset)
   for item in args.set or []:
     k, v = item.split("=", 1)
     _set(config, k, _parse_value(v))
-  fields = steps.mix_fields(config) + ["eeg", "clean", "noisy", "unattended"]
-  run = build_run(config, {args.split: fields})
+  run = build_run(config, {args.split: refining.fields(config)})
   state, where = run.restore_generator(workdir=args.workdir, which=args.which)
-  n_q = config.codec.n_quantizers_eval
-
-  @jax.jit
-  def streams(state, batch, frozen):
-    z_pred, _, aux = steps.predict(run.models, state, batch, frozen, return_aux=True)
-    q = lambda z: codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
-    dec = lambda z: run.models.decode(frozen["decoder"], q(z))[:, 0]
-    return dec(z_pred), dec(aux["competing"])
-
-  out = {k: [] for k in FIELDS}
-  n = min(args.n, len(run.sources[args.split]))
-  with tqdm(total=n, desc=f"streams ({args.split})") as bar:
-    for batch in eval_dataset(run.sources[args.split], run.local_batch):
-      device = {k: v for k, v in batch.items() if k in fields
-                and k not in ("noisy", "clean", "unattended")}
-      sel, comp = (np.asarray(w) for w in streams(state, device, run.frozen))
-      out["selected"].append(sel)
-      out["competing"].append(comp)
-      out["mixture"].append(batch["noisy"][:, 0])
-      out["clean"].append(batch["clean"][:, 0])
-      out["unattended"].append(batch["unattended"][:, 0])
-      bar.update(len(sel))
-      if sum(len(x) for x in out["selected"]) >= n:
-        break
-  arrays = {k: np.concatenate(v)[:n].astype(np.float32) for k, v in out.items()}
+  arrays = refining.collect_streams(run, state, args.split, args.n)
   os.makedirs(args.cache, exist_ok=True)
   path = os.path.join(args.cache, f"streams_{args.split}.npz")
   np.savez(path + ".tmp.npz", checkpoint=str(where), **arrays)
   os.replace(path + ".tmp.npz", path)
-  print(f"wrote {path}: {n} trials from {where}")
+  print(f"wrote {path}: {len(arrays['mixture'])} trials from {where}")
   return 0
 
 
 def train(args) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import losses, mixture_mask  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.evaluation import perceptual_metrics  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  load = lambda s: dict(np.load(os.path.join(args.cache, f"streams_{s}.npz")))
+  def load(split):
+    with np.load(os.path.join(args.cache, f"streams_{split}.npz")) as f:
+      return {k: f[k] for k in f.files if k != "checkpoint"}
   tr, va = load("train"), load(args.eval_split)
   sr = 16000
   max_lag = losses.sisdr.max_lag_samples(sr)
   sisdr = lambda ref, est: losses.si_sdr(ref[:, None], est[:, None], max_lag=max_lag)
 
   # The target: the talker the selected stream carries (its stream mask nearer it).
-  def carried(d, chunk=64):
-    own, other = [], []
-    for j in range(0, len(d["mixture"]), chunk):
-      m = mixture_mask.ratio_mask(*(jnp.asarray(d[k][j:j + chunk])
-                                    for k in ("mixture", "selected", "competing")), 0.5)
-      own.append(np.asarray(sisdr(jnp.asarray(d["clean"][j:j + chunk]), m)))
-      other.append(np.asarray(sisdr(jnp.asarray(d["unattended"][j:j + chunk]), m)))
-    return np.where((np.concatenate(own) >= np.concatenate(other))[:, None],
-                    d["clean"], d["unattended"])
-  tr["target"] = carried(tr)
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  tr["target"] = refining.carried_talker(tr, sr)
   print(f"train: {len(tr['mixture'])} trials, the selected stream carries the attended "
         f"talker in {np.mean(np.all(tr['target'] == tr['clean'], axis=1)):.1%}")
-
   model = refiner.MaskRefiner(width=args.width, layers=args.layers, kernel=args.kernel,
                               floor=args.floor, power=args.power)
-  x0 = {k: jnp.asarray(tr[k][:2]) for k in ("mixture", "selected", "competing")}
-  params = model.init(jax.random.PRNGKey(args.seed), **x0)
-  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  print(f"refiner: {n_params / 1e6:.2f} M parameters")
-  sched = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.1)
-  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=1e-4))
-  opt_state = opt.init(params)
-
-  def loss_fn(p, b):
-    y = model.apply(p, b["mixture"], b["selected"], b["competing"])
-    sdr = sisdr(b["target"], y)
-    spec = refiner.compressed_spectral_distance(y, b["target"])
-    return -jnp.mean(sdr) + args.lambda_spec * spec, (jnp.mean(sdr), spec)
-
-  @jax.jit
-  def step(p, o, b):
-    (l, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, b)
-    u, o = opt.update(g, o, p)
-    return optax.apply_updates(p, u), o, l, aux
-
-  apply = jax.jit(lambda p, m, s, c: model.apply(p, m, s, c))
-  rng = np.random.default_rng(args.seed)
   n_tr = len(tr["mixture"])
   t0 = time.time()
-  with tqdm(total=args.steps, desc="refiner") as bar:
-    for i in range(args.steps):
-      idx = rng.choice(n_tr, args.batch, replace=False)
-      b = {k: jnp.asarray(tr[k][idx]) for k in ("mixture", "selected", "competing", "target")}
-      params, opt_state, l, (sdr, spec) = step(params, opt_state, b)
-      bar.update(1)
-      bar.set_postfix(sisdr=f"{float(sdr):.2f}", spec=f"{float(spec):.3f}")
+  params = refining.train(tr, tr["target"], model, steps_total=args.steps,
+                          batch_size=args.batch, lr=args.lr, lambda_spec=args.lambda_spec,
+                          sample_rate=sr, seed=args.seed,
+                          state_path=args.save + ".state" if args.save else None)
   train_s = time.time() - t0
+  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  apply = jax.jit(lambda p, m, s, c: model.apply(p, m, s, c))
 
   rows = {"mixture": [], "stream_mask": [], "refined": [], "oracle_irm": []}
   for j0 in range(0, len(va["mixture"]), 16):
