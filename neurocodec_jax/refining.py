@@ -35,7 +35,8 @@ SIGNALS = ("mixture", "selected", "competing")
 def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarray]:
   """The first ``n`` trials of ``split``: ``{"mixture", "clean", "unattended",
   "selected", "competing"}``, each ``[n, T]`` float32 (the streams decoded as
-  evaluation decodes them). ``run`` opens ``split`` with :func:`fields`."""
+  evaluation decodes them), and ``"margin"`` ``[n]``, the selector's logit gap (how
+  sure its choice was). ``run`` opens ``split`` with :func:`fields`."""
   config = run.config
   n_q = config.codec.n_quantizers_eval
 
@@ -44,16 +45,18 @@ def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarra
     z_pred, _, aux = steps.predict(run.models, state, batch, frozen, return_aux=True)
     q = lambda z: codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
     dec = lambda z: run.models.decode(frozen["decoder"], q(z))[:, 0]
-    return dec(z_pred), dec(aux["competing"])
+    margin = jnp.mean(jnp.abs(aux["logits"][..., 0] - aux["logits"][..., 1]), axis=-1)
+    return dec(z_pred), dec(aux["competing"]), margin
 
   host = ("noisy", "clean", "unattended")
-  out = {k: [] for k in ("mixture", "clean", "unattended", "selected", "competing")}
+  out = {k: [] for k in ("mixture", "clean", "unattended", "selected", "competing", "margin")}
   n = min(n, len(run.sources[split]))
   with tqdm(total=n, desc=f"streams ({split})", unit="trial") as bar:
     for batch in eval_dataset(run.sources[split], run.local_batch):
       device = {k: v for k, v in batch.items() if k not in host}
-      sel, comp = (np.asarray(w) for w in streams(state, device, run.frozen))
-      for k, v in (("selected", sel), ("competing", comp), ("mixture", batch["noisy"][:, 0]),
+      sel, comp, margin = (np.asarray(w) for w in streams(state, device, run.frozen))
+      for k, v in (("selected", sel), ("competing", comp), ("margin", margin),
+                   ("mixture", batch["noisy"][:, 0]),
                    ("clean", batch["clean"][:, 0]), ("unattended", batch["unattended"][:, 0])):
         out[k].append(np.asarray(v, np.float32))
       bar.update(len(sel))

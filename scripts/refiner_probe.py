@@ -126,6 +126,43 @@ def train(args) -> int:
   return 0
 
 
+def policy(args) -> int:
+  """Per-trial scores of blends of the refined output with the mixture, beside the
+  selector's margin: does backing off where the choice is unsure pay?"""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import losses  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.evaluation import perceptual_metrics  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
+  with np.load(os.path.join(args.cache, f"streams_{args.split}.npz")) as f:
+    d = {k: f[k] for k in f.files if k != "checkpoint"}
+  model, params = refiner.load(args.refiner)
+  apply = jax.jit(lambda m, s, c: model.apply(params, m, s, c))
+  max_lag = losses.sisdr.max_lag_samples(16000)
+  alphas = [float(x) for x in args.alphas.split(",")]
+  rows = []
+  for j0 in range(0, len(d["mixture"]), 16):
+    sl = slice(j0, j0 + 16)
+    m, s_, c = (jnp.asarray(d[k][sl]) for k in ("mixture", "selected", "competing"))
+    y = np.asarray(apply(m, s_, c))
+    mix = np.asarray(m)
+    for j in range(len(y)):
+      row = dict(index=j0 + j, margin=float(d["margin"][j0 + j]))
+      for a in alphas:
+        est = a * mix[j] + (1 - a) * y[j]
+        row[f"si_sdr_{a:g}"] = float(losses.si_sdr(jnp.asarray(d["clean"][j0 + j])[None, None],
+                                                    jnp.asarray(est)[None, None],
+                                                    max_lag=max_lag)[0])
+        pm = perceptual_metrics(d["clean"][j0 + j], est, 16000)
+        row[f"stoi_{a:g}"], row[f"estoi_{a:g}"] = pm["stoi"], pm["estoi"]
+      rows.append(row)
+  out = os.path.join(args.cache, f"policy_{args.split}_{os.path.basename(args.refiner)}.json")
+  with open(out, "w") as f:
+    json.dump(rows, f)
+  print(f"wrote {out}")
+  return 0
+
+
 def main(argv=None) -> int:
   from scripts.eeg_ladder import _parse_value  # pylint: disable=g-import-not-at-top,unused-import
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -152,7 +189,14 @@ def main(argv=None) -> int:
   t.add_argument("--lambda_spec", type=float, default=1.0)
   t.add_argument("--seed", type=int, default=0)
   t.add_argument("--save", default=None, help="write the trained refiner here (.msgpack)")
+  q = sub.add_parser("policy")
+  q.add_argument("--cache", required=True)
+  q.add_argument("--split", default="val")
+  q.add_argument("--refiner", required=True)
+  q.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
   args = p.parse_args(argv)
+  if args.cmd == "policy":
+    return policy(args)
   if args.cmd == "collect":
     args.cache = args.cache or os.path.join("runs", "refiner",
                                             os.path.basename(args.workdir.rstrip("/")))
