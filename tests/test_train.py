@@ -319,21 +319,54 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
   got = extraction.extract(run, state, batch["noisy"][0, 0], batch["eeg"][0])["wave"]
   np.testing.assert_allclose(got, wave[0], atol=1e-4)
-  # model.output_waveform="refined_mask": a refiner trained for 0 steps (its last layer
-  # starts at zero) outputs the floored ratio mask, through the CLI, evaluation and
-  # extraction.
+
+
+@pytest.mark.slow                   # trains a selector model, compiles three new programs
+def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tmp_path):
+  """model.output_waveform="refined_mask": a refiner trained for 0 steps (its last
+  layer starts at zero) outputs the floored ratio mask through `cli.refine`,
+  evaluation and extraction; trained a few steps (resumed from its saved state), it
+  outputs something else."""
+  from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.cli import refine  # pylint: disable=g-import-not-at-top
+  root, _ = tiny_dataset
+  config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
+                                 "model.select_window": "trial", "lambda_env": 1.0,
+                                 "lambda_sep": 1.0, "model.mix_input": "continuous",
+                                 "model.mixture_consistency": True,
+                                 "model.select_decision": "hard",
+                                 "codec.cache_dir": str(tmp_path / "codes"),
+                                 "lambda_mel": 0.0, "lambda_adv": 0.0, "lambda_feat": 0.0,
+                                 "model.output_waveform": "mixture_mask",
+                                 "model.mask_floor": 0.2, "train.max_steps": 2,
+                                 "train.eval_every": -1})
+  workdir = str(tmp_path / "selector")
+  result = loop.train_and_evaluate(config, workdir)
+  masked = evaluation.evaluate(config, workdir=workdir, split="val", which="latest",
+                               perceptual=False, reuse=result["run"])
   path = os.path.join(workdir, "refiner.msgpack")
-  assert refine.main(["--workdir", workdir, "--which", "latest", "--n_trials", "8",
-                      "--steps", "0", "--width", "8", "--layers", "1"]) == 0
+  args = ["--workdir", workdir, "--which", "latest", "--n_trials", "8", "--width", "8",
+          "--layers", "1"]
+  assert refine.main(args + ["--steps", "0"]) == 0
   refined_config = set_fields(config.copy_and_resolve_references(),
                               **{"model.output_waveform": "refined_mask", "model.refiner": path})
   refined = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",
-                                perceptual=False, reuse=first["run"])
+                                perceptual=False, reuse=masked["run"])
   assert refined["out_dir"].endswith("val_none_refined") and refined["refiner"] == path
-  np.testing.assert_allclose(refined["metrics"]["si_sdr"], metrics["si_sdr"], atol=1e-4)
-  got = extraction.extract(refined["run"], state, batch["noisy"][0, 0], batch["eeg"][0])["wave"]
-  np.testing.assert_allclose(got, wave[0], atol=1e-4)
+  np.testing.assert_allclose(refined["metrics"]["si_sdr"], masked["metrics"]["si_sdr"],
+                             atol=1e-4)
+  state, _ = masked["run"].restore_generator(workdir=workdir, which="latest")
+  source = masked["run"].sources["val"][0]
+  mixture, eeg = np.asarray(source["noisy"])[0], np.asarray(source["eeg"])
+  want = extraction.extract(masked["run"], state, mixture, eeg)["wave"]
+  got = extraction.extract(refined["run"], state, mixture, eeg)["wave"]
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # Trained two steps, it departs from the mask.
+  os.remove(path)
+  assert refine.main(args + ["--steps", "2"]) == 0
+  trained = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",
+                                perceptual=False, reuse=refined["run"])
+  assert abs(trained["metrics"]["si_sdr"] - masked["metrics"]["si_sdr"]) > 1e-4
 
 
 def test_cosine_schedule_with_default_max_steps_trains(tiny_dataset, tmp_path):

@@ -480,6 +480,7 @@ def test_train_step_takes_the_frozen_codec_as_an_argument(tiny_dataset, backend)
 
 
 @pytest.mark.integration            # compiles a train step
+@pytest.mark.slow                   # an option no preset uses (26 s)
 def test_token_streams_train_on_their_codes(tiny_dataset):
   """stream_form="tokens" in the train step: the token term is logged and falls
   over a few steps on one batch (the codes are learnable), every term finite."""
