@@ -126,9 +126,8 @@ def train(args) -> int:
   return 0
 
 
-def policy(args) -> int:
-  """Per-trial scores of blends of the refined output with the mixture, beside the
-  selector's margin: does backing off where the choice is unsure pay?"""
+def _score_blends(args, alphas):
+  """Per trial: the selector's margin and each blend's SI-SDR, STOI and ESTOI."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from neurocodec_jax import losses  # pylint: disable=g-import-not-at-top
@@ -139,7 +138,6 @@ def policy(args) -> int:
   model, params = refiner.load(args.refiner)
   apply = jax.jit(lambda m, s, c: model.apply(params, m, s, c))
   max_lag = losses.sisdr.max_lag_samples(16000)
-  alphas = [float(x) for x in args.alphas.split(",")]
   rows = []
   for j0 in range(0, len(d["mixture"]), 16):
     sl = slice(j0, j0 + 16)
@@ -156,10 +154,47 @@ def policy(args) -> int:
         pm = perceptual_metrics(d["clean"][j0 + j], est, 16000)
         row[f"stoi_{a:g}"], row[f"estoi_{a:g}"] = pm["stoi"], pm["estoi"]
       rows.append(row)
+  return rows
+
+
+def policy(args) -> int:
+  """Per-trial scores of blends of the refined output with the mixture, beside the
+  selector's margin: does backing off where the choice is unsure pay?"""
+  alphas = [float(x) for x in args.alphas.split(",")]
   out = os.path.join(args.cache, f"policy_{args.split}_{os.path.basename(args.refiner)}.json")
-  with open(out, "w") as f:
-    json.dump(rows, f)
-  print(f"wrote {out}")
+  if os.path.isfile(out):           # scored before: the per-trial rows are kept
+    with open(out) as f:
+      rows = json.load(f)
+  else:
+    rows = _score_blends(args, alphas)
+    with open(out + ".tmp", "w") as f:
+      json.dump(rows, f)
+    os.replace(out + ".tmp", out)
+    print(f"wrote {out}")
+  keys = ("si_sdr", "stoi", "estoi")
+  margin = np.array([r["margin"] for r in rows])
+  score = lambda tau, a: {k: np.array([r[f"{k}_{a:g}"] if r["margin"] < tau else r[f"{k}_0"]
+                                       for r in rows]) for k in keys}
+  for a in alphas:
+    print(f"every trial, {a:g} x mixture: " + "  ".join(
+        f"{k} {np.mean([r[f'{k}_{a:g}'] for r in rows]):.3f}" for k in keys))
+  if args.tau is None:              # choosing (val): the grid of thresholds and blends
+    for q in (0.1, 0.2, 0.3, 0.4, 0.5):
+      tau = float(np.quantile(margin, q))
+      for a in alphas[1:]:
+        print(f"margin < {tau:.3f} (quantile {q:g}), {a:g} x mixture: " + "  ".join(
+            f"{k} {v.mean():.3f}" for k, v in score(tau, a).items()))
+    return 0
+  base, pol = score(np.inf, 0.0), score(args.tau, args.alpha)
+  mix = score(np.inf, 1.0)
+  print(f"margin < {args.tau} ({np.sum(margin < args.tau)} of {len(rows)} trials), "
+        f"{args.alpha:g} x mixture:")
+  for k in keys:
+    d, dm = pol[k] - base[k], pol[k] - mix[k]
+    se = lambda x: x.std(ddof=1) / np.sqrt(len(x))
+    print(f"  {k}: mixture {mix[k].mean():.3f}  refined {base[k].mean():.3f}  policy "
+          f"{pol[k].mean():.3f}  policy - refined {d.mean():+.3f} ± {se(d):.3f}  "
+          f"policy - mixture {dm.mean():+.3f} ± {se(dm):.3f}")
   return 0
 
 
@@ -194,6 +229,9 @@ def main(argv=None) -> int:
   q.add_argument("--split", default="val")
   q.add_argument("--refiner", required=True)
   q.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+  q.add_argument("--tau", type=float, default=None,
+                 help="apply: blend below this margin (chosen on val); omit to print the grid")
+  q.add_argument("--alpha", type=float, default=0.5, help="apply: the mixture's share")
   args = p.parse_args(argv)
   if args.cmd == "policy":
     return policy(args)
