@@ -204,6 +204,8 @@ FIELDS: dict[str, Field] = {
     "model.output_waveform": Field(_ENUM, RESUME), "model.mask_power": Field(_rate, RESUME),
     "model.mask_floor": Field(_number(0.0, 1.0), RESUME),
     "model.refiner": Field(_optional_text, RESUME),
+    "model.unsure_margin": Field(_number(0.0), RESUME),
+    "model.unsure_mix": Field(_number(0.0, 1.0), RESUME),
     "model.selector": Field(_ENUM),
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),

@@ -332,6 +332,9 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   kind = config.model.output_waveform
   masked = ("_masked" + (f"_floor{floor:g}" if floor else "") if kind == "mixture_mask"
             else "_refined" if kind == "refined_mask" else "")
+  unsure = (config.model.unsure_margin, config.model.unsure_mix)
+  if masked and unsure[0] > 0:
+    masked += f"_unsure{unsure[0]:g}x{unsure[1]:g}"
   out_dir = out_dir or os.path.join(workdir or os.path.dirname(checkpoint),
                                     "eval", f"{split}_{ablation}{masked}")
   os.makedirs(out_dir, exist_ok=True)
@@ -359,6 +362,8 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
                 output_waveform=config.model.output_waveform, metrics=summary,
                 mask_floor=floor if masked else None,
                 refiner=config.model.refiner if kind == "refined_mask" else None,
+                unsure_margin=unsure[0] if masked else None,
+                unsure_mix=unsure[1] if masked and unsure[0] > 0 else None,
                 quality=quality_table(summary))
   protocol = dataset_protocol(config.root)
   if protocol is not None:

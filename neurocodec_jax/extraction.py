@@ -75,16 +75,22 @@ def _programs(run: Run):
     z, _, *aux = steps.predict(models, state, batch, frozen, return_aux=with_cue)
     latent = lambda z: codec.output_latent(frozen["quantizer"], z,
                                            config.codec.requantize_output, n_q)
-    competing = latent(aux[0]["competing"]) if with_cue and kind != "decoded" else None
-    return latent(z), competing, (aux[0]["cue"] if with_cue else None)
+    masked = with_cue and kind != "decoded"
+    competing = latent(aux[0]["competing"]) if masked else None
+    margin = mixture_mask.selector_margin(aux[0]["logits"]) if masked else None
+    return latent(z), competing, (aux[0]["cue"] if with_cue else None), margin
 
   @jax.jit
-  def output(decoder, refiner, z, competing, mixture):
+  def output(decoder, refiner, z, competing, mixture, margin):
     decode = lambda z: models.decode(decoder, z)[:, 0]
     other = decode(competing) if competing is not None else None
     refine = None if models.refine is None else (
         lambda *signals: models.refine(refiner, *signals))
-    return mixture_mask.output_waveform(kind, power, floor, decode(z), other, mixture, refine)
+    wave = mixture_mask.output_waveform(kind, power, floor, decode(z), other, mixture, refine)
+    if margin is not None and config.model.unsure_margin > 0:
+      wave = mixture_mask.back_off(wave, mixture, margin, config.model.unsure_margin,
+                                   config.model.unsure_mix)
+    return wave
 
   return predict, output
 
@@ -117,9 +123,9 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
     chunk = starts[i:i + b]
     batch = pad_batch(make_window_batch(run, mixture, eeg, chunk), b)
     audio = batch.pop("noisy")[:, 0]
-    z, competing, cue = predict(state, batch, run.frozen)
+    z, competing, cue, margin = predict(state, batch, run.frozen)
     wave = np.asarray(output(run.frozen["decoder"], run.frozen.get("refiner"), z, competing,
-                             audio))[:len(chunk)]
+                             audio, margin))[:len(chunk)]
     for j, a in enumerate(chunk):
       out[a:a + n_audio] += window * wave[j, :n_audio]
       weight[a:a + n_audio] += window

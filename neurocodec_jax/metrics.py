@@ -145,6 +145,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     z_pred = at_norm(z_pred, lambda: z_att)
     out["z_q"] = codec.output_latent(quantizer, z_pred, config.codec.requantize_output, n_q)
     if mask:
+      out["margin"] = mixture_mask.selector_margin(aux[0]["logits"])
       competing = aux[0]["competing"]
       if "unattended_codes" in batch:
         competing = at_norm(competing,
@@ -166,6 +167,9 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
       wave = mixture_mask.output_waveform(
           config.model.output_waveform, config.model.mask_power, config.model.mask_floor,
           wave, models.decode(decoder, inputs["z_q_competing"]), inputs["noisy"], refine)
+      if config.model.unsure_margin > 0:
+        wave = mixture_mask.back_off(wave, inputs["noisy"], inputs["margin"],
+                                     config.model.unsure_margin, config.model.unsure_mix)
     sdr = lambda ref, est: losses.si_sdr(ref, est, max_lag=max_lag)
     out = {f"si_sdr{suffix}": sdr(inputs[talker], wave)
            for talker, suffix in (("clean", ""), ("unattended", "_unattended"))
@@ -187,6 +191,8 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
     talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())
     inputs = {k: np.asarray(batch[k]) for k in talkers if k in batch}
     inputs.update({k: out.pop(k) for k in ("z_q", "z_q_competing", "z_oracle") if k in out})
+    if "margin" in out:
+      inputs["margin"] = out["margin"]
     if frozen["decoder"] is not None:     # JAX decoder: data parallel (module docstring)
       inputs = shard_batch(inputs, batched)
     out.update(jax.device_get(decoded(frozen["decoder"], frozen.get("refiner"), inputs)))

@@ -52,6 +52,21 @@ def ratio_mask(mixture: jax.Array, target: jax.Array, other: jax.Array, power: f
   return y.astype(mixture.dtype)
 
 
+def selector_margin(logits: jax.Array) -> jax.Array:
+  """``[B]``: how sure the selector was, the mean gap between its two streams' logits
+  (``logits [B, frames, 2]``; one value per frame with ``select_window="trial"``)."""
+  return jnp.mean(jnp.abs(logits[..., 0] - logits[..., 1]), axis=-1)
+
+
+def back_off(output: jax.Array, mixture: jax.Array, margin: jax.Array, threshold: float,
+             share: float) -> jax.Array:
+  """``[B, ..., T]``: where the selector's margin ``[B]`` is below ``threshold``, the
+  output with ``share`` of it replaced by the mixture (a wrong choice costs less
+  there); elsewhere the output unchanged. ``threshold`` 0: off."""
+  unsure = (margin < threshold).reshape(margin.shape + (1,) * (output.ndim - 1))
+  return jnp.where(unsure, share * mixture + (1 - share) * output, output)
+
+
 def magnitude(x: jax.Array, power: float) -> jax.Array:
   """``|x|^power`` with a zero (not NaN) gradient at ``x = 0`` (an all-zero bin)."""
   sq = jnp.real(x) ** 2 + jnp.imag(x) ** 2

@@ -45,8 +45,7 @@ def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarra
     z_pred, _, aux = steps.predict(run.models, state, batch, frozen, return_aux=True)
     q = lambda z: codec.output_latent(frozen["quantizer"], z, config.codec.requantize_output, n_q)
     dec = lambda z: run.models.decode(frozen["decoder"], q(z))[:, 0]
-    margin = jnp.mean(jnp.abs(aux["logits"][..., 0] - aux["logits"][..., 1]), axis=-1)
-    return dec(z_pred), dec(aux["competing"]), margin
+    return dec(z_pred), dec(aux["competing"]), mixture_mask.selector_margin(aux["logits"])
 
   host = ("noisy", "clean", "unattended")
   out = {k: [] for k in ("mixture", "clean", "unattended", "selected", "competing", "margin")}

@@ -265,6 +265,22 @@ def test_token_streams_need_their_term_and_their_own_codes():
   assert "model.stream_form='direct' and lambda_token=1.0" in _error(config)
 
 
+def test_refined_output_and_back_off_need_their_inputs(tmp_path):
+  config = neurocodec.get_config("demo")            # a selector with the masked output
+  config.model.output_waveform = "refined_mask"
+  assert "needs model.refiner, a trained refiner's file" in _error(config)
+  path = tmp_path / "refiner.msgpack"
+  path.write_bytes(b"")
+  config.model.refiner = str(path)
+  check.validate(config)
+  config.model.unsure_margin = 0.3
+  check.validate(config)
+  config.model.output_waveform = "decoded"
+  assert "model.unsure_margin=0.3 backs a masked output off" in _error(config)
+  config.model.unsure_margin = -1.0
+  assert "model.unsure_margin" in _error(config)
+
+
 def test_unknown_and_missing_keys_of_an_unlocked_config():
   # A config rebuilt from a dict is not locked: validate compares the key sets.
   config = ml_collections.ConfigDict(neurocodec.get_config("demo").to_dict())

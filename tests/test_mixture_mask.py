@@ -78,3 +78,15 @@ def test_output_waveform_checks_its_inputs():
     mixture_mask.output_waveform("mixture_mask", 0.5, 0.0, x, None, x)
   with pytest.raises(ValueError, match="must be one of"):
     mixture_mask.output_waveform("wiener", 0.5, 0.0, x, x, x)
+
+
+def test_back_off_blends_in_the_mixture_only_where_the_selector_is_unsure():
+  rng = np.random.default_rng(4)
+  output, mixture = (jnp.asarray(rng.standard_normal((3, 1, 100)), jnp.float32) for _ in range(2))
+  margin = jnp.asarray([0.1, 0.5, 0.3])
+  got = np.asarray(mixture_mask.back_off(output, mixture, margin, 0.3, 0.25))
+  np.testing.assert_allclose(got[0], 0.25 * mixture[0] + 0.75 * output[0], atol=1e-6)
+  np.testing.assert_array_equal(got[1:], np.asarray(output)[1:])   # 0.3 is not below 0.3
+  np.testing.assert_array_equal(mixture_mask.back_off(output, mixture, margin, 0.0, 0.5), output)
+  logits = jnp.asarray([[[1.0, 3.0], [2.0, 1.0]]])                  # [1, frames, 2]
+  np.testing.assert_allclose(mixture_mask.selector_margin(logits), [1.5])

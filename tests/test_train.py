@@ -361,6 +361,17 @@ def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tm
   want = extraction.extract(masked["run"], state, mixture, eeg)["wave"]
   got = extraction.extract(refined["run"], state, mixture, eeg)["wave"]
   np.testing.assert_allclose(got, want, atol=1e-4)
+  # Backing off everywhere with the mixture's whole share outputs the mixture.
+  everywhere = set_fields(refined_config.copy_and_resolve_references(),
+                          **{"model.unsure_margin": 1e9, "model.unsure_mix": 1.0})
+  mixture_out = evaluation.evaluate(everywhere, workdir=workdir, split="val", which="latest",
+                                    perceptual=False, reuse=refined["run"])
+  assert mixture_out["out_dir"].endswith("val_none_refined_unsure1e+09x1")
+  np.testing.assert_allclose(mixture_out["metrics"]["si_sdr"],
+                             mixture_out["metrics"]["si_sdr_mixture"], atol=1e-4)
+  got = extraction.extract(mixture_out["run"], state, mixture, eeg)["wave"]
+  inner = slice(2000, -2000)      # the windows' overlap-add weights aside
+  np.testing.assert_allclose(got[inner], mixture[inner], atol=1e-4)
   # Trained two steps, it departs from the mask.
   os.remove(path)
   assert refine.main(args + ["--steps", "2"]) == 0

@@ -35,6 +35,12 @@ flags.DEFINE_enum("output_waveform", None, ["decoded", "mixture_mask", "refined_
                   "The output: the decoded prediction, the mixture masked by both "
                   "decoded streams, or that mask refined by --refiner (default: the "
                   "config's model.output_waveform).")
+flags.DEFINE_float("unsure_margin", None,
+                   "A masked output backs off toward the mixture (--unsure_mix of it) where "
+                   "the selector's logit gap is below this (default: the config's "
+                   "model.unsure_margin; 0: off).")
+flags.DEFINE_float("unsure_mix", None, "The mixture's share where unsure (default: the "
+                   "config's model.unsure_mix).")
 flags.DEFINE_string("refiner", None,
                     "A trained refiner (python -m neurocodec_jax.cli.refine); implies "
                     "--output_waveform refined_mask.")
@@ -86,6 +92,10 @@ def main(argv):
     config.model.output_waveform = FLAGS.output_waveform
   if FLAGS.mask_floor is not None:
     config.model.mask_floor = FLAGS.mask_floor
+  if FLAGS.unsure_margin is not None:
+    config.model.unsure_margin = FLAGS.unsure_margin
+  if FLAGS.unsure_mix is not None:
+    config.model.unsure_mix = FLAGS.unsure_mix
   validate_or_exit(config)
   ablation = ("noise_cue" if FLAGS.noise_cue or config.noise_cue
               else "shuffle_eeg" if FLAGS.shuffle_eeg

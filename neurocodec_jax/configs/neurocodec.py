@@ -149,6 +149,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # mixture's STFT beside both streams (models/refiner.py; not in the original),
       # trained after the model by `python -m neurocodec_jax.cli.refine`, saved here
       refiner=None,
+      # A masked output's back-off: where the selector's logit gap is below
+      # unsure_margin (0: off), unsure_mix of the output is the mixture instead
+      # (mixture_mask.back_off; docs/research-log.md "Backing off where the choice is unsure")
+      unsure_margin=0.0,
+      unsure_mix=0.5,
       # True: an offline separator, a second Mamba per block reading the frames
       # backwards (not in the original; no streaming)
       bidirectional=False,

@@ -73,6 +73,10 @@ def _relations(c) -> list[str]:
   if masked and c.model.selector != "correlation":
     problems.append(f"model.output_waveform={c.model.output_waveform!r} needs model.selector="
                     f"'correlation' (the mask is its two streams'), got {c.model.selector!r}")
+  if c.model.unsure_margin > 0 and not masked:
+    problems.append(f"model.unsure_margin={c.model.unsure_margin!r} backs a masked output "
+                    f"off toward the mixture: it needs model.output_waveform 'mixture_mask' "
+                    f"or 'refined_mask', got {c.model.output_waveform!r}")
   if c.model.output_waveform == "refined_mask" and not (c.model.refiner
                                                          and os.path.isfile(c.model.refiner)):
     problems.append(f"model.output_waveform='refined_mask' needs model.refiner, a trained "
