@@ -77,7 +77,7 @@ def carried_talker(streams: dict, sample_rate: int, chunk: int = 64) -> np.ndarr
   mask = jax.jit(lambda m, s, c: mixture_mask.ratio_mask(m, s, c, 0.5))
   own, other = [], []
   for j in range(0, len(streams["mixture"]), chunk):
-    part = {k: jnp.asarray(v[j:j + chunk]) for k, v in streams.items()}
+    part = {k: jnp.asarray(streams[k][j:j + chunk]) for k in SIGNALS + ("clean", "unattended")}
     est = mask(*(part[k] for k in SIGNALS))
     own.append(np.asarray(sdr(part["clean"], est)))
     other.append(np.asarray(sdr(part["unattended"], est)))

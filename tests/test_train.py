@@ -325,8 +325,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
 def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tmp_path):
   """model.output_waveform="refined_mask": a refiner trained for 0 steps (its last
   layer starts at zero) outputs the floored ratio mask through `cli.refine`,
-  evaluation and extraction; trained a few steps (resumed from its saved state), it
-  outputs something else."""
+  evaluation and extraction; backed off everywhere with the whole share, the mixture;
+  trained two steps, something else."""
   from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.cli import refine  # pylint: disable=g-import-not-at-top
   root, _ = tiny_dataset
