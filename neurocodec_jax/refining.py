@@ -15,6 +15,7 @@ rename) and resumes from it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -30,6 +31,22 @@ from neurocodec_jax.models import refiner
 from neurocodec_jax.train import steps
 
 SIGNALS = ("mixture", "selected", "competing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How :func:`refine_run` trains a refiner (``python -m neurocodec_jax.cli.refine``'s
+  defaults; docs/research-log.md "A spectral mask refiner")."""
+  n_trials: int = 8192          # training trials whose streams it learns from
+  steps: int = 8000             # chosen on val over 4000
+  batch_size: int = 8
+  lr: float = 1e-3
+  lambda_spec: float = 1.0      # the compressed spectral distance's weight beside -SI-SDR
+  width: int = 128
+  layers: int = 6
+  kernel: int = 5
+  seed: int = 0
+  back_off_trials: int = 256    # val trials the back-off is chosen on (0: no back-off)
 
 
 def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarray]:
@@ -124,8 +141,7 @@ def train(streams: dict, target: np.ndarray, model: refiner.MaskRefiner, *, step
   are drawn from ``seed`` and the step: a resumed run sees the same ones). ``until``:
   stop after that step (an interruption, for tests)."""
   tx = optimizer(lr, steps_total)
-  example = [jnp.asarray(streams[k][:1]) for k in SIGNALS]
-  params = model.init(jax.random.PRNGKey(seed), *example)
+  params = refiner.init_params(model, seed)
   state = dict(params=params, opt_state=tx.init(params), step=jnp.asarray(0, jnp.int32))
   if state_path and os.path.isfile(state_path):
     with open(state_path, "rb") as f:
@@ -147,3 +163,95 @@ def train(streams: dict, target: np.ndarray, model: refiner.MaskRefiner, *, step
           f.write(serialization.to_bytes(state))
         os.replace(state_path + ".tmp", state_path)
   return state["params"]
+
+
+# The back-off's grid: thresholds at these quantiles of the val margins, these shares
+# of the mixture (docs/research-log.md "Backing off where the choice is unsure").
+BACK_OFF_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5)
+BACK_OFF_MIXES = (0.25, 0.5, 0.75, 1.0)
+
+
+def blend_scores(streams: dict, model: refiner.MaskRefiner, params, mixes, sample_rate: int,
+                 chunk: int = 16) -> dict[str, np.ndarray]:
+  """Per trial of ``streams`` (:func:`collect_streams`), the refined output blended
+  with the mixture, ``a x mixture + (1 - a) x refined`` for ``a`` in ``(0,) + mixes``,
+  scored against the attended talker: ``{"si_sdr", "stoi"}`` each ``[n, 1 + len(mixes)]``
+  (column 0: the refined output alone)."""
+  from pystoi import stoi  # pylint: disable=g-import-not-at-top
+  max_lag = losses.sisdr.max_lag_samples(sample_rate)
+  apply = jax.jit(lambda m, s, c: model.apply(params, m, s, c))
+  sdr = jax.jit(lambda ref, est: losses.si_sdr(ref[:, None], est[:, None], max_lag=max_lag))
+  shares = (0.0,) + tuple(mixes)
+  out = {"si_sdr": [], "stoi": []}
+  n = len(streams["mixture"])
+  for j in tqdm(range(0, n, chunk), desc="back-off grid", unit="chunk"):
+    part = {k: streams[k][j:j + chunk] for k in SIGNALS + ("clean",)}
+    y = np.asarray(apply(*(jnp.asarray(part[k]) for k in SIGNALS)))
+    blends = [a * part["mixture"] + (1 - a) * y for a in shares]
+    out["si_sdr"].append(np.stack([np.asarray(sdr(jnp.asarray(part["clean"]), jnp.asarray(b)))
+                                   for b in blends], axis=1))
+    out["stoi"].append(np.array([[stoi(c, b[i], sample_rate) for b in blends]
+                                 for i, c in enumerate(part["clean"])]))
+  return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+
+
+def choose_back_off(margin: np.ndarray, scores: dict[str, np.ndarray], mixes,
+                    quantiles=BACK_OFF_QUANTILES) -> dict:
+  """The back-off (``mixture_mask.back_off``) that gives the most mean STOI without
+  lowering the mean SI-SDR below the refined output's own: thresholds at
+  ``quantiles`` of ``margin`` ``[n]``, shares ``mixes``; ``scores`` from
+  :func:`blend_scores` on the same trials. ``unsure_margin`` 0 (off) when no pair
+  raises STOI. Returns ``{"unsure_margin", "unsure_mix", "stoi", "si_sdr",
+  "stoi_refined", "si_sdr_refined", "n"}``."""
+  sdr, sto = scores["si_sdr"], scores["stoi"]
+  best = dict(unsure_margin=0.0, unsure_mix=float(mixes[0]), stoi=float(sto[:, 0].mean()),
+              si_sdr=float(sdr[:, 0].mean()))
+  for q in quantiles:
+    tau = float(np.quantile(margin, q))
+    unsure = margin < tau
+    for i, a in enumerate(mixes, start=1):
+      s = float(np.where(unsure, sto[:, i], sto[:, 0]).mean())
+      d = float(np.where(unsure, sdr[:, i], sdr[:, 0]).mean())
+      if s > best["stoi"] and d >= sdr[:, 0].mean():
+        best = dict(unsure_margin=tau, unsure_mix=float(a), stoi=s, si_sdr=d)
+  return dict(best, stoi_refined=float(sto[:, 0].mean()),
+              si_sdr_refined=float(sdr[:, 0].mean()), n=int(len(margin)))
+
+
+def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: int):
+  """The parameters in the train state at ``state_path`` when it has run
+  ``steps_total`` steps, else None (absent or unfinished)."""
+  if not os.path.isfile(state_path):
+    return None
+  with open(state_path, "rb") as f:
+    raw = serialization.msgpack_restore(f.read())
+  if int(raw["step"]) < steps_total:
+    return None
+  return serialization.from_state_dict(refiner.init_params(model), raw["params"])
+
+
+def refine_run(run, state: dict, recipe: Recipe, out: str) -> dict | None:
+  """Trains a refiner behind the selector model ``state`` (``run`` opens train and val
+  with :func:`fields`), chooses its back-off on val and saves both at ``out``
+  (``refiner.save``); returns the back-off (None with ``recipe.back_off_trials`` 0).
+  The train state at ``out + '.state'`` resumes an interrupted run; a finished one is
+  not retrained (the streams are not decoded again)."""
+  config = run.config
+  sr = config.codec.arch.sample_rate
+  model = refiner.MaskRefiner(width=recipe.width, layers=recipe.layers, kernel=recipe.kernel,
+                              floor=config.model.mask_floor, power=config.model.mask_power)
+  params = finished_params(out + ".state", model, recipe.steps)
+  if params is None:
+    streams = collect_streams(run, state, "train", recipe.n_trials)
+    target = carried_talker(streams, sr)
+    params = train(streams, target, model, steps_total=recipe.steps,
+                   batch_size=recipe.batch_size, lr=recipe.lr, lambda_spec=recipe.lambda_spec,
+                   sample_rate=sr, seed=recipe.seed, state_path=out + ".state")
+    del streams, target
+  back_off = None
+  if recipe.back_off_trials:
+    val = collect_streams(run, state, "val", recipe.back_off_trials)
+    scores = blend_scores(val, model, params, BACK_OFF_MIXES, sr)
+    back_off = choose_back_off(val["margin"], scores, BACK_OFF_MIXES)
+  refiner.save(out, params, model, back_off=back_off)
+  return back_off

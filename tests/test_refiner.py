@@ -80,6 +80,63 @@ def test_refiner_save_and_load_round_trip(tmp_path):
   np.testing.assert_array_equal(loaded.apply(got, mix, sel, comp), model.apply(params, mix, sel, comp))
   with pytest.raises(FileNotFoundError, match="refiner.save"):
     refiner.load(str(tmp_path / "missing.msgpack"))
+  assert refiner.chosen_back_off(path) is None
+  back_off = dict(unsure_margin=0.3, unsure_mix=0.5, n=256)
+  refiner.save(path, params, model, back_off=back_off)
+  assert refiner.chosen_back_off(path) == back_off and refiner.load_module(path) == model
+
+
+def test_use_refiner_applies_the_back_off_chosen_for_it(tmp_path):
+  from neurocodec_jax.cli import use_refiner  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
+  model = refiner.MaskRefiner(width=8, layers=1, kernel=3)
+  path = str(tmp_path / "refiner.msgpack")
+  refiner.save(path, refiner.init_params(model), model,
+               back_off=dict(unsure_margin=0.25, unsure_mix=0.75))
+  config = neurocodec.get_config("speech")
+  use_refiner(config, path)
+  assert (config.model.output_waveform, config.model.refiner) == ("refined_mask", path)
+  assert (config.model.unsure_margin, config.model.unsure_mix) == (0.25, 0.75)
+  with pytest.raises(FileNotFoundError, match="missing"):
+    use_refiner(config, str(tmp_path / "missing.msgpack"))
+
+
+def test_choose_back_off_picks_the_threshold_and_share_that_help():
+  """Trials with a small margin are wrong choices (the mixture helps them), the rest
+  right ones (the mixture hurts): the threshold separating them and the whole share
+  win; where the mixture hurts everywhere, no back-off."""
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  margin = np.linspace(0.0, 1.0, 100)
+  unsure = margin < 0.3
+  mixes = (0.5, 1.0)
+  # Columns: the refined output alone, then mixture shares 0.5 and 1.
+  stoi = np.where(unsure[:, None], [[0.5, 0.6, 0.7]], [[0.8, 0.75, 0.7]])
+  sdr = np.where(unsure[:, None], [[-5.0, -1.0, 0.0]], [[6.0, 3.0, 0.0]])
+  got = refining.choose_back_off(margin, dict(stoi=stoi, si_sdr=sdr), mixes,
+                                 quantiles=(0.1, 0.3, 0.5))
+  assert got["unsure_margin"] == pytest.approx(np.quantile(margin, 0.3))
+  assert got["unsure_mix"] == 1.0 and got["n"] == 100
+  assert got["stoi"] == pytest.approx(np.where(unsure, 0.7, 0.8).mean())
+  assert got["stoi_refined"] == pytest.approx(stoi[:, 0].mean())
+  hurts = dict(stoi=np.tile([[0.8, 0.7, 0.6]], (100, 1)), si_sdr=np.tile([[6.0, 3.0, 0.0]], (100, 1)))
+  assert refining.choose_back_off(margin, hurts, mixes)["unsure_margin"] == 0.0
+
+
+def test_finished_refiner_state_is_reused_not_retrained(tmp_path):
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  mix, a, _, sel, comp = _talkers(n=4, length=2000)
+  streams = dict(mixture=np.asarray(mix), selected=np.asarray(sel), competing=np.asarray(comp))
+  model = refiner.MaskRefiner(width=8, layers=1, kernel=3)
+  path = str(tmp_path / "r.state")
+  assert refining.finished_params(path, model, 2) is None
+  train = lambda until=None: refining.train(
+      streams, np.asarray(a), model, steps_total=2, batch_size=2, lr=1e-2, lambda_spec=1.0,
+      sample_rate=16000, state_path=path, checkpoint_every=1, until=until)
+  train(until=1)
+  assert refining.finished_params(path, model, 2) is None
+  params = train()
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         refining.finished_params(path, model, 2), params)
 
 
 def test_refiner_training_resumes_exactly(tmp_path):
@@ -109,3 +166,17 @@ def test_carried_talker_follows_the_selected_stream():
   np.testing.assert_array_equal(refining.carried_talker(streams, 16000), streams["clean"])
   swapped = dict(streams, selected=streams["competing"], competing=streams["selected"])
   np.testing.assert_array_equal(refining.carried_talker(swapped, 16000), streams["unattended"])
+
+
+def test_blend_scores_score_each_share_of_the_mixture():
+  """With the attended talker equal to the mixture, the whole share scores the
+  mixture against itself (STOI 1, SI-SDR far above the refined output's)."""
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  mix, _, _, sel, comp = _talkers(n=2, length=16000)
+  streams = dict(mixture=np.asarray(mix), selected=np.asarray(sel), competing=np.asarray(comp),
+                 clean=np.asarray(mix))
+  model = refiner.MaskRefiner(width=8, layers=1, kernel=3)
+  got = refining.blend_scores(streams, model, refiner.init_params(model), (0.5, 1.0), 16000)
+  assert got["stoi"].shape == got["si_sdr"].shape == (2, 3)
+  np.testing.assert_allclose(got["stoi"][:, 2], 1.0, atol=1e-6)
+  assert np.all(got["si_sdr"][:, 2] > 60) and np.all(got["si_sdr"][:, 0] < got["si_sdr"][:, 1])

@@ -325,10 +325,11 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
 def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tmp_path):
   """model.output_waveform="refined_mask": a refiner trained for 0 steps (its last
   layer starts at zero) outputs the floored ratio mask through `cli.refine`,
-  evaluation and extraction; backed off everywhere with the whole share, the mixture;
+  evaluation and extraction; `cli.refine` records a back-off chosen on val; backed off everywhere with the whole share, the mixture;
   trained two steps, something else."""
   from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.cli import refine  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.cli import refine, use_refiner  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
   root, _ = tiny_dataset
   config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
                                  "model.select_window": "trial", "lambda_env": 1.0,
@@ -348,6 +349,11 @@ def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tm
   args = ["--workdir", workdir, "--which", "latest", "--n_trials", "8", "--width", "8",
           "--layers", "1"]
   assert refine.main(args + ["--steps", "0"]) == 0
+  back_off = refiner.chosen_back_off(path)         # chosen on val, applied by use_refiner
+  assert back_off["n"] == len(masked["run"].sources["val"])
+  chosen = config.copy_and_resolve_references()
+  use_refiner(chosen, path)
+  assert chosen.model.unsure_margin == back_off["unsure_margin"]
   refined_config = set_fields(config.copy_and_resolve_references(),
                               **{"model.output_waveform": "refined_mask", "model.refiner": path})
   refined = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",

@@ -34,3 +34,16 @@ def one_line_errors(main):
         sys.exit(2)
       raise
   return wrapped
+
+
+def use_refiner(config, path: str) -> None:
+  """Makes ``config``'s output the mixture through the mask refined by the refiner at
+  ``path`` (``python -m neurocodec_jax.cli.refine``), backed off where the selector is
+  unsure as chosen for that refiner on val, when its file records a choice."""
+  from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
+  back_off = refiner.chosen_back_off(path)
+  config.model.refiner = path
+  config.model.output_waveform = "refined_mask"
+  if back_off:
+    config.model.unsure_margin = back_off["unsure_margin"]
+    config.model.unsure_mix = back_off["unsure_mix"]

@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags
 
-from neurocodec_jax.cli import one_line_errors
+from neurocodec_jax.cli import one_line_errors, use_refiner
 from neurocodec_jax.configs.validate import define_config_flag, parse_flags, validate_or_exit
 
 define_config_flag("config", None, "Config (with --checkpoint).")
@@ -43,7 +43,8 @@ flags.DEFINE_float("unsure_mix", None, "The mixture's share where unsure (defaul
                    "config's model.unsure_mix).")
 flags.DEFINE_string("refiner", None,
                     "A trained refiner (python -m neurocodec_jax.cli.refine); implies "
-                    "--output_waveform refined_mask.")
+                    "--output_waveform refined_mask and the back-off chosen for it on val "
+                    "(--unsure_margin / --unsure_mix override it).")
 flags.DEFINE_float("mask_floor", None,
                    "The masked output's lower bound in [0, 1] (default: the config's "
                    "model.mask_floor).")
@@ -86,8 +87,7 @@ def main(argv):
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
   if FLAGS.refiner:
-    config.model.refiner = FLAGS.refiner
-    config.model.output_waveform = "refined_mask"
+    use_refiner(config, FLAGS.refiner)
   if FLAGS.output_waveform:
     config.model.output_waveform = FLAGS.output_waveform
   if FLAGS.mask_floor is not None:

@@ -28,7 +28,7 @@ import numpy as np
 
 import codec_bridge  # pylint: disable=unused-import  (registers the codec loader)
 from neurocodec_jax import recordings
-from neurocodec_jax.cli import one_line_errors
+from neurocodec_jax.cli import one_line_errors, use_refiner
 
 
 def load_config(args):
@@ -43,7 +43,7 @@ def load_config(args):
     config = load_config_file(args.config)
   from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
   if args.refiner:
-    config.model.refiner = args.refiner
+    use_refiner(config, args.refiner)
     args.output_waveform = args.output_waveform or "refined_mask"
   if args.output_waveform:
     if config.model.selector == "none" and args.output_waveform != "decoded":
@@ -121,7 +121,7 @@ def parse(argv):
                       "model.output_waveform)")
   p.add_argument("--refiner", default=None,
                  help="a trained refiner (python -m neurocodec_jax.cli.refine); implies "
-                      "--output_waveform refined_mask")
+                      "--output_waveform refined_mask and the back-off chosen for it on val")
   p.add_argument("--block_ms", type=float, default=40.0,
                  help="--stream's block, a multiple of the codec's frame (20 ms)")
   args = p.parse_args(argv)

@@ -6,14 +6,19 @@
 Decodes the model's two streams for the first ``--n_trials`` training trials (the model
 frozen), then trains ``models.refiner.MaskRefiner`` to output the talker the selected
 stream carries from the mixture's STFT and both streams (``neurocodec_jax.refining``).
-Writes ``--out`` (default ``<workdir>/refiner.msgpack`` and its ``.json``); its train
-state beside it (``.state``) lets an interrupted run resume. Memory: five float32
-signals per trial (8192 two-second trials at 16 kHz: 5.2 GB).
+Then decodes ``--back_off_trials`` val trials and chooses the back-off where the
+selector is unsure (``refining.choose_back_off``: the most STOI without losing
+SI-SDR), which evaluation and extraction apply with ``--refiner``. Writes ``--out``
+(default ``<workdir>/refiner.msgpack`` and its ``.json``); its train state beside it
+(``.state``) lets an interrupted run resume, and a finished one is not retrained
+(delete the ``.state`` to retrain). Memory: five float32 signals per trial (8192
+two-second trials at 16 kHz: 5.2 GB).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -22,22 +27,17 @@ from neurocodec_jax.cli import one_line_errors
 
 
 def parse(argv=None):
+  from neurocodec_jax.refining import Recipe  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="a trained selector model's run")
   p.add_argument("--which", default="best", choices=("best", "latest"))
-  p.add_argument("--n_trials", type=int, default=8192, help="training trials to learn from")
-  p.add_argument("--steps", type=int, default=8000,
-                 help="8000 chosen on val over 4000 (docs/research-log.md)")
-  p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--lr", type=float, default=1e-3)
-  p.add_argument("--lambda_spec", type=float, default=1.0,
-                 help="the compressed spectral distance's weight beside -SI-SDR")
-  p.add_argument("--width", type=int, default=128)
-  p.add_argument("--layers", type=int, default=6)
-  p.add_argument("--kernel", type=int, default=5)
-  p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=None, help="default: <workdir>/refiner.msgpack")
-  return p.parse_args(argv)
+  for f in dataclasses.fields(Recipe):
+    p.add_argument(f"--{f.name}", type=type(f.default), default=f.default,
+                   help=f"(default {f.default}; refining.Recipe)")
+  args = p.parse_args(argv)
+  args.recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+  return args
 
 
 @one_line_errors
@@ -46,7 +46,6 @@ def main(argv=None) -> int:
   from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.configs.saved import load_run_config  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.models import refiner  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
   config = load_run_config(args.workdir)
   if config.model.selector != "correlation":
@@ -54,21 +53,23 @@ def main(argv=None) -> int:
                       f"{config.model.selector!r}; the refiner needs a selector model's two "
                       f"streams (model.selector='correlation').")
   out = args.out or os.path.join(args.workdir, "refiner.msgpack")
-  run = build_run(config, {"train": refining.fields(config)})
+  run = build_run(config, {s: refining.fields(config) for s in ("train", "val")})
   state, where = run.restore_generator(workdir=args.workdir, which=args.which)
   print(f"[refine] streams of {where}")
-  streams = refining.collect_streams(run, state, "train", args.n_trials)
-  sr = config.codec.arch.sample_rate
-  target = refining.carried_talker(streams, sr)
-  model = refiner.MaskRefiner(width=args.width, layers=args.layers, kernel=args.kernel,
-                              floor=config.model.mask_floor, power=config.model.mask_power)
-  params = refining.train(streams, target, model, steps_total=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, lambda_spec=args.lambda_spec,
-                          sample_rate=sr, seed=args.seed, state_path=out + ".state")
-  refiner.save(out, params, model)
-  print(f"[refine] wrote {out}; evaluate with: python evaluate.py --workdir {args.workdir} "
-        f"--refiner {out}")
+  back_off = refining.refine_run(run, state, args.recipe, out)
+  print(f"[refine] wrote {out}" + (f"; {format_back_off(back_off)}" if back_off else ""))
+  print(f"[refine] evaluate with: python evaluate.py --workdir {args.workdir} --refiner {out}")
   return 0
+
+
+def format_back_off(b: dict) -> str:
+  """One line on a back-off chosen by ``refining.choose_back_off``."""
+  if not b["unsure_margin"]:
+    return f"no back-off raised STOI on val ({b['n']} trials)"
+  return (f"back-off chosen on val ({b['n']} trials): where the selector's margin is below "
+          f"{b['unsure_margin']:.3f}, {b['unsure_mix']:g} of the mixture (STOI "
+          f"{b['stoi_refined']:.3f} -> {b['stoi']:.3f}, SI-SDR {b['si_sdr_refined']:.2f} -> "
+          f"{b['si_sdr']:.2f} dB)")
 
 
 if __name__ == "__main__":

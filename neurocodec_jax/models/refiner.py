@@ -67,32 +67,52 @@ def compressed_spectral_distance(estimate: jax.Array, target: jax.Array) -> jax.
   return jnp.mean(jnp.abs(e - s)) / jnp.mean(s)
 
 
-def save(path: str, params, model: MaskRefiner) -> None:
-  """``path`` (msgpack) and ``path + '.json'`` (the module's fields), each written
-  whole (temporary name, then rename)."""
+_FIELDS = ("width", "layers", "kernel", "floor", "power")
+
+
+def save(path: str, params, model: MaskRefiner, back_off: dict | None = None) -> None:
+  """``path`` (msgpack) and ``path + '.json'`` (the module's fields and, when given,
+  the ``back_off`` chosen for it: ``{"unsure_margin", "unsure_mix", ...}``), each
+  written whole (temporary name, then rename)."""
+  meta = {k: getattr(model, k) for k in _FIELDS}
+  if back_off is not None:
+    meta["back_off"] = back_off
   for p, data in ((path, serialization.to_bytes(params)),
-                  (path + ".json", json.dumps(
-                      {k: getattr(model, k) for k in ("width", "layers", "kernel", "floor",
-                                                      "power")}).encode())):
+                  (path + ".json", json.dumps(meta).encode())):
     with open(p + ".tmp", "wb") as f:
       f.write(data)
     os.replace(p + ".tmp", p)
 
 
-def load_module(path: str) -> MaskRefiner:
-  """The module (its sizes) of the refiner saved at ``path``, from ``path + '.json'``."""
+def _meta(path: str) -> dict:
   for p in (path, path + ".json"):
     if not os.path.isfile(p):
       raise FileNotFoundError(f"{p}: no such file (a refiner is saved as the pair "
                               f"{path} and {path}.json by refiner.save)")
   with open(path + ".json") as f:
-    return MaskRefiner(**json.load(f))
+    return json.load(f)
+
+
+def load_module(path: str) -> MaskRefiner:
+  """The module (its sizes) of the refiner saved at ``path``, from ``path + '.json'``."""
+  meta = _meta(path)
+  return MaskRefiner(**{k: meta[k] for k in _FIELDS})
+
+
+def chosen_back_off(path: str) -> dict | None:
+  """The back-off saved with the refiner at ``path`` (``{"unsure_margin",
+  "unsure_mix", ...}``, chosen on val by ``refining.choose_back_off``), or None."""
+  return _meta(path).get("back_off")
 
 
 def load(path: str) -> tuple[MaskRefiner, dict]:
   """The refiner saved at ``path``: ``(module, params)``."""
   model = load_module(path)
-  x = jnp.zeros((1, 4 * HOP * 4), jnp.float32)
-  template = model.init(jax.random.PRNGKey(0), x, x, x)
   with open(path, "rb") as f:
-    return model, serialization.from_bytes(template, f.read())
+    return model, serialization.from_bytes(init_params(model), f.read())
+
+
+def init_params(model: MaskRefiner, seed: int = 0):
+  """``model``'s initial parameters (their shapes do not depend on the signals' length)."""
+  x = jnp.zeros((1, 4 * HOP * 4), jnp.float32)
+  return model.init(jax.random.PRNGKey(seed), x, x, x)
