@@ -16,6 +16,7 @@ rename) and resumes from it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -26,6 +27,7 @@ from flax import serialization
 from tqdm import tqdm
 
 from neurocodec_jax import codec, losses, mixture_mask
+from neurocodec_jax.configs.refine import Recipe
 from neurocodec_jax.data import eval_dataset
 from neurocodec_jax.models import refiner
 from neurocodec_jax.train import steps
@@ -33,20 +35,6 @@ from neurocodec_jax.train import steps
 SIGNALS = ("mixture", "selected", "competing")
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """How :func:`refine_run` trains a refiner (``python -m neurocodec_jax.cli.refine``'s
-  defaults; docs/research-log.md "A spectral mask refiner")."""
-  n_trials: int = 8192          # training trials whose streams it learns from
-  steps: int = 8000             # chosen on val over 4000
-  batch_size: int = 8
-  lr: float = 1e-3
-  lambda_spec: float = 1.0      # the compressed spectral distance's weight beside -SI-SDR
-  width: int = 128
-  layers: int = 6
-  kernel: int = 5
-  seed: int = 0
-  back_off_trials: int = 256    # val trials the back-off is chosen on (0: no back-off)
 
 
 def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarray]:
@@ -78,7 +66,8 @@ def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarra
       bar.update(len(sel))
       if bar.n >= n:
         break
-  return {k: np.concatenate(v)[:n] for k, v in out.items()}
+  # One signal's batches at a time: the peak stays near the result's size.
+  return {k: np.concatenate(out.pop(k))[:n] for k in list(out)}
 
 
 def fields(config) -> list[str]:
@@ -218,39 +207,58 @@ def choose_back_off(margin: np.ndarray, scores: dict[str, np.ndarray], mixes,
               si_sdr_refined=float(sdr[:, 0].mean()), n=int(len(margin)))
 
 
-def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: int):
+def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: int,
+                    fingerprint: dict):
   """The parameters in the train state at ``state_path`` when it has run
-  ``steps_total`` steps, else None (absent or unfinished)."""
+  ``steps_total`` steps for ``fingerprint`` (what it was trained from and how, in
+  ``state_path + '.json'``), else None when there is no state or it is unfinished.
+  Raises ``ValueError`` when the state was trained for another fingerprint: resuming
+  or reusing it would silently mix two refiners."""
   if not os.path.isfile(state_path):
     return None
+  meta = state_path + ".json"
+  recorded = json.load(open(meta)) if os.path.isfile(meta) else None
+  if recorded != fingerprint:
+    raise ValueError(f"{state_path}: a refiner's train state for {recorded} (from {meta}), "
+                     f"not for {fingerprint}; delete it (and {meta}) to train anew.")
   with open(state_path, "rb") as f:
     raw = serialization.msgpack_restore(f.read())
-  if int(raw["step"]) < steps_total:
+  if int(raw["step"]) != steps_total:
     return None
   return serialization.from_state_dict(refiner.init_params(model), raw["params"])
 
 
-def refine_run(run, state: dict, recipe: Recipe, out: str) -> dict | None:
-  """Trains a refiner behind the selector model ``state`` (``run`` opens train and val
-  with :func:`fields`), chooses its back-off on val and saves both at ``out``
-  (``refiner.save``); returns the back-off (None with ``recipe.back_off_trials`` 0).
-  The train state at ``out + '.state'`` resumes an interrupted run; a finished one is
-  not retrained (the streams are not decoded again)."""
+def refine_run(run, state: dict, recipe: Recipe, out: str, checkpoint: str) -> dict | None:
+  """Trains a refiner behind the selector model ``state`` (read from ``checkpoint``;
+  ``run`` opens the config's train and val splits with :func:`fields`), chooses its
+  back-off on val and saves both at ``out`` (``refiner.save``); returns the back-off
+  (None with ``recipe.back_off_trials`` 0). The train state at ``out + '.state'``
+  resumes an interrupted run; a finished one for the same checkpoint and recipe is not
+  trained again (its training streams are not decoded again; the val ones are)."""
   config = run.config
   sr = config.codec.arch.sample_rate
+  train_split, val_split = config.data.train_split, config.data.val_split
   model = refiner.MaskRefiner(width=recipe.width, layers=recipe.layers, kernel=recipe.kernel,
                               floor=config.model.mask_floor, power=config.model.mask_power)
-  params = finished_params(out + ".state", model, recipe.steps)
+  state_path = out + ".state"
+  fingerprint = dict(checkpoint=os.path.abspath(checkpoint),
+                     recipe={k: v for k, v in dataclasses.asdict(recipe).items()
+                             if k != "back_off_trials"})
+  params = finished_params(state_path, model, recipe.steps, fingerprint)
   if params is None:
-    streams = collect_streams(run, state, "train", recipe.n_trials)
+    if not os.path.isfile(state_path):
+      with open(state_path + ".json.tmp", "w") as f:
+        json.dump(fingerprint, f)
+      os.replace(state_path + ".json.tmp", state_path + ".json")
+    streams = collect_streams(run, state, train_split, recipe.n_trials)
     target = carried_talker(streams, sr)
     params = train(streams, target, model, steps_total=recipe.steps,
                    batch_size=recipe.batch_size, lr=recipe.lr, lambda_spec=recipe.lambda_spec,
-                   sample_rate=sr, seed=recipe.seed, state_path=out + ".state")
-    del streams, target
+                   sample_rate=sr, seed=recipe.seed, state_path=state_path)
+    del streams, target           # 5 GB at the default recipe, before val's
   back_off = None
   if recipe.back_off_trials:
-    val = collect_streams(run, state, "val", recipe.back_off_trials)
+    val = collect_streams(run, state, val_split, recipe.back_off_trials)
     scores = blend_scores(val, model, params, BACK_OFF_MIXES, sr)
     back_off = choose_back_off(val["margin"], scores, BACK_OFF_MIXES)
   refiner.save(out, params, model, back_off=back_off)

@@ -1,5 +1,7 @@
 """The spectral mask refiner (neurocodec_jax.models.refiner) on cases with known answers."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,25 +120,63 @@ def test_choose_back_off_picks_the_threshold_and_share_that_help():
   assert got["unsure_mix"] == 1.0 and got["n"] == 100
   assert got["stoi"] == pytest.approx(np.where(unsure, 0.7, 0.8).mean())
   assert got["stoi_refined"] == pytest.approx(stoi[:, 0].mean())
-  hurts = dict(stoi=np.tile([[0.8, 0.7, 0.6]], (100, 1)), si_sdr=np.tile([[6.0, 3.0, 0.0]], (100, 1)))
+  hurts = dict(stoi=np.tile([[0.8, 0.7, 0.6]], (100, 1)),
+               si_sdr=np.tile([[6.0, 3.0, 0.0]], (100, 1)))
   assert refining.choose_back_off(margin, hurts, mixes)["unsure_margin"] == 0.0
 
 
-def test_finished_refiner_state_is_reused_not_retrained(tmp_path):
+def test_finished_refiner_state_is_reused_for_its_own_fingerprint_only(tmp_path):
   from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
   mix, a, _, sel, comp = _talkers(n=4, length=2000)
   streams = dict(mixture=np.asarray(mix), selected=np.asarray(sel), competing=np.asarray(comp))
   model = refiner.MaskRefiner(width=8, layers=1, kernel=3)
   path = str(tmp_path / "r.state")
-  assert refining.finished_params(path, model, 2) is None
+  mine = dict(checkpoint="runs/x/best/8", recipe=dict(steps=2))
+  assert refining.finished_params(path, model, 2, mine) is None
   train = lambda until=None: refining.train(
       streams, np.asarray(a), model, steps_total=2, batch_size=2, lr=1e-2, lambda_spec=1.0,
       sample_rate=16000, state_path=path, checkpoint_every=1, until=until)
   train(until=1)
-  assert refining.finished_params(path, model, 2) is None
+  with pytest.raises(ValueError, match="delete it"):       # no record of what it is
+    refining.finished_params(path, model, 2, mine)
+  with open(path + ".json", "w") as f:
+    json.dump(mine, f)
+  assert refining.finished_params(path, model, 2, mine) is None          # unfinished
   params = train()
   jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         refining.finished_params(path, model, 2), params)
+                         refining.finished_params(path, model, 2, mine), params)
+  assert refining.finished_params(path, model, 4, mine) is None          # more steps asked
+  with pytest.raises(ValueError, match="runs/x/best/9"):
+    refining.finished_params(path, model, 2, dict(mine, checkpoint="runs/x/best/9"))
+
+
+def test_refine_run_decodes_the_training_streams_once(tmp_path, monkeypatch):
+  """A second refine_run for the same checkpoint and recipe reuses the finished
+  refiner: only the val streams are decoded again (the back-off is chosen anew)."""
+  import types  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs import neurocodec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs.refine import Recipe  # pylint: disable=g-import-not-at-top
+  mix, a, b, sel, comp = _talkers(n=4, length=8000)
+  streams = {k: np.asarray(v) for k, v in dict(mixture=mix, clean=a, unattended=b,
+                                               selected=sel, competing=comp).items()}
+  streams["margin"] = np.linspace(0.1, 1.0, 4)
+  decoded = []
+  def collect(run, state, split, n):
+    decoded.append(split)
+    return {k: v[:n] for k, v in streams.items()}
+  monkeypatch.setattr(refining, "collect_streams", collect)
+  run = types.SimpleNamespace(config=neurocodec.get_config("speech"))
+  recipe = Recipe(n_trials=4, steps=2, batch_size=2, width=8, layers=1, kernel=3,
+                  back_off_trials=4)
+  out = str(tmp_path / "refiner.msgpack")
+  first = refining.refine_run(run, {}, recipe, out, checkpoint="runs/x/best/8")
+  _, params = refiner.load(out)
+  second = refining.refine_run(run, {}, recipe, out, checkpoint="runs/x/best/8")
+  assert decoded == ["train", "val", "val"] and first == second == refiner.chosen_back_off(out)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, refiner.load(out)[1], params)
+  with pytest.raises(ValueError, match="delete it"):        # another model behind it
+    refining.refine_run(run, {}, recipe, out, checkpoint="runs/x/best/9")
 
 
 def test_refiner_training_resumes_exactly(tmp_path):

@@ -325,7 +325,8 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
 def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tmp_path):
   """model.output_waveform="refined_mask": a refiner trained for 0 steps (its last
   layer starts at zero) outputs the floored ratio mask through `cli.refine`,
-  evaluation and extraction; `cli.refine` records a back-off chosen on val; backed off everywhere with the whole share, the mixture;
+  evaluation and extraction; `cli.refine` records a back-off chosen on val, which
+  `use_refiner` applies; backed off everywhere with the whole share, the mixture;
   trained two steps, something else."""
   from neurocodec_jax import extraction  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.cli import refine, use_refiner  # pylint: disable=g-import-not-at-top
@@ -353,7 +354,12 @@ def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tm
   assert back_off["n"] == len(masked["run"].sources["val"])
   chosen = config.copy_and_resolve_references()
   use_refiner(chosen, path)
-  assert chosen.model.unsure_margin == back_off["unsure_margin"]
+  backed = evaluation.evaluate(chosen, workdir=workdir, split="val", which="latest",
+                               perceptual=False, reuse=masked["run"])
+  assert backed["refiner"] == path
+  if back_off["unsure_margin"] > 0:
+    assert (backed["unsure_margin"], backed["unsure_mix"]) == (back_off["unsure_margin"],
+                                                                back_off["unsure_mix"])
   refined_config = set_fields(config.copy_and_resolve_references(),
                               **{"model.output_waveform": "refined_mask", "model.refiner": path})
   refined = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",
@@ -378,8 +384,8 @@ def test_refined_mask_through_the_cli_evaluation_and_extraction(tiny_dataset, tm
   got = extraction.extract(mixture_out["run"], state, mixture, eeg)["wave"]
   inner = slice(2000, -2000)      # the windows' overlap-add weights aside
   np.testing.assert_allclose(got[inner], mixture[inner], atol=1e-4)
-  # Trained two steps, it departs from the mask.
-  os.remove(path)
+  # Trained two steps, it departs from the mask (0 steps wrote no train state, so
+  # this trains anew).
   assert refine.main(args + ["--steps", "2"]) == 0
   trained = evaluation.evaluate(refined_config, workdir=workdir, split="val", which="latest",
                                 perceptual=False, reuse=refined["run"])

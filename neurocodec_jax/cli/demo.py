@@ -15,7 +15,9 @@ longer synthetic run (neurocodec_jax/configs/neurocodec.py). ``auto`` (the defau
    two verdicts: does it use the EEG (identification), and is its output better
    than the mixture it was given (floor: the mixture; ceiling: the codec oracle).
 
-Re-running resumes (or skips) training from the run's latest checkpoint.
+Re-running resumes (or skips) training from the run's latest checkpoint, and the
+refiner's from its train state (``<run>/refiner.msgpack.state``); the refiner's
+back-off is chosen on val again each time (a few minutes).
 """
 
 import argparse
@@ -37,7 +39,7 @@ AUTO = "auto"
 # Presets whose output is the refined mask, with the back-off chosen on val: on the
 # speech preset's checkpoint the refiner and back-off gave +3.28 dB SI-SDR and +0.047
 # STOI over the mixture on test, against the mask's +1.37 dB and +0.011
-# (docs/research-log.md "A spectral mask refiner", chosen on val).
+# (docs/research-log.md "A spectral refiner behind the streams", chosen on val).
 REFINED = ("speech",)
 
 
@@ -141,20 +143,24 @@ def decoder_comparison(metrics: dict, linear: dict, paired: dict | None = None) 
   return line
 
 
-def refine(config, workdir: str, run) -> None:
-  """Trains the refiner behind the run's best checkpoint (``cli.refine``'s recipe) and
-  makes ``config``'s output its refined mask with the back-off chosen on val."""
+def refine(config, workdir: str, run):
+  """Trains the refiner behind the run's best checkpoint (``cli.refine``'s recipe;
+  a finished one is reused) and returns a copy of ``config`` whose output is its
+  refined mask, with the back-off chosen on val."""
   from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.cli.refine import format_back_off  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.configs.refine import Recipe  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, "refiner.msgpack")
-  refine_with = build_run(config, {s: refining.fields(config) for s in ("train", "val")},
-                          reuse=run)
+  splits = (config.data.train_split, config.data.val_split)
+  refine_with = build_run(config, {s: refining.fields(config) for s in splits}, reuse=run)
   state, where = refine_with.restore_generator(workdir=workdir, which="best")
-  print(f"[demo] training the mask refiner behind {where} ({out})")
-  back_off = refining.refine_run(refine_with, state, refining.Recipe(), out)
+  print(f"[demo] the mask refiner behind {where} ({out})")
+  back_off = refining.refine_run(refine_with, state, Recipe(), out, checkpoint=where)
   print(f"[demo] {format_back_off(back_off)}")
-  use_refiner(config, out)
+  refined = config.copy_and_resolve_references()    # the run's own config stays as trained
+  use_refiner(refined, out)
+  return refined
 
 
 @one_line_errors
@@ -172,12 +178,13 @@ def main(argv=None) -> int:
   print(f"[demo] training the {preset} preset in {workdir}")
   run = train_and_evaluate(config, workdir)["run"]
   if preset in REFINED:
-    refine(config, workdir, run)
+    config = refine(config, workdir, run)
   results = {}
   for ablation in evaluation.ABLATIONS:
     results[ablation] = evaluation.evaluate(
         config, workdir=workdir, split="test", ablation=ablation,
         num_samples=3 if ablation == "none" else 0, reuse=run)   # shared codec, programs
+    run = results[ablation]["run"]
   print("\n[demo] test split, true EEG vs ablations:")
   for ablation in ("noise_cue", "shuffle_eeg"):
     print(evaluation.compare(os.path.join(results["none"]["out_dir"], "metrics.json"),

@@ -86,6 +86,9 @@ def main(argv):
     config = load_run_config(FLAGS.workdir)
   else:
     raise app.UsageError("Pass --workdir, or --checkpoint with --config.")
+  if FLAGS.refiner and FLAGS.output_waveform not in (None, "refined_mask"):
+    raise app.UsageError(f"--refiner outputs the refined mask, not --output_waveform "
+                         f"{FLAGS.output_waveform}.")
   if FLAGS.refiner:
     use_refiner(config, FLAGS.refiner)
   if FLAGS.output_waveform:

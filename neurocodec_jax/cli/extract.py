@@ -43,8 +43,11 @@ def load_config(args):
     config = load_config_file(args.config)
   from neurocodec_jax.configs.validate import ConfigError  # pylint: disable=g-import-not-at-top
   if args.refiner:
+    if args.output_waveform not in (None, "refined_mask"):
+      raise ConfigError(f"--refiner outputs the refined mask, not --output_waveform "
+                        f"{args.output_waveform}.")
     use_refiner(config, args.refiner)
-    args.output_waveform = args.output_waveform or "refined_mask"
+    args.output_waveform = "refined_mask"
   if args.output_waveform:
     if config.model.selector == "none" and args.output_waveform != "decoded":
       raise ConfigError(f"--output_waveform {args.output_waveform} needs a selector model "

@@ -10,9 +10,10 @@ Then decodes ``--back_off_trials`` val trials and chooses the back-off where the
 selector is unsure (``refining.choose_back_off``: the most STOI without losing
 SI-SDR), which evaluation and extraction apply with ``--refiner``. Writes ``--out``
 (default ``<workdir>/refiner.msgpack`` and its ``.json``); its train state beside it
-(``.state``) lets an interrupted run resume, and a finished one is not retrained
-(delete the ``.state`` to retrain). Memory: five float32 signals per trial (8192
-two-second trials at 16 kHz: 5.2 GB).
+(``.state``, with what it was trained from in ``.state.json``) lets an interrupted run
+resume; a finished one for the same checkpoint and recipe is not trained again, and
+one for another is refused (delete both files to retrain). Memory: five float32
+signals per trial (8192 two-second trials at 16 kHz: 5.2 GB).
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ import sys
 
 import codec_bridge  # pylint: disable=unused-import  (registers the codec loader)
 from neurocodec_jax.cli import one_line_errors
+from neurocodec_jax.configs.refine import Recipe
 
 
 def parse(argv=None):
-  from neurocodec_jax.refining import Recipe  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="a trained selector model's run")
   p.add_argument("--which", default="best", choices=("best", "latest"))
   p.add_argument("--out", default=None, help="default: <workdir>/refiner.msgpack")
   for f in dataclasses.fields(Recipe):
-    p.add_argument(f"--{f.name}", type=type(f.default), default=f.default,
-                   help=f"(default {f.default}; refining.Recipe)")
+    p.add_argument(f"--{f.name}", type=f.type, default=f.default,
+                   help=f"{f.metadata['help']} (default {f.default})")
   args = p.parse_args(argv)
   args.recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
   return args
@@ -53,17 +54,20 @@ def main(argv=None) -> int:
                       f"{config.model.selector!r}; the refiner needs a selector model's two "
                       f"streams (model.selector='correlation').")
   out = args.out or os.path.join(args.workdir, "refiner.msgpack")
-  run = build_run(config, {s: refining.fields(config) for s in ("train", "val")})
+  splits = (config.data.train_split, config.data.val_split)
+  run = build_run(config, {s: refining.fields(config) for s in splits})
   state, where = run.restore_generator(workdir=args.workdir, which=args.which)
   print(f"[refine] streams of {where}")
-  back_off = refining.refine_run(run, state, args.recipe, out)
-  print(f"[refine] wrote {out}" + (f"; {format_back_off(back_off)}" if back_off else ""))
+  back_off = refining.refine_run(run, state, args.recipe, out, checkpoint=where)
+  print(f"[refine] wrote {out}; {format_back_off(back_off)}")
   print(f"[refine] evaluate with: python evaluate.py --workdir {args.workdir} --refiner {out}")
   return 0
 
 
-def format_back_off(b: dict) -> str:
-  """One line on a back-off chosen by ``refining.choose_back_off``."""
+def format_back_off(b: dict | None) -> str:
+  """One line on a back-off chosen by ``refining.choose_back_off`` (None: not chosen)."""
+  if b is None:
+    return "no back-off chosen (--back_off_trials 0)"
   if not b["unsure_margin"]:
     return f"no back-off raised STOI on val ({b['n']} trials)"
   return (f"back-off chosen on val ({b['n']} trials): where the selector's margin is below "
