@@ -1,6 +1,6 @@
 """Train the spectral mask refiner behind a trained selector model.
 
-  python -m neurocodec_jax.cli.refine --workdir runs/speech [--n_trials 8192 --steps 8000]
+  python -m neurocodec_jax.cli.refine --workdir runs/speech [--n_trials 8192 --steps 12000]
   python evaluate.py --workdir runs/speech --refiner runs/speech/refiner.msgpack
 
 Decodes the model's two streams for the first ``--n_trials`` training trials (the model

@@ -14,7 +14,7 @@ class Recipe:
   """How a refiner is trained behind a selector model, and its back-off chosen
   (docs/research-log.md "A spectral refiner behind the streams")."""
   n_trials: int = _field(8192, "training trials whose streams it learns from")
-  steps: int = _field(8000, "optimizer steps (8000 chosen on val over 4000)")
+  steps: int = _field(12000, "optimizer steps (12000 chosen on val over 8000 and 4000)")
   batch_size: int = _field(8, "trials per step")
   lr: float = _field(1e-3, "peak learning rate (AdamW, cosine decay to a tenth)")
   lambda_spec: float = _field(1.0, "the compressed spectral distance's weight beside -SI-SDR")
