@@ -179,7 +179,8 @@ def policy(args) -> int:
     print(f"every trial, {a:g} x mixture: " + "  ".join(
         f"{k} {np.mean([r[f'{k}_{a:g}'] for r in rows]):.3f}" for k in keys))
   if args.tau is None:              # choosing (val): the grid of thresholds and blends
-    for q in (0.1, 0.2, 0.3, 0.4, 0.5):
+    from neurocodec_jax import refining  # pylint: disable=g-import-not-at-top
+    for q in refining.BACK_OFF_QUANTILES:
       tau = float(np.quantile(margin, q))
       for a in alphas[1:]:
         print(f"margin < {tau:.3f} (quantile {q:g}), {a:g} x mixture: " + "  ".join(
@@ -228,7 +229,8 @@ def main(argv=None) -> int:
   q.add_argument("--cache", required=True)
   q.add_argument("--split", default="val")
   q.add_argument("--refiner", required=True)
-  q.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+  q.add_argument("--alphas", default="0,0.25,0.5,0.75,1",
+                 help="0, then refining.BACK_OFF_MIXES: the grid cli.refine chooses from")
   q.add_argument("--tau", type=float, default=None,
                  help="apply: blend below this margin (chosen on val); omit to print the grid")
   q.add_argument("--alpha", type=float, default=0.5, help="apply: the mixture's share")
