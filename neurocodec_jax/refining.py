@@ -31,6 +31,7 @@ from neurocodec_jax.configs.refine import Recipe
 from neurocodec_jax.data import eval_dataset
 from neurocodec_jax.models import refiner
 from neurocodec_jax.train import steps
+from neurocodec_jax.training import ConfigMismatch
 
 SIGNALS = ("mixture", "selected", "competing")
 
@@ -212,14 +213,14 @@ def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: in
   """The parameters in the train state at ``state_path`` when it has run
   ``steps_total`` steps for ``fingerprint`` (what it was trained from and how, in
   ``state_path + '.json'``), else None when there is no state or it is unfinished.
-  Raises ``ValueError`` when the state was trained for another fingerprint: resuming
-  or reusing it would silently mix two refiners."""
+  Raises ``training.ConfigMismatch`` when the state was trained for another
+  fingerprint: resuming or reusing it would silently mix two refiners."""
   if not os.path.isfile(state_path):
     return None
   meta = state_path + ".json"
   recorded = json.load(open(meta)) if os.path.isfile(meta) else None
   if recorded != fingerprint:
-    raise ValueError(f"{state_path}: a refiner's train state for {recorded} (from {meta}), "
+    raise ConfigMismatch(f"{state_path}: a refiner's train state for {recorded} (from {meta}), "
                      f"not for {fingerprint}; delete it (and {meta}) to train anew.")
   with open(state_path, "rb") as f:
     raw = serialization.msgpack_restore(f.read())
