@@ -96,21 +96,22 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
 
 
 def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
-  """``init`` copies a DAC file's weights (same sizes only); ``lambda_stft`` adds DAC's term."""
+  """``init`` copies a DAC file's weights (same sizes only); ``lambda_stft`` adds DAC's
+  term, ``lambda_cstft`` and ``lambda_sisdr_pre`` theirs."""
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
   first = str(tmp_path / "first")       # another seed: another initialisation
   train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
   src = os.path.join(first, "weights.pth")
   tuned = dataclasses.replace(spec, init=src, lambda_stft=1.0, lambda_cstft=1.0,
-                              stft_windows=(128, 32))
+                              lambda_sisdr_pre=1.0, stft_windows=(128, 32))
   gen, _ = train_codec.build(tuned)
   trained = codec_bridge.load_dac("16khz", weights=src, device="cpu").state_dict()
   fresh = max(float((v - trained[k]).abs().max()) for k, v in gen.state_dict().items())
   second = str(tmp_path / "second")
   train_codec.train(tuned, second, checkpoint_every=1, eval_every=100)
   row = json.loads(open(os.path.join(second, "log.jsonl")).readline())
-  assert row["stft"] > 0 and row["cstft"] > 0
+  assert row["stft"] > 0 and row["cstft"] > 0 and np.isfinite(row["sisdr_pre"])
   assert "stft" not in json.loads(open(os.path.join(first, "log.jsonl")).readline())
   # One step from the file stays near it, far nearer than a fresh initialisation is.
   after = _state(second)["gen"]
@@ -118,6 +119,18 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
   assert moved < fresh / 10, (moved, fresh)
   with pytest.raises(ValueError, match="another architecture"):
     train_codec.train(dataclasses.replace(tuned, decoder_dim=32), str(tmp_path / "third"))
+
+
+def test_pre_emphasis_is_a_first_order_high_pass():
+  """Known answers: a constant vanishes at coefficient 1; at 0.97 a 4 kHz tone keeps ~800
+  times the power a 100 Hz tone keeps (|1 - c e^{-jw}|^2)."""
+  t = torch.arange(16000, dtype=torch.float64) / 16000
+  assert float(train_codec.pre_emphasize(torch.ones(1, 1, 100), 1.0).abs().max()) == 0.0
+  power = lambda f: float((train_codec.pre_emphasize(torch.sin(2 * np.pi * f * t), 0.97) ** 2).mean())
+  expected = lambda f: (1 - 0.97 * np.exp(-2j * np.pi * f / 16000))
+  ratio = power(4000) / power(100)
+  np.testing.assert_allclose(ratio, abs(expected(4000)) ** 2 / abs(expected(100)) ** 2, rtol=1e-3)
+  assert ratio > 500
 
 
 # ---------------------------------------------------------- shipped codec ----
