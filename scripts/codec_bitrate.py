@@ -12,7 +12,8 @@ limit. SI-SDR at lag 0, STOI and ESTOI, and the waveform correlation of input an
 output in each octave-wide band (zero-phase band-pass): a band that matches in level
 but not in phase has correlation near 0 and costs SI-SDR, not STOI.
 
-Last, what SI-SDR allows: the input with its spectrum kept exactly below a frequency
+Then the SI-SDR at each lag of -3..3 samples (a codec that delays its output loses
+SI-SDR at lag 0). Last, what SI-SDR allows: the input with its spectrum kept exactly below a frequency
 and its phase randomized above it (magnitudes exact), the SI-SDR a codec that codes
 the waveform only below that frequency could at best reach.
 """
@@ -37,15 +38,24 @@ BANDS_HZ = ((50, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 7900))
 PHASE_CUTS_HZ = (1000, 2000, 4000)
 
 
+def band_pass(x: np.ndarray, lo: float, hi: float, sample_rate: int) -> np.ndarray:
+  """``x`` [n, T] through a zero-phase 6th-order Butterworth band-pass."""
+  sos = sps.butter(6, [lo, min(hi, 0.49 * sample_rate)], btype="band", fs=sample_rate,
+                   output="sos")
+  return sps.sosfiltfilt(sos, x, axis=1)
+
+
 def band_correlations(x: np.ndarray, y: np.ndarray, sample_rate: int) -> list[float]:
   """Mean input/output waveform correlation per band of ``BANDS_HZ``; ``[n, T]`` each."""
-  out = []
-  for lo, hi in BANDS_HZ:
-    sos = sps.butter(6, [lo, min(hi, 0.49 * sample_rate)], btype="band", fs=sample_rate,
-                     output="sos")
-    out.append(float(np.mean(train_codec.polarity(sps.sosfiltfilt(sos, x, axis=1),
-                                                  sps.sosfiltfilt(sos, y, axis=1)))))
-  return out
+  return [float(np.mean(train_codec.polarity(band_pass(x, lo, hi, sample_rate),
+                                             band_pass(y, lo, hi, sample_rate))))
+          for lo, hi in BANDS_HZ]
+
+
+def band_shares(x: np.ndarray, sample_rate: int) -> list[float]:
+  """Mean share of each band of ``BANDS_HZ`` in the energy of the clips ``x`` [n, T]."""
+  return [float(np.mean((band_pass(x, lo, hi, sample_rate) ** 2).sum(1) / (x ** 2).sum(1)))
+          for lo, hi in BANDS_HZ]
 
 
 def phase_cap(x: np.ndarray, cut_hz: float, sample_rate: int, seed: int = 0) -> float:
@@ -91,7 +101,8 @@ def main(argv=None) -> int:
           f"ESTOI {np.mean([stoi(a, b, sr, extended=True) for a, b in zip(x, y)]):.3f}  "
           "band r " + " ".join(f"{r:.3f}" for r in band_correlations(x, y, sr)), flush=True)
 
-  print("bands (Hz): " + ", ".join(f"{lo}-{hi}" for lo, hi in BANDS_HZ))
+  print("bands (Hz): " + ", ".join(f"{lo}-{hi}" for lo, hi in BANDS_HZ) + "; share of the "
+        "input's energy " + " ".join(f"{e:.3f}" for e in band_shares(x, spec.sample_rate)))
 
   for nq in range(2, spec.n_codebooks + 1, 2):
     report(f"{nq} codebooks", train_codec.reconstruct(gen, x, n_quantizers=nq))
@@ -101,6 +112,12 @@ def main(argv=None) -> int:
   m = min(x.shape[1], y.shape[1])
   out[:, :m] = y[:, :m]
   report("no quantizer", out)
+  full = train_codec.reconstruct(gen, x)
+  shifted = {lag: train_codec.si_sdr_db(x[:, max(lag, 0):x.shape[1] + min(lag, 0)],
+                                        full[:, max(-lag, 0):x.shape[1] - max(lag, 0)])
+             for lag in range(-3, 4)}
+  print("SI-SDR by lag (samples): " + "  ".join(f"{lag:+d}: {np.mean(v):.2f}"
+                                                for lag, v in shifted.items()), flush=True)
   for cut in PHASE_CUTS_HZ:
     print(f"waveform exact below {cut} Hz, phase random above: SI-SDR "
           f"{phase_cap(x, cut, spec.sample_rate):6.2f} dB", flush=True)

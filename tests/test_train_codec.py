@@ -133,6 +133,24 @@ def test_pre_emphasis_is_a_first_order_high_pass():
   assert ratio > 500
 
 
+def test_codec_bitrate_band_measures_know_their_answers():
+  """scripts/codec_bitrate.py's band correlation is +1 / -1 for the input itself and its
+  negation; energy shares of white noise follow the bands' widths; randomizing the phase
+  above a cut past Nyquist changes nothing, above 0 Hz leaves no SI-SDR."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "codec_bitrate.py")
+  spec = importlib.util.spec_from_file_location("codec_bitrate", path)
+  bitrate = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bitrate)
+  x = np.random.default_rng(0).standard_normal((4, 32000))
+  np.testing.assert_allclose(bitrate.band_correlations(x, x, 16000), 1.0, atol=1e-9)
+  np.testing.assert_allclose(bitrate.band_correlations(x, -x, 16000), -1.0, atol=1e-9)
+  widths = np.array([hi - lo for lo, hi in bitrate.BANDS_HZ]) / 8000
+  np.testing.assert_allclose(bitrate.band_shares(x, 16000), widths, rtol=0.05, atol=0.01)
+  assert bitrate.phase_cap(x, 9000, 16000) > 100
+  assert bitrate.phase_cap(x, 0, 16000) < -10
+
+
 # ---------------------------------------------------------- shipped codec ----
 
 MANIFEST = os.path.join(os.path.dirname(codec_bridge.__file__), "weights", "manifest.json")
