@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The wide speech codec (scripts/speech_codec_wide.sh) with one change: an SI-SDR term on
-# pre-emphasized signals, x5 (--lambda_sisdr_pre 5), so that the loss sees the phase
+# pre-emphasized signals (--lambda_sisdr_pre, LAMBDA_PRE=1 by default; 5 diverged within
+# 200 steps, docs/codec.md), so that the loss sees the phase
 # above 1 kHz (scripts/codec_bitrate.py: the shipped codec's waveform is coherent below
 # 1 kHz only, and SI-SDR 10 dB needs it coherent to about 2 kHz). Both start from the
 # shipped wide weights at the step they record (--continue_init: the same learning-rate
@@ -8,7 +9,8 @@
 # checks (log.jsonl) at equal steps. Background, one thread, resumable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/codec/speech_wide_pre
+LAMBDA_PRE=${LAMBDA_PRE:-1.0}
+OUT=runs/codec/speech_wide_pre$LAMBDA_PRE
 SHIPPED=codec_bridge/weights/speech_wide/speech_codec_wide_16khz.pth
 INIT=()
 if [ ! -f "$OUT/train_state.pt" ]; then INIT=(--init "$SHIPPED" --continue_init true); fi
@@ -16,4 +18,4 @@ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.trai
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
   --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \
   --steps 80000 --lr 0.0008 --lr_decay 0.99997 --gan_start 1000000 --lambda_sisdr 1.0 \
-  --lambda_sisdr_pre 5.0 --eval_every 1000 --checkpoint_every 250
+  --lambda_sisdr_pre "$LAMBDA_PRE" --eval_every 1000 --checkpoint_every 250
