@@ -441,6 +441,9 @@ def recorded_step(path: str, meta: dict | None = None) -> int:
   return step
 
 
+RESUME_FREE = ("steps", "init", "continue_init")   # CodecSpec fields a resume may change
+
+
 def train(spec: CodecSpec, out: str, *, threads: int | None = None,
           checkpoint_every: int = 250, eval_every: int = 1000,
           stop_after: int | None = None) -> dict:
@@ -463,12 +466,13 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   start, seconds = 0, 0.0
   if os.path.exists(state_path):
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    # ``steps`` may change (extend or cut a run: nothing else depends on it).
-    # Fields added since a run was saved take their defaults.
+    # ``steps`` may change (extend or cut a run: nothing else depends on it), and so
+    # may where a run started (``init``, ``continue_init``): a resumed run continues
+    # its own state. Fields added since a run was saved take their defaults.
     saved = {**dataclasses.asdict(CodecSpec()), **st["spec"]}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     diff = {k: (saved[k], v) for k, v in dataclasses.asdict(spec).items()
-            if saved[k] != v and k != "steps"}
+            if saved[k] != v and k not in RESUME_FREE}
     if diff:
       raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
                        f"Use another --out or delete the folder.")

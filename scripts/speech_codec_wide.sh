@@ -4,7 +4,7 @@
 # might. Background, one thread, resumable: re-running resumes from
 # runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
 # shipped wide weights when they exist (--init, at the step they record), else starts
-# from scratch. Ship at the end of a session (float16 keeps the file at 5 MB):
+# from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16 keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
 #       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 16
 set -euo pipefail
@@ -16,5 +16,5 @@ if [ ! -f "$OUT/train_state.pt" ] && [ -f "$SHIPPED" ]; then INIT=(--init "$SHIP
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.train \
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
   --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \
-  --steps 80000 --lr 0.0008 --lr_decay 0.99997 --gan_start 1000000 --lambda_sisdr 1.0 \
+  --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99997 --gan_start 1000000 --lambda_sisdr 1.0 \
   --eval_every 1000 --checkpoint_every 250

@@ -117,6 +117,10 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
   after = _state(second)["gen"]
   moved = max(float((after[k] - trained[k]).abs().max()) for k in trained)
   assert moved < fresh / 10, (moved, fresh)
+  # Resumed without its --init (a script passes it only to a fresh run): it continues.
+  train_codec.train(dataclasses.replace(tuned, init="", steps=2), second, checkpoint_every=1,
+                    eval_every=100)
+  assert _state(second)["step"] == 2
   with pytest.raises(ValueError, match="another architecture"):
     train_codec.train(dataclasses.replace(tuned, decoder_dim=32), str(tmp_path / "third"))
 
