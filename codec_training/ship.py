@@ -134,6 +134,23 @@ def correct_polarity(dac_model, spec, path: str, n: int = 16) -> dict:
               correlation=round(after, 4), clips=n)
 
 
+CURVE_KEYS = ("step", "seconds", "mel", "sisdr", "single_si_sdr", "mixture_si_sdr",
+              "single_stoi", "mixture_stoi", "single_estoi", "mixture_estoi")
+
+
+def earlier_history(previous: dict | None, name: str, spec, rows: list) -> dict:
+  """What came before a run that continued (``--continue_init``) the file ``previous``
+  (the manifest at the ship folder) describes: its training seconds and curve, so that
+  the new manifest covers the whole run and not only this machine's part of it."""
+  start = rows[0]["step"] - 1 if rows else 0
+  if (not spec.continue_init or previous is None or previous.get("file") != name
+      or previous.get("steps") != start):
+    return dict(seconds=0.0, curve=[], continued_from=None)
+  return dict(seconds=float(previous.get("train_seconds", 0.0)),
+              curve=[r for r in previous.get("curve", []) if r["step"] <= start],
+              continued_from=dict(steps=start, sha256=previous["sha256"]))
+
+
 def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> dict:
   torch.set_num_threads(max(torch.get_num_threads(), 1))
   weights = os.path.join(src, "weights.pth")
@@ -141,6 +158,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in json.load(open(spec_path)).items()})
   os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "manifest.json")
+  previous = json.load(open(path)) if os.path.exists(path) else None
   out = os.path.join(out_dir, name)
   shutil.copyfile(weights, out + ".tmp")      # one read: a running trainer replaces it
   os.replace(out + ".tmp", out)
@@ -148,6 +167,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   meta = torch.load(out, map_location="cpu", weights_only=True)["metadata"]
   step = train_codec.recorded_step(out, meta)
   rows = [r for r in map(json.loads, open(os.path.join(src, "log.jsonl"))) if r["step"] <= step]
+  before = earlier_history(previous, name, spec, rows)
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")
   polarity = correct_polarity(dac_model, spec, out)
   # The file: the (polarity-corrected) weights with the run's own metadata (its step,
@@ -175,7 +195,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
           # JSON turns the spec's tuples into lists: compare as tuples.
           if (tuple(v) if isinstance(v, list) else v) != getattr(train_codec.CodecSpec, k, None))),
       spec=json.load(open(spec_path)),
-      steps=step, train_seconds=rows[-1]["seconds"],
+      steps=step, train_seconds=round(before["seconds"] + rows[-1]["seconds"], 1),
+      continued_from=before["continued_from"],
       machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
       parameters=sum(p.numel() for p in dac_model.parameters()),
       load_seconds=round(load_seconds, 3),
@@ -185,10 +206,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
       latent_structure={s: ({k: round(v, 4) for k, v in d.items()} if isinstance(d, dict)
                             else round(d, 4)) for s, d in latent.items()},
       quantizer_rounding=rounding,
-      curve=[{k: r[k] for k in r if k in ("step", "seconds", "mel", "sisdr", "single_si_sdr",
-                                          "mixture_si_sdr", "single_stoi", "mixture_stoi",
-                                          "single_estoi", "mixture_estoi")}
-             for r in rows if "single_si_sdr" in r],
+      curve=before["curve"] + [{k: r[k] for k in r if k in CURVE_KEYS}
+                               for r in rows if "single_si_sdr" in r],
       test_floors=dict(
           single_stoi=round(quality["single_stoi"] - STOI_MARGIN, 3),
           mixture_stoi=round(quality["mixture_stoi"] - STOI_MARGIN, 3),
@@ -197,7 +216,6 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
       test_floors_latent=dict(
           additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
   )
-  path = os.path.join(out_dir, "manifest.json")
   with open(path + ".tmp", "w") as f:
     json.dump(manifest, f, indent=2)
   os.replace(path + ".tmp", path)

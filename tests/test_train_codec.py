@@ -294,6 +294,24 @@ def test_shipped_speech_codec_matches_its_manifest_and_keeps_the_polarity():
 WIDE_MANIFEST = os.path.join(os.path.dirname(MANIFEST), "speech_wide", "manifest.json")
 
 
+def test_ship_carries_the_history_of_a_continued_run():
+  """A run continued from the shipped file (its first logged step one past the file's)
+  adds its seconds and curve to the previous manifest's; any other run does not."""
+  from codec_training import ship  # pylint: disable=g-import-not-at-top
+  previous = dict(file="w.pth", steps=100, train_seconds=50.0, sha256="ab",
+                  curve=[dict(step=50), dict(step=100)])
+  rows = [dict(step=101), dict(step=150, single_si_sdr=1.0)]
+  cont = train_codec.CodecSpec(continue_init=True)
+  got = ship.earlier_history(previous, "w.pth", cont, rows)
+  assert got == dict(seconds=50.0, curve=previous["curve"],
+                     continued_from=dict(steps=100, sha256="ab"))
+  for args in ((previous, "w.pth", train_codec.CodecSpec(), rows),      # not a continuation
+               (previous, "other.pth", cont, rows),                      # another file
+               (dict(previous, steps=90), "w.pth", cont, rows),          # not from that step
+               (None, "w.pth", cont, rows)):
+    assert ship.earlier_history(*args) == dict(seconds=0.0, curve=[], continued_from=None)
+
+
 def test_shipped_wide_codec_is_a_resumable_float16_checkpoint():
   """The wide speech codec in training ships every session in float16 (its file within
   a few MB) and records its step, so the next machine continues its run
@@ -305,6 +323,9 @@ def test_shipped_wide_codec_is_a_resumable_float16_checkpoint():
   assert manifest["spec"]["encoder_dim"] == 16 and manifest["spec"]["decoder_dim"] == 256
   assert train_codec.recorded_step(path) == manifest["steps"] > 0
   assert manifest["polarity"]["correlation"] > 0
+  # Its manifest covers the whole run, not only the last machine's part of it.
+  steps = [r["step"] for r in manifest["curve"]]
+  assert steps == sorted(set(steps)) and steps[0] <= 1000 and steps[-1] <= manifest["steps"]
   script = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "scripts", "speech_codec_wide.sh")).read()
   assert os.path.relpath(path, os.path.dirname(os.path.dirname(codec_bridge.__file__))) in script
