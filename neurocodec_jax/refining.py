@@ -27,7 +27,6 @@ from flax import serialization
 from tqdm import tqdm
 
 from neurocodec_jax import codec, losses, mixture_mask
-from neurocodec_jax.configs.refine import Recipe
 from neurocodec_jax.data import eval_dataset
 from neurocodec_jax.models import refiner
 from neurocodec_jax.train import steps
@@ -229,9 +228,11 @@ def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: in
   return serialization.from_state_dict(refiner.init_params(model), raw["params"])
 
 
-def refine_run(run, state: dict, recipe: Recipe, out: str, checkpoint: str) -> dict | None:
+def refine_run(run, state: dict, recipe, out: str, checkpoint: str) -> dict | None:
   """Trains a refiner behind the selector model ``state`` (read from ``checkpoint``;
-  ``run`` opens the config's train and val splits with :func:`fields`), chooses its
+  ``run`` opens the config's train and val splits with :func:`fields`) as ``recipe``
+  says (a dataclass with the fields of ``configs.refine.Recipe``, which the entry
+  points build from their flags), chooses its
   back-off on val and saves both at ``out`` (``refiner.save``); returns the back-off
   (None with ``recipe.back_off_trials`` 0). The train state at ``out + '.state'``
   resumes an interrupted run; a finished one for the same checkpoint and recipe is not
