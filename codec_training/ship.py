@@ -143,12 +143,20 @@ def earlier_history(previous: dict | None, name: str, spec, rows: list) -> dict:
   (the manifest at the ship folder) describes: its training seconds and curve, so that
   the new manifest covers the whole run and not only this machine's part of it."""
   start = rows[0]["step"] - 1 if rows else 0
-  if (not spec.continue_init or previous is None or previous.get("file") != name
-      or previous.get("steps") != start):
-    return dict(seconds=0.0, curve=[], continued_from=None)
-  return dict(seconds=float(previous.get("train_seconds", 0.0)),
-              curve=[r for r in previous.get("curve", []) if r["step"] <= start],
-              continued_from=dict(steps=start, sha256=previous["sha256"]))
+  none = dict(seconds=0.0, curve=[], continued_from=None)
+  if not spec.continue_init or previous is None or previous.get("file") != name:
+    return none
+  curve = [r for r in previous.get("curve", []) if r["step"] <= start]
+  if previous.get("steps") == start:
+    return dict(seconds=float(previous.get("train_seconds", 0.0)), curve=curve,
+                continued_from=dict(steps=start, sha256=previous["sha256"]))
+  # The previous file was this run shipped earlier: keep what came before the run.
+  earlier = previous.get("continued_from") or {}
+  at = [r["seconds"] for r in rows if r["step"] == previous.get("steps")]
+  if earlier.get("steps") == start and at:
+    return dict(seconds=float(previous["train_seconds"]) - at[0], curve=curve,
+                continued_from=earlier)
+  return none
 
 
 def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> dict:

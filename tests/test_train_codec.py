@@ -305,6 +305,12 @@ def test_ship_carries_the_history_of_a_continued_run():
   got = ship.earlier_history(previous, "w.pth", cont, rows)
   assert got == dict(seconds=50.0, curve=previous["curve"],
                      continued_from=dict(steps=100, sha256="ab"))
+  # The same run shipped again later: the part before it is kept, once.
+  again = dict(previous, steps=150, train_seconds=80.0, continued_from=dict(steps=100, sha256="ab"),
+               curve=previous["curve"] + [dict(step=150)])
+  rows2 = [dict(step=101, seconds=1.0), dict(step=150, seconds=30.0), dict(step=200, seconds=60.0)]
+  assert ship.earlier_history(again, "w.pth", cont, rows2) == dict(
+      seconds=50.0, curve=previous["curve"], continued_from=dict(steps=100, sha256="ab"))
   for args in ((previous, "w.pth", train_codec.CodecSpec(), rows),      # not a continuation
                (previous, "other.pth", cont, rows),                      # another file
                (dict(previous, steps=90), "w.pth", cont, rows),          # not from that step
