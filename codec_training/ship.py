@@ -163,8 +163,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   torch.set_num_threads(max(torch.get_num_threads(), 1))
   weights = os.path.join(src, "weights.pth")
   spec_path = os.path.join(src, "spec.json")
-  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in json.load(open(spec_path)).items()})
+  spec = train_codec.CodecSpec.from_dict(json.load(open(spec_path)))
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "manifest.json")
   previous = json.load(open(path)) if os.path.exists(path) else None
@@ -235,8 +234,7 @@ def fix_shipped_polarity(weights: str) -> dict:
   (the quality figures stand: SI-SDR, mel and STOI are all blind to the sign)."""
   manifest_path = os.path.join(os.path.dirname(weights), "manifest.json")
   manifest = json.load(open(manifest_path))
-  spec = train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in manifest["spec"].items()})
+  spec = train_codec.CodecSpec.from_dict(manifest["spec"])
   dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
   manifest["polarity"] = correct_polarity(dac_model, spec, weights)
   manifest["sha256"] = hashlib.sha256(open(weights, "rb").read()).hexdigest()

@@ -120,6 +120,11 @@ class CodecSpec:
   # across machines by its shipped weights. The optimizer's moments start afresh.
   continue_init: bool = False
 
+  @classmethod
+  def from_dict(cls, saved: dict) -> "CodecSpec":
+    """The spec a ``spec.json`` (or a manifest's ``spec``) holds: JSON's lists back to tuples."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
   @property
   def arch(self) -> dict:
     return {k: getattr(self, k) for k in codec.ARCH_KEYS}

@@ -35,8 +35,6 @@ from neurocodec_jax.training import ConfigMismatch
 SIGNALS = ("mixture", "selected", "competing")
 
 
-
-
 def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarray]:
   """The first ``n`` trials of ``split``: ``{"mixture", "clean", "unattended",
   "selected", "competing"}``, each ``[n, T]`` float32 (the streams decoded as
@@ -220,7 +218,7 @@ def finished_params(state_path: str, model: refiner.MaskRefiner, steps_total: in
   recorded = json.load(open(meta)) if os.path.isfile(meta) else None
   if recorded != fingerprint:
     raise ConfigMismatch(f"{state_path}: a refiner's train state for {recorded} (from {meta}), "
-                     f"not for {fingerprint}; delete it (and {meta}) to train anew.")
+                         f"not for {fingerprint}; delete it (and {meta}) to train anew.")
   with open(state_path, "rb") as f:
     raw = serialization.msgpack_restore(f.read())
   if int(raw["step"]) != steps_total:
@@ -232,11 +230,11 @@ def refine_run(run, state: dict, recipe, out: str, checkpoint: str) -> dict | No
   """Trains a refiner behind the selector model ``state`` (read from ``checkpoint``;
   ``run`` opens the config's train and val splits with :func:`fields`) as ``recipe``
   says (a dataclass with the fields of ``configs.refine.Recipe``, which the entry
-  points build from their flags), chooses its
-  back-off on val and saves both at ``out`` (``refiner.save``); returns the back-off
-  (None with ``recipe.back_off_trials`` 0). The train state at ``out + '.state'``
-  resumes an interrupted run; a finished one for the same checkpoint and recipe is not
-  trained again (its training streams are not decoded again; the val ones are)."""
+  points build from their flags), chooses its back-off on val and saves both at
+  ``out`` (``refiner.save``); returns the back-off (None with ``recipe.back_off_trials``
+  0). The train state at ``out + '.state'`` resumes an interrupted run; a finished one
+  for the same checkpoint and recipe is not trained again (its training streams are
+  not decoded again; the val ones are)."""
   config = run.config
   sr = config.codec.arch.sample_rate
   train_split, val_split = config.data.train_split, config.data.val_split

@@ -70,9 +70,7 @@ def phase_cap(x: np.ndarray, cut_hz: float, sample_rate: int, seed: int = 0) -> 
 def load_spec(path: str) -> train_codec.CodecSpec:
   """The codec spec in a run's ``spec.json`` or under a manifest's ``spec``."""
   saved = json.load(open(path))
-  saved = saved.get("spec", saved)
-  return train_codec.CodecSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in saved.items()})
+  return train_codec.CodecSpec.from_dict(saved.get("spec", saved))
 
 
 def main(argv=None) -> int:

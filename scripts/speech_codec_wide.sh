@@ -4,7 +4,8 @@
 # might. Background, one thread, resumable: re-running resumes from
 # runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
 # shipped wide weights when they exist (--init, at the step they record), else starts
-# from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16 keeps the file at 5 MB):
+# from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16
+# keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
 #       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 16
 set -euo pipefail
