@@ -257,11 +257,21 @@ def main(argv=None) -> int:
   p.add_argument("--fix_polarity", metavar="WEIGHTS", default=None,
                  help="correct the polarity of a shipped weights file in place and update "
                       "the manifest beside it (hash, size, polarity)")
+  p.add_argument("--quality", metavar="WEIGHTS", default=None,
+                 help="only print the quality (means and standard errors over --n held-out "
+                      "clips) of a shipped weights file, its spec from the manifest beside it")
   p.add_argument("--levels", metavar="WEIGHTS", default=None,
                  help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
   if args.fix_polarity:
     print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
+    return 0
+  if args.quality:
+    manifest = json.load(open(os.path.join(os.path.dirname(args.quality), "manifest.json")))
+    spec = train_codec.CodecSpec.from_dict(manifest["spec"])
+    model = loading.load_dac("16khz", weights=args.quality, device="cpu")
+    q = train_codec.quality(spec, model, n=args.n, stoi=True)
+    print(json.dumps({k: round(v, 4) for k, v in q.items()}, indent=2))
     return 0
   if args.levels:
     model = loading.load_dac("16khz", weights=args.levels, device="cpu")

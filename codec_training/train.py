@@ -395,7 +395,9 @@ def invert_output(gen) -> None:
 def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
   """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures;
   with speech data also ``unseen_*``, single clips of the held-out voices); SI-SDR
-  without alignment, and ``*_polarity``, the mean input/output correlation."""
+  without alignment, and ``*_polarity``, the mean input/output correlation. Means over
+  the ``n`` clips; ``*_se`` their standard errors (SI-SDR, STOI, ESTOI), without which
+  a target a few thousandths away cannot be called met or missed."""
   mel = obj.mel if obj is not None else mel_loss()
   res = {}
   kinds = [("single", "single", False), ("mixture", "mixture", False)]
@@ -404,17 +406,24 @@ def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> d
   for name, kind, unseen in kinds:
     x = heldout(spec, n, kind=kind, unseen=unseen)
     y = reconstruct(gen, x)
-    res[f"{name}_si_sdr"] = float(np.mean(si_sdr_db(x, y)))
+    res.update(_mean_se(f"{name}_si_sdr", si_sdr_db(x, y)))
     res[f"{name}_polarity"] = float(np.mean(polarity(x, y)))
     with torch.no_grad():
       res[f"{name}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
                                          _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
     if stoi:
       from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top
-      res[f"{name}_stoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
-      res[f"{name}_estoi"] = float(np.mean([stoi_fn(a, b, spec.sample_rate, extended=True)
+      res.update(_mean_se(f"{name}_stoi", [stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
+      res.update(_mean_se(f"{name}_estoi", [stoi_fn(a, b, spec.sample_rate, extended=True)
                                             for a, b in zip(x, y)]))
   return res
+
+
+def _mean_se(key: str, values) -> dict:
+  """``{key: mean, key_se: standard error}`` of per-clip values (se 0 for one clip)."""
+  v = np.asarray(values, np.float64)
+  se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+  return {key: float(v.mean()), f"{key}_se": float(se)}
 
 
 # --------------------------------------------------------------- the run ----

@@ -137,6 +137,36 @@ def test_pre_emphasis_is_a_first_order_high_pass():
   assert ratio > 500
 
 
+class _KnownSdrCodec(torch.nn.Module):
+  """Returns each clip plus noise orthogonal to it at a set SI-SDR per clip."""
+
+  sample_rate = 16000
+
+  def __init__(self, sdr_db):
+    super().__init__()
+    self.sdr_db = np.asarray(sdr_db, np.float64)
+
+  def forward(self, x, sample_rate, n_quantizers=None):
+    del sample_rate, n_quantizers
+    x = x[:, 0].double().numpy()
+    xc = x - x.mean(1, keepdims=True)
+    e = np.random.default_rng(0).standard_normal(x.shape)
+    e -= e.mean(1, keepdims=True)
+    e -= (e * xc).sum(1, keepdims=True) / (xc ** 2).sum(1, keepdims=True) * xc
+    e *= np.sqrt((xc ** 2).sum(1, keepdims=True) / (e ** 2).sum(1, keepdims=True)
+                 / 10 ** (self.sdr_db[:, None] / 10))
+    return {"audio": torch.from_numpy(x + e).float()[:, None]}
+
+
+def test_quality_reports_means_and_standard_errors_over_clips():
+  """Known answer: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 2.795 dB."""
+  sdr = [0.0, 5.0, 10.0, 15.0]
+  q = train_codec.quality(train_codec.CodecSpec(**TINY), _KnownSdrCodec(sdr), n=4, stoi=False)
+  np.testing.assert_allclose(q["single_si_sdr"], 7.5, atol=1e-3)
+  np.testing.assert_allclose(q["single_si_sdr_se"], np.std(sdr, ddof=1) / 2, atol=1e-3)
+  assert q["single_polarity"] > 0
+
+
 def test_codec_bitrate_band_measures_know_their_answers():
   """scripts/codec_bitrate.py's band correlation is +1 / -1 for the input itself and its
   negation; energy shares of white noise follow the bands' widths; randomizing the phase
