@@ -15,6 +15,11 @@ measures of the quantizer's projections without the codebook rounding
 and the quantized additivity per number of codebooks. ``test_floors`` (the
 measured values minus a margin) are
 what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
+
+  python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 64]
+
+only scores a shipped file (means and standard errors over the clips) and, against
+another, the paired difference on the same clips.
 """
 
 from __future__ import annotations
@@ -245,6 +250,25 @@ def fix_shipped_polarity(weights: str) -> dict:
   return manifest["polarity"]
 
 
+def compare(spec, gen, against=None, n: int = 64) -> dict:
+  """Quality of the codec ``gen`` on ``n`` held-out clips (means and standard errors)
+  and, with another codec ``against``, the paired differences on the same clips
+  (``diff_*``: gen - against; the clip-to-clip spread cancels, so a small change can be
+  resolved)."""
+  scores = train_codec.clip_scores(spec, gen, n=n, stoi=True)
+  other = train_codec.clip_scores(spec, against, n=n, stoi=True) if against is not None else None
+  out = {}
+  for key, v in scores.items():
+    if np.ndim(v) == 0:
+      out[key] = round(v, 4)
+      continue
+    out.update({k: round(x, 4) for k, x in train_codec.mean_se(key, v).items()})
+    if other is not None and not key.endswith("_polarity"):
+      d = train_codec.mean_se("diff_" + key, v - other[key])
+      out.update({k: round(x, 4) for k, x in d.items()})
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--src", help="a codec_training.train run directory (required unless --levels)")
@@ -260,6 +284,9 @@ def main(argv=None) -> int:
   p.add_argument("--quality", metavar="WEIGHTS", default=None,
                  help="only print the quality (means and standard errors over --n held-out "
                       "clips) of a shipped weights file, its spec from the manifest beside it")
+  p.add_argument("--against", metavar="WEIGHTS", default=None,
+                 help="with --quality: also score these weights on the same clips and print "
+                      "the paired difference (quality - against) with its standard error")
   p.add_argument("--levels", metavar="WEIGHTS", default=None,
                  help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
@@ -269,9 +296,9 @@ def main(argv=None) -> int:
   if args.quality:
     manifest = json.load(open(os.path.join(os.path.dirname(args.quality), "manifest.json")))
     spec = train_codec.CodecSpec.from_dict(manifest["spec"])
-    model = loading.load_dac("16khz", weights=args.quality, device="cpu")
-    q = train_codec.quality(spec, model, n=args.n, stoi=True)
-    print(json.dumps({k: round(v, 4) for k, v in q.items()}, indent=2))
+    load = lambda w: loading.load_dac("16khz", weights=w, device="cpu")
+    print(json.dumps(compare(spec, load(args.quality), args.against and load(args.against),
+                             args.n), indent=2))
     return 0
   if args.levels:
     model = loading.load_dac("16khz", weights=args.levels, device="cpu")

@@ -392,12 +392,13 @@ def invert_output(gen) -> None:
   conv.bias.neg_()
 
 
-def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
-  """Reconstruction quality on fresh held-out 2 s clips (single talkers and mixtures;
-  with speech data also ``unseen_*``, single clips of the held-out voices); SI-SDR
-  without alignment, and ``*_polarity``, the mean input/output correlation. Means over
-  the ``n`` clips; ``*_se`` their standard errors (SI-SDR, STOI, ESTOI), without which
-  a target a few thousandths away cannot be called met or missed."""
+def clip_scores(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
+  """Per-clip reconstruction scores on fresh held-out 2 s clips: ``{"<set>_<metric>":
+  [n]}`` for the sets ``single`` and ``mixture`` (with speech data also ``unseen``,
+  single clips of the held-out voices) and the metrics ``si_sdr`` (no alignment),
+  ``polarity`` (input/output correlation), ``stoi`` and ``estoi``; ``<set>_mel`` is the
+  set's mel loss (a scalar). Clip ``i`` is the same for any ``n`` > ``i``, so two codecs
+  scored with the same spec can be compared clip by clip."""
   mel = obj.mel if obj is not None else mel_loss()
   res = {}
   kinds = [("single", "single", False), ("mixture", "mixture", False)]
@@ -406,20 +407,35 @@ def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> d
   for name, kind, unseen in kinds:
     x = heldout(spec, n, kind=kind, unseen=unseen)
     y = reconstruct(gen, x)
-    res.update(_mean_se(f"{name}_si_sdr", si_sdr_db(x, y)))
-    res[f"{name}_polarity"] = float(np.mean(polarity(x, y)))
+    res[f"{name}_si_sdr"] = si_sdr_db(x, y)
+    res[f"{name}_polarity"] = polarity(x, y)
     with torch.no_grad():
       res[f"{name}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
-                                         _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
+                                     _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
     if stoi:
       from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top
-      res.update(_mean_se(f"{name}_stoi", [stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)]))
-      res.update(_mean_se(f"{name}_estoi", [stoi_fn(a, b, spec.sample_rate, extended=True)
-                                            for a, b in zip(x, y)]))
+      res[f"{name}_stoi"] = np.array([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)])
+      res[f"{name}_estoi"] = np.array([stoi_fn(a, b, spec.sample_rate, extended=True)
+                                       for a, b in zip(x, y)])
   return res
 
 
-def _mean_se(key: str, values) -> dict:
+def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
+  """:func:`clip_scores` summarized: means over the ``n`` clips, and ``*_se``, their
+  standard errors (SI-SDR, STOI, ESTOI), without which a target a few thousandths away
+  cannot be called met or missed."""
+  res = {}
+  for key, v in clip_scores(spec, gen, obj, n, stoi).items():
+    if np.ndim(v) == 0:
+      res[key] = v
+    elif key.endswith("_polarity"):
+      res[key] = float(np.mean(v))
+    else:
+      res.update(mean_se(key, v))
+  return res
+
+
+def mean_se(key: str, values) -> dict:
   """``{key: mean, key_se: standard error}`` of per-clip values (se 0 for one clip)."""
   v = np.asarray(values, np.float64)
   se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0

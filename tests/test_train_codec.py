@@ -159,12 +159,18 @@ class _KnownSdrCodec(torch.nn.Module):
 
 
 def test_quality_reports_means_and_standard_errors_over_clips():
-  """Known answer: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 2.795 dB."""
+  """Known answers: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 2.795 dB;
+  against the same clips 1 dB lower, the paired difference is 1 dB with no spread."""
   sdr = [0.0, 5.0, 10.0, 15.0]
   q = train_codec.quality(train_codec.CodecSpec(**TINY), _KnownSdrCodec(sdr), n=4, stoi=False)
   np.testing.assert_allclose(q["single_si_sdr"], 7.5, atol=1e-3)
   np.testing.assert_allclose(q["single_si_sdr_se"], np.std(sdr, ddof=1) / 2, atol=1e-3)
   assert q["single_polarity"] > 0
+  from codec_training import ship as ship_codec  # pylint: disable=g-import-not-at-top
+  d = ship_codec.compare(train_codec.CodecSpec(**TINY), _KnownSdrCodec(sdr),
+                         _KnownSdrCodec([s - 1.0 for s in sdr]), n=4)
+  np.testing.assert_allclose([d["diff_single_si_sdr"], d["diff_single_si_sdr_se"]], [1.0, 0.0],
+                             atol=2e-3)
 
 
 def test_codec_bitrate_band_measures_know_their_answers():
