@@ -49,7 +49,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   # pylint: disable=g-import-not-at-top
   from neurocodec_jax import codec_arch, mixture_mask
   from neurocodec_jax.data import hdf5, synthetic
-  from neurocodec_jax.models import generator, layers
+  from neurocodec_jax.models import eeg_encoder, generator, layers
   from neurocodec_jax.ops import scan
   from neurocodec_jax.train import optim, steps
   return {
@@ -58,6 +58,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "model.scan_backend": tuple(scan.BACKENDS),
       "model.selector": tuple(generator.SELECTORS),
       "model.select_window": generator.SELECT_WINDOWS,
+      "model.eeg_norm": eeg_encoder.EEG_NORMS,
       "model.output_norm": generator.OUTPUT_NORMS,
       "model.stream_form": generator.STREAM_FORMS,
       "model.output_waveform": mixture_mask.OUTPUT_WAVEFORMS,
@@ -200,6 +201,7 @@ FIELDS: dict[str, Field] = {
     "model.cheb_k": Field(_positive), "model.max_len": Field(_positive),
     "model.stream_lookahead": Field(_count), "model.time_aligned_pe": Field(_bool),
     "model.eeg_kernel": Field(_positive), "model.eeg_linear_branch": Field(_bool),
+    "model.eeg_norm": Field(_ENUM),
     "model.bidirectional": Field(_bool),
     "model.output_waveform": Field(_ENUM, RESUME), "model.mask_power": Field(_rate, RESUME),
     "model.mask_floor": Field(_number(0.0, 1.0), RESUME),

@@ -92,8 +92,8 @@ def test_command_line_overrides(tmp_path):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(ROOT, "neurocodec_jax", "configs", "neurocodec.py")
 ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.selector",
-               "model.select_window", "model.output_norm", "model.select_decision",
-               "model.mix_input", "model.target_latent", "model.stream_form",
+               "model.select_window", "model.eeg_norm", "model.output_norm",
+               "model.select_decision", "model.mix_input", "model.target_latent", "model.stream_form",
                "model.output_waveform", "train.schedule",
                "train.nonfinite", "train.waveform_output",
                "data.eeg_units",

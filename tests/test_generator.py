@@ -144,6 +144,31 @@ def test_encoder_linear_branch_is_a_backward_model_inside_the_receptive_field():
     assert moves[j][j:j + kernel].all(), f"output {j}"
 
 
+def test_encoder_trial_norm_ignores_channel_gains_and_refuses_streaming():
+  """``norm="trial"`` z-scores each window's channels: the encoder's outputs do not move
+  when every electrode gets its own gain and offset (a subject's other scales), where
+  BatchNorm's running statistics pass them on; the model refuses to stream with it."""
+  c, n = 4, 40
+  rng = np.random.default_rng(6)
+  eeg = jnp.asarray(rng.standard_normal((2, c, n)), jnp.float32)
+  gain = jnp.asarray(rng.uniform(0.2, 5.0, (1, c, 1)), jnp.float32)
+  offset = jnp.asarray(rng.standard_normal((1, c, 1)) * 3, jnp.float32)
+  for norm, invariant in (("trial", True), ("batch", False)):
+    enc = eeg_encoder.EEGEncoder(eeg_dim=8, act="snake", dropout=0.0, norm=norm)
+    v = enc.init(jax.random.PRNGKey(0), eeg, train=False)
+    assert ("batch_stats" in v) == (norm == "batch")
+    (f0, e0), (f1, e1) = (enc.apply(v, x, train=False) for x in (eeg, eeg * gain + offset))
+    moved = max(float(jnp.abs(f1 - f0).max()), float(jnp.abs(e1 - e0).max()))
+    assert (moved < 1e-4) if invariant else (moved > 1e-2), (norm, moved)
+  with pytest.raises(ValueError, match="must be one of"):
+    eeg_encoder.EEGEncoder(norm="layer").init(jax.random.PRNGKey(0), eeg, train=False)
+  config = set_fields(_config(), **{"model.eeg_norm": "trial"})
+  model, v, z, eeg = _init(config, frames=30)
+  model.apply(v, z, eeg, train=False)
+  with pytest.raises(ValueError, match="eeg_norm='batch'"):
+    model.apply(v, z, eeg, train=False, streaming=True)
+
+
 def test_snake_matches_dac_formula():
   x = jnp.linspace(-3, 3, 24).reshape(2, 3, 4)
   y = Snake(axis=1).apply({"params": {"alpha": jnp.array([1.0, 0.5, 2.0])}}, x)

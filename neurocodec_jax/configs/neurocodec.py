@@ -138,6 +138,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # + a linear backward decoder over eeg_kernel lags in the envelope head (not in
       # the original; models/eeg_encoder.py)
       eeg_linear_branch=False,
+      # "batch" (the original's BatchNorm over electrodes) | "trial" (each window's
+      # channels z-scored, as the linear baseline's; offline: it reads the whole window)
+      eeg_norm="batch",
       # The output: "decoded" (the original: the codec decodes the prediction) |
       # "mixture_mask" (the mixture through the ratio mask of both decoded streams,
       # |A|^p / (|A|^p + |B|^p), p = mask_power; a selector model, offline; mixture_mask.py)

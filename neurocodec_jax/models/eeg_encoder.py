@@ -4,7 +4,8 @@
 head's output ``[batch, T']``, ``T' = EEGEncoder.output_length(T_eeg, kernel)`` =
 ``T_eeg - kernel + 1`` (``kernel`` = 8 as the original: ``T_eeg - 7``):
 
-  BatchNorm over electrodes
+  BatchNorm over electrodes (``norm="trial"``, not in the original: each window's
+  channels z-scored over time, as the linear baseline's)
   -> Chebyshev graph convolution (K supports of a learnable adjacency A, C x C,
      xavier-normal init; each support with its own C x C weight over electrodes;
      summed) -> activation
@@ -20,6 +21,12 @@ The linear branch holds the classic backward model (the mTRF family's ridge deco
 rediscover it through the graph convolution and the nonlinear stack; its lags
 (``j .. j + kernel - 1``) lie inside the receptive field below, so the streaming
 look-ahead is unchanged.
+
+Normalization: BatchNorm's statistics at evaluation are the training subjects'
+pooled ones; a subject never trained on has other channel scales. ``norm="trial"``
+adapts to every window instead (no running statistics, no affine: the graph
+convolution that follows is linear over electrodes and rescales). It reads the whole
+window, so it does not stream.
 
 Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
 valid projection, then three 'same' k3 convs): ``EEGEncoder.receptive_field(kernel)``,
@@ -49,6 +56,10 @@ import jax.numpy as jnp
 
 from neurocodec_jax.models.layers import Conv1d, activation
 from neurocodec_jax.ops.precision import HIGHEST
+
+
+# How electrodes are normalized: the original's BatchNorm, or each window's own statistics.
+EEG_NORMS = ("batch", "trial")
 
 
 def normalized_laplacian(adj: jax.Array) -> jax.Array:
@@ -95,6 +106,7 @@ class EEGEncoder(nn.Module):
   dropout: float = 0.3
   kernel: int = 8
   linear_branch: bool = False
+  norm: str = "batch"
 
   # The conv stack after the projection: STACK_DEPTH 'same' convs of STACK_KERNEL taps.
   STACK_DEPTH: ClassVar[int] = 3
@@ -125,8 +137,14 @@ class EEGEncoder(nn.Module):
   def __call__(self, eeg: jax.Array, *, train: bool):
     # Flax's conv layout: the tree the encoder's checkpoints hold (``layers.Conv1d``).
     conv = functools.partial(Conv1d, layout="flax")
-    normed = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
-                          name="electrode_norm")(eeg)
+    if self.norm not in EEG_NORMS:
+      raise ValueError(f"model.eeg_norm must be one of {EEG_NORMS}, got {self.norm!r}.")
+    if self.norm == "trial":
+      centred = eeg - eeg.mean(-1, keepdims=True)
+      normed = centred / jnp.sqrt(jnp.mean(centred ** 2, -1, keepdims=True) + 1e-10)
+    else:
+      normed = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
+                            name="electrode_norm")(eeg)
     x = ChebGraphConv(self.cheb_k, name="graph_conv")(normed)
     x = activation(self.act, axis=1, name="graph_act")(x)
     x = conv(self.eeg_dim, self.kernel, use_bias=False, name="proj_k8")(x)

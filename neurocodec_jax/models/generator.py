@@ -243,6 +243,7 @@ class NeuroCodec(nn.Module):
   time_aligned_pe: bool = False
   eeg_kernel: int = 8
   eeg_linear_branch: bool = False
+  eeg_norm: str = "batch"
   selector: str = "none"
   select_window: str = "causal"
   output_norm: str = "unit"
@@ -269,7 +270,7 @@ class NeuroCodec(nn.Module):
         frame_seconds=codec.frame_seconds(arch),
         eeg_rate=config.data.eeg_rate, lookahead=m.stream_lookahead,
         time_aligned_pe=m.time_aligned_pe, eeg_kernel=m.eeg_kernel,
-        eeg_linear_branch=m.eeg_linear_branch, selector=m.selector,
+        eeg_linear_branch=m.eeg_linear_branch, eeg_norm=m.eeg_norm, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
         stream_form=m.stream_form, bidirectional=m.bidirectional,
@@ -293,7 +294,7 @@ class NeuroCodec(nn.Module):
                        f"{self.select_window!r}.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel,
-                                  linear_branch=self.eeg_linear_branch)
+                                  linear_branch=self.eeg_linear_branch, norm=self.eeg_norm)
     self.audio_in = nn.Dense(self.hidden_dim)
     self.eeg_in = nn.Dense(self.hidden_dim)
     self.drop = nn.Dropout(self.dropout)
@@ -532,6 +533,10 @@ class NeuroCodec(nn.Module):
     if self.bidirectional:
       raise ValueError("model.bidirectional=True is an offline separator (each frame "
                        "reads the frames after it): streaming needs the causal one.")
+    if self.eeg_norm != "batch":
+      raise ValueError(f"model.eeg_norm={self.eeg_norm!r} normalizes each EEG window by its "
+                       f"own statistics, which read ahead: streaming needs "
+                       f"model.eeg_norm='batch'.")
 
   def init_step_state(self, batch: int) -> dict:
     """The recurrent state of :meth:`step` before frame 0: zero Mamba caches and,

@@ -1,0 +1,97 @@
+"""Does the EEG's normalization decide the linear decoder's edge on unseen subjects?
+
+  python scripts/eeg_normalization.py [--subjects 32] [--n_train 1024]
+
+The linear backward decoder (``neurocodec_jax.linear_decoder``) z-scores every trial's
+channels on their own; the model's EEG encoder normalizes electrodes with BatchNorm,
+whose statistics at evaluation are the training subjects' pooled ones. On subjects
+never trained on, per-trial statistics adapt and pooled ones do not. This fits the
+same ridge decoder both ways on the family EEG generator with recorded speech, subjects
+held out (the ladder's ``speech_family_held_out`` data; generated when missing), and
+scores both on val (cross-fitted) and test with perfectly separated talkers, paired
+trial by trial. If the pooled variant falls well below the per-trial one, the
+normalization is a lever for the model's encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from neurocodec_jax import linear_decoder  # pylint: disable=wrong-import-position
+from neurocodec_jax.data import synthetic  # pylint: disable=wrong-import-position
+from neurocodec_jax.data import open_split  # pylint: disable=wrong-import-position
+import eeg_ladder  # pylint: disable=wrong-import-position
+
+
+class PooledDecoder(linear_decoder.LinearDecoder):
+  """The ridge decoder with every channel normalized by the training set's pooled mean
+  and std (BatchNorm's running statistics) instead of each trial's own."""
+
+  def fit(self, eeg, attended_env, ridges=linear_decoder.RIDGES):
+    eeg = np.asarray(eeg, np.float64)
+    self.mean = eeg.mean((0, 2), keepdims=True)[0]
+    self.std = eeg.std((0, 2), keepdims=True)[0]
+    return super().fit(eeg, attended_env, ridges)
+
+  def _design(self, eeg):
+    eeg = (np.asarray(eeg, np.float64) - self.mean) / self.std
+    n, c, t = eeg.shape
+    valid = t - self.lags + 1
+    x = np.stack([eeg[:, :, k:k + valid] for k in range(self.lags)], -1)
+    x = x.transpose(0, 2, 1, 3).reshape(n, valid, c * self.lags)
+    return np.concatenate([x, np.ones(x.shape[:2] + (1,))], -1)
+
+
+def arrays(config, split):
+  src = open_split(config, split, fields=("eeg", "clean", "unattended", "subject"))
+  rows = [src[i] for i in range(len(src))]
+  eeg = np.stack([r["eeg"] for r in rows])
+  sr, rate = config.codec.arch.sample_rate, config.data.eeg_rate
+  env = lambda k: linear_decoder.envelopes(np.stack([r[k][0] for r in rows]), sr, rate,
+                                           eeg.shape[-1])
+  return eeg, env("clean"), env("unattended")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--subjects", type=int, default=32)
+  p.add_argument("--n_train", type=int, default=1024)
+  p.add_argument("--rung", default="speech_family_held_out")
+  args = p.parse_args(argv)
+  cfg_args = argparse.Namespace(rung=args.rung, variant="recipe", n_train=args.n_train,
+                                n_val=128, n_test=256, data_root="data/ladder", codec="trained",
+                                codec_weights=None, steps=1,
+                                set=[f"synthetic.subjects={args.subjects}"])
+  config, _, _ = eeg_ladder.build_config(cfg_args)
+  if not os.path.isdir(config.root):
+    synthetic.generate(config.root, synthetic.spec_from_config(config), workers=1)
+  d = config.data
+  train, val, test = (arrays(config, s) for s in (d.train_split, d.val_split, d.test_split))
+  out = dict(root=config.root)
+  per_trial = {}
+  for name, cls in (("per_trial", linear_decoder.LinearDecoder), ("pooled", PooledDecoder)):
+    model = cls(d.eeg_rate).fit(train[0], train[1])
+    model.choose(*val)
+    v, t = model.cross_fit_score(*val), model.score(*test)
+    per_trial[name] = (v["per_trial"], t["per_trial"])
+    out[name] = dict(val=round(v["identification"], 4), test=round(t["identification"], 4),
+                     test_r_attended=round(t["r_attended"], 4), ridge=model.ridge)
+  for i, split in enumerate(("val", "test")):
+    diff = per_trial["pooled"][i] - per_trial["per_trial"][i]
+    out[f"{split}_pooled_minus_per_trial"] = dict(
+        difference=round(float(diff.mean()), 4),
+        se=round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
+        pooled_only=int((diff > 0).sum()), per_trial_only=int((diff < 0).sum()))
+  print(json.dumps(out, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
