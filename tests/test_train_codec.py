@@ -173,15 +173,20 @@ def test_quality_reports_means_and_standard_errors_over_clips():
                              atol=2e-3)
 
 
+def _script(name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", name + ".py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def test_codec_bitrate_band_measures_know_their_answers():
   """scripts/codec_bitrate.py's band correlation is +1 / -1 for the input itself and its
   negation; energy shares of white noise follow the bands' widths; randomizing the phase
   above a cut past Nyquist changes nothing, above 0 Hz leaves no SI-SDR."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "codec_bitrate.py")
-  spec = importlib.util.spec_from_file_location("codec_bitrate", path)
-  bitrate = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bitrate)
+  bitrate = _script("codec_bitrate")
   x = np.random.default_rng(0).standard_normal((4, 32000))
   np.testing.assert_allclose(bitrate.band_correlations(x, x, 16000), 1.0, atol=1e-9)
   np.testing.assert_allclose(bitrate.band_correlations(x, -x, 16000), -1.0, atol=1e-9)
@@ -189,6 +194,25 @@ def test_codec_bitrate_band_measures_know_their_answers():
   np.testing.assert_allclose(bitrate.band_shares(x, 16000), widths, rtol=0.05, atol=0.01)
   assert bitrate.phase_cap(x, 9000, 16000) > 100
   assert bitrate.phase_cap(x, 0, 16000) < -10
+
+
+def test_codec_reference_aligns_and_codes_at_the_bit_rate_asked():
+  """scripts/codec_reference.py: the aligner finds a known delay (SI-SDR at lag 0 far
+  below the aligned one); Opus pays about the bit rate asked and rises with it; G.722
+  (64 kbit/s ADPCM) is near transparent once its filter bank's delay is removed."""
+  ref = _script("codec_reference")
+  x = train_codec.heldout(train_codec.CodecSpec(), 2, seconds=1.0, kind="single")
+  late = np.pad(x, ((0, 0), (7, 0)))[:, :x.shape[1]]
+  aligned, lags = ref.best_lag_si_sdr(x, late, 160)
+  np.testing.assert_array_equal(lags, 7)
+  assert aligned.min() > 40 and train_codec.si_sdr_db(x, late).max() < 10
+  low, high = (ref.score(x, np.stack([ref.av_roundtrip(c, 16000, "libopus", r)[0] for c in x]),
+                         16000) for r in (6000, 24000))
+  bits = ref.av_roundtrip(x[0], 16000, "libopus", 6000)[1]
+  assert 4000 < bits < 8000, bits
+  assert high["si_sdr_aligned"] > low["si_sdr_aligned"] + 2, (low, high)
+  g722 = ref.score(x, np.stack([ref.av_roundtrip(c, 16000, "g722", None)[0] for c in x]), 16000)
+  assert g722["si_sdr_aligned"] > 20 and g722["stoi"] > 0.95, g722
 
 
 # ---------------------------------------------------------- shipped codec ----
