@@ -16,7 +16,7 @@ and the quantized additivity per number of codebooks. ``test_floors`` (the
 measured values minus a margin) are
 what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 
-  python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 64]
+  python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 32]
 
 only scores a shipped file (means and standard errors over the clips) and, against
 another, the paired difference on the same clips.
@@ -250,7 +250,7 @@ def fix_shipped_polarity(weights: str) -> dict:
   return manifest["polarity"]
 
 
-def compare(spec, gen, against=None, n: int = 64) -> dict:
+def compare(spec, gen, against=None, n: int = 32) -> dict:
   """Quality of the codec ``gen`` on ``n`` held-out clips (means and standard errors)
   and, with another codec ``against``, the paired differences on the same clips
   (``diff_*``: gen - against; the clip-to-clip spread cancels, so a small change can be
@@ -293,12 +293,14 @@ def main(argv=None) -> int:
   if args.fix_polarity:
     print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
     return 0
+  if args.against and not args.quality:
+    p.error("--against needs --quality WEIGHTS")
   if args.quality:
     manifest = json.load(open(os.path.join(os.path.dirname(args.quality), "manifest.json")))
     spec = train_codec.CodecSpec.from_dict(manifest["spec"])
-    load = lambda w: loading.load_dac("16khz", weights=w, device="cpu")
-    print(json.dumps(compare(spec, load(args.quality), args.against and load(args.against),
-                             args.n), indent=2))
+    gen = loading.load_dac("16khz", weights=args.quality, device="cpu")
+    other = loading.load_dac("16khz", weights=args.against, device="cpu") if args.against else None
+    print(json.dumps(compare(spec, gen, other, args.n), indent=2))
     return 0
   if args.levels:
     model = loading.load_dac("16khz", weights=args.levels, device="cpu")

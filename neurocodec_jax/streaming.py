@@ -278,6 +278,9 @@ class Streamer:
     if config.model.stream_form == "tokens":
       raise ValueError("model.stream_form='tokens' does not stream (its frame step is "
                        "not built): use the offline extraction.")
+    if config.model.eeg_norm != "batch":
+      raise ValueError(f"model.eeg_norm={config.model.eeg_norm!r} normalizes each EEG window "
+                       "by its own statistics, which read ahead: use the offline extraction.")
     arch = config.codec.arch
     frame_ms = 1000 * codec.frame_seconds(arch)
     block = int(round(block_ms / frame_ms))

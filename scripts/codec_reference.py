@@ -13,7 +13,8 @@ Asterisk prompts ship in), then decoded; the project's codecs (``--weights``) ar
 scored on the same clips. The bit rate is the payload's (packets only, no container).
 SI-SDR is reported at lag 0 and at the best lag within +-10 ms (a codec's delay is not
 its fidelity; the lag chosen is printed), each a mean over clips with its standard
-error.
+error, and for every other codec the first ``--weights``' paired difference from it
+on the same clips.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from codec_training import train as train_codec  # pylint: disable=wrong-import-position
 
 MAX_LAG_S = 0.010
+METRICS = ("si_sdr", "si_sdr_aligned", "stoi", "estoi")
+OPUS_OPTIONS = {"application": "voip"}
 
 
 def av_roundtrip(x: np.ndarray, sample_rate: int, codec: str, bit_rate: int | None,
@@ -80,17 +83,26 @@ def best_lag_si_sdr(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[np.ndar
   return scores.max(0), scores.argmax(0) - max_lag
 
 
-def score(x: np.ndarray, y: np.ndarray, sample_rate: int) -> dict:
-  """Means and standard errors over clips: SI-SDR at lag 0 and at the best lag, STOI,
-  ESTOI; the median best lag in samples."""
+def per_clip(x: np.ndarray, y: np.ndarray, sample_rate: int) -> dict:
+  """``{metric: [n]}``: SI-SDR at lag 0 and at the best lag, STOI, ESTOI, and the lag."""
   from pystoi import stoi  # pylint: disable=g-import-not-at-top
   aligned, lags = best_lag_si_sdr(x, y, int(MAX_LAG_S * sample_rate))
+  return dict(si_sdr=train_codec.si_sdr_db(x, y), si_sdr_aligned=aligned,
+              stoi=np.array([stoi(a, b, sample_rate) for a, b in zip(x, y)]),
+              estoi=np.array([stoi(a, b, sample_rate, extended=True) for a, b in zip(x, y)]),
+              lag=lags)
+
+
+def score(x: np.ndarray, y: np.ndarray, sample_rate: int) -> dict:
+  """Means and standard errors over clips of :func:`per_clip`; the median lag."""
+  return summarize(per_clip(x, y, sample_rate))
+
+
+def summarize(clips: dict) -> dict:
   out = {}
-  for key, v in (("si_sdr", train_codec.si_sdr_db(x, y)), ("si_sdr_aligned", aligned),
-                 ("stoi", [stoi(a, b, sample_rate) for a, b in zip(x, y)]),
-                 ("estoi", [stoi(a, b, sample_rate, extended=True) for a, b in zip(x, y)])):
-    out.update({k: round(val, 4) for k, val in train_codec.mean_se(key, v).items()})
-  out["lag_samples"] = int(np.median(lags))
+  for key in METRICS:
+    out.update({k: round(v, 4) for k, v in train_codec.mean_se(key, clips[key]).items()})
+  out["lag_samples"] = int(np.median(clips["lag"]))
   return out
 
 
@@ -106,15 +118,16 @@ def main(argv=None) -> int:
   spec = train_codec.CodecSpec.from_dict(manifest["spec"])
   sr = spec.sample_rate
   x = train_codec.heldout(spec, args.n, kind="single")
-  rows = {}
-  for kbps in args.opus_kbps:
-    coded = [av_roundtrip(c, sr, "libopus", int(kbps * 1000), {"application": "voip"})
-             for c in x]
-    rows[f"Opus {kbps:g} kbit/s"] = dict(score(x, np.stack([y for y, _ in coded]), sr),
-                                         payload_kbps=round(np.mean([b for _, b in coded]) / 1e3, 2))
-  coded = [av_roundtrip(c, sr, "g722", None) for c in x]
-  rows["G.722"] = dict(score(x, np.stack([y for y, _ in coded]), sr),
-                       payload_kbps=round(np.mean([b for _, b in coded]) / 1e3, 2))
+  clips, kbps = {}, {}
+
+  def reference(name, coded):
+    clips[name] = per_clip(x, np.stack([y for y, _ in coded]), sr)
+    kbps[name] = float(np.mean([b for _, b in coded]) / 1e3)
+
+  for rate in args.opus_kbps:
+    reference(f"Opus {rate:g} kbit/s",
+              [av_roundtrip(c, sr, "libopus", int(rate * 1000), OPUS_OPTIONS) for c in x])
+  reference("G.722", [av_roundtrip(c, sr, "g722", None) for c in x])
   import torch  # pylint: disable=g-import-not-at-top
   from codec_bridge import loading  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)
@@ -122,11 +135,17 @@ def main(argv=None) -> int:
     gen = loading.load_dac("16khz", weights=w, device="cpu")
     arch = json.load(open(os.path.join(os.path.dirname(w), "manifest.json")))["spec"]
     hop = int(np.prod(arch["encoder_rates"]))
-    kbps = arch["n_codebooks"] * np.log2(arch["codebook_size"]) * sr / hop / 1e3
-    rows[os.path.basename(w)] = dict(score(x, train_codec.reconstruct(gen, x), sr),
-                                     payload_kbps=round(float(kbps), 2))
-  for name, row in rows.items():
-    print(json.dumps(dict(codec=name, clips=args.n, **row)), flush=True)
+    bits = arch["n_codebooks"] * np.log2(arch["codebook_size"])       # per frame
+    kbps[os.path.basename(w)] = bits * sr / hop / 1e3
+    clips[os.path.basename(w)] = per_clip(x, train_codec.reconstruct(gen, x), sr)
+  ours = os.path.basename(args.weights[0])
+  for name, c in clips.items():
+    row = dict(codec=name, clips=args.n, payload_kbps=round(kbps[name], 2), **summarize(c))
+    if name != ours:       # the same clips: the clip-to-clip spread cancels
+      for key in METRICS:
+        d = train_codec.mean_se(f"{ours}_minus_{key}", clips[ours][key] - c[key])
+        row.update({k: round(v, 4) for k, v in d.items()})
+    print(json.dumps(row), flush=True)
   return 0
 
 

@@ -50,6 +50,7 @@ class PooledDecoder(linear_decoder.LinearDecoder):
 
 
 def arrays(config, split):
+  """A split's EEG ``[trials, C, T]`` and both talkers' envelopes ``[trials, T]``."""
   src = open_split(config, split, fields=("eeg", "clean", "unattended", "subject"))
   rows = [src[i] for i in range(len(src))]
   eeg = np.stack([r["eeg"] for r in rows])

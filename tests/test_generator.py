@@ -157,6 +157,10 @@ def test_encoder_trial_norm_ignores_channel_gains_and_refuses_streaming():
     enc = eeg_encoder.EEGEncoder(eeg_dim=8, act="snake", dropout=0.0, norm=norm)
     v = enc.init(jax.random.PRNGKey(0), eeg, train=False)
     assert ("batch_stats" in v) == (norm == "batch")
+    if norm == "trial":        # a learnt affine after the window's statistics, as BatchNorm's
+      v = {"params": {**v["params"],
+                      "electrode_scale": jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32),
+                      "electrode_bias": jnp.asarray(rng.standard_normal(c), jnp.float32)}}
     (f0, e0), (f1, e1) = (enc.apply(v, x, train=False) for x in (eeg, eeg * gain + offset))
     moved = max(float(jnp.abs(f1 - f0).max()), float(jnp.abs(e1 - e0).max()))
     assert (moved < 1e-4) if invariant else (moved > 1e-2), (norm, moved)
@@ -167,6 +171,8 @@ def test_encoder_trial_norm_ignores_channel_gains_and_refuses_streaming():
   model.apply(v, z, eeg, train=False)
   with pytest.raises(ValueError, match="eeg_norm='batch'"):
     model.apply(v, z, eeg, train=False, streaming=True)
+  with pytest.raises(ValueError, match="eeg_norm='batch'"):
+    model.apply(v, z, eeg, method=NeuroCodec.stream)
 
 
 def test_snake_matches_dac_formula():

@@ -159,7 +159,7 @@ class _KnownSdrCodec(torch.nn.Module):
 
 
 def test_quality_reports_means_and_standard_errors_over_clips():
-  """Known answers: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 2.795 dB;
+  """Known answers: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 3.227 dB;
   against the same clips 1 dB lower, the paired difference is 1 dB with no spread."""
   sdr = [0.0, 5.0, 10.0, 15.0]
   q = train_codec.quality(train_codec.CodecSpec(**TINY), _KnownSdrCodec(sdr), n=4, stoi=False)
@@ -198,7 +198,8 @@ def test_codec_bitrate_band_measures_know_their_answers():
 
 def test_codec_reference_aligns_and_codes_at_the_bit_rate_asked():
   """scripts/codec_reference.py: the aligner finds a known delay (SI-SDR at lag 0 far
-  below the aligned one); Opus pays about the bit rate asked and rises with it; G.722
+  below the aligned one); Opus pays about the bit rate asked, and its ESTOI rises with
+  it; G.722
   (64 kbit/s ADPCM) is near transparent once its filter bank's delay is removed."""
   ref = _script("codec_reference")
   x = train_codec.heldout(train_codec.CodecSpec(), 2, seconds=1.0, kind="single")
@@ -206,11 +207,12 @@ def test_codec_reference_aligns_and_codes_at_the_bit_rate_asked():
   aligned, lags = ref.best_lag_si_sdr(x, late, 160)
   np.testing.assert_array_equal(lags, 7)
   assert aligned.min() > 40 and train_codec.si_sdr_db(x, late).max() < 10
-  low, high = (ref.score(x, np.stack([ref.av_roundtrip(c, 16000, "libopus", r)[0] for c in x]),
-                         16000) for r in (6000, 24000))
-  bits = ref.av_roundtrip(x[0], 16000, "libopus", 6000)[1]
+  opus = lambda c, r: ref.av_roundtrip(c, 16000, "libopus", r, ref.OPUS_OPTIONS)
+  low, high = (ref.score(x, np.stack([opus(c, r)[0] for c in x]), 16000) for r in (6000, 24000))
+  bits = opus(x[0], 6000)[1]
   assert 4000 < bits < 8000, bits
-  assert high["si_sdr_aligned"] > low["si_sdr_aligned"] + 2, (low, high)
+  # Measured 0.889 / 0.992 on these clips (SI-SDR barely moves on the synthetic talkers).
+  assert high["estoi"] > low["estoi"] + 0.05, (low, high)
   g722 = ref.score(x, np.stack([ref.av_roundtrip(c, 16000, "g722", None)[0] for c in x]), 16000)
   assert g722["si_sdr_aligned"] > 20 and g722["stoi"] > 0.95, g722
 

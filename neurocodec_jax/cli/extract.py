@@ -56,6 +56,9 @@ def load_config(args):
   if args.stream and config.model.bidirectional:
     raise ConfigError("--stream needs a causal model; this run's separator is offline "
                       "(model.bidirectional=True).")
+  if args.stream and config.model.eeg_norm != "batch":
+    raise ConfigError(f"--stream needs a causal model; this run normalizes each EEG window "
+                      f"by its own statistics (model.eeg_norm={config.model.eeg_norm!r}).")
   if args.stream and config.model.output_waveform != "decoded":
     if args.output_waveform:
       raise ConfigError(f"--stream outputs the decoded prediction, not "

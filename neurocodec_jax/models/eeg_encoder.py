@@ -4,8 +4,9 @@
 head's output ``[batch, T']``, ``T' = EEGEncoder.output_length(T_eeg, kernel)`` =
 ``T_eeg - kernel + 1`` (``kernel`` = 8 as the original: ``T_eeg - 7``):
 
-  BatchNorm over electrodes (``norm="trial"``, not in the original: each window's
-  channels z-scored over time, as the linear baseline's)
+  BatchNorm over electrodes (or, with ``norm="trial"``, not in the original: each
+  window's channels z-scored over time, as the linear baseline's, then BatchNorm's
+  per-electrode scale and bias)
   -> Chebyshev graph convolution (K supports of a learnable adjacency A, C x C,
      xavier-normal init; each support with its own C x C weight over electrodes;
      summed) -> activation
@@ -24,9 +25,9 @@ look-ahead is unchanged.
 
 Normalization: BatchNorm's statistics at evaluation are the training subjects'
 pooled ones; a subject never trained on has other channel scales. ``norm="trial"``
-adapts to every window instead (no running statistics, no affine: the graph
-convolution that follows is linear over electrodes and rescales). It reads the whole
-window, so it does not stream.
+takes every window's own statistics instead (no running statistics; the same learnable
+scale and bias per electrode). Every output then depends on the whole window, not
+only on its receptive field below, so it does not stream.
 
 Receptive field: output j depends on EEG samples j - 3 .. j + kernel + 2 (the
 valid projection, then three 'same' k3 convs): ``EEGEncoder.receptive_field(kernel)``,
@@ -129,7 +130,8 @@ class EEGEncoder(nn.Module):
   @classmethod
   def receptive_field(cls, kernel: int) -> tuple[int, int]:
     """``(first, last)``: output j depends on EEG samples j + first .. j + last
-    (within the window), ``(-3, kernel + 2)``; ``last`` is the look-ahead."""
+    (within the window), ``(-3, kernel + 2)``; ``last`` is the look-ahead. (With
+    ``norm="trial"`` every output also reads the whole window's statistics.)"""
     convs = cls.temporal_convs(kernel)
     return -sum(pad for _, pad in convs), sum(taps - 1 - pad for taps, pad in convs)
 
@@ -142,6 +144,10 @@ class EEGEncoder(nn.Module):
     if self.norm == "trial":
       centred = eeg - eeg.mean(-1, keepdims=True)
       normed = centred / jnp.sqrt(jnp.mean(centred ** 2, -1, keepdims=True) + 1e-10)
+      c = eeg.shape[1]
+      scale = self.param("electrode_scale", nn.initializers.ones, (c,))
+      bias = self.param("electrode_bias", nn.initializers.zeros, (c,))
+      normed = normed * scale[:, None] + bias[:, None]
     else:
       normed = nn.BatchNorm(use_running_average=not train, axis=1, momentum=0.9, epsilon=1e-5,
                             name="electrode_norm")(eeg)

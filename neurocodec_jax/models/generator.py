@@ -535,8 +535,8 @@ class NeuroCodec(nn.Module):
                        "reads the frames after it): streaming needs the causal one.")
     if self.eeg_norm != "batch":
       raise ValueError(f"model.eeg_norm={self.eeg_norm!r} normalizes each EEG window by its "
-                       f"own statistics, which read ahead: streaming needs "
-                       f"model.eeg_norm='batch'.")
+                       "own statistics, which read ahead: streaming needs "
+                       "model.eeg_norm='batch'.")
 
   def init_step_state(self, batch: int) -> dict:
     """The recurrent state of :meth:`step` before frame 0: zero Mamba caches and,
