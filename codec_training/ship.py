@@ -256,17 +256,13 @@ def compare(spec, gen, against=None, n: int = 32) -> dict:
   (``diff_*``: gen - against; the clip-to-clip spread cancels, so a small change can be
   resolved)."""
   scores = train_codec.clip_scores(spec, gen, n=n, stoi=True)
-  other = train_codec.clip_scores(spec, against, n=n, stoi=True) if against is not None else None
-  out = {}
-  for key, v in scores.items():
-    if np.ndim(v) == 0:
-      out[key] = round(v, 4)
-      continue
-    out.update({k: round(x, 4) for k, x in train_codec.mean_se(key, v).items()})
-    if other is not None and not key.endswith("_polarity"):
-      d = train_codec.mean_se("diff_" + key, v - other[key])
-      out.update({k: round(x, 4) for k, x in d.items()})
-  return out
+  out = train_codec.summarize(scores)
+  if against is not None:
+    other = train_codec.clip_scores(spec, against, n=n, stoi=True)
+    for key, v in scores.items():
+      if np.ndim(v) and not key.endswith("_polarity"):
+        out.update(train_codec.mean_se("diff_" + key, v - other[key]))
+  return {k: round(v, 4) for k, v in out.items()}
 
 
 def main(argv=None) -> int:
@@ -298,8 +294,8 @@ def main(argv=None) -> int:
   if args.quality:
     manifest = json.load(open(os.path.join(os.path.dirname(args.quality), "manifest.json")))
     spec = train_codec.CodecSpec.from_dict(manifest["spec"])
-    gen = loading.load_dac("16khz", weights=args.quality, device="cpu")
-    other = loading.load_dac("16khz", weights=args.against, device="cpu") if args.against else None
+    gen, other = (loading.load_dac("16khz", weights=w, device="cpu") if w else None
+                  for w in (args.quality, args.against))
     print(json.dumps(compare(spec, gen, other, args.n), indent=2))
     return 0
   if args.levels:

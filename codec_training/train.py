@@ -424,8 +424,14 @@ def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> d
   """:func:`clip_scores` summarized: means over the ``n`` clips, and ``*_se``, their
   standard errors (SI-SDR, STOI, ESTOI), without which a target a few thousandths away
   cannot be called met or missed."""
+  return summarize(clip_scores(spec, gen, obj, n, stoi))
+
+
+def summarize(scores: dict) -> dict:
+  """:func:`clip_scores`' per-clip arrays as means (and ``*_se`` but for polarity);
+  scalars as they are."""
   res = {}
-  for key, v in clip_scores(spec, gen, obj, n, stoi).items():
+  for key, v in scores.items():
     if np.ndim(v) == 0:
       res[key] = v
     elif key.endswith("_polarity"):

@@ -377,6 +377,20 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
   return dict(result, out_dir=out_dir, run=run)
 
 
+def decoder_arrays(config, split: str):
+  """What a backward decoder reads from ``split``: EEG ``[trials, C, T]``, the attended
+  and unattended talkers' envelopes at the EEG rate ``[trials, T]`` and the subjects
+  ``[trials]``."""
+  from neurocodec_jax import linear_decoder  # pylint: disable=g-import-not-at-top
+  source = open_split(config, split, fields=("eeg", "clean", "unattended", "subject"))
+  rows = [source[i] for i in range(len(source))]
+  eeg = np.stack([r["eeg"] for r in rows])
+  env = lambda k: linear_decoder.envelopes(np.stack([r[k][0] for r in rows]),
+                                           config.codec.arch.sample_rate,
+                                           config.data.eeg_rate, eeg.shape[-1])
+  return eeg, env("clean"), env("unattended"), np.array([int(r["subject"]) for r in rows])
+
+
 def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> dict:
   """The classic linear backward decoder (:mod:`neurocodec_jax.linear_decoder`) on this
   dataset: fit on the train split, ridge chosen on val, identification on ``split``
@@ -392,19 +406,9 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
     if "unattended" not in find_split_files(config.root, s):
       raise ValueError(f"{config.root}: the linear baseline needs unattended_{s}.h5 (the "
                        f"competing talker's audio).")
-  sources = {s: open_split(config, s, fields=("eeg", "clean", "unattended", "subject"))
-             for s in splits}
-  sr, rate = config.codec.arch.sample_rate, d.eeg_rate
-
-  def arrays(s):
-    rows = [sources[s][i] for i in range(len(sources[s]))]
-    eeg = np.stack([r["eeg"] for r in rows])
-    env = lambda k: linear_decoder.envelopes(np.stack([r[k][0] for r in rows]), sr, rate,
-                                             eeg.shape[-1])
-    return eeg, env("clean"), env("unattended"), np.array([int(r["subject"]) for r in rows])
-
-  train, val, test = arrays(names["train"]), arrays(names["val"]), arrays(split)
-  model = linear_decoder.LinearDecoder(rate).fit(train[0], train[1])
+  train, val = decoder_arrays(config, names["train"]), decoder_arrays(config, names["val"])
+  test = val if split == names["val"] else decoder_arrays(config, split)
+  model = linear_decoder.LinearDecoder(d.eeg_rate).fit(train[0], train[1])
   val_scores = model.choose(*val[:3])
   result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
             model.score(*test[:3]))

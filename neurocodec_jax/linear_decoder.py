@@ -37,10 +37,12 @@ def _zscore(x: np.ndarray, axis: int = -1) -> np.ndarray:
   return x / (x.std(axis, keepdims=True) + 1e-8)
 
 
-def lagged(eeg: np.ndarray, lags: int) -> np.ndarray:
+def lagged(eeg: np.ndarray, lags: int, zscore: bool = True) -> np.ndarray:
   """``[trials, channels, T]`` -> ``[trials, T - lags + 1, channels * lags]``: row t holds
-  every channel at t, t + 1, ..., t + lags - 1 (the EEG after the sound at t)."""
-  eeg = _zscore(np.asarray(eeg, np.float64))
+  every channel at t, t + 1, ..., t + lags - 1 (the EEG after the sound at t), each
+  trial's channels z-scored first unless ``zscore`` is False."""
+  eeg = np.asarray(eeg, np.float64)
+  eeg = _zscore(eeg) if zscore else eeg
   n, c, t = eeg.shape
   valid = t - lags + 1
   cols = [eeg[:, :, k:k + valid] for k in range(lags)]          # lags x [n, c, valid]

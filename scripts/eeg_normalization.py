@@ -24,9 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from neurocodec_jax import linear_decoder  # pylint: disable=wrong-import-position
+from neurocodec_jax import evaluation, linear_decoder  # pylint: disable=wrong-import-position
 from neurocodec_jax.data import synthetic  # pylint: disable=wrong-import-position
-from neurocodec_jax.data import open_split  # pylint: disable=wrong-import-position
 import eeg_ladder  # pylint: disable=wrong-import-position
 
 
@@ -41,23 +40,9 @@ class PooledDecoder(linear_decoder.LinearDecoder):
     return super().fit(eeg, attended_env, ridges)
 
   def _design(self, eeg):
-    eeg = (np.asarray(eeg, np.float64) - self.mean) / self.std
-    n, c, t = eeg.shape
-    valid = t - self.lags + 1
-    x = np.stack([eeg[:, :, k:k + valid] for k in range(self.lags)], -1)
-    x = x.transpose(0, 2, 1, 3).reshape(n, valid, c * self.lags)
+    x = linear_decoder.lagged((np.asarray(eeg, np.float64) - self.mean) / self.std, self.lags,
+                              zscore=False)
     return np.concatenate([x, np.ones(x.shape[:2] + (1,))], -1)
-
-
-def arrays(config, split):
-  """A split's EEG ``[trials, C, T]`` and both talkers' envelopes ``[trials, T]``."""
-  src = open_split(config, split, fields=("eeg", "clean", "unattended", "subject"))
-  rows = [src[i] for i in range(len(src))]
-  eeg = np.stack([r["eeg"] for r in rows])
-  sr, rate = config.codec.arch.sample_rate, config.data.eeg_rate
-  env = lambda k: linear_decoder.envelopes(np.stack([r[k][0] for r in rows]), sr, rate,
-                                           eeg.shape[-1])
-  return eeg, env("clean"), env("unattended")
 
 
 def main(argv=None) -> int:
@@ -74,7 +59,8 @@ def main(argv=None) -> int:
   if not os.path.isdir(config.root):
     synthetic.generate(config.root, synthetic.spec_from_config(config), workers=1)
   d = config.data
-  train, val, test = (arrays(config, s) for s in (d.train_split, d.val_split, d.test_split))
+  train, val, test = (evaluation.decoder_arrays(config, s)[:3]
+                      for s in (d.train_split, d.val_split, d.test_split))
   out = dict(root=config.root)
   per_trial = {}
   for name, cls in (("per_trial", linear_decoder.LinearDecoder), ("pooled", PooledDecoder)):

@@ -7,7 +7,7 @@
 # from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16
 # keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
-#       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 16
+#       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/codec/speech_wide
