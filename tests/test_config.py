@@ -252,6 +252,16 @@ def test_selector_terms_need_the_selector(name):
                             "selector's streams), got 'none'")
 
 
+def test_envelope_contrast_needs_a_positive_temperature_and_the_other_talker():
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("cocktail")
+  config.lambda_env_contrast, config.env_contrast_temperature = 1.0, 0.0
+  assert _error(config) == "env_contrast_temperature=0.0 is invalid: expected > 0"
+  config.env_contrast_temperature = 0.1
+  check.validate(config)
+  assert {"clean", "unattended"} <= set(steps.batch_fields(config))
+
+
 def test_token_streams_need_their_term_and_their_own_codes():
   config = neurocodec.get_config("demo")
   config.model.stream_form = "tokens"

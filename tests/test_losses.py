@@ -313,6 +313,33 @@ def test_envelope_and_pearson_loss():
   np.testing.assert_allclose(losses.envelope_loss(e, -e), 1.0, atol=1e-5)
 
 
+def test_envelope_contrast_loss_is_the_two_way_cross_entropy():
+  """log(1 + exp(-(r_att - r_unatt) / T)): ln 2 when the decoded envelope is as close to
+  both talkers, ~0 when it is the attended one and the other is unrelated, large the
+  other way round; its gradient moves the prediction toward the attended envelope and
+  away from the other."""
+  rng = np.random.default_rng(0)
+  a, u = rng.standard_normal((2, 4, 256))
+  a -= a.mean(-1, keepdims=True)
+  u -= u.mean(-1, keepdims=True)
+  u -= (u * a).sum(-1, keepdims=True) / (a * a).sum(-1, keepdims=True) * a   # uncorrelated
+  u *= np.linalg.norm(a, axis=-1, keepdims=True) / np.linalg.norm(u, axis=-1, keepdims=True)
+  att, un = jnp.asarray(a + 3, jnp.float32), jnp.asarray(u - 1, jnp.float32)
+  loss = lambda p, t=0.1: float(losses.envelope_contrast_loss(p, att, un, t))
+  assert loss(att + un) == pytest.approx(np.log(2), abs=1e-4)
+  assert loss(att, t=0.05) < 1e-6 and loss(un, t=0.05) > 19
+  r = np.array([np.corrcoef(a, b)[0, 1] for a, b in zip(np.asarray(att), np.asarray(un))])
+  expected = np.mean(np.log1p(np.exp(-(1 - r) / 0.5)))
+  assert loss(att, t=0.5) == pytest.approx(expected, rel=1e-4)
+  pred = att + un
+  step = -jax.grad(lambda p: losses.envelope_contrast_loss(p, att, un, 0.1))(pred)
+  pear = losses.envelope.pearson
+  assert np.all(np.asarray(pear(pred + 0.1 * step, att)) > np.asarray(pear(pred, att)))
+  assert np.all(np.asarray(pear(pred + 0.1 * step, un)) < np.asarray(pear(pred, un)))
+  with pytest.raises(ValueError, match="contrast"):
+    losses.envelope_contrast_loss(att[:, :10], att, un, 0.1)
+
+
 def test_mpd_folded_form_equals_dacs_2d_form():
   """MPD's default ("auto": ``channels_last``) runs the (k, 1) kernels as 1-D convs
   over [B * p, T / p, C]; the 2-D form over DAC's [B, C, T / p, p] fold ("xla") is the

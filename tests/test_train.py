@@ -240,7 +240,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
                                  "codec.cache_dir": str(tmp_path / "codes"),
                                  "train.waveform_start": 3, "train.eval_every": 3,
                                  "train.cue_curriculum_steps": 4, "lambda_select": 0.5,
-                                 "lambda_sisdr": 0.5,
+                                 "lambda_sisdr": 0.5, "lambda_env_contrast": 0.5,
                                  "train.waveform_output": "attended_stream_masked",
                                  "model.output_waveform": "mixture_mask",
                                  "model.mask_floor": 0.2,
@@ -270,6 +270,7 @@ def test_demo_recipe_trains_end_to_end(tiny_dataset, tmp_path):
   for r in rows:
     assert np.isfinite(r["loss_sep"]) and -1 <= r["loss_sep_env"] <= 1
     assert 0 < r["loss_select"] < 10           # a two-way cross-entropy: ln 2 at chance
+    assert 0 < r["loss_env_contrast"] < 21     # the same over correlations / 0.1
     # The gradient reaching the EEG encoder is logged, nonzero and part of the total.
     assert 0 < r["g_grad_norm_eeg"] < r["g_grad_norm"]
   assert "select_scale" in result["state"]["g"]["params"]

@@ -77,6 +77,11 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
   c.normalize_latents = True      # L2-normalize prediction and target (cosine)
   c.lambda_recon = 1.0
   c.lambda_env = 0.0
+  # Attended-versus-unattended term of the EEG's decoded envelope (not in the
+  # original; losses.envelope_contrast_loss at env_contrast_temperature); needs
+  # unattended_*.h5.
+  c.lambda_env_contrast = 0.0
+  c.env_contrast_temperature = 0.1
   c.lambda_mel = 15.0
   c.lambda_adv = 1.0
   c.lambda_feat = 2.0

@@ -39,6 +39,23 @@ def pearson(x: jax.Array, y: jax.Array, eps: float = 1e-8) -> jax.Array:
   return (x * y).sum(-1) / (jnp.sqrt((x ** 2).sum(-1) * (y ** 2).sum(-1)) + eps)
 
 
+def envelope_contrast_loss(pred_env: jax.Array, attended_env: jax.Array,
+                           unattended_env: jax.Array, temperature: float) -> jax.Array:
+  """Two-way InfoNCE of the decoded envelope between the talkers, mean over the batch.
+
+  Cross-entropy of ``softmax([r_att, r_unatt] / temperature)`` against the attended
+  talker, ``r`` the Pearson correlations over time of ``pred_env [batch, T]`` with each
+  talker's envelope ``[batch, T]``. It trains the decision attention decoding makes
+  (the better-correlated talker), where the Pearson loss only reconstructs the attended
+  envelope and leaves the response to the ignored talker unpenalized.
+  """
+  if not pred_env.shape == attended_env.shape == unattended_env.shape:
+    raise ValueError(f"envelope contrast loss: {pred_env.shape} vs {attended_env.shape} "
+                     f"and {unattended_env.shape}.")
+  gap = (pearson(pred_env, attended_env) - pearson(pred_env, unattended_env)) / temperature
+  return jnp.mean(jax.nn.softplus(-gap))
+
+
 def envelope_loss(pred_env: jax.Array, target_env: jax.Array) -> jax.Array:
   """Negative Pearson correlation over time, mean over the batch."""
   if pred_env.shape != target_env.shape:

@@ -133,11 +133,11 @@ def batch_fields(config) -> tuple[str, ...]:
   """The source fields a training batch needs under ``config``'s loss weights."""
   fields = mix_fields(config) + target_fields(config) + ["eeg"]
   if (uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0
-      or config.train.cue_curriculum_steps > 0):
+      or config.lambda_env_contrast > 0 or config.train.cue_curriculum_steps > 0):
     fields.append("clean")
   if uses_aux(config):
     fields += target_fields(config, "unattended")
-  if config.lambda_sep_env > 0:
+  if config.lambda_sep_env > 0 or config.lambda_env_contrast > 0:
     fields.append("unattended")
   if uses_waveform(config) and config.train.waveform_output == "attended_stream_masked":
     fields.append("noisy")               # the waveform terms judge the masked mixture
@@ -192,8 +192,10 @@ def _latents(models: Models, batch: dict, quantizer: PyTree):
   return z_mix, z_tgt
 
 
-def envelope_target(config, batch, n_frames):
-  env = losses.speech_envelope(batch["clean"][:, 0], config.codec.arch.sample_rate,
+def envelope_target(config, batch, n_frames, talker: str = "clean"):
+  """``talker``'s envelope ``[b, n_frames]`` at the EEG rate, aligned with the
+  envelope head's output."""
+  env = losses.speech_envelope(batch[talker][:, 0], config.codec.arch.sample_rate,
                                config.data.eeg_rate, batch["eeg"].shape[-1])
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
 
@@ -336,7 +338,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
              mel=config.lambda_mel, adversarial=config.lambda_adv,
              features=config.lambda_feat, sisdr=config.lambda_sisdr, sep=config.lambda_sep,
              sep_env=config.lambda_sep_env, select=config.lambda_select,
-             token=config.lambda_token)
+             token=config.lambda_token, env_contrast=config.lambda_env_contrast)
   aux_on = uses_aux(config)
   curriculum = config.train.cue_curriculum_steps > 0
   wave_on, gan_on = uses_waveform(config) and waveform, uses_gan(config) and waveform
@@ -402,6 +404,11 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(
             env, envelope_target(config, batch, env.shape[-1]))
+      if lam["env_contrast"] > 0:
+        terms["env_contrast"] = losses.envelope_contrast_loss(
+            env, envelope_target(config, batch, env.shape[-1]),
+            envelope_target(config, batch, env.shape[-1], "unattended"),
+            config.env_contrast_temperature)
       if lam["mel"] > 0 and wave_on:
         terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
       if lam["sisdr"] > 0 and wave_on:
