@@ -369,13 +369,26 @@ def family_background(rng, subject: Subject, n: int, rate: int) -> np.ndarray:
   return x / np.sqrt(np.mean(x ** 2))
 
 
+def family_drive(subject: Subject, feats_att, feats_unatt) -> np.ndarray:
+  """The family model's source time course ``[T_eeg]``: the subject's stimulus feature
+  of each talker (``[F, T_eeg]`` features) through its response functions."""
+  n = feats_att.shape[1]
+  f_att, f_unatt = subject.feature_weights @ feats_att, subject.feature_weights @ feats_unatt
+  return (np.convolve(f_att, subject.trf)[:n]
+          + np.convolve(f_unatt, subject.trf_unattended)[:n])
+
+
+def classic_drive(subject: Subject, env_att, env_unatt) -> np.ndarray:
+  """The classic model's source time course ``[T_eeg]`` from the talkers' envelopes."""
+  n = env_att.shape[0]
+  return (np.convolve(env_att, subject.trf)[:n]
+          + UNATTENDED_GAIN * np.convolve(env_unatt, subject.trf)[:n])
+
+
 def family_eeg_trial(rng, subject: Subject, feats_att, feats_unatt, rate: int) -> np.ndarray:
   """EEG ``[T_eeg, C]`` in volts from the talkers' features ``[F, T_eeg]`` (family model)."""
   n = feats_att.shape[1]
-  f_att, f_unatt = subject.feature_weights @ feats_att, subject.feature_weights @ feats_unatt
-  drive = (np.convolve(f_att, subject.trf)[:n]
-           + np.convolve(f_unatt, subject.trf_unattended)[:n])
-  response = subject.pattern[:, None] * drive[None]
+  response = subject.pattern[:, None] * family_drive(subject, feats_att, feats_unatt)[None]
   response /= np.sqrt(np.mean(response ** 2)) + 1e-8
   x = 10 ** (subject.snr_db / 20) * response + family_background(rng, subject, n, rate)
   x *= EEG_MICROVOLTS / x.std()
@@ -386,9 +399,7 @@ def eeg_trial(rng, subject: Subject, env_att, env_unatt, snr_db: float,
               rate: int) -> np.ndarray:
   """EEG ``[T_eeg, C]`` in volts for one trial (time-major, as stored)."""
   n = env_att.shape[0]
-  drive = (np.convolve(env_att, subject.trf)[:n]
-           + UNATTENDED_GAIN * np.convolve(env_unatt, subject.trf)[:n])
-  response = subject.pattern[:, None] * drive[None]
+  response = subject.pattern[:, None] * classic_drive(subject, env_att, env_unatt)[None]
   response /= np.sqrt(np.mean(response ** 2)) + 1e-8
   noise = background(rng, subject, n, rate)
   x = 10 ** (snr_db / 20) * response + noise
@@ -525,6 +536,15 @@ def write_split(out_dir: str, split: str, n: int, spec: SyntheticSpec,
     _write(os.path.join(out_dir, split, f"{stem}_{split}.h5"), f"{stem}_{split}", data)
 
 
+def make_subjects(spec: SyntheticSpec) -> list[Subject]:
+  """The dataset's subjects, a pure function of ``spec`` (its seed, model, sizes)."""
+  rng = np.random.default_rng([spec.seed, 999])
+  if spec.eeg_model == "family":
+    return [make_family_subject(rng, spec.eeg_channels, spec.eeg_rate, spec.eeg_snr_db,
+                                spec.snr_spread_db) for _ in range(spec.subjects)]
+  return [make_subject(rng, spec.eeg_channels, spec.eeg_rate) for _ in range(spec.subjects)]
+
+
 def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
              progress: bool = True, workers: int | None = None) -> str:
   """Generates all splits into ``out`` atomically (temp dir, then rename).
@@ -535,13 +555,7 @@ def generate(out: str, spec: SyntheticSpec, overwrite: bool = False,
   workers = default_workers() if workers is None else workers
   out = os.path.abspath(out)
   with atomic_directory(out, overwrite) as tmp:
-    rng = np.random.default_rng([spec.seed, 999])
-    if spec.eeg_model == "family":
-      subjects = [make_family_subject(rng, spec.eeg_channels, spec.eeg_rate, spec.eeg_snr_db,
-                                      spec.snr_spread_db) for _ in range(spec.subjects)]
-    else:
-      subjects = [make_subject(rng, spec.eeg_channels, spec.eeg_rate)
-                  for _ in range(spec.subjects)]
+    subjects = make_subjects(spec)
     for split_id, (split, n) in enumerate(zip(SPLITS, (spec.n_train, spec.n_val, spec.n_test))):
       write_split(tmp, split, n, spec, subjects, split_id, progress, workers)
     pools = subject_pools(spec)
