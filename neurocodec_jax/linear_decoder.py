@@ -18,6 +18,7 @@ allows with perfectly separated talkers, to set beside the model's own
 from __future__ import annotations
 
 import numpy as np
+from scipy import linalg, signal
 
 from neurocodec_jax.losses.envelope import speech_envelope
 
@@ -47,6 +48,28 @@ def lagged(eeg: np.ndarray, lags: int, zscore: bool = True) -> np.ndarray:
   valid = t - lags + 1
   cols = [eeg[:, :, k:k + valid] for k in range(lags)]          # lags x [n, c, valid]
   return np.stack(cols, -1).transpose(0, 2, 1, 3).reshape(n, valid, c * lags)
+
+
+def covariance(eeg: np.ndarray, shrink: float = 1e-3) -> np.ndarray:
+  """``[C, C]`` spatial covariance of ``eeg [trials, C, T]``, shrunk toward its mean
+  variance by ``shrink``."""
+  x = np.asarray(eeg, np.float64)
+  x = x - x.mean(-1, keepdims=True)
+  cov = np.einsum("mct,mdt->cd", x, x) / (x.shape[0] * x.shape[2])
+  return cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
+
+
+def whitener(sources: np.ndarray, order: int) -> np.ndarray:
+  """The FIR ``[1, -a_1, ..., -a_order]`` that whitens ``sources [trials, T]``: the
+  Yule-Walker fit of an AR(order) model to their mean autocorrelation (``[1.0]``
+  for order 0)."""
+  if order == 0:
+    return np.ones(1)
+  x = np.asarray(sources, np.float64)
+  x = x - x.mean(-1, keepdims=True)
+  n = x.shape[-1]
+  acf = np.mean([np.correlate(v, v, "full")[n - 1:n + order] for v in x], 0)
+  return np.concatenate([[1.0], -linalg.solve_toeplitz(acf[:order], acf[1:order + 1])])
 
 
 class LinearDecoder:
@@ -129,3 +152,69 @@ class LinearDecoder:
     return dict(identification=p, identification_se=float(np.sqrt(p * (1 - p) / n)),
                 r_attended=float(ra.mean()), r_unattended=float(ru.mean()), n=n,
                 ridge=ridge, lags=self.lags, per_trial=ident)
+
+
+class ForwardDecoder(LinearDecoder):
+  """A linear forward (encoding) decoder: the EEG's source against each talker's
+  predicted response, both whitened in time.
+
+  Fit on the train split: a ridge regression of every channel on the attended and the
+  unattended envelope at lags 0 to ``max_lag_seconds`` (the forward TRFs), reduced to
+  rank one (one spatial map, a response function to each talker). A trial is decided
+  by extracting the source with the spatial filter ``Sigma^-1 map`` (``Sigma``: the
+  training EEG's covariance) and correlating it with the response predicted under
+  "A attended" and under "B attended", all three through one AR(``ar_order``)
+  whitening filter fit to the training sources: where the background's spectrum is
+  steep (1/f), an unwhitened correlation is decided by its slowest, noisiest
+  components. The same interface as :class:`LinearDecoder` (``choose``, ``score``,
+  ``cross_fit_score``); ``correlations`` returns the two hypotheses' correlations.
+  """
+
+  def __init__(self, eeg_rate: int, max_lag_seconds: float = 0.4, ar_order: int = 8):
+    super().__init__(eeg_rate, max_lag_seconds)
+    self.ar_order = ar_order
+
+  def _stimulus(self, env: np.ndarray) -> np.ndarray:
+    """``[trials, T] -> [trials, T, lags]``: column k is the envelope k samples ago."""
+    env = _zscore(np.asarray(env, np.float64))
+    out = np.zeros(env.shape + (self.lags,))
+    for k in range(self.lags):
+      out[:, k:, k] = env[:, :env.shape[1] - k]
+    return out
+
+  def fit(self, eeg, env_att, env_unatt, ridges=RIDGES) -> "ForwardDecoder":
+    """``eeg [trials, channels, T]``, both talkers' envelopes ``[trials, T]``."""
+    eeg = _zscore(np.asarray(eeg, np.float64))
+    xtx = xty = 0.0
+    for i in range(0, len(eeg), CHUNK):
+      x = np.concatenate([self._stimulus(env_att[i:i + CHUNK]),
+                          self._stimulus(env_unatt[i:i + CHUNK])], -1)
+      x, y = x.reshape(-1, x.shape[-1]), eeg[i:i + CHUNK].transpose(0, 2, 1).reshape(
+          -1, eeg.shape[1])
+      xtx, xty = xtx + x.T @ x, xty + x.T @ y
+    scale = np.trace(xtx) / len(xtx)
+    cov = covariance(eeg)
+    self.weights = {}
+    for r in ridges:
+      trfs = np.linalg.solve(xtx + r * scale * np.eye(len(xtx)), xty)     # [2 lags, C]
+      u, sv, vt = np.linalg.svd(trfs, full_matrices=False)
+      response, spatial_map = u[:, 0] * sv[0], vt[0]
+      spatial = linalg.solve(cov, spatial_map, assume_a="pos")
+      source = np.einsum("c,mct->mt", spatial, eeg)
+      self.weights[r] = dict(spatial=spatial, attended=response[:self.lags],
+                             unattended=response[self.lags:],
+                             whiten=whitener(source, self.ar_order))
+    return self
+
+  def correlations(self, eeg, env_att, env_unatt, ridge=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per trial, the whitened source's Pearson r with the whitened response predicted
+    with the first talker attended, and with the second."""
+    w = self.weights[self.ridge if ridge is None else ridge]
+    skip = len(w["whiten"]) - 1
+    white = lambda x: _zscore(signal.lfilter(w["whiten"], [1.0], x, axis=-1)[:, skip:])
+    source = white(np.einsum("c,mct->mt", w["spatial"], _zscore(np.asarray(eeg, np.float64))))
+    a, u = self._stimulus(env_att), self._stimulus(env_unatt)
+    predict = lambda first, second: first @ w["attended"] + second @ w["unattended"]
+    return (np.mean(source * white(predict(a, u)), -1),
+            np.mean(source * white(predict(u, a)), -1))
+

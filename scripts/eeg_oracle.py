@@ -14,6 +14,8 @@ trials with perfectly separated talkers, paired trial by trial:
   adaptive        the mean model, the spatial filter from the training EEG's covariance,
                   the temporal whitener fit to the subject's own unlabeled EEG of the split
   population_fixed  the mean model, the training EEG's covariance, no whitening
+  forward         learnt, no generator knowledge: linear_decoder.ForwardDecoder (a
+                  rank-one forward TRF, the training EEG's covariance and spectrum)
 
 ``adaptive`` needs no labels and no generator knowledge beyond a mean forward model a
 decoder could learn; ``population_fixed`` is its subject-independent counterpart.
@@ -75,7 +77,10 @@ def main(argv=None) -> int:
                       for s in (d.train_split, d.val_split, d.test_split))
   linear = linear_decoder.LinearDecoder(d.eeg_rate).fit(train[0], train[1])
   linear.choose(*val[:3])
-  out = dict(root=config.root, rung=args.rung, subjects=args.subjects, ridge=linear.ridge)
+  forward = linear_decoder.ForwardDecoder(d.eeg_rate).fit(*train[:3])
+  forward.choose(*val[:3])
+  out = dict(root=config.root, rung=args.rung, subjects=args.subjects, ridge=linear.ridge,
+             forward_ridge=forward.ridge)
   # Within subjects, also the mTRF practice: one decoder per subject, fit on its own
   # training trials, its ridge chosen on its own val trials.
   own = {}
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
       own[s].choose(*pick(val))
   pools = synthetic.subject_pools(spec)
   model = eeg_oracle.population([subjects[s] for s in pools["train"]])
-  cov_train = eeg_oracle.covariance(np.asarray(train[0], np.float64))
+  cov_train = linear_decoder.covariance(np.asarray(train[0], np.float64))
   for split, arrays in (("val", val), ("test", test)):
     eeg, _, _, sid = arrays
     eeg = np.asarray(eeg, np.float64)
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
                                                          cov=cov_train) for s in ids},
         population_fixed={s: fixed for s in ids})
     ident = {k: eeg_oracle.identify(v, eeg, stim, sid) for k, v in decoders.items()}
+    ident["forward"] = np.asarray((forward.cross_fit_score if split == "val" else forward.score)(
+        *arrays[:3])["per_trial"], np.float64)
     ident["linear"] = lin
     if own:
       per = np.zeros(len(sid))

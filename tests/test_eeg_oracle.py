@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from neurocodec_jax import linear_decoder
 from neurocodec_jax.data import eeg_oracle, synthetic
 
 SPEC = synthetic.SyntheticSpec(n_train=4, n_val=2, n_test=48, eeg_channels=16, subjects=4,
@@ -60,7 +61,7 @@ def test_make_subjects_are_the_subjects_generate_used(tmp_path):
 def test_whitener_recovers_an_ar_process_and_population_averages_the_models():
   rng = np.random.default_rng(0)
   x = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal((64, 512)), axis=-1)
-  h = eeg_oracle.whitener(x, order=2)
+  h = linear_decoder.whitener(x, order=2)
   np.testing.assert_allclose(h, [1.0, -0.9, 0.0], atol=0.03)
   white = signal.lfilter(h, [1.0], x, axis=-1)[:, 2:]
   lag1 = np.mean([np.corrcoef(w[:-1], w[1:])[0, 1] for w in white])
@@ -81,7 +82,7 @@ def test_the_adaptive_decoder_needs_no_labels(tmp_path):
   subjects = synthetic.make_subjects(spec)
   pools = synthetic.subject_pools(spec)
   model = eeg_oracle.population([subjects[s] for s in pools["train"]])
-  cov = eeg_oracle.covariance(_read(root, "train", "eegs").transpose(0, 2, 1).astype(np.float64))
+  cov = linear_decoder.covariance(_read(root, "train", "eegs").transpose(0, 2, 1).astype(np.float64))
   eeg = _read(root, "test", "eegs").transpose(0, 2, 1).astype(np.float64)
   sid = _read(root, "test", "subjects")
   oracles = {s: eeg_oracle.ForwardOracle.with_noise(model, spec, eeg[sid == s], cov=cov)

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import linalg, signal
 
 from neurocodec_jax.data import synthetic
+from neurocodec_jax.linear_decoder import covariance, whitener
 
 AR_ORDER = 8
 
@@ -43,23 +44,6 @@ def background_draws(subject: synthetic.Subject, spec: synthetic.SyntheticSpec,
   back = (synthetic.family_background if subject.trf_unattended is not None
           else synthetic.background)
   return np.stack([back(rng, subject, spec.eeg_length, spec.eeg_rate) for _ in range(draws)])
-
-
-def covariance(eeg: np.ndarray, shrink: float = 1e-3) -> np.ndarray:
-  """``[C, C]`` spatial covariance of ``eeg [trials, C, T]``, shrunk toward its mean
-  variance by ``shrink``."""
-  x = _centred(eeg)
-  cov = np.einsum("mct,mdt->cd", x, x) / (x.shape[0] * x.shape[2])
-  return cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
-
-
-def whitener(sources: np.ndarray, order: int = AR_ORDER) -> np.ndarray:
-  """The FIR ``[1, -a_1, ..., -a_order]`` that whitens ``sources [trials, T]``: the
-  Yule-Walker fit of an AR(order) model to their mean autocorrelation."""
-  x = _centred(sources)
-  n = x.shape[-1]
-  acf = np.mean([np.correlate(v, v, "full")[n - 1:n + order] for v in x], 0)
-  return np.concatenate([[1.0], -linalg.solve_toeplitz(acf[:order], acf[1:order + 1])])
 
 
 def population(subjects: list[synthetic.Subject]) -> synthetic.Subject:
@@ -105,7 +89,8 @@ class ForwardOracle:
     unlabeled EEG: at these SNRs it is almost all background."""
     cov = covariance(noise) if cov is None else cov
     spatial = linalg.solve(cov, model.pattern, assume_a="pos")
-    return cls(model, spec, spatial, whitener(np.einsum("c,mct->mt", spatial, _centred(noise))))
+    return cls(model, spec, spatial,
+               whitener(np.einsum("c,mct->mt", spatial, _centred(noise)), AR_ORDER))
 
   def _drive(self, attended, unattended) -> np.ndarray:
     family = self.model.trf_unattended is not None
