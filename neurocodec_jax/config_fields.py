@@ -168,7 +168,8 @@ FIELDS: dict[str, Field] = {
     "normalize_latents": Field(_bool), "noise_cue": Field(_bool, HOST),
     **{f"lambda_{k}": Field(_weight, WEIGHT)
        for k in ("recon", "env", "mel", "adv", "feat", "sisdr", "sep", "sep_env", "select",
-                 "token")},
+                 "token", "env_contrast")},
+    "env_contrast_temperature": Field(_rate, RESUME),
     "hidden_dim": Field(_positive), "num_layers": Field(_positive),
     "batch_size": Field(_positive), "lr": Field(_rate, RESUME),
     "epochs": Field(_positive, HOST), "eeg_channels": Field(_positive),

@@ -40,6 +40,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 
 import codec_bridge  # pylint: disable=wrong-import-position,unused-import  (the codec loader)
 from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
+from neurocodec_jax.data import synthetic  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join("results", "eeg_ladder.jsonl")
 
@@ -133,6 +134,23 @@ def build_config(args):
   return config, synth, overrides
 
 
+def decoder_data(rung: str, subjects: int, n_train: int):
+  """The config of ``rung``'s data with ``subjects`` subjects and ``n_train`` training
+  trials (128 val, 256 test), for the decoder-only scripts; generates the data when
+  missing and refuses a folder another generator setting wrote."""
+  args = argparse.Namespace(rung=rung, variant="recipe", n_train=n_train, n_val=128,
+                            n_test=256, data_root="data/ladder", codec="trained",
+                            codec_weights=None, steps=1, set=[f"synthetic.subjects={subjects}"])
+  config, _, _ = build_config(args)
+  spec = synthetic.spec_from_config(config)
+  if not os.path.isdir(config.root):
+    synthetic.generate(config.root, spec, workers=1)
+  problem = synthetic.mismatch(config.root, spec)
+  if problem:
+    raise SystemExit(f"{config.root}: not this generator's data ({problem}).")
+  return config
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--rung", choices=sorted(RUNGS))
@@ -159,7 +177,6 @@ def main(argv=None) -> int:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS([sys.argv[0]])       # grain's workers (data.num_workers) read absl flags
   from neurocodec_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from neurocodec_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   config, synth, overrides = build_config(args)
   name = args.name or f"{args.rung}_{args.variant}_{args.codec}"

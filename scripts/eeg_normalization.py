@@ -25,7 +25,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from neurocodec_jax import evaluation, linear_decoder  # pylint: disable=wrong-import-position
-from neurocodec_jax.data import synthetic  # pylint: disable=wrong-import-position
 import eeg_ladder  # pylint: disable=wrong-import-position
 
 
@@ -51,13 +50,7 @@ def main(argv=None) -> int:
   p.add_argument("--n_train", type=int, default=1024)
   p.add_argument("--rung", default="speech_family_held_out")
   args = p.parse_args(argv)
-  cfg_args = argparse.Namespace(rung=args.rung, variant="recipe", n_train=args.n_train,
-                                n_val=128, n_test=256, data_root="data/ladder", codec="trained",
-                                codec_weights=None, steps=1,
-                                set=[f"synthetic.subjects={args.subjects}"])
-  config, _, _ = eeg_ladder.build_config(cfg_args)
-  if not os.path.isdir(config.root):
-    synthetic.generate(config.root, synthetic.spec_from_config(config), workers=1)
+  config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train)
   d = config.data
   train, val, test = (evaluation.decoder_arrays(config, s)[:3]
                       for s in (d.train_split, d.val_split, d.test_split))

@@ -60,17 +60,8 @@ def main(argv=None) -> int:
   p.add_argument("--subjects", type=int, default=32)
   p.add_argument("--n_train", type=int, default=1024)
   args = p.parse_args(argv)
-  cfg_args = argparse.Namespace(rung=args.rung, variant="recipe", n_train=args.n_train,
-                                n_val=128, n_test=256, data_root="data/ladder", codec="trained",
-                                codec_weights=None, steps=1,
-                                set=[f"synthetic.subjects={args.subjects}"])
-  config, _, _ = eeg_ladder.build_config(cfg_args)
+  config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train)
   spec = synthetic.spec_from_config(config)
-  if not os.path.isdir(config.root):
-    synthetic.generate(config.root, spec, workers=1)
-  problem = synthetic.mismatch(config.root, spec)
-  if problem:
-    raise SystemExit(f"{config.root}: not this generator's data ({problem}).")
   subjects = synthetic.make_subjects(spec)
   d = config.data
   train, val, test = (evaluation.decoder_arrays(config, s)

@@ -256,7 +256,7 @@ def test_envelope_contrast_needs_a_positive_temperature_and_the_other_talker():
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   config = neurocodec.get_config("cocktail")
   config.lambda_env_contrast, config.env_contrast_temperature = 1.0, 0.0
-  assert _error(config) == "env_contrast_temperature=0.0 is invalid: expected > 0"
+  assert _error(config) == "env_contrast_temperature=0.0 is invalid: expected a finite number > 0"
   config.env_contrast_temperature = 0.1
   check.validate(config)
   assert {"clean", "unattended"} <= set(steps.batch_fields(config))

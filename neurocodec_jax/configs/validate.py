@@ -65,9 +65,6 @@ def _relations(c) -> list[str]:
     if c[name] > 0 and c.model.selector != "correlation":
       problems.append(f"{name}={c[name]!r} needs model.selector='correlation' (a term of "
                       f"the selector's streams), got {c.model.selector!r}")
-  if c.lambda_env_contrast > 0 and not c.env_contrast_temperature > 0:
-    problems.append(f"env_contrast_temperature={c.env_contrast_temperature!r} is invalid: "
-                    f"expected > 0")
   if c.train.cue_curriculum_steps and c.model.selector != "correlation":
     problems.append(f"train.cue_curriculum_steps={c.train.cue_curriculum_steps!r} needs "
                     f"model.selector='correlation' (the cue it anneals is the selector's), "
