@@ -239,11 +239,12 @@ def compare_decoders(per_example_csv: str, linear: dict) -> dict:
               model_only=only_ours, linear_only=only_linear, mcnemar_p=p)
 
 
-def format_decoder_pairing(c: dict) -> str:
-  """One line of :func:`compare_decoders`'s result."""
-  return (f"the same trials paired: model - linear {100 * c['difference']:+.1f} ± "
+def format_decoder_pairing(c: dict, other: str = "linear") -> str:
+  """One line of :func:`compare_decoders`'s result (``other``: the decoder it paired
+  the model with)."""
+  return (f"the same trials paired: model - {other} {100 * c['difference']:+.1f} ± "
           f"{100 * c['difference_se']:.1f} points; right by the model only on "
-          f"{c['model_only']}, by the linear decoder only on {c['linear_only']} "
+          f"{c['model_only']}, by the {other} decoder only on {c['linear_only']} "
           f"(McNemar p = {c['mcnemar_p']:.2g})")
 
 
@@ -396,8 +397,9 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
   dataset: fit on the train split, ridge chosen on val, identification on ``split``
   with perfectly separated talkers (their true envelopes); on the val split itself,
   cross-fitted (``LinearDecoder.cross_fit_score``: no trial scored by a ridge chosen on
-  it). Needs the unattended talker's audio. Writes ``linear_baseline.json`` to
-  ``out_dir`` when given."""
+  it). Needs the unattended talker's audio. ``result["forward"]``: the same for the
+  linear forward decoder (``linear_decoder.ForwardDecoder``, fit on both talkers).
+  Writes ``linear_baseline.json`` to ``out_dir`` when given."""
   from neurocodec_jax import linear_decoder  # pylint: disable=g-import-not-at-top
   d = config.data
   names = dict(train=d.train_split, val=d.val_split, test=d.test_split)
@@ -408,15 +410,20 @@ def linear_baseline(config, split: str = "test", out_dir: str | None = None) -> 
                        f"competing talker's audio).")
   train, val = decoder_arrays(config, names["train"]), decoder_arrays(config, names["val"])
   test = val if split == names["val"] else decoder_arrays(config, split)
-  model = linear_decoder.LinearDecoder(d.eeg_rate).fit(train[0], train[1])
-  val_scores = model.choose(*val[:3])
-  result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
-            model.score(*test[:3]))
-  per_trial = result["per_trial"]
-  result.update(per_trial=per_trial.tolist(), split=split,
-                val_identification={str(k): v for k, v in val_scores.items()},
-                per_subject={str(s): float(per_trial[test[3] == s].mean())
-                             for s in sorted(set(test[3].tolist()))})
+
+  def scored(model):
+    val_scores = model.choose(*val[:3])
+    result = (model.cross_fit_score(*test[:3]) if split == names["val"] else
+              model.score(*test[:3]))
+    per_trial = result["per_trial"]
+    result.update(per_trial=per_trial.tolist(), split=split,
+                  val_identification={str(k): v for k, v in val_scores.items()},
+                  per_subject={str(s): float(per_trial[test[3] == s].mean())
+                               for s in sorted(set(test[3].tolist()))})
+    return result
+
+  result = scored(linear_decoder.LinearDecoder(d.eeg_rate).fit(train[0], train[1]))
+  result["forward"] = scored(linear_decoder.ForwardDecoder(d.eeg_rate).fit(*train[:3]))
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_text(os.path.join(out_dir, "linear_baseline.json"),

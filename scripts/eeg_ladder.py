@@ -213,6 +213,7 @@ def main(argv=None) -> int:
                split=args.split, ablation=ablation, n=r["n"], steps=args.steps,
                train_seconds=round(train_seconds), overrides=overrides,
                linear_identification=linear["identification"],
+               forward_identification=linear["forward"]["identification"],
                decoders_paired={k: paired[k] for k in ("difference", "difference_se",
                                                        "model_only", "linear_only",
                                                        "mcnemar_p") if k in paired},
@@ -263,12 +264,14 @@ def table(path: str = RESULTS) -> str:
             "stream envelopes' correlation with their own / the other talker and the "
             "identification a perfect cue would give with this separation.", "",
             "| run | split | steps | cue r att / unatt | id if separation were perfect "
-            "| linear decoder, same | stream r own / other | id if the cue were perfect |",
+            "| linear decoder, same (backward / forward) | stream r own / other "
+            "| id if the cue were perfect |",
             "|---|---|---|---|---|---|---|---|"]
     for (name, split, steps), n in diag:
       out.append(f"| {name} | {split} | {steps} | {n['cue_r_attended']:.2f} / "
                  f"{n['cue_r_unattended']:.2f} | {pct(n['id_cue_true_envelopes'])} "
-                 f"| {pct(n['linear_identification']) if 'linear_identification' in n else '-'} "
+                 f"| {pct(n['linear_identification']) if 'linear_identification' in n else '-'}"
+                 f" / {pct(n['forward_identification']) if 'forward_identification' in n else '-'} "
                  f"| {n['stream_r_own']:.2f} / {n['stream_r_other']:.2f} "
                  f"| {pct(n['id_oracle_cue'])} |")
   return "\n".join(out)

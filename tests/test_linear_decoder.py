@@ -98,6 +98,11 @@ def test_compare_decoders_pairs_the_trials_and_counts_the_discordant_ones(tmp_pa
   line = demo.decoder_comparison(dict(id_cue_true_envelopes=0.8),
                                  dict(identification=0.9, identification_se=0.09, ridge=1.0), c)
   assert "model - linear +100.0 ± 0.0 points" in line and "McNemar p = 0.00049" in line
+  line = demo.decoder_comparison(dict(id_cue_true_envelopes=0.8), dict(
+      identification=0.9, identification_se=0.09, ridge=1.0,
+      forward=dict(identification=0.95, identification_se=0.05)))
+  assert "the linear forward decoder's 95.0% (± 5.0)" in line
+  assert "model - forward +100.0" in evaluation.format_decoder_pairing(c, "forward")
 
 
 def _forward_trials(rng, n, channels=8, t=256, snr=0.3, brown=False):

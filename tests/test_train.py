@@ -208,6 +208,8 @@ def test_evaluate_outputs_and_ablations(uninterrupted, tiny_dataset):
   assert 0 <= linear["identification"] <= 1 and linear["n"] == 8 and linear["ridge"] > 0
   assert json.load(open(os.path.join(out, "linear_baseline.json")))["n"] == 8
   assert len(linear["per_trial"]) == 8 and np.mean(linear["per_trial"]) == linear["identification"]
+  forward = linear["forward"]                # the forward decoder, on the same trials
+  assert forward["n"] == 8 and np.mean(forward["per_trial"]) == forward["identification"]
 
 
 def test_latent_structure_agrees_with_evaluation(uninterrupted):

@@ -137,6 +137,10 @@ def decoder_comparison(metrics: dict, linear: dict, paired: dict | None = None) 
           f"backward decoder's {100 * linear['identification']:.1f}% "
           f"(± {100 * linear['identification_se']:.1f}; ridge {linear['ridge']:g}, fit on "
           f"train, chosen on val)")
+  forward = linear.get("forward")
+  if forward:
+    line += (f"; the linear forward decoder's {100 * forward['identification']:.1f}% "
+             f"(± {100 * forward['identification_se']:.1f})")
   if paired:
     line += f"\n[demo] {evaluation.format_decoder_pairing(paired)}"
   return line

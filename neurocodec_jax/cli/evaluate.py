@@ -119,9 +119,14 @@ def main(argv):
     print(f"linear backward decoder: identification {linear['identification']:.3f} "
           f"(± {linear['identification_se']:.3f}); the model's EEG decoder: "
           f"{'n/a' if ours is None else f'{ours:.3f}'} (both with the true envelopes)")
+    forward = linear["forward"]
+    print(f"linear forward decoder: identification {forward['identification']:.3f} "
+          f"(± {forward['identification_se']:.3f})")
     if ours is not None:
-      print(evaluation.format_decoder_pairing(evaluation.compare_decoders(
-          os.path.join(result["out_dir"], "per_example.csv"), linear)))
+      per_example = os.path.join(result["out_dir"], "per_example.csv")
+      print(evaluation.format_decoder_pairing(evaluation.compare_decoders(per_example, linear)))
+      print(evaluation.format_decoder_pairing(
+          evaluation.compare_decoders(per_example, forward), "forward"))
   if FLAGS.report:
     from neurocodec_jax import report  # pylint: disable=g-import-not-at-top
     print(f"wrote {report.write_report(result['out_dir'])}")
