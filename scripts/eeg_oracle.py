@@ -2,6 +2,7 @@
 of knowledge worth?
 
   python scripts/eeg_oracle.py [--rung speech_family_held_out] [--subjects 32]
+  python scripts/eeg_oracle.py --preset speech     # a preset's own data (make demo's)
 
 On a synthetic dataset of the EEG ladder (``scripts/eeg_ladder.py``'s rungs; generated
 when missing), matched-filter decoders built from the generator's forward model
@@ -35,6 +36,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from neurocodec_jax import evaluation, linear_decoder  # pylint: disable=wrong-import-position
+from neurocodec_jax.configs import neurocodec  # pylint: disable=wrong-import-position
 from neurocodec_jax.data import eeg_oracle, hdf5, synthetic  # pylint: disable=wrong-import-position
 import eeg_ladder  # pylint: disable=wrong-import-position
 
@@ -59,9 +61,18 @@ def main(argv=None) -> int:
   p.add_argument("--rung", default="speech_family_held_out", choices=sorted(eeg_ladder.RUNGS))
   p.add_argument("--subjects", type=int, default=32)
   p.add_argument("--n_train", type=int, default=1024)
+  p.add_argument("--preset", default=None, help="a config preset's data instead of a rung")
   args = p.parse_args(argv)
-  config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train)
-  spec = synthetic.spec_from_config(config)
+  if args.preset:
+    config = neurocodec.get_config(args.preset)
+    spec = synthetic.spec_from_config(config)
+    problem = synthetic.mismatch(config.root, spec)
+    if problem:
+      raise SystemExit(f"{config.root}: not the {args.preset} preset's data ({problem}); "
+                       f"run make demo (or its data step) first.")
+  else:
+    config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train)
+    spec = synthetic.spec_from_config(config)
   subjects = synthetic.make_subjects(spec)
   d = config.data
   train, val, test = (evaluation.decoder_arrays(config, s)
@@ -70,7 +81,8 @@ def main(argv=None) -> int:
   linear.choose(*val[:3])
   forward = linear_decoder.ForwardDecoder(d.eeg_rate).fit(*train[:3])
   forward.choose(*val[:3])
-  out = dict(root=config.root, rung=args.rung, subjects=args.subjects, ridge=linear.ridge,
+  out = dict(root=config.root, rung=args.preset or args.rung, subjects=spec.subjects,
+             ridge=linear.ridge,
              forward_ridge=forward.ridge)
   # Within subjects, also the mTRF practice: one decoder per subject, fit on its own
   # training trials, its ridge chosen on its own val trials.
@@ -112,7 +124,9 @@ def main(argv=None) -> int:
     out[split] = dict(
         n=len(sid), identification={k: round(float(v.mean()), 4) for k, v in ident.items()},
         minus_linear={k: paired(v, lin) for k, v in ident.items() if k != "linear"},
-        per_subject={str(s): dict(snr_db=round(subjects[s].snr_db, 1), noise=subjects[s].noise,
+        per_subject={str(s): dict(snr_db=round(spec.eeg_snr_db if subjects[s].snr_db is None
+                                                 else subjects[s].snr_db, 1),
+                                  noise=subjects[s].noise,
                                   n=int((sid == s).sum()),
                                   **{k: round(float(v[sid == s].mean()), 3)
                                      for k, v in ident.items()})
