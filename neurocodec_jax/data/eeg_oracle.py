@@ -10,7 +10,8 @@ it in time with an autoregressive filter fit to the background's source, and pic
 the hypothesis whose whitened prediction correlates more with it: a matched filter in
 noise colored in space and time, close to the likelihood-ratio test for the Gaussian
 part of the background. With every part the subject's own (:meth:`ForwardOracle.of_subject`)
-its identification is the ceiling a decoder of this EEG can be compared with; with
+its identification is the ceiling a decoder of this EEG can be compared with (not a
+strict bound: it ignores the non-Gaussian part, muscle bursts and blinks); with
 parts replaced (the training subjects' mean model, statistics estimated from unlabeled
 EEG) it measures what each piece of knowledge is worth.
 """
