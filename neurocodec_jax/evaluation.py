@@ -379,7 +379,7 @@ def evaluate(config, *, workdir: str | None = None, checkpoint: str | None = Non
 
 
 def decoder_arrays(config, split: str):
-  """What a backward decoder reads from ``split``: EEG ``[trials, C, T]``, the attended
+  """What a linear decoder reads from ``split``: EEG ``[trials, C, T]``, the attended
   and unattended talkers' envelopes at the EEG rate ``[trials, T]`` and the subjects
   ``[trials]``."""
   from neurocodec_jax import linear_decoder  # pylint: disable=g-import-not-at-top

@@ -35,9 +35,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 def trials(spec: synthetic.SyntheticSpec, split: str, n: int, progress=True):
   """``(eeg [n, T_eeg, C], env_att [n, T_eeg], env_unatt [n, T_eeg])`` of a split."""
-  rng = np.random.default_rng([spec.seed, 999])
-  subjects = [synthetic.make_subject(rng, spec.eeg_channels, spec.eeg_rate)
-              for _ in range(spec.subjects)]
+  subjects = synthetic.make_subjects(spec)
   eegs, att, unatt = [], [], []
   for i in tqdm(range(n), desc=f"{split} trials", disable=not progress, unit="trial"):
     trng = np.random.default_rng([spec.seed, SPLIT_IDS[split], i])

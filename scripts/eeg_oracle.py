@@ -49,6 +49,13 @@ def stimuli(config, spec, split: str) -> list:
           for i in tqdm(range(len(source)), desc=f"{split} stimuli")]
 
 
+def per_trial(decoder, split: str, arrays) -> np.ndarray:
+  """A fitted linear decoder's ``[trials]`` hits on ``arrays``; on val cross-fitted
+  (its ridge was chosen there)."""
+  score = decoder.cross_fit_score if split == "val" else decoder.score
+  return np.asarray(score(*arrays[:3])["per_trial"], np.float64)
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> dict:
   d = a - b
   return dict(difference=round(float(d.mean()), 4),
@@ -82,8 +89,7 @@ def main(argv=None) -> int:
   forward = linear_decoder.ForwardDecoder(d.eeg_rate).fit(*train[:3])
   forward.choose(*val[:3])
   out = dict(root=config.root, rung=args.preset or args.rung, subjects=spec.subjects,
-             ridge=linear.ridge,
-             forward_ridge=forward.ridge)
+             ridge=linear.ridge, forward_ridge=forward.ridge)
   # Within subjects, also the mTRF practice: one decoder per subject, fit on its own
   # training trials, its ridge chosen on its own val trials.
   own = {}
@@ -98,8 +104,7 @@ def main(argv=None) -> int:
   for split, arrays in (("val", val), ("test", test)):
     eeg, _, _, sid = arrays
     eeg = np.asarray(eeg, np.float64)
-    lin = np.asarray((linear.cross_fit_score if split == "val" else linear.score)(
-        *arrays[:3])["per_trial"], np.float64)
+    lin = per_trial(linear, split, arrays)
     stim = stimuli(config, spec, getattr(d, f"{split}_split"))
     ids = sorted(set(sid.tolist()))
     fixed = eeg_oracle.ForwardOracle(model, spec, linalg.solve(cov_train, model.pattern), [1.0])
@@ -111,15 +116,13 @@ def main(argv=None) -> int:
                                                          cov=cov_train) for s in ids},
         population_fixed={s: fixed for s in ids})
     ident = {k: eeg_oracle.identify(v, eeg, stim, sid) for k, v in decoders.items()}
-    ident["forward"] = np.asarray((forward.cross_fit_score if split == "val" else forward.score)(
-        *arrays[:3])["per_trial"], np.float64)
+    ident["forward"] = per_trial(forward, split, arrays)
     ident["linear"] = lin
     if own:
       per = np.zeros(len(sid))
       for s, dec in own.items():
         m = sid == s
-        x = tuple(a[m] for a in arrays[:3])
-        per[m] = (dec.cross_fit_score if split == "val" else dec.score)(*x)["per_trial"]
+        per[m] = per_trial(dec, split, tuple(a[m] for a in arrays[:3]))
       ident["linear_per_subject"] = per
     out[split] = dict(
         n=len(sid), identification={k: round(float(v.mean()), 4) for k, v in ident.items()},

@@ -32,9 +32,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 def trial_facts(spec, split: str, indices) -> dict[int, dict]:
   """``{index: {"f0_att", "f0_unatt", "level_db"}}`` for the split's trials."""
-  rng = np.random.default_rng([spec.seed, 999])
-  subjects = [synthetic.make_subject(rng, spec.eeg_channels, spec.eeg_rate)
-              for _ in range(spec.subjects)]
+  subjects = synthetic.make_subjects(spec)
   original = synthetic.talker
   out = {}
   for i in indices:
