@@ -134,12 +134,12 @@ def build_config(args):
   return config, synth, overrides
 
 
-def decoder_data(rung: str, subjects: int, n_train: int):
-  """The config of ``rung``'s data with ``subjects`` subjects and ``n_train`` training
-  trials (128 val, 256 test), for the decoder-only scripts; generates the data when
-  missing and refuses a folder another generator setting wrote."""
-  args = argparse.Namespace(rung=rung, variant="recipe", n_train=n_train, n_val=128,
-                            n_test=256, data_root="data/ladder", codec="trained",
+def decoder_data(rung: str, subjects: int, n_train: int, n_val: int = 128, n_test: int = 256):
+  """The config of ``rung``'s data with ``subjects`` subjects and ``n_train``, ``n_val``,
+  ``n_test`` trials, for the decoder-only scripts; generates the data when missing and
+  refuses a folder another generator setting wrote."""
+  args = argparse.Namespace(rung=rung, variant="recipe", n_train=n_train, n_val=n_val,
+                            n_test=n_test, data_root="data/ladder", codec="trained",
                             codec_weights=None, steps=1, set=[f"synthetic.subjects={subjects}"])
   config, _, _ = build_config(args)
   spec = synthetic.spec_from_config(config)

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
   p.add_argument("--rung", default="speech_family_held_out", choices=sorted(eeg_ladder.RUNGS))
   p.add_argument("--subjects", type=int, default=32)
   p.add_argument("--n_train", type=int, default=1024)
+  p.add_argument("--n_val", type=int, default=128)
+  p.add_argument("--n_test", type=int, default=256)
   p.add_argument("--preset", default=None, help="a config preset's data instead of a rung")
   args = p.parse_args(argv)
   if args.preset:
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
       raise SystemExit(f"{config.root}: not the {args.preset} preset's data ({problem}); "
                        f"run make demo (or its data step) first.")
   else:
-    config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train)
+    config = eeg_ladder.decoder_data(args.rung, args.subjects, args.n_train, args.n_val,
+                                     args.n_test)
     spec = synthetic.spec_from_config(config)
   subjects = synthetic.make_subjects(spec)
   d = config.data
