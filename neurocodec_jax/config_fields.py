@@ -49,7 +49,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   # pylint: disable=g-import-not-at-top
   from neurocodec_jax import codec_arch, mixture_mask
   from neurocodec_jax.data import hdf5, synthetic
-  from neurocodec_jax.models import eeg_encoder, generator, layers
+  from neurocodec_jax.models import cue, eeg_encoder, generator, layers
   from neurocodec_jax.ops import scan
   from neurocodec_jax.train import optim, steps
   return {
@@ -63,6 +63,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "model.stream_form": generator.STREAM_FORMS,
       "model.output_waveform": mixture_mask.OUTPUT_WAVEFORMS,
       "model.select_decision": generator.SELECT_DECISIONS,
+      "model.cue_form": cue.CUE_FORMS,
       "model.mix_input": tuple(steps.MIX_INPUTS),
       "model.target_latent": tuple(steps.TARGET_LATENTS),
       "train.schedule": optim.SCHEDULES,
@@ -212,7 +213,7 @@ FIELDS: dict[str, Field] = {
     "model.selector": Field(_ENUM),
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),
-    "model.stream_form": Field(_ENUM),
+    "model.stream_form": Field(_ENUM), "model.cue_form": Field(_ENUM),
     "model.mix_input": Field(_ENUM), "model.target_latent": Field(_ENUM),
     "model.transformer_ff_dim": Field(_positive),
     # discriminators (a family may be left empty) and the mel loss

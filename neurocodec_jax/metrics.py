@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurocodec_jax import codec, losses, mixture_mask
+from neurocodec_jax.models import cue as cue_forms
 from neurocodec_jax.run import Run, pad_batch, shard_batch
 from neurocodec_jax.train import steps
 
@@ -206,7 +207,8 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
 
   Per example, with the talkers' true frame-rate envelopes (from their audio):
   ``cue_r_attended`` / ``cue_r_unattended``, the decoded EEG envelope's Pearson
-  correlation with each talker, and ``id_cue_true_envelopes`` (1 when it is closer
+  correlation with each talker (with ``model.cue_form="forward"`` the whitened source's
+  with the whitened response predicted with each talker attended), and ``id_cue_true_envelopes`` (1 when it is closer
   to the attended one: the identification a PERFECT separation would give with this
   EEG decoder); ``stream_r_own`` / ``stream_r_other``, the stream envelopes'
   correlation with their own talker and with the other one (assignment by latent
@@ -225,7 +227,10 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
   take = lambda x, k: jnp.take_along_axis(x, k[:, None], axis=-1)[:, 0]
   other = 1 - att_stream
   picked = jnp.argmax(r_att, axis=-1)
-  r_cue_att, r_cue_un = pear(cue, env_att), pear(cue, env_unatt)
+  # The cue against each talker as the selector compares it (models/cue.py).
+  hypotheses = cue_forms.compared(jnp.stack([env_att, env_unatt], -1), config.model.cue_form,
+                                  aux.get("response"), aux.get("whitener"))
+  r_cue_att, r_cue_un = pear(cue, hypotheses[..., 0]), pear(cue, hypotheses[..., 1])
   return dict(cue_r_attended=r_cue_att, cue_r_unattended=r_cue_un,
               id_cue_true_envelopes=(r_cue_att > r_cue_un).astype(jnp.float32),
               stream_r_own=(take(r_att, att_stream) + take(r_un, other)) / 2,

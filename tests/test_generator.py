@@ -7,7 +7,7 @@ import pytest
 
 from neurocodec_jax.configs import neurocodec
 from neurocodec_jax import codec
-from neurocodec_jax.models import eeg_encoder
+from neurocodec_jax.models import cue, eeg_encoder
 from neurocodec_jax.models.generator import NeuroCodec, stream_mask
 from tests.conftest import normwise_error, original_architecture, set_fields
 from neurocodec_jax.models.layers import Snake
@@ -463,6 +463,35 @@ def test_selector_trial_window_uses_one_weight_per_trial():
   _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
   w = np.asarray(aux["weights"])
   np.testing.assert_allclose(w, np.broadcast_to(w[:, -1:], w.shape), rtol=1e-6)
+
+
+def test_selector_forward_cue_form_compares_whitened_predicted_responses():
+  """``model.cue_form="forward"``: the cue is whitened by each trial's own fit and
+  correlated with the response predicted from the stream envelopes with each stream
+  attended (attended response an impulse at init, unattended none), whitened alike; the response is trained; the form is offline only."""
+  config = _selector_config(**{"model.select_window": "trial", "model.cue_form": "forward"})
+  model, v, z, eeg = _init(config)
+  assert v["params"]["response"].shape == (2, cue.response_taps(model.frame_seconds))
+  _, env, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  _, _, plain = NeuroCodec.from_config(set_fields(config, **{"model.cue_form": "backward"})
+                                       ).apply(v, z, eeg, train=False, return_aux=True)
+  white = cue.whitener(plain["cue"])
+  np.testing.assert_allclose(aux["whitener"], white, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(aux["cue"], cue.source(plain["cue"], "forward", white),
+                             rtol=1e-5, atol=1e-6)
+  compared = cue.compared(aux["stream_env"], "forward", v["params"]["response"], white)
+  r = [np.corrcoef(np.asarray(aux["cue"])[i], np.asarray(compared)[i, :, k])[0, 1]
+       for i in range(2) for k in (0, 1)]
+  np.testing.assert_allclose(aux["logits"][:, -1].reshape(-1),
+                             np.asarray(v["params"]["select_scale"]) * np.array(r),
+                             rtol=1e-3, atol=1e-4)
+  grad = jax.grad(lambda p: model.apply(dict(v, params=p), z, eeg, train=False,
+                                        return_aux=True)[2]["logits"].sum())(v["params"])
+  assert np.abs(np.asarray(grad["response"])).max() > 0
+  with pytest.raises(ValueError, match="streaming needs model.cue_form='backward'"):
+    model.apply(v, z, eeg, train=False, streaming=True)
+  with pytest.raises(ValueError, match="model.select_window='trial'"):
+    _init(_selector_config(**{"model.cue_form": "forward"}))
 
 
 @pytest.mark.parametrize("window", ["causal", "trial"])

@@ -283,6 +283,43 @@ def test_continuous_targets_need_their_fields_and_are_the_targets():
                  for f in steps.batch_fields(config))
 
 
+def test_forward_cue_form_terms_and_diagnostics_compare_as_the_selector():
+  """``model.cue_form="forward"``: the envelope terms and ``id_cue_true_envelopes``
+  correlate the selector's whitened cue with each talker's predicted response through
+  the model's response and the trial's whitener (``models.cue``), at the frame rate;
+  a source that is the attended talker's delayed response in steep noise is
+  identified."""
+  from neurocodec_jax import losses, metrics  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import cue  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  config = neurocodec.get_config("demo")
+  config.model.cue_form = "forward"
+  rng = np.random.default_rng(0)
+  b, frames, n = 8, 100, 32000
+  clean, unatt = (rng.standard_normal((b, 1, n)).astype(np.float32) for _ in range(2))
+  for x in (clean, unatt):
+    x *= np.repeat(rng.random((b, 1, frames)) > 0.5, n // frames, axis=-1) + 0.05
+  batch = dict(clean=clean, unattended=unatt, eeg=np.zeros((b, 4, 256), np.float32))
+  env_a, env_u = steps.talker_envelopes(config, batch, frames)
+  response = jnp.zeros((2, cue.response_taps(0.02))).at[0, 4].set(1.0)
+  drift = np.cumsum(rng.standard_normal((b, frames)), -1)            # a random walk
+  source = (cue.causal_fir(env_a / env_a.std(), response[0])
+            + jnp.asarray(0.1 * drift, jnp.float32))
+  white = cue.whitener(source)
+  aux = dict(cue=cue.source(source, "forward", white), response=response, whitener=white,
+             streams=jnp.zeros((b, 2, 4, frames)), stream_env=jnp.stack([env_a, env_u], -1))
+  got, att, unatt_pred = steps.envelope_pair(config, batch, None, aux)
+  np.testing.assert_array_equal(got, aux["cue"])
+  hypotheses = cue.compared(jnp.stack([env_a, env_u], -1), "forward", response, white)
+  np.testing.assert_allclose(att, hypotheses[..., 0], rtol=1e-6)
+  np.testing.assert_allclose(unatt_pred, hypotheses[..., 1], rtol=1e-6)
+  z = jnp.zeros((b, 4, frames))
+  d = metrics.selector_diagnostics(config, aux, batch, z, z)
+  assert np.asarray(d["id_cue_true_envelopes"]).all()
+  assert (np.asarray(d["cue_r_attended"]) > 0.9).all()
+  assert float(losses.envelope_loss(got, att)) < -0.9
+
+
 def test_cue_curriculum_anneals_from_the_oracle_to_the_eeg():
   """train.cue_curriculum_steps=N: the selector's cue is the attended envelope at
   step 0, the EEG's decoded envelope from step N on, linear between (both

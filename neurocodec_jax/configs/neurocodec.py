@@ -170,6 +170,9 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       output_norm="unit",           # "unit" (original) | "mixture": decode at the mix's frame norms
                                     # | "none": as predicted (stream_form="mask": masked latents)
       select_decision="soft",       # selector at evaluation: "soft" (softmax blend) | "hard" (argmax)
+      cue_form="backward",          # selector's cue: "backward" (a decoded envelope) | "forward"
+                                    # (the EEG's source against each envelope's predicted
+                                    # response, whitened per trial; models/cue.py)
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       stream_form="direct",         # selector's streams: "direct" (a head predicts them) |
                                     # "mask" (softmax masks on the mixture latent; see generator)

@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurocodec_jax import codec
+from neurocodec_jax.models import cue as cue_forms
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
@@ -249,6 +250,7 @@ class NeuroCodec(nn.Module):
   output_norm: str = "unit"
   mixture_consistency: bool = False
   select_decision: str = "soft"
+  cue_form: str = "backward"
   stream_form: str = "direct"
   bidirectional: bool = False
   token_codebooks: int = 0              # stream_form="tokens": codebooks classified,
@@ -273,6 +275,7 @@ class NeuroCodec(nn.Module):
         eeg_linear_branch=m.eeg_linear_branch, eeg_norm=m.eeg_norm, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
+        cue_form=m.cue_form,
         stream_form=m.stream_form, bidirectional=m.bidirectional,
         token_codebooks=arch.n_codebooks, codebook_size=arch.codebook_size,
         token_decode=config.codec.n_quantizers_eval)
@@ -292,6 +295,13 @@ class NeuroCodec(nn.Module):
     if self.select_window not in SELECT_WINDOWS:
       raise ValueError(f"model.select_window must be one of {SELECT_WINDOWS}, got "
                        f"{self.select_window!r}.")
+    if self.cue_form not in cue_forms.CUE_FORMS:
+      raise ValueError(f"model.cue_form must be one of {cue_forms.CUE_FORMS}, got "
+                       f"{self.cue_form!r}.")
+    if self.cue_form == "forward" and (self.selector != "correlation"
+                                       or self.select_window != "trial"):
+      raise ValueError("model.cue_form='forward' whitens each trial by its own statistics: "
+                       "it needs model.selector='correlation' and model.select_window='trial'.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel,
                                   linear_branch=self.eeg_linear_branch, norm=self.eeg_norm)
@@ -319,6 +329,12 @@ class NeuroCodec(nn.Module):
       self.select_scale = self.param("select_scale", nn.initializers.constant(5.0), ())
     else:
       self.out = nn.Dense(self.latent_dim)
+    if self.cue_form == "forward":
+      # Attended: a unit impulse at lag 0, unattended: none; the forward form starts as
+      # the whitened backward one.
+      self.response = self.param(
+          "response", lambda _, shape: jnp.zeros(shape).at[0, 0].set(1.0),
+          (2, cue_forms.response_taps(self.frame_seconds)))
     self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
 
   def _embed(self, proj, x, train, offset=0, pe=None):
@@ -416,7 +432,10 @@ class NeuroCodec(nn.Module):
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
     [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``
-    (and ``token_logits [b, 2, n, F, K]`` with ``stream_form="tokens"``).
+    (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]`` and
+    ``whitener [b, order + 1]``: ``models.cue.compared`` of any envelope with them is what
+    the cue is correlated with), and ``token_logits [b, 2, n, F, K]`` with
+    ``stream_form="tokens"``.
     """
     b, n_frames, _ = x.shape
     extra = {}
@@ -429,7 +448,12 @@ class NeuroCodec(nn.Module):
     stream_env = self.stream_env(x)                                      # [b, F, 2]
     interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
     cue = env @ jnp.asarray(interp).T                                    # [b, F]
-    corr = running_correlation(jnp.broadcast_to(cue[..., None], stream_env.shape), stream_env)
+    compared = stream_env
+    if self.cue_form == "forward":
+      extra["response"], extra["whitener"] = self.response, cue_forms.whitener(cue)
+      compared = cue_forms.compared(stream_env, "forward", self.response, extra["whitener"])
+      cue = cue_forms.source(cue, "forward", extra["whitener"])
+    corr = running_correlation(jnp.broadcast_to(cue[..., None], compared.shape), compared)
     if self.select_window == "trial" and not streaming:
       # Offline: every frame uses the whole window's correlation (as the unmasked
       # cross-attention sees the whole EEG window); the AAD decision window.
@@ -533,6 +557,10 @@ class NeuroCodec(nn.Module):
     if self.bidirectional:
       raise ValueError("model.bidirectional=True is an offline separator (each frame "
                        "reads the frames after it): streaming needs the causal one.")
+    if self.cue_form != "backward":
+      raise ValueError(f"model.cue_form={self.cue_form!r} whitens each trial by its own "
+                       "statistics, which read ahead: streaming needs "
+                       "model.cue_form='backward'.")
     if self.eeg_norm != "batch":
       raise ValueError(f"model.eeg_norm={self.eeg_norm!r} normalizes each EEG window by its "
                        "own statistics, which read ahead: streaming needs "

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from neurocodec_jax import codec, losses, mixture_mask
+from neurocodec_jax.models import cue as cue_forms
 from neurocodec_jax.train import optim
 
 PyTree = Any
@@ -198,6 +199,21 @@ def envelope_target(config, batch, n_frames, talker: str = "clean"):
   env = losses.speech_envelope(batch[talker][:, 0], config.codec.arch.sample_rate,
                                config.data.eeg_rate, batch["eeg"].shape[-1])
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
+
+
+def envelope_pair(config, batch, env, aux):
+  """What the EEG's envelope terms compare: ``(cue, attended, unattended)``, each
+  ``[b, n]``. Backward: the decoded envelope ``env [b, T']`` and the talkers' envelopes
+  at the EEG rate. Forward (``model.cue_form``): the selector's whitened cue and the
+  responses predicted with each talker attended, at the frame rate, as the selector
+  compares them."""
+  if config.model.cue_form == "backward":
+    return (env, envelope_target(config, batch, env.shape[-1]),
+            envelope_target(config, batch, env.shape[-1], "unattended"))
+  talkers = jnp.stack(talker_envelopes(config, batch, aux["cue"].shape[1]), -1)
+  hypotheses = cue_forms.compared(talkers, config.model.cue_form, aux["response"],
+                                  aux["whitener"])
+  return aux["cue"], hypotheses[..., 0], hypotheses[..., 1]
 
 
 def _standardize(x: jax.Array) -> jax.Array:
@@ -401,14 +417,13 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       terms = {"latent": losses.latent_loss(z_pred, z_tgt, config.normalize_latents)}
       if aux_on:
         terms.update(separation_losses(config, aux, batch, z_tgt, frozen["quantizer"]))
+      if lam["envelope"] > 0 or lam["env_contrast"] > 0:
+        cue, att, unatt = envelope_pair(config, batch, env, aux)
       if lam["envelope"] > 0:
-        terms["envelope"] = losses.envelope_loss(
-            env, envelope_target(config, batch, env.shape[-1]))
+        terms["envelope"] = losses.envelope_loss(cue, att)
       if lam["env_contrast"] > 0:
         terms["env_contrast"] = losses.envelope_contrast_loss(
-            env, envelope_target(config, batch, env.shape[-1]),
-            envelope_target(config, batch, env.shape[-1], "unattended"),
-            config.env_contrast_temperature)
+            cue, att, unatt, config.env_contrast_temperature)
       if lam["mel"] > 0 and wave_on:
         terms["mel"] = losses.mel_loss(wave, batch["clean"], sample_rate, **mel_settings)
       if lam["sisdr"] > 0 and wave_on:
