@@ -27,7 +27,9 @@ temperature (``model.select_window="causal"``: frame t uses frames 0..t;
 ``"trial"``: every frame uses the whole window, offline only — streaming always uses
 the causal form): the backbone learns to separate without any cue, and the EEG only
 has to choose — the classic "separate, then select by the decoded envelope"
-design of auditory attention decoding, made differentiable and causal. Options:
+design of auditory attention decoding, made differentiable and causal.
+``model.cue_form="forward"`` compares the EEG's whitened source with the response
+predicted under each stream attended instead (``models/cue.py``; offline). Options:
 ``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
 (the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
 the streams, before their normalization, to add up to the mixture latent;
