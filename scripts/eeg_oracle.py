@@ -17,6 +17,7 @@ trials with perfectly separated talkers, paired trial by trial:
   population_fixed  the mean model, the training EEG's covariance, no whitening
   forward         learnt, no generator knowledge: linear_decoder.ForwardDecoder (a
                   rank-one forward TRF, the training EEG's covariance and spectrum)
+  forward_unwhitened  the same without its temporal whitening (AR order 0)
 
 ``adaptive`` needs no labels and no generator knowledge beyond a mean forward model a
 decoder could learn; ``population_fixed`` is its subject-independent counterpart.
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
   linear.choose(*val[:3])
   forward = linear_decoder.ForwardDecoder(d.eeg_rate).fit(*train[:3])
   forward.choose(*val[:3])
+  unwhitened = linear_decoder.ForwardDecoder(d.eeg_rate, ar_order=0).fit(*train[:3])
+  unwhitened.choose(*val[:3])
   out = dict(root=config.root, rung=args.preset or args.rung, subjects=spec.subjects,
              ridge=linear.ridge, forward_ridge=forward.ridge)
   # Within subjects, also the mTRF practice: one decoder per subject, fit on its own
@@ -120,6 +123,7 @@ def main(argv=None) -> int:
         population_fixed={s: fixed for s in ids})
     ident = {k: eeg_oracle.identify(v, eeg, stim, sid) for k, v in decoders.items()}
     ident["forward"] = per_trial(forward, split, arrays)
+    ident["forward_unwhitened"] = per_trial(unwhitened, split, arrays)
     ident["linear"] = lin
     if own:
       per = np.zeros(len(sid))
