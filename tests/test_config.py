@@ -94,7 +94,7 @@ CONFIG_FILE = os.path.join(ROOT, "neurocodec_jax", "configs", "neurocodec.py")
 ENUM_FIELDS = ("preset", "activation", "backbone", "model.scan_backend", "model.selector",
                "model.select_window", "model.eeg_norm", "model.output_norm",
                "model.select_decision", "model.mix_input", "model.target_latent",
-               "model.stream_form", "model.output_waveform", "train.schedule",
+               "model.stream_form", "model.cue_form", "model.output_waveform", "train.schedule",
                "train.nonfinite", "train.waveform_output",
                "data.eeg_units",
                "codec.model_type", "codec.backend", "synthetic.eeg_model",
