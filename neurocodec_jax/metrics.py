@@ -210,9 +210,9 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
   correlation with each talker (with ``model.cue_form="forward"`` the whitened source's
   with the whitened response predicted with each talker attended), and
   ``id_cue_true_envelopes`` (1 when it is closer to the attended one: the identification
-  a PERFECT separation would give with this EEG decoder); ``stream_r_own`` / ``stream_r_other``, the stream envelopes'
-  correlation with their own talker and with the other one (assignment by latent
-  cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
+  a PERFECT separation would give with this EEG decoder); ``stream_r_own`` /
+  ``stream_r_other``, the stream envelopes' correlation with their own talker and with
+  the other one (assignment by latent cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
   picks the stream closer to the attended talker: the identification a perfect cue
   would give with this separation).
   """

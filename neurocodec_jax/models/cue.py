@@ -8,12 +8,14 @@ is the EEG's source; under the hypothesis "talker k attended" the source would b
 response to talker k through a learnt attended response function plus the response to
 the other talker through a learnt unattended one (lags 0 .. ``RESPONSE_SECONDS``, at the
 frame rate: the EEG follows the ignored talker too), and the source and both predicted
-responses pass through one whitening filter fit to the trial's own source (a Yule-Walker AR(``WHITEN_ORDER``), no gradient through
-its fit). Where the EEG's background is steep (1/f), an unwhitened correlation is
-decided by its slowest, noisiest components; on the family generator with subjects held
-out the linear forward decoder identifies 4-6 points more than the backward one for
-exactly this reason (docs/research-log.md). The filter is fit per trial, so the forward
-form reads the whole window: offline only (``model.select_window="trial"``).
+responses pass through one whitening filter fit to the trial's own source (a
+Yule-Walker AR(``WHITEN_ORDER``), no gradient through its fit). Where the EEG's
+background is steep (1/f), an unwhitened correlation is decided by its slowest,
+noisiest components: on the family generator with subjects held out, whitening is
+the linear forward decoder's whole 4-6 point lead over the backward one
+(docs/research-log.md, which also has what this form did inside the model). The
+filter is fit per trial, so the forward form reads the whole window: offline only
+(``model.select_window="trial"``).
 
 Shapes: cues ``[batch, frames]``; envelopes ``[batch, frames, 2]`` (two talkers or
 streams); responses ``[2, L]`` (attended, unattended); whiteners ``[batch, order + 1]``.
