@@ -212,9 +212,9 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
   ``id_cue_true_envelopes`` (1 when it is closer to the attended one: the identification
   a PERFECT separation would give with this EEG decoder); ``stream_r_own`` /
   ``stream_r_other``, the stream envelopes' correlation with their own talker and with
-  the other one (assignment by latent cosine), and ``id_oracle_cue`` (1 when selecting by the TRUE attended envelope
-  picks the stream closer to the attended talker: the identification a perfect cue
-  would give with this separation).
+  the other one (assignment by latent cosine), and ``id_oracle_cue`` (1 when selecting
+  by the TRUE attended envelope picks the stream closer to the attended talker: the
+  identification a perfect cue would give with this separation).
   """
   pear = losses.envelope.pearson
   streams, stream_env, cue = aux["streams"], aux["stream_env"], aux["cue"]
