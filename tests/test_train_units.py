@@ -308,7 +308,7 @@ def test_forward_cue_form_terms_and_diagnostics_compare_as_the_selector():
   white = cue.whitener(source)
   aux = dict(cue=cue.source(source, "forward", white), response=response, whitener=white,
              streams=jnp.zeros((b, 2, 4, frames)), stream_env=jnp.stack([env_a, env_u], -1))
-  got, att, unatt_pred = steps.envelope_pair(config, batch, None, aux)
+  got, att, unatt_pred = steps.envelope_pair(config, batch, None, aux, True)
   np.testing.assert_array_equal(got, aux["cue"])
   hypotheses = cue.compared(jnp.stack([env_a, env_u], -1), "forward", response, white)
   np.testing.assert_allclose(att, hypotheses[..., 0], rtol=1e-6)
@@ -318,6 +318,11 @@ def test_forward_cue_form_terms_and_diagnostics_compare_as_the_selector():
   assert np.asarray(d["id_cue_true_envelopes"]).all()
   assert (np.asarray(d["cue_r_attended"]) > 0.9).all()
   assert float(losses.envelope_loss(got, att)) < -0.9
+  assert "unattended" in steps.batch_fields(config)
+  # The backward form reads the ignored talker only for the contrast term.
+  config.model.cue_form = "backward"
+  env = jnp.zeros((b, 256 - 31))
+  assert steps.envelope_pair(config, dict(clean=clean, eeg=batch["eeg"]), env, {}, False)[2] is None
 
 
 def test_cue_curriculum_anneals_from_the_oracle_to_the_eeg():

@@ -138,7 +138,9 @@ def batch_fields(config) -> tuple[str, ...]:
     fields.append("clean")
   if uses_aux(config):
     fields += target_fields(config, "unattended")
-  if config.lambda_sep_env > 0 or config.lambda_env_contrast > 0:
+  # The forward cue form's envelope term compares both talkers' predicted responses.
+  forward_cue = config.model.cue_form == "forward" and config.lambda_env > 0
+  if config.lambda_sep_env > 0 or config.lambda_env_contrast > 0 or forward_cue:
     fields.append("unattended")
   if uses_waveform(config) and config.train.waveform_output == "attended_stream_masked":
     fields.append("noisy")               # the waveform terms judge the masked mixture
@@ -201,15 +203,16 @@ def envelope_target(config, batch, n_frames, talker: str = "clean"):
   return env[:, :n_frames]          # causal alignment: see losses/envelope.py
 
 
-def envelope_pair(config, batch, env, aux):
+def envelope_pair(config, batch, env, aux, unattended: bool):
   """What the EEG's envelope terms compare: ``(cue, attended, unattended)``, each
-  ``[b, n]``. Backward: the decoded envelope ``env [b, T']`` and the talkers' envelopes
-  at the EEG rate. Forward (``model.cue_form``): the selector's whitened cue and the
+  ``[b, n]`` (``unattended`` None in the backward form unless asked for). Backward: the
+  decoded envelope ``env [b, T']`` and the talkers' envelopes at the EEG rate. Forward (``model.cue_form``): the selector's whitened cue and the
   responses predicted with each talker attended, at the frame rate, as the selector
   compares them."""
   if config.model.cue_form == "backward":
     return (env, envelope_target(config, batch, env.shape[-1]),
-            envelope_target(config, batch, env.shape[-1], "unattended"))
+            envelope_target(config, batch, env.shape[-1], "unattended") if unattended
+            else None)
   talkers = jnp.stack(talker_envelopes(config, batch, aux["cue"].shape[1]), -1)
   hypotheses = cue_forms.compared(talkers, config.model.cue_form, aux["response"],
                                   aux["whitener"])
@@ -418,7 +421,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       if aux_on:
         terms.update(separation_losses(config, aux, batch, z_tgt, frozen["quantizer"]))
       if lam["envelope"] > 0 or lam["env_contrast"] > 0:
-        cue, att, unatt = envelope_pair(config, batch, env, aux)
+        cue, att, unatt = envelope_pair(config, batch, env, aux, lam["env_contrast"] > 0)
       if lam["envelope"] > 0:
         terms["envelope"] = losses.envelope_loss(cue, att)
       if lam["env_contrast"] > 0:
