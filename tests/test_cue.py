@@ -73,7 +73,7 @@ def test_forward_form_identifies_a_response_in_steep_noise_where_the_raw_one_fai
   with the envelopes (the backward form's comparison)."""
   rng = np.random.default_rng(2)
   n, frames = 400, 100
-  env = _ar1(rng, 2 * n, frames, 0.5).reshape(n, frames, 2)      # two talkers
+  env = _ar1(rng, 2 * n, frames, 0.5).reshape(n, 2, frames).transpose(0, 2, 1)  # two talkers
   response = np.zeros((2, cue.response_taps(0.02)))
   response[0, 3] = 1.0
   signal = np.asarray(cue.causal_fir(jnp.asarray(env[..., 0]), jnp.asarray(response[0])))
