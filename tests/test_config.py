@@ -315,7 +315,8 @@ def test_check_key_suggests_close_names(path, expected):
 
 def test_check_key_without_close_name_lists_the_group():
   with pytest.raises(check.ConfigError, match=r"unknown key 'model.zzz'; valid keys of "
-                                              r"model: bidirectional, cheb_k, cue_form, d_conv, .*transformer_ff_dim"):
+                                              r"model: bidirectional, cheb_k, cue_form, "
+                                              r"d_conv, .*transformer_ff_dim"):
     check.check_key(neurocodec.get_config("demo"), "model.zzz")
 
 

@@ -468,7 +468,8 @@ def test_selector_trial_window_uses_one_weight_per_trial():
 def test_selector_forward_cue_form_compares_whitened_predicted_responses():
   """``model.cue_form="forward"``: the cue is whitened by each trial's own fit and
   correlated with the response predicted from the stream envelopes with each stream
-  attended (attended response an impulse at init, unattended none), whitened alike; the response is trained; the form is offline only."""
+  attended (attended response an impulse at init, unattended none), whitened alike;
+  the response is trained; the form is offline only."""
   config = _selector_config(**{"model.select_window": "trial", "model.cue_form": "forward"})
   model, v, z, eeg = _init(config)
   assert v["params"]["response"].shape == (2, cue.response_taps(model.frame_seconds))

@@ -206,9 +206,9 @@ def envelope_target(config, batch, n_frames, talker: str = "clean"):
 def envelope_pair(config, batch, env, aux, unattended: bool):
   """What the EEG's envelope terms compare: ``(cue, attended, unattended)``, each
   ``[b, n]`` (``unattended`` None in the backward form unless asked for). Backward: the
-  decoded envelope ``env [b, T']`` and the talkers' envelopes at the EEG rate. Forward (``model.cue_form``): the selector's whitened cue and the
-  responses predicted with each talker attended, at the frame rate, as the selector
-  compares them."""
+  decoded envelope ``env [b, T']`` and the talkers' envelopes at the EEG rate. Forward
+  (``model.cue_form``): the selector's whitened cue and the responses predicted with
+  each talker attended, at the frame rate, as the selector compares them."""
   if config.model.cue_form == "backward":
     return (env, envelope_target(config, batch, env.shape[-1]),
             envelope_target(config, batch, env.shape[-1], "unattended") if unattended
