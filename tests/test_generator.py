@@ -495,6 +495,48 @@ def test_selector_forward_cue_form_compares_whitened_predicted_responses():
     _init(_selector_config(**{"model.cue_form": "forward"}))
 
 
+def test_selector_encoding_cue_form_takes_its_cue_from_the_encoding_model():
+  """``model.cue_form="encoding"``: undecided before any training batch; a training call
+  fits the encoding model on both talkers' envelopes (batch statistics, no
+  parameters), and the selector then correlates its whitened source with each stream's
+  predicted response; it needs the talkers in training, refuses streaming and a cue
+  curriculum."""
+  from neurocodec_jax.models import encoding  # pylint: disable=g-import-not-at-top
+  config = _selector_config(**{"model.select_window": "trial", "model.cue_form": "encoding"})
+  model, v, z, eeg = _init(config)
+  assert "response" not in v["params"] and "encoding" not in v["params"]
+  assert float(v["batch_stats"]["encoding"]["count"]) == 0.0
+  _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  np.testing.assert_array_equal(aux["logits"], 0.0)                  # no fit yet
+  talkers = jnp.abs(jnp.asarray(np.random.default_rng(1).standard_normal(
+      (2, eeg.shape[-1], 2)), jnp.float32))
+  with pytest.raises(ValueError, match="both talkers' envelopes"):
+    model.apply(v, z, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                mutable=["batch_stats"])
+  _, upd = model.apply(v, z, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                       mutable=["batch_stats"], talkers=talkers)
+  assert float(upd["batch_stats"]["encoding"]["count"]) == 1.0
+  v = dict(v, batch_stats=upd["batch_stats"])
+  _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True)
+  source, fit = encoding.EncodingModel(model.frame_seconds, model.eeg_rate).apply(
+      {"batch_stats": v["batch_stats"]["encoding"]}, eeg, None, z.shape[-1], train=False)
+  white = jnp.broadcast_to(fit["whitener"], aux["whitener"].shape)
+  np.testing.assert_allclose(aux["cue"], cue.source(source, "encoding", white),
+                             rtol=1e-5, atol=1e-6)
+  compared = cue.compared(aux["stream_env"], "encoding", fit["response"], white)
+  r = [np.corrcoef(np.asarray(aux["cue"])[i], np.asarray(compared)[i, :, k])[0, 1]
+       for i in range(2) for k in (0, 1)]
+  np.testing.assert_allclose(aux["logits"][:, -1].reshape(-1),
+                             np.asarray(v["params"]["select_scale"]) * np.array(r),
+                             rtol=1e-3, atol=1e-4)
+  with pytest.raises(ValueError, match="streaming needs model.cue_form='backward'"):
+    model.apply(v, z, eeg, train=False, streaming=True)
+  with pytest.raises(ValueError, match="cue curriculum"):
+    model.apply(v, z, eeg, train=False, cue_fn=lambda e: e)
+  with pytest.raises(ValueError, match="needs model.selector='correlation'"):
+    _init(set_fields(_config(), **{"model.cue_form": "encoding"}))
+
+
 @pytest.mark.parametrize("window", ["causal", "trial"])
 def test_selector_streaming_is_causal_in_eeg(window):
   """Streaming: perturbing EEG from sample k on leaves every frame that cannot have

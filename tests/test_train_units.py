@@ -549,6 +549,32 @@ def test_token_streams_train_on_their_codes(tiny_dataset):
   assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.integration            # compiles a train step
+def test_encoding_cue_form_fits_on_training_batches(tiny_dataset):
+  """``model.cue_form="encoding"`` in the train step: the batch carries both talkers,
+  every step adds one batch to the encoding model's statistics, the envelope term
+  stays the backward one (it trains the EEG encoder's head), every term finite."""
+  from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from tests.test_train import train_config  # pylint: disable=g-import-not-at-top
+  root, _ = tiny_dataset
+  config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
+                                 "model.select_window": "trial", "model.cue_form": "encoding",
+                                 "lambda_env": 1.0, "lambda_mel": 0.0, "lambda_adv": 0.0,
+                                 "lambda_feat": 0.0})
+  assert {"clean", "unattended"} <= set(steps.batch_fields(config))
+  run = build_run(config, {"train": steps.batch_fields(config)})
+  step = jax.jit(steps.make_train_step(config, run.models, total_steps=4))
+  state, batch = run.init_state(), run.example
+  for i in range(3):
+    state, m = step(state, batch, run.frozen)
+    assert bool(m["finite"]) and np.isfinite(float(m["loss_envelope"]))
+    assert float(state["g"]["batch_stats"]["encoding"]["count"]) == i + 1
+  env = jnp.zeros((2, 10))
+  got = steps.envelope_pair(config, batch, env, {}, False)
+  assert got[0] is env and got[2] is None
+
+
 def test_oracle_cue_needs_a_selector_and_a_known_cue():
   import types  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.metrics import make_metrics  # pylint: disable=g-import-not-at-top

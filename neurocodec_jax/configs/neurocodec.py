@@ -173,6 +173,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       cue_form="backward",          # selector's cue: "backward" (a decoded envelope) | "forward"
                                     # (the EEG's source against each envelope's predicted
                                     # response, whitened per trial; models/cue.py)
+                                    # | "encoding" (the same from a linear encoding model
+                                    # fit by regression in training; models/encoding.py)
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       stream_form="direct",         # selector's streams: "direct" (a head predicts them) |
                                     # "mask" (softmax masks on the mixture latent; see generator)

@@ -17,6 +17,10 @@ the linear forward decoder's whole 4-6 point lead over the backward one
 filter is fit per trial, so the forward form reads the whole window: offline only
 (``model.select_window="trial"``).
 
+``"encoding"``: the forward form's comparison, with the source, both responses and the
+whitener (one for every trial) taken from a linear encoding model the model fits by
+regression on its training batches (``models/encoding.py``), not learnt by correlation.
+
 Shapes: cues ``[batch, frames]``; envelopes ``[batch, frames, 2]`` (two talkers or
 streams); responses ``[2, L]`` (attended, unattended); whiteners ``[batch, order + 1]``.
 """
@@ -27,10 +31,27 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-CUE_FORMS = ("backward", "forward")
+CUE_FORMS = ("backward", "forward", "encoding")
 RESPONSE_SECONDS = 0.4      # cortical responses follow the sound by ~50-250 ms, tails to 400
 WHITEN_ORDER = 4            # AR order of the whitener at the frame rate (2 s = 100 frames)
+
+
+def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
+                        eeg_rate: int) -> np.ndarray:
+  """``[n_frames, n_env]`` linear interpolation of an EEG-rate envelope at frame centres.
+
+  Envelope sample j describes the stimulus around (j + 0.5) / eeg_rate seconds
+  (``losses.speech_envelope``); frame i covers (i + 0.5) * frame_seconds.
+  """
+  pos = np.clip((np.arange(n_frames) + 0.5) * frame_seconds * eeg_rate - 0.5, 0, n_env - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, n_env - 1)
+  w = np.zeros((n_frames, n_env), np.float32)
+  w[np.arange(n_frames), lo] += 1 - (pos - lo)
+  w[np.arange(n_frames), hi] += pos - lo
+  return w
 
 
 def response_taps(frame_seconds: float) -> int:
@@ -69,15 +90,15 @@ def whitener(cue: jax.Array, order: int = WHITEN_ORDER) -> jax.Array:
 def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None,
              white: jax.Array | None = None) -> jax.Array:
   """What the cue is correlated with, ``[b, F, 2]``: ``envelopes [b, F, 2]`` as they are
-  (backward), or (forward) under "k attended" the response predicted through
+  (backward), or (forward, encoding) under "k attended" the response predicted through
   ``responses [2, L]`` (``responses[0]`` * talker k + ``responses[1]`` * the other),
   centred and whitened by ``white``."""
   if form == "backward":
     return envelopes
-  if form != "forward":
+  if form not in CUE_FORMS:
     raise ValueError(f"model.cue_form must be one of {CUE_FORMS}, got {form!r}.")
   if envelopes.ndim != 3 or envelopes.shape[-1] != 2:
-    raise ValueError(f"the forward cue form compares two envelopes [b, F, 2], got "
+    raise ValueError(f"the {form} cue form compares two envelopes [b, F, 2], got "
                      f"{envelopes.shape}.")
   predicted = (causal_fir(envelopes, responses[0])
                + causal_fir(envelopes[..., ::-1], responses[1]))
@@ -86,7 +107,7 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
 
 def source(cue: jax.Array, form: str, white: jax.Array | None = None) -> jax.Array:
   """The cue as the selector compares it: as it is (backward), centred and whitened by
-  ``white`` (forward)."""
+  ``white`` (forward, encoding)."""
   if form == "backward":
     return cue
   return causal_fir(cue - cue.mean(1, keepdims=True), white)

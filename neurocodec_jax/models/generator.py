@@ -29,7 +29,10 @@ the causal form): the backbone learns to separate without any cue, and the EEG o
 has to choose — the classic "separate, then select by the decoded envelope"
 design of auditory attention decoding, made differentiable and causal.
 ``model.cue_form="forward"`` compares the EEG's whitened source with the response
-predicted under each stream attended instead (``models/cue.py``; offline). Options:
+predicted under each stream attended instead (``models/cue.py``; offline);
+``"encoding"`` takes that source, the responses and the whitener from a linear
+encoding model fit by regression on the training batches (``models/encoding.py``),
+the EEG encoder then feeding the cross-attention only. Options:
 ``model.select_decision="hard"`` outputs the better-correlated stream at evaluation
 (the AAD decision; training keeps the softmax), ``model.mixture_consistency`` projects
 the streams, before their normalization, to add up to the mixture latent;
@@ -66,6 +69,8 @@ import numpy as np
 
 from neurocodec_jax import codec
 from neurocodec_jax.models import cue as cue_forms
+from neurocodec_jax.models.cue import frame_interpolation
+from neurocodec_jax.models.encoding import EncodingModel
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
 from neurocodec_jax.models.mamba import Mamba
@@ -93,22 +98,6 @@ def stream_horizon(n_frames: int, frame_seconds: float, eeg_rate: int, lookahead
   arrived = np.floor((np.arange(n_frames) + 1) * frame_seconds * eeg_rate + 1e-9) + lookahead
   last = EEGEncoder.receptive_field(kernel)[1]            # feature j's newest sample: j + last
   return (arrived - last).astype(np.int64)
-
-
-def frame_interpolation(n_frames: int, n_env: int, frame_seconds: float,
-                        eeg_rate: int) -> np.ndarray:
-  """``[n_frames, n_env]`` linear interpolation of an EEG-rate envelope at frame centres.
-
-  Envelope sample j describes the stimulus around (j + 0.5) / eeg_rate seconds
-  (``losses.speech_envelope``); frame i covers (i + 0.5) * frame_seconds.
-  """
-  pos = np.clip((np.arange(n_frames) + 0.5) * frame_seconds * eeg_rate - 0.5, 0, n_env - 1)
-  lo = np.floor(pos).astype(int)
-  hi = np.minimum(lo + 1, n_env - 1)
-  w = np.zeros((n_frames, n_env), np.float32)
-  w[np.arange(n_frames), lo] += 1 - (pos - lo)
-  w[np.arange(n_frames), hi] += pos - lo
-  return w
 
 
 def running_correlation(a: jax.Array, b: jax.Array, eps: float = 1e-4) -> jax.Array:
@@ -304,6 +293,9 @@ class NeuroCodec(nn.Module):
                                        or self.select_window != "trial"):
       raise ValueError("model.cue_form='forward' whitens each trial by its own statistics: "
                        "it needs model.selector='correlation' and model.select_window='trial'.")
+    if self.cue_form == "encoding" and self.selector != "correlation":
+      raise ValueError("model.cue_form='encoding' is the selector's cue: it needs "
+                       "model.selector='correlation'.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel,
                                   linear_branch=self.eeg_linear_branch, norm=self.eeg_norm)
@@ -337,6 +329,8 @@ class NeuroCodec(nn.Module):
       self.response = self.param(
           "response", lambda _, shape: jnp.zeros(shape).at[0, 0].set(1.0),
           (2, cue_forms.response_taps(self.frame_seconds)))
+    if self.cue_form == "encoding":
+      self.encoding = EncodingModel(self.frame_seconds, self.eeg_rate)
     self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
 
   def _embed(self, proj, x, train, offset=0, pe=None):
@@ -426,7 +420,7 @@ class NeuroCodec(nn.Module):
     return z if own_scale else self._norm(z)
 
   def _select(self, x, env, streaming: bool, z_mix=None, train: bool = False,
-              quantizer=None):
+              quantizer=None, encoded=None):
     """Separate-then-select (see the module docstring).
 
     ``x [b, F, hidden]``, ``env [b, T']`` (the cue: the decoded attended envelope at
@@ -437,7 +431,8 @@ class NeuroCodec(nn.Module):
     (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]`` and
     ``whitener [b, order + 1]``: ``models.cue.compared`` of any envelope with them is what
     the cue is correlated with), and ``token_logits [b, 2, n, F, K]`` with
-    ``stream_form="tokens"``.
+    ``stream_form="tokens"``. ``encoded``: ``cue_form="encoding"``'s ``(source [b, F],
+    {"response", "whitener"})`` (``models/encoding.py``), used in place of ``env``.
     """
     b, n_frames, _ = x.shape
     extra = {}
@@ -448,13 +443,22 @@ class NeuroCodec(nn.Module):
     else:
       streams = self._streams(x, z_mix)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
-    interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
-    cue = env @ jnp.asarray(interp).T                                    # [b, F]
+    if encoded is None:
+      interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
+      cue = env @ jnp.asarray(interp).T                                  # [b, F]
+    else:
+      cue = encoded[0]
     compared = stream_env
     if self.cue_form == "forward":
       extra["response"], extra["whitener"] = self.response, cue_forms.whitener(cue)
-      compared = cue_forms.compared(stream_env, "forward", self.response, extra["whitener"])
-      cue = cue_forms.source(cue, "forward", extra["whitener"])
+    elif self.cue_form == "encoding":
+      white = encoded[1]["whitener"]
+      extra["response"] = encoded[1]["response"]
+      extra["whitener"] = jnp.broadcast_to(white, (b, white.shape[-1]))
+    if self.cue_form != "backward":
+      compared = cue_forms.compared(stream_env, self.cue_form, extra["response"],
+                                    extra["whitener"])
+      cue = cue_forms.source(cue, self.cue_form, extra["whitener"])
     corr = running_correlation(jnp.broadcast_to(cue[..., None], compared.shape), compared)
     if self.select_window == "trial" and not streaming:
       # Offline: every frame uses the whole window's correlation (as the unmasked
@@ -486,13 +490,15 @@ class NeuroCodec(nn.Module):
                                    self.lookahead, self.eeg_kernel))
 
   def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
-               return_aux: bool = False, cue_fn=None, quantizer=None):
+               return_aux: bool = False, cue_fn=None, quantizer=None, talkers=None):
     """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only).
 
     ``cue_fn``: ``env [b, T'] -> cue [b, T']``, what the selector uses in place of the
     decoded envelope (the training step's cue curriculum); ``env`` is returned as decoded.
     ``quantizer``: the codec's quantizer pytree (``neurocodec_jax.codec``), which
     ``stream_form="tokens"`` decodes its codes with; other forms ignore it.
+    ``talkers [b, T_eeg, 2]``: the attended and the unattended talker's envelopes at the
+    EEG rate, which ``cue_form="encoding"`` fits its encoding model on in training.
     """
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
@@ -511,7 +517,14 @@ class NeuroCodec(nn.Module):
       if cue.shape != env.shape:
         raise ValueError(f"cue_fn must keep the decoded envelope's shape {env.shape}, "
                          f"got {cue.shape}.")
-      z, aux = self._select(x, cue, streaming, z_mix, train, quantizer)
+      encoded = None
+      if self.cue_form == "encoding":
+        if cue_fn is not None:
+          raise ValueError("model.cue_form='encoding' takes its cue from its encoding "
+                           "model: a cue curriculum (train.cue_curriculum_steps) has no "
+                           "decoded envelope to replace.")
+        encoded = self.encoding(eeg, talkers, x.shape[1], train=train)
+      z, aux = self._select(x, cue, streaming, z_mix, train, quantizer, encoded)
       # The stream not selected, at the output's scale (model.output_waveform's mask).
       aux["competing"] = self._rescale(self._selected(
           jnp.einsum("bkdf,bfk->bdf", aux["streams"], 1.0 - aux["weights"])), z_mix)
@@ -560,8 +573,8 @@ class NeuroCodec(nn.Module):
       raise ValueError("model.bidirectional=True is an offline separator (each frame "
                        "reads the frames after it): streaming needs the causal one.")
     if self.cue_form != "backward":
-      raise ValueError(f"model.cue_form={self.cue_form!r} whitens each trial by its own "
-                       "statistics, which read ahead: streaming needs "
+      raise ValueError(f"model.cue_form={self.cue_form!r} normalizes each trial by its "
+                       "own statistics, which read ahead: streaming needs "
                        "model.cue_form='backward'.")
     if self.eeg_norm != "batch":
       raise ValueError(f"model.eeg_norm={self.eeg_norm!r} normalizes each EEG window by its "

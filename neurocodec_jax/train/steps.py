@@ -133,14 +133,17 @@ def target_latent(qparams, batch: dict, target: str, talker: str = "clean") -> j
 def batch_fields(config) -> tuple[str, ...]:
   """The source fields a training batch needs under ``config``'s loss weights."""
   fields = mix_fields(config) + target_fields(config) + ["eeg"]
+  # The encoding cue form fits its encoding model on both talkers' envelopes.
+  encoding = config.model.cue_form == "encoding"
   if (uses_waveform(config) or config.lambda_env > 0 or config.lambda_sep_env > 0
-      or config.lambda_env_contrast > 0 or config.train.cue_curriculum_steps > 0):
+      or config.lambda_env_contrast > 0 or config.train.cue_curriculum_steps > 0
+      or encoding):
     fields.append("clean")
   if uses_aux(config):
     fields += target_fields(config, "unattended")
   # The forward cue form's envelope term compares both talkers' predicted responses.
   forward_cue = config.model.cue_form == "forward" and config.lambda_env > 0
-  if config.lambda_sep_env > 0 or config.lambda_env_contrast > 0 or forward_cue:
+  if config.lambda_sep_env > 0 or config.lambda_env_contrast > 0 or forward_cue or encoding:
     fields.append("unattended")
   if uses_waveform(config) and config.train.waveform_output == "attended_stream_masked":
     fields.append("noisy")               # the waveform terms judge the masked mixture
@@ -208,8 +211,10 @@ def envelope_pair(config, batch, env, aux, unattended: bool):
   ``[b, n]`` (``unattended`` None in the backward form unless asked for). Backward: the
   decoded envelope ``env [b, T']`` and the talkers' envelopes at the EEG rate. Forward
   (``model.cue_form``): the selector's whitened cue and the responses predicted with
-  each talker attended, at the frame rate, as the selector compares them."""
-  if config.model.cue_form == "backward":
+  each talker attended, at the frame rate, as the selector compares them. Encoding:
+  as backward (its cue has no parameters to train; the terms train the EEG encoder's
+  envelope head, shaping the features the cross-attention reads)."""
+  if config.model.cue_form in ("backward", "encoding"):
     return (env, envelope_target(config, batch, env.shape[-1]),
             envelope_target(config, batch, env.shape[-1], "unattended") if unattended
             else None)
@@ -379,13 +384,17 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
 
     def forward(g_params):
       variables = {"params": g_params, "batch_stats": state["g"]["batch_stats"]}
-      cue_fn = None
+      cue_fn = talkers = None
       if curriculum:
         cue_fn = lambda env: curriculum_cue(config, batch, env, state["step"])
+      if config.model.cue_form == "encoding":
+        n = batch["eeg"].shape[-1]
+        talkers = jnp.stack([envelope_target(config, batch, n, k)
+                             for k in ("clean", "unattended")], -1)          # [b, T, 2]
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn,
-          quantizer=frozen["quantizer"])
+          quantizer=frozen["quantizer"], talkers=talkers)
       wave = None
       if wave_on:
         wave = decoded_waveform(
