@@ -89,6 +89,10 @@ def make_metrics(run: Run, target: str, references: bool = False, cue: str = "ee
   oracle_cue, oracle_norm = cue == "oracle", norm == "oracle"
 
   def metrics(state, batch):
+    if oracle_cue and run.config.model.cue_form == "encoding":
+      raise ValueError("cue='oracle' replaces a decoded envelope, and model.cue_form="
+                       "'encoding' has none (its cue is a source); id_oracle_cue, in the "
+                       "selector's diagnostics, is the identification a perfect cue gives.")
     if oracle_cue and "clean" not in batch:
       raise ValueError("cue='oracle' needs the attended talker's audio (the batch field "
                        "'clean') for its envelope.")
@@ -117,7 +121,7 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
   def latent_metrics(state, batch, frozen, oracle_cue, oracle_norm):
     with_aux = selector and "unattended" in batch and "unattended_codes" in batch
     cue_fn = None
-    if selector and "clean" in batch:
+    if selector and "clean" in batch and config.model.cue_form != "encoding":
       # lax.cond: the flags' untaken branches cost nothing per batch.
       cue_fn = lambda env: jax.lax.cond(
           oracle_cue, lambda: steps.envelope_target(config, batch, env.shape[-1]), lambda: env)
