@@ -116,6 +116,10 @@ def test_the_encoding_cue_identifies_the_attended_talker_where_raw_correlation_f
   raw = np.mean(r(source, frames[..., 0]) > r(source, frames[..., 1]))
   assert ident > 0.9, ident
   assert raw < ident - 0.15, (raw, ident)
+  # The fit was on z-scored envelopes: a talker's level does not change the prediction.
+  louder = frames * jnp.array([4.0, 0.5])
+  np.testing.assert_allclose(cue.compared(louder, "encoding", out["response"], white), hyp,
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_ar_whitener_and_resampled_response_known_answers():

@@ -91,8 +91,9 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
              white: jax.Array | None = None) -> jax.Array:
   """What the cue is correlated with, ``[b, F, 2]``: ``envelopes [b, F, 2]`` as they are
   (backward), or (forward, encoding) under "k attended" the response predicted through
-  ``responses [2, L]`` (``responses[0]`` * talker k + ``responses[1]`` * the other),
-  centred and whitened by ``white``."""
+  ``responses [2, L]`` (``responses[0]`` * talker k + ``responses[1]`` * the other;
+  encoding: each envelope z-scored over the frames first), centred and whitened by
+  ``white``."""
   if form == "backward":
     return envelopes
   if form not in CUE_FORMS:
@@ -100,6 +101,11 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
   if envelopes.ndim != 3 or envelopes.shape[-1] != 2:
     raise ValueError(f"the {form} cue form compares two envelopes [b, F, 2], got "
                      f"{envelopes.shape}.")
+  if form == "encoding":
+    # Its responses were fit to each trial's z-scored envelopes: the sum must weigh the
+    # two envelopes as the fit did, whatever their levels (or a stream head's scale).
+    centred = envelopes - envelopes.mean(1, keepdims=True)
+    envelopes = centred / jnp.sqrt(jnp.mean(centred ** 2, 1, keepdims=True) + 1e-8)
   predicted = (causal_fir(envelopes, responses[0])
                + causal_fir(envelopes[..., ::-1], responses[1]))
   return causal_fir(predicted - predicted.mean(1, keepdims=True), white)
