@@ -53,8 +53,8 @@ TIERS = {
     "parity": ("test_losses", "test_scan", "test_mamba", "test_conv", "test_codec_jax",
                "test_decode_one_cpu", "test_codec_bridge"),
     "unit": ("test_generator", "test_train_units", "test_synthetic", "test_data",
-             "test_config", "test_linear_decoder", "test_cue", "test_encoding", "test_eeg_oracle", "test_speech",
-             "test_host_memory", "test_mixture_mask", "test_refiner",
+             "test_config", "test_linear_decoder", "test_cue", "test_encoding", "test_eeg_oracle",
+             "test_speech", "test_host_memory", "test_mixture_mask", "test_refiner",
              "test_layout"),
 }
 

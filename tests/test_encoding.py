@@ -122,9 +122,9 @@ def test_the_encoding_cue_identifies_the_attended_talker_where_raw_correlation_f
                              rtol=1e-4, atol=1e-5)
 
 
-def test_ar_whitener_and_resampled_response_known_answers():
+def test_yule_walker_of_an_acf_and_resampled_response_known_answers():
   rho = 0.8
-  w = encoding.ar_whitener(jnp.asarray(rho ** np.arange(4), jnp.float32))
+  w = cue.yule_walker(jnp.asarray(rho ** np.arange(4), jnp.float32))
   # The 1e-3 diagonal loading that keeps the solve regular biases a_1 by 2.2e-3.
   np.testing.assert_allclose(w, [1.0, -rho, 0.0, 0.0], atol=4e-3)
   h = jnp.arange(52, dtype=jnp.float32)[None].repeat(2, 0) * jnp.array([[1.0], [2.0]])

@@ -73,18 +73,31 @@ def causal_fir(x: jax.Array, taps: jax.Array) -> jax.Array:
   return y[..., 0] if squeeze else y
 
 
+def standardize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """Zero mean, unit variance along ``axis`` (each trial's z-score)."""
+  x = x - x.mean(axis, keepdims=True)
+  return x / jnp.sqrt(jnp.mean(x ** 2, axis, keepdims=True) + 1e-8)
+
+
+def yule_walker(acf: jax.Array) -> jax.Array:
+  """``[..., order + 1]``: the whitening FIR ``[1, -a_1, ..., -a_order]`` of the
+  Yule-Walker AR(order) fit to autocorrelations ``acf [..., order + 1]`` (lags 0 ..
+  order)."""
+  order = acf.shape[-1] - 1
+  acf = acf.at[..., 0].multiply(1 + 1e-3) + 1e-12         # a little ridge: never singular
+  idx = jnp.abs(jnp.arange(order)[:, None] - jnp.arange(order)[None, :])
+  a = jnp.linalg.solve(acf[..., idx], acf[..., 1:, None])[..., 0]     # Toeplitz [..., o, o]
+  return jnp.concatenate([jnp.ones_like(a[..., :1]), -a], -1)
+
+
 def whitener(cue: jax.Array, order: int = WHITEN_ORDER) -> jax.Array:
-  """``[b, order + 1]``: the FIR ``[1, -a_1, ..., -a_order]`` of each trial's
-  Yule-Walker AR(order) fit to its own ``cue [b, F]`` (constant to the gradient)."""
+  """``[b, order + 1]``: the FIR of each trial's Yule-Walker AR(order) fit to its own
+  ``cue [b, F]`` (constant to the gradient)."""
   x = jax.lax.stop_gradient(cue)
   x = x - x.mean(-1, keepdims=True)
   n = x.shape[-1]
-  acf = jnp.stack([jnp.sum(x[:, k:] * x[:, :n - k], -1) for k in range(order + 1)], -1) / n
-  acf = acf.at[:, 0].multiply(1 + 1e-3) + 1e-12          # a little ridge: never singular
-  idx = jnp.abs(jnp.arange(order)[:, None] - jnp.arange(order)[None, :])
-  toeplitz = acf[:, idx]                                                  # [b, order, order]
-  a = jnp.linalg.solve(toeplitz, acf[:, 1:, None])[..., 0]
-  return jnp.concatenate([jnp.ones_like(a[:, :1]), -a], -1)
+  return yule_walker(jnp.stack([jnp.sum(x[:, k:] * x[:, :n - k], -1)
+                                for k in range(order + 1)], -1) / n)
 
 
 def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None,
@@ -104,8 +117,7 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
   if form == "encoding":
     # Its responses were fit to each trial's z-scored envelopes: the sum must weigh the
     # two envelopes as the fit did, whatever their levels (or a stream head's scale).
-    centred = envelopes - envelopes.mean(1, keepdims=True)
-    envelopes = centred / jnp.sqrt(jnp.mean(centred ** 2, 1, keepdims=True) + 1e-8)
+    envelopes = standardize(envelopes, axis=1)
   predicted = (causal_fir(envelopes, responses[0])
                + causal_fir(envelopes[..., ::-1], responses[1]))
   return causal_fir(predicted - predicted.mean(1, keepdims=True), white)

@@ -42,11 +42,6 @@ RIDGE = 0.1          # relative to X'X's mean diagonal; chosen on the held-out f
 SHRINK = 1e-3        # the covariance's shrinkage toward its mean variance (as ForwardDecoder)
 
 
-def zscore(x: jax.Array, axis: int = -1) -> jax.Array:
-  x = x - x.mean(axis, keepdims=True)
-  return x / jnp.sqrt(jnp.mean(x ** 2, axis, keepdims=True) + 1e-10)
-
-
 def lagged(env: jax.Array, taps: int) -> jax.Array:
   """``[b, T] -> [b, T, taps]``: column k is the envelope k samples ago (zero before 0)."""
   n = env.shape[1]
@@ -66,16 +61,6 @@ def fit(xtx: jax.Array, xty: jax.Array, cov: jax.Array, ridge: float = RIDGE
   shrunk = cov + (SHRINK * jnp.trace(cov) / c + 1e-8) * jnp.eye(c)
   spatial = jnp.linalg.solve(shrunk, vt[0])
   return spatial / jnp.maximum(jnp.linalg.norm(spatial), 1e-12), u[:, 0] * s[0]
-
-
-def ar_whitener(acf: jax.Array) -> jax.Array:
-  """``[order + 1]``: ``[1, -a_1, ..., -a_order]``, the Yule-Walker fit to the
-  autocorrelation ``acf [order + 1]`` (lags 0 .. order)."""
-  order = acf.shape[0] - 1
-  acf = acf.at[0].multiply(1 + 1e-3) + 1e-12                     # never singular
-  idx = np.abs(np.arange(order)[:, None] - np.arange(order)[None, :])
-  a = jnp.linalg.solve(acf[idx], acf[1:])
-  return jnp.concatenate([jnp.ones(1), -a])
 
 
 def resample_response(response: jax.Array, eeg_rate: int, frame_seconds: float,
@@ -113,7 +98,7 @@ class EncodingModel(nn.Module):
     count = stat("count", ())
     xtx, xty = stat("xtx", (2 * taps, 2 * taps)), stat("xty", (2 * taps, c))
     lag_cov = stat("lag_cov", (order + 1, c, c))
-    eeg_z = zscore(jnp.asarray(eeg, jnp.float32))
+    eeg_z = cue_forms.standardize(jnp.asarray(eeg, jnp.float32))
     interp = jnp.asarray(cue_forms.frame_interpolation(n_frames, t, self.frame_seconds,
                                                        self.eeg_rate))
     frames = jnp.einsum("bct,ft->bcf", eeg_z, interp, precision=HIGHEST)     # [b, C, F]
@@ -121,7 +106,7 @@ class EncodingModel(nn.Module):
     spatial, response = fit(xtx.value, xty.value, lag_cov.value[0], self.ridge)
     acf = jnp.einsum("c,kcd,d->k", spatial, lag_cov.value, spatial, precision=HIGHEST)
     source = jnp.einsum("c,bcf->bf", spatial, frames, precision=HIGHEST)
-    white = ar_whitener(acf)
+    white = cue_forms.yule_walker(acf)
     # Before the first training batch there is no fit: no source, no whitening (the
     # fit of zero statistics is not finite), an undecided selector.
     fitted = count.value > 0
@@ -137,8 +122,9 @@ class EncodingModel(nn.Module):
         raise ValueError(f"model.cue_form='encoding' fits its encoding model on training "
                          f"batches: it needs both talkers' envelopes [{b}, {t}, 2] at the "
                          f"EEG rate, got {None if talkers is None else talkers.shape}.")
-      x = jnp.concatenate([lagged(zscore(talkers[..., 0]), taps),
-                           lagged(zscore(talkers[..., 1]), taps)], -1)     # [b, T, 2 L]
+      z = cue_forms.standardize
+      x = jnp.concatenate([lagged(z(talkers[..., 0]), taps),
+                           lagged(z(talkers[..., 1]), taps)], -1)                 # [b, T, 2 L]
       centred = frames - frames.mean(-1, keepdims=True)
       batch = dict(
           xtx=jnp.einsum("btk,btl->kl", x, x, precision=HIGHEST) / (b * t),

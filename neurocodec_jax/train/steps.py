@@ -224,13 +224,6 @@ def envelope_pair(config, batch, env, aux, unattended: bool):
   return aux["cue"], hypotheses[..., 0], hypotheses[..., 1]
 
 
-def _standardize(x: jax.Array) -> jax.Array:
-  """Zero mean, unit variance over the last axis (the selector's correlation is blind
-  to both, so only the blend of two envelopes needs them matched)."""
-  x = x - x.mean(-1, keepdims=True)
-  return x / jnp.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-8)
-
-
 def cue_oracle_weight(config, step: jax.Array) -> jax.Array:
   """The oracle's share of the curriculum's cue at ``step``: 1 -> 0 linearly."""
   n = max(config.train.cue_curriculum_steps, 1)
@@ -249,7 +242,7 @@ def curriculum_cue(config, batch: dict, env: jax.Array, step: jax.Array) -> jax.
   """
   w = cue_oracle_weight(config, step)
   oracle = jax.lax.stop_gradient(envelope_target(config, batch, env.shape[-1]))
-  return w * _standardize(oracle) + (1.0 - w) * _standardize(env)
+  return w * cue_forms.standardize(oracle) + (1.0 - w) * cue_forms.standardize(env)
 
 
 def _pit(cost_same, cost_swap):
