@@ -550,6 +550,7 @@ def test_token_streams_train_on_their_codes(tiny_dataset):
 
 
 @pytest.mark.integration            # compiles a train step
+@pytest.mark.slow                   # an option no preset uses (24 s)
 def test_encoding_cue_form_fits_on_training_batches(tiny_dataset):
   """``model.cue_form="encoding"`` in the train step: the batch carries both talkers,
   every step adds one batch to the encoding model's statistics, the envelope term
