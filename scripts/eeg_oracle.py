@@ -18,6 +18,8 @@ trials with perfectly separated talkers, paired trial by trial:
   forward         learnt, no generator knowledge: linear_decoder.ForwardDecoder (a
                   rank-one forward TRF, the training EEG's covariance and spectrum)
   forward_unwhitened  the same without its temporal whitening (AR order 0)
+  linear_per_subject, forward_per_subject  within subjects: one decoder per subject, fit
+                  on its own training trials, its ridge chosen on its own val trials
 
 ``adaptive`` needs no labels and no generator knowledge beyond a mean forward model a
 decoder could learn; ``population_fixed`` is its subject-independent counterpart.
@@ -102,8 +104,10 @@ def main(argv=None) -> int:
   if spec.subject_split == "within":
     for s in sorted(set(train[3].tolist())):
       pick = lambda a: tuple(x[a[3] == s] for x in a[:3])
-      own[s] = linear_decoder.LinearDecoder(d.eeg_rate).fit(*pick(train)[:2])
-      own[s].choose(*pick(val))
+      own[s] = dict(linear=linear_decoder.LinearDecoder(d.eeg_rate).fit(*pick(train)[:2]),
+                    forward=linear_decoder.ForwardDecoder(d.eeg_rate).fit(*pick(train)))
+      for dec in own[s].values():
+        dec.choose(*pick(val))
   pools = synthetic.subject_pools(spec)
   model = eeg_oracle.population([subjects[s] for s in pools["train"]])
   cov_train = linear_decoder.covariance(np.asarray(train[0], np.float64))
@@ -125,12 +129,12 @@ def main(argv=None) -> int:
     ident["forward"] = per_trial(forward, split, arrays)
     ident["forward_unwhitened"] = per_trial(unwhitened, split, arrays)
     ident["linear"] = lin
-    if own:
+    for kind in ("linear", "forward") if own else ():
       per = np.zeros(len(sid))
-      for s, dec in own.items():
+      for s, decs in own.items():
         m = sid == s
-        per[m] = per_trial(dec, split, tuple(a[m] for a in arrays[:3]))
-      ident["linear_per_subject"] = per
+        per[m] = per_trial(decs[kind], split, tuple(a[m] for a in arrays[:3]))
+      ident[f"{kind}_per_subject"] = per
     out[split] = dict(
         n=len(sid), identification={k: round(float(v.mean()), 4) for k, v in ident.items()},
         minus_linear={k: paired(v, lin) for k, v in ident.items() if k != "linear"},
