@@ -211,8 +211,8 @@ def selector_diagnostics(config, aux: dict, batch: dict, z_att, z_unatt) -> dict
 
   Per example, with the talkers' true frame-rate envelopes (from their audio):
   ``cue_r_attended`` / ``cue_r_unattended``, the decoded EEG envelope's Pearson
-  correlation with each talker (with ``model.cue_form="forward"`` the whitened source's
-  with the whitened response predicted with each talker attended), and
+  correlation with each talker (with ``model.cue_form`` "forward" or "encoding" the
+  whitened source's with the whitened response predicted with each talker attended), and
   ``id_cue_true_envelopes`` (1 when it is closer to the attended one: the identification
   a PERFECT separation would give with this EEG decoder); ``stream_r_own`` /
   ``stream_r_other``, the stream envelopes' correlation with their own talker and with

@@ -191,7 +191,7 @@ def make_layout(model: NeuroCodec, arch, *, eeg_rate: int, block_frames: int,
 
 
 def cue_points(frames: np.ndarray, frame_seconds: float, eeg_rate: int):
-  """``(lo, frac)``: the envelope at frame t, as ``generator.frame_interpolation``
+  """``(lo, frac)``: the envelope at frame t, as ``models.cue.frame_interpolation``
   without its clip at the window's end: ``(1 - frac) env[lo] + frac env[lo + 1]``."""
   pos = np.maximum((np.asarray(frames) + 0.5) * frame_seconds * eeg_rate - 0.5, 0)
   lo = np.floor(pos).astype(np.int64)

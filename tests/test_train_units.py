@@ -571,6 +571,18 @@ def test_encoding_cue_form_fits_on_training_batches(tiny_dataset):
     state, m = step(state, batch, run.frozen)
     assert bool(m["finite"]) and np.isfinite(float(m["loss_envelope"]))
     assert float(state["g"]["batch_stats"]["encoding"]["count"]) == i + 1
+  # The statistics are the attended talker's first, the ignored one's second.
+  from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
+  from neurocodec_jax.models import encoding  # pylint: disable=g-import-not-at-top
+  n = batch["eeg"].shape[-1]
+  talkers = jnp.stack([steps.envelope_target(config, batch, n, k)
+                       for k in ("clean", "unattended")], -1)
+  model = encoding.EncodingModel(codec.frame_seconds(config.codec.arch), config.data.eeg_rate)
+  frames = steps.mix_latent(run.frozen["quantizer"], batch, config.model.mix_input).shape[-1]
+  fresh = model.init(jax.random.PRNGKey(0), batch["eeg"], None, frames, train=False)
+  _, upd = model.apply(fresh, batch["eeg"], talkers, frames, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(state["g"]["batch_stats"]["encoding"]["xty"],
+                             upd["batch_stats"]["xty"], rtol=1e-4, atol=1e-6)
   env = jnp.zeros((2, 10))
   got = steps.envelope_pair(config, batch, env, {}, False)
   assert got[0] is env and got[2] is None

@@ -28,8 +28,6 @@ rate) -> ``source [b, F]``; ``response [2, L]`` at the frame rate; ``whitener
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -50,7 +48,8 @@ def lagged(env: jax.Array, taps: int) -> jax.Array:
 
 def fit(xtx: jax.Array, xty: jax.Array, cov: jax.Array, ridge: float = RIDGE
         ) -> tuple[jax.Array, jax.Array]:
-  """``(spatial [C], response [2 L])`` from the statistics: the ridge TRFs
+  """``(spatial [C], response [2 L])`` from the statistics ``xtx [2 L, 2 L]``, ``xty
+  [2 L, C]`` and ``cov [C, C]`` (L lags of each talker, C channels): the ridge TRFs
   ``[2 L, C]`` reduced to rank one, the spatial filter ``Sigma^-1 map`` (unit norm: its
   scale, like the sign the two share, changes no correlation)."""
   eye = jnp.eye(len(xtx))
@@ -81,7 +80,7 @@ class EncodingModel(nn.Module):
 
   def eeg_taps(self) -> int:
     """Lags 0 .. RESPONSE_SECONDS at the EEG rate."""
-    return int(math.floor(cue_forms.RESPONSE_SECONDS * self.eeg_rate + 1e-9)) + 1
+    return int(round(cue_forms.RESPONSE_SECONDS * self.eeg_rate)) + 1   # as ForwardDecoder
 
   @nn.compact
   def __call__(self, eeg: jax.Array, talkers: jax.Array | None, n_frames: int, *,
@@ -89,7 +88,7 @@ class EncodingModel(nn.Module):
     """``(source [b, F], {"response": [2, L_frames], "whitener": [order + 1]})``.
 
     Training (``train`` outside initialization) adds this batch to the statistics
-    after using them, so a trial's own labels never shape its cue; it needs
+    after using them, so the current batch's labels never shape its cue; it needs
     ``talkers [b, T, 2]``, the attended and the unattended talker's envelopes at the
     EEG rate."""
     b, c, t = eeg.shape

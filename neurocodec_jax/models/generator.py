@@ -69,7 +69,6 @@ import numpy as np
 
 from neurocodec_jax import codec
 from neurocodec_jax.models import cue as cue_forms
-from neurocodec_jax.models.cue import frame_interpolation
 from neurocodec_jax.models.encoding import EncodingModel
 from neurocodec_jax.models.eeg_encoder import EEGEncoder
 from neurocodec_jax.models.layers import sinusoidal_at, sinusoidal_encoding
@@ -293,9 +292,10 @@ class NeuroCodec(nn.Module):
                                        or self.select_window != "trial"):
       raise ValueError("model.cue_form='forward' whitens each trial by its own statistics: "
                        "it needs model.selector='correlation' and model.select_window='trial'.")
-    if self.cue_form == "encoding" and self.selector != "correlation":
-      raise ValueError("model.cue_form='encoding' is the selector's cue: it needs "
-                       "model.selector='correlation'.")
+    if self.cue_form == "encoding" and (self.selector != "correlation"
+                                        or self.select_window != "trial"):
+      raise ValueError("model.cue_form='encoding' z-scores each trial by its own statistics: "
+                       "it needs model.selector='correlation' and model.select_window='trial'.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel,
                                   linear_branch=self.eeg_linear_branch, norm=self.eeg_norm)
@@ -444,7 +444,8 @@ class NeuroCodec(nn.Module):
       streams = self._streams(x, z_mix)
     stream_env = self.stream_env(x)                                      # [b, F, 2]
     if encoded is None:
-      interp = frame_interpolation(n_frames, env.shape[-1], self.frame_seconds, self.eeg_rate)
+      interp = cue_forms.frame_interpolation(n_frames, env.shape[-1], self.frame_seconds,
+                                             self.eeg_rate)
       cue = env @ jnp.asarray(interp).T                                  # [b, F]
     else:
       cue = encoded[0]
@@ -651,8 +652,9 @@ class NeuroCodec(nn.Module):
     keys, env = self.stream_keys(eeg, sinusoidal_at(self.eeg_positions(n_eeg), self.hidden_dim))
     b, n_frames = z_mix.shape[0], z_mix.shape[2]
     mask = self.mask(n_frames, env.shape[-1])
-    cue = env @ jnp.asarray(frame_interpolation(n_frames, env.shape[-1], self.frame_seconds,
-                                                self.eeg_rate)).T        # [b, F]
+    interp = cue_forms.frame_interpolation(n_frames, env.shape[-1], self.frame_seconds,
+                                           self.eeg_rate)
+    cue = env @ jnp.asarray(interp).T                                    # [b, F]
     lag = self.select_lag() if self.selector == "correlation" else 0
     state = self.init_step_state(b)
     outs = []
