@@ -133,6 +133,6 @@ class EncodingModel(nn.Module):
                              for k in range(order + 1)]) / (b * n_frames))
       n = count.value
       for name, var in dict(xtx=xtx, xty=xty, lag_cov=lag_cov).items():
-        var.value = var.value + (jax.lax.stop_gradient(batch[name]) - var.value) / (n + 1)
+        var.value = var.value + (batch[name] - var.value) / (n + 1)
       count.value = n + 1
     return source, out
