@@ -214,6 +214,7 @@ FIELDS: dict[str, Field] = {
     "model.select_window": Field(_ENUM), "model.output_norm": Field(_ENUM),
     "model.select_decision": Field(_ENUM, RESUME), "model.mixture_consistency": Field(_bool),
     "model.stream_form": Field(_ENUM), "model.cue_form": Field(_ENUM),
+    "model.encoding_subjects": Field(_count),
     "model.mix_input": Field(_ENUM), "model.target_latent": Field(_ENUM),
     "model.transformer_ff_dim": Field(_positive),
     # discriminators (a family may be left empty) and the mel loss

@@ -87,7 +87,8 @@ class EEGAblation:
   ``noise_cue``: Gaussian noise with each channel's mean and std (per trial,
   over time) — the seed's ablation, made per channel as its README says.
   ``shuffle_eeg``: each example gets the EEG of another trial (a random
-  derangement), a stronger control: real EEG, wrong stimulus.
+  derangement), a stronger control: real EEG, wrong stimulus. The EEG's subject goes
+  with it (a per-subject model decodes it as its own subject's).
   """
 
   def __init__(self, source, mode: str, seed: int = 0):
@@ -112,7 +113,10 @@ class EEGAblation:
       mean, std = eeg.mean(1, keepdims=True), eeg.std(1, keepdims=True)
       ex["eeg"] = (mean + std * rng.standard_normal(eeg.shape)).astype(np.float32)
     elif self.mode == "shuffle_eeg":
-      ex["eeg"] = self.source[int(self.partner[index])]["eeg"]
+      partner = self.source[int(self.partner[index])]
+      ex["eeg"] = partner["eeg"]
+      if "subject" in ex:
+        ex["subject"] = partner["subject"]
     return ex
 
 

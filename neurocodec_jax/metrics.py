@@ -48,7 +48,8 @@ from neurocodec_jax.models import cue as cue_forms
 from neurocodec_jax.run import Run, pad_batch, shard_batch
 from neurocodec_jax.train import steps
 
-# Fields read on the host only (evaluation's rows and samples), never by the programs.
+# Fields read on the host only (evaluation's rows and samples), never by the programs
+# ("subject" goes to the device where the model decodes per subject: steps.subject_fields).
 HOST_FIELDS = ("noisy", "subject", "index")
 
 
@@ -190,7 +191,8 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
   def metrics(state, batch: dict, frozen: dict, oracle_cue: bool, oracle_norm: bool) -> dict:
     n = len(next(iter(batch.values())))
     batch = pad_batch(batch, local_batch)
-    device = {k: v for k, v in batch.items() if k not in HOST_FIELDS}
+    device = {k: v for k, v in batch.items()
+              if k not in HOST_FIELDS or k in steps.subject_fields(config)}
     out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen,
                                         np.bool_(oracle_cue), np.bool_(oracle_norm)))
     talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())

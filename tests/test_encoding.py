@@ -21,18 +21,19 @@ def _ar1(rng, shape, a):
   return x
 
 
-def _trials(rng, n, snr=0.5):
+def _trials(rng, n, snr=0.5, latency=0.1, map_seed=42):
   """Planted rank-one EEG ``[n, C, T]`` answering both talkers' envelopes ``[n, T, 2]``
-  (the attended through a bump at 100 ms, the ignored one at a third of it, 150 ms) in
-  spatially mixed, steep (AR(1) 0.95) noise."""
+  (the attended through a bump at ``latency`` (100 ms), the ignored one at a third of
+  it, 50 ms later) in spatially mixed, steep (AR(1) 0.95) noise; ``map_seed`` draws the
+  spatial map (a subject's)."""
   env = np.abs(_ar1(rng, (n, 2, T), 0.95)).transpose(0, 2, 1)                # [n, T, 2]
   lags = np.arange(encoding.EncodingModel(FRAME_SECONDS, RATE).eeg_taps()) / RATE
   bump = lambda at: np.exp(-0.5 * ((lags - at) / 0.03) ** 2)
-  att, ign = bump(0.1), bump(0.15) / 3
+  att, ign = bump(latency), bump(latency + 0.05) / 3
   fir = lambda e, h: np.stack([np.convolve(x, h)[:T] for x in e])
   z = lambda x: (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
   response = fir(z(env[..., 0]), att) + fir(z(env[..., 1]), ign)               # [n, T]
-  spatial_map = np.random.default_rng(42).standard_normal(C)
+  spatial_map = np.random.default_rng(map_seed).standard_normal(C)
   mixing = np.random.default_rng(43).standard_normal((C, C))
   noise = np.einsum("cd,ndt->nct", mixing, _ar1(rng, (n, C, T), 0.95))
   eeg = snr * spatial_map[:, None] * z(response)[:, None] + noise / noise.std()
@@ -41,12 +42,14 @@ def _trials(rng, n, snr=0.5):
 
 
 def _train(model, batches):
-  """Statistics after a training call on each of ``batches``, and each call's source."""
+  """Statistics after a training call on each of ``batches`` (``(eeg, env)`` or ``(eeg,
+  env, subject)``), and each call's source."""
   variables = model.init(jax.random.PRNGKey(0), batches[0][0], None, FRAMES, train=False)
   sources = []
-  for eeg, env in batches:
+  for eeg, env, *subject in batches:
     (source, _), upd = model.apply(variables, eeg, env, FRAMES, train=True,
-                                   mutable=["batch_stats"])
+                                   mutable=["batch_stats"],
+                                   subject=subject[0] if subject else None)
     variables = dict(variables, batch_stats=upd["batch_stats"])
     sources.append(source)
   return variables, sources
@@ -132,3 +135,75 @@ def test_yule_walker_of_an_acf_and_resampled_response_known_answers():
   # Frame lag 20 is 51.2 EEG samples, past the last tap (51): the last tap's value.
   lags = np.minimum(np.arange(21) * 2.56, 51.0)
   np.testing.assert_allclose(got, lags * np.array([[1.0], [2.0]]), rtol=1e-5)
+
+
+def _two_subjects(rng, n, snr=0.3):
+  """``n`` trials of each of two subjects with their own spatial maps and latencies,
+  interleaved: ``(eeg, env, subject [2 n])``."""
+  a, b = _trials(rng, n, snr, 0.08, 42), _trials(rng, n, snr, 0.2, 7)
+  order = np.argsort(np.r_[np.arange(n), np.arange(n)], kind="stable")
+  subject = np.r_[np.zeros(n, np.int32), np.ones(n, np.int32)][order]
+  return (jnp.concatenate([a[0], b[0]])[order], jnp.concatenate([a[1], b[1]])[order],
+          jnp.asarray(subject))
+
+
+def test_per_subject_statistics_are_each_subjects_own_and_unseen_subjects_get_the_pooled_fit():
+  rng = np.random.default_rng(3)
+  eeg, env, subject = _two_subjects(rng, 24)
+  batches = [(eeg[i:i + 8], env[i:i + 8], subject[i:i + 8]) for i in range(0, 48, 8)]
+  model = encoding.EncodingModel(FRAME_SECONDS, RATE, subjects=3)
+  v, _ = _train(model, batches)
+  stats = v["batch_stats"]
+  pooled, _ = _train(encoding.EncodingModel(FRAME_SECONDS, RATE), [b[:2] for b in batches])
+  np.testing.assert_array_equal(stats["subject_count"], [24.0, 24.0, 0.0])
+  for k in encoding.STATISTICS:
+    np.testing.assert_allclose(stats[k], pooled["batch_stats"][k], rtol=1e-6, atol=1e-7)
+    for s in (0, 1):
+      alone, _ = _train(encoding.EncodingModel(FRAME_SECONDS, RATE),
+                        [(eeg[subject == s], env[subject == s])])
+      np.testing.assert_allclose(stats[f"subject_{k}"][s], alone["batch_stats"][k],
+                                 rtol=2e-5, atol=1e-6)
+  # A subject never trained on (2), unknown (-1), out of range (7) or no ids: the pooled fit.
+  new, _ = _trials(rng, 4)[:2]
+  want = encoding.EncodingModel(FRAME_SECONDS, RATE).apply(pooled, new, None, FRAMES,
+                                                           train=False)
+  for ids in (jnp.array([2, -1, 7, 2]), None):
+    got = model.apply(v, new, None, FRAMES, train=False, subject=ids)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1]["response"], jnp.broadcast_to(
+        want[1]["response"], got[1]["response"].shape), rtol=1e-4, atol=1e-6)
+  # A known subject's fit: its statistics shrunk toward the pooled ones by PRIOR_TRIALS.
+  w = 24.0 / (24.0 + encoding.PRIOR_TRIALS)
+  shrunk = {k: w * stats[f"subject_{k}"][1] + (1 - w) * stats[k] for k in encoding.STATISTICS}
+  spatial, _ = encoding.fit(shrunk["xtx"], shrunk["xty"], shrunk["lag_cov"][0])
+  source, out = model.apply(v, new, None, FRAMES, train=False, subject=jnp.ones(4, int))
+  frames = jnp.einsum("bct,ft->bcf", cue.standardize(new),
+                      cue.frame_interpolation(FRAMES, T, FRAME_SECONDS, RATE))
+  np.testing.assert_allclose(source, jnp.einsum("c,bcf->bf", spatial, frames), rtol=1e-4,
+                             atol=1e-5)
+  assert out["response"].shape == (4, 2, cue.response_taps(FRAME_SECONDS))
+  assert out["whitener"].shape == (4, cue.WHITEN_ORDER + 1)
+
+
+def test_per_subject_fits_identify_subjects_a_pooled_fit_blurs():
+  """Two subjects with different spatial maps and response latencies: each trial
+  decoded with its subject's fit identifies the attended talker more often than with
+  the pooled fit of both."""
+  rng = np.random.default_rng(4)
+  eeg, env, subject = _two_subjects(rng, 160, snr=0.2)
+  train = [(eeg[i:i + 16], env[i:i + 16], subject[i:i + 16]) for i in range(0, 256, 16)]
+  model = encoding.EncodingModel(FRAME_SECONDS, RATE, subjects=2)
+  v, _ = _train(model, train)
+  interp = jnp.asarray(cue.frame_interpolation(FRAMES, T, FRAME_SECONDS, RATE))
+  frames = jnp.einsum("btk,ft->bfk", env[256:], interp)
+
+  def identified(ids):
+    source, out = model.apply(v, eeg[256:], None, FRAMES, train=False, subject=ids)
+    white = jnp.broadcast_to(out["whitener"], (64, cue.WHITEN_ORDER + 1))
+    hyp = cue.compared(frames, "encoding", out["response"], white)
+    src = cue.source(source, "encoding", white)
+    r = lambda a, b: np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+    return np.mean(r(src, hyp[..., 0]) > r(src, hyp[..., 1]))
+
+  own, pooled = identified(subject[256:]), identified(None)
+  assert own > 0.85 and own > pooled + 0.1, (own, pooled)

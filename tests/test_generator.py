@@ -537,6 +537,38 @@ def test_selector_encoding_cue_form_takes_its_cue_from_the_encoding_model():
     _init(set_fields(_config(), **{"model.cue_form": "encoding"}))
 
 
+def test_selector_encoding_per_subject_decodes_each_trial_with_its_subjects_fit():
+  """``model.encoding_subjects``: a training call adds each trial to its subject's
+  statistics; the selector then compares with that subject's source, responses and
+  whitener; without subject ids, the pooled fit. Only the encoding form keeps one."""
+  from neurocodec_jax.models import encoding  # pylint: disable=g-import-not-at-top
+  config = _selector_config(**{"model.select_window": "trial", "model.cue_form": "encoding",
+                               "model.encoding_subjects": 3})
+  model, v, z, eeg = _init(config)
+  talkers = jnp.abs(jnp.asarray(np.random.default_rng(1).standard_normal(
+      (2, eeg.shape[-1], 2)), jnp.float32))
+  ids = jnp.array([0, 2])
+  _, upd = model.apply(v, z, eeg, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                       mutable=["batch_stats"], talkers=talkers, subject=ids)
+  stats = upd["batch_stats"]["encoding"]
+  np.testing.assert_array_equal(stats["subject_count"], [1.0, 0.0, 1.0])
+  v = dict(v, batch_stats=upd["batch_stats"])
+  own = encoding.EncodingModel(model.frame_seconds, model.eeg_rate, subjects=3)
+  for subject in (ids, None):
+    _, _, aux = model.apply(v, z, eeg, train=False, return_aux=True, subject=subject)
+    source, fit = own.apply({"batch_stats": stats}, eeg, None, z.shape[-1], train=False,
+                            subject=subject)
+    white = jnp.broadcast_to(fit["whitener"], aux["whitener"].shape)
+    np.testing.assert_allclose(aux["cue"], cue.source(source, "encoding", white),
+                               rtol=1e-5, atol=1e-6)
+    assert aux["response"].shape == ((2,) if subject is not None else ()) + (
+        2, cue.response_taps(model.frame_seconds))
+  with pytest.raises(ValueError, match="encoding_subjects=3 keeps an encoding model per "
+                                       "subject: it needs model.cue_form='encoding'"):
+    _init(_selector_config(**{"model.select_window": "trial", "model.cue_form": "forward",
+                              "model.encoding_subjects": 3}))
+
+
 @pytest.mark.parametrize("window", ["causal", "trial"])
 def test_selector_streaming_is_causal_in_eeg(window):
   """Streaming: perturbing EEG from sample k on leaves every frame that cannot have

@@ -552,18 +552,20 @@ def test_token_streams_train_on_their_codes(tiny_dataset):
 @pytest.mark.integration            # compiles a train step
 @pytest.mark.slow                   # an option no preset uses (24 s)
 def test_encoding_cue_form_fits_on_training_batches(tiny_dataset):
-  """``model.cue_form="encoding"`` in the train step: the batch carries both talkers,
-  every step adds one batch to the encoding model's statistics, the envelope term
-  stays the backward one (it trains the EEG encoder's head), every term finite."""
+  """``model.cue_form="encoding"`` in the train step: the batch carries both talkers
+  (and, with per-subject fits, the subjects), every step adds one batch to the
+  encoding model's statistics and each trial to its subject's, the envelope term stays
+  the backward one (it trains the EEG encoder's head), every term finite."""
   from neurocodec_jax.run import build_run  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.train import steps  # pylint: disable=g-import-not-at-top
   from tests.test_train import train_config  # pylint: disable=g-import-not-at-top
   root, _ = tiny_dataset
   config = train_config(root, **{"model.selector": "correlation", "model.eeg_kernel": 16,
                                  "model.select_window": "trial", "model.cue_form": "encoding",
+                                 "model.encoding_subjects": 4,
                                  "lambda_env": 1.0, "lambda_mel": 0.0, "lambda_adv": 0.0,
                                  "lambda_feat": 0.0})
-  assert {"clean", "unattended"} <= set(steps.batch_fields(config))
+  assert {"clean", "unattended", "subject"} <= set(steps.batch_fields(config))
   run = build_run(config, {"train": steps.batch_fields(config)})
   step = jax.jit(steps.make_train_step(config, run.models, total_steps=4))
   state, batch = run.init_state(), run.example
@@ -571,6 +573,10 @@ def test_encoding_cue_form_fits_on_training_batches(tiny_dataset):
     state, m = step(state, batch, run.frozen)
     assert bool(m["finite"]) and np.isfinite(float(m["loss_envelope"]))
     assert float(state["g"]["batch_stats"]["encoding"]["count"]) == i + 1
+  ids = np.asarray(batch["subject"])
+  assert (ids >= 0).all() and (ids < 4).all(), ids
+  np.testing.assert_array_equal(state["g"]["batch_stats"]["encoding"]["subject_count"],
+                                3 * np.bincount(ids, minlength=4))
   # The statistics are the attended talker's first, the ignored one's second.
   from neurocodec_jax import codec  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.models import encoding  # pylint: disable=g-import-not-at-top

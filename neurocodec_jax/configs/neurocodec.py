@@ -175,6 +175,8 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
                                     # response, whitened per trial; models/cue.py)
                                     # | "encoding" (the same from a linear encoding model
                                     # fit by regression in training; models/encoding.py)
+      encoding_subjects=0,          # "encoding": a fit per subject id 0 .. N-1 beside the
+                                    # pooled one (which unseen subjects get); 0: pooled only
       mixture_consistency=False,    # selector's streams projected to sum to the mixture
       stream_form="direct",         # selector's streams: "direct" (a head predicts them) |
                                     # "mask" (softmax masks on the mixture latent; see generator)

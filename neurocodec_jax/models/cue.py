@@ -18,11 +18,12 @@ filter is fit per trial, so the forward form reads the whole window: offline onl
 (``model.select_window="trial"``).
 
 ``"encoding"``: the forward form's comparison, with the source, both responses and the
-whitener (one for every trial) taken from a linear encoding model the model fits by
+whitener (one for every trial, or one for each subject) taken from a linear encoding model the model fits by
 regression on its training batches (``models/encoding.py``), not learnt by correlation.
 
 Shapes: cues ``[batch, frames]``; envelopes ``[batch, frames, 2]`` (two talkers or
-streams); responses ``[2, L]`` (attended, unattended); whiteners ``[batch, order + 1]``.
+streams); responses ``[2, L]`` or ``[batch, 2, L]`` (attended, unattended); whiteners
+``[batch, order + 1]``.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
              white: jax.Array | None = None) -> jax.Array:
   """What the cue is correlated with, ``[b, F, 2]``: ``envelopes [b, F, 2]`` as they are
   (backward), or (forward, encoding) under "k attended" the response predicted through
-  ``responses [2, L]`` (``responses[0]`` * talker k + ``responses[1]`` * the other;
-  encoding: each envelope z-scored over the frames first), centred and whitened by
-  ``white``."""
+  ``responses [2, L]`` or per example ``[b, 2, L]`` (the attended response * talker k
+  + the unattended one * the other; encoding: each envelope z-scored over the frames
+  first), centred and whitened by ``white``."""
   if form == "backward":
     return envelopes
   if form not in CUE_FORMS:
@@ -118,8 +119,8 @@ def compared(envelopes: jax.Array, form: str, responses: jax.Array | None = None
     # Its responses were fit to each trial's z-scored envelopes: the sum must weigh the
     # two envelopes as the fit did, whatever their levels (or a stream head's scale).
     envelopes = standardize(envelopes, axis=1)
-  predicted = (causal_fir(envelopes, responses[0])
-               + causal_fir(envelopes[..., ::-1], responses[1]))
+  predicted = (causal_fir(envelopes, responses[..., 0, :])
+               + causal_fir(envelopes[..., ::-1], responses[..., 1, :]))
   return causal_fir(predicted - predicted.mean(1, keepdims=True), white)
 
 

@@ -241,6 +241,7 @@ class NeuroCodec(nn.Module):
   mixture_consistency: bool = False
   select_decision: str = "soft"
   cue_form: str = "backward"
+  encoding_subjects: int = 0            # cue_form="encoding": subjects with their own fit
   stream_form: str = "direct"
   bidirectional: bool = False
   token_codebooks: int = 0              # stream_form="tokens": codebooks classified,
@@ -265,7 +266,7 @@ class NeuroCodec(nn.Module):
         eeg_linear_branch=m.eeg_linear_branch, eeg_norm=m.eeg_norm, selector=m.selector,
         select_window=m.select_window, output_norm=m.output_norm,
         mixture_consistency=m.mixture_consistency, select_decision=m.select_decision,
-        cue_form=m.cue_form,
+        cue_form=m.cue_form, encoding_subjects=m.encoding_subjects,
         stream_form=m.stream_form, bidirectional=m.bidirectional,
         token_codebooks=arch.n_codebooks, codebook_size=arch.codebook_size,
         token_decode=config.codec.n_quantizers_eval)
@@ -296,6 +297,12 @@ class NeuroCodec(nn.Module):
                                         or self.select_window != "trial"):
       raise ValueError("model.cue_form='encoding' z-scores each trial by its own statistics: "
                        "it needs model.selector='correlation' and model.select_window='trial'.")
+    if self.encoding_subjects and self.cue_form != "encoding":
+      raise ValueError(f"model.encoding_subjects={self.encoding_subjects} keeps an encoding "
+                       f"model per subject: it needs model.cue_form='encoding', got "
+                       f"{self.cue_form!r}.")
+    if self.encoding_subjects < 0:
+      raise ValueError(f"model.encoding_subjects must be >= 0, got {self.encoding_subjects}.")
     self.eeg_encoder = EEGEncoder(self.eeg_dim, self.cheb_k, self.activation, self.dropout,
                                   kernel=self.eeg_kernel,
                                   linear_branch=self.eeg_linear_branch, norm=self.eeg_norm)
@@ -330,7 +337,8 @@ class NeuroCodec(nn.Module):
           "response", lambda _, shape: jnp.zeros(shape).at[0, 0].set(1.0),
           (2, cue_forms.response_taps(self.frame_seconds)))
     if self.cue_form == "encoding":
-      self.encoding = EncodingModel(self.frame_seconds, self.eeg_rate)
+      self.encoding = EncodingModel(self.frame_seconds, self.eeg_rate,
+                                    subjects=self.encoding_subjects)
     self.pe = sinusoidal_encoding(self.max_len, self.hidden_dim)
 
   def _embed(self, proj, x, train, offset=0, pe=None):
@@ -428,7 +436,8 @@ class NeuroCodec(nn.Module):
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
     [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``
-    (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]`` and
+    (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]`` (``[b,
+    2, L]`` with per-subject encoding models) and
     ``whitener [b, order + 1]``: ``models.cue.compared`` of any envelope with them is what
     the cue is correlated with), and ``token_logits [b, 2, n, F, K]`` with
     ``stream_form="tokens"``. ``encoded``: ``cue_form="encoding"``'s ``(source [b, F],
@@ -491,7 +500,8 @@ class NeuroCodec(nn.Module):
                                    self.lookahead, self.eeg_kernel))
 
   def __call__(self, z_mix, eeg, *, train: bool, streaming: bool = False,
-               return_aux: bool = False, cue_fn=None, quantizer=None, talkers=None):
+               return_aux: bool = False, cue_fn=None, quantizer=None, talkers=None,
+               subject=None):
     """``(z_pred, env)``, or ``(z_pred, env, aux)`` with ``return_aux`` (selector only).
 
     ``cue_fn``: ``env [b, T'] -> cue [b, T']``, what the selector uses in place of the
@@ -500,6 +510,8 @@ class NeuroCodec(nn.Module):
     ``stream_form="tokens"`` decodes its codes with; other forms ignore it.
     ``talkers [b, T_eeg, 2]``: the attended and the unattended talker's envelopes at the
     EEG rate, which ``cue_form="encoding"`` fits its encoding model on in training.
+    ``subject [b]``: each trial's subject id, for ``model.encoding_subjects`` (``None``:
+    the pooled fit; other forms ignore it).
     """
     if z_mix.shape[1] != self.latent_dim:
       raise ValueError(f"z_mix must be [batch, {self.latent_dim}, frames], got {z_mix.shape}.")
@@ -524,7 +536,7 @@ class NeuroCodec(nn.Module):
           raise ValueError("model.cue_form='encoding' takes its cue from its encoding "
                            "model: a cue curriculum (train.cue_curriculum_steps) has no "
                            "decoded envelope to replace.")
-        encoded = self.encoding(eeg, talkers, x.shape[1], train=train)
+        encoded = self.encoding(eeg, talkers, x.shape[1], train=train, subject=subject)
       z, aux = self._select(x, cue, streaming, z_mix, train, quantizer, encoded)
       # The stream not selected, at the output's scale (model.output_waveform's mask).
       aux["competing"] = self._rescale(self._selected(

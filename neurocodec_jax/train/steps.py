@@ -147,7 +147,13 @@ def batch_fields(config) -> tuple[str, ...]:
     fields.append("unattended")
   if uses_waveform(config) and config.train.waveform_output == "attended_stream_masked":
     fields.append("noisy")               # the waveform terms judge the masked mixture
-  return tuple(fields)
+  return tuple(fields + subject_fields(config))
+
+
+def subject_fields(config) -> list[str]:
+  """``["subject"]`` where the model decodes each subject with its own fit
+  (``model.encoding_subjects``), else none."""
+  return ["subject"] if config.model.encoding_subjects > 0 else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +393,7 @@ def make_train_step(config, models: Models, *, total_steps: int, waveform: bool 
       (z_pred, env, aux), updates = models.generator.apply(
           variables, z_mix, batch["eeg"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"], return_aux=True, cue_fn=cue_fn,
-          quantizer=frozen["quantizer"], talkers=talkers)
+          quantizer=frozen["quantizer"], talkers=talkers, subject=batch.get("subject"))
       wave = None
       if wave_on:
         wave = decoded_waveform(
@@ -542,12 +548,13 @@ def predict(models: Models, state: dict, batch: dict, frozen: dict,
             return_aux: bool = False, cue_fn=None) -> tuple:
   """Eval-mode prediction: ``(z_pred [B, D, F], env_pred [B, T'])`` (``+ aux``, the
   selector's streams/envelopes/weights/cue, with ``return_aux``). ``cue_fn``: the
-  selector's cue in place of the decoded envelope (``NeuroCodec.__call__``)."""
+  selector's cue in place of the decoded envelope (``NeuroCodec.__call__``). The
+  batch's ``subject [B]``, where present, picks per-subject encoding models."""
   z_mix = mix_latent(frozen["quantizer"], batch, models.mix_input)   # no target needed
   variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
   return models.generator.apply(variables, z_mix, batch["eeg"], train=False,
                                 return_aux=return_aux, cue_fn=cue_fn,
-                                quantizer=frozen["quantizer"])
+                                quantizer=frozen["quantizer"], subject=batch.get("subject"))
 
 
 def per_example(loss_fn, *arrays) -> jax.Array:
@@ -561,4 +568,5 @@ def val_fields(config, has_unattended: bool) -> tuple[str, ...]:
   fields = mix_fields(config) + target_fields(config) + ["eeg", "clean"]
   if config.model.output_waveform == "mixture_mask":
     fields.append("noisy")                   # the masked mixture is the output
-  return tuple(fields + (["unattended_codes"] if has_unattended else []))
+  return tuple(fields + (["unattended_codes"] if has_unattended else [])
+               + subject_fields(config))
