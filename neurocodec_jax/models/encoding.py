@@ -141,7 +141,9 @@ class EncodingModel(nn.Module):
       shrunk = lambda k: (
           jnp.tensordot(onehot, own[k].value, 1) * w.reshape((b,) + (1,) * len(shapes[k]))
           + (1.0 - w.reshape((b,) + (1,) * len(shapes[k]))) * pooled[k].value)
-      spatial, response, white = jax.vmap(fitted)({k: shrunk(k) for k in shapes})
+      # One trial at a time: the same fits vmapped deadlocked XLA's CPU runtime inside
+      # the recipe's train step (every thread waiting, no CPU; a small program ran).
+      spatial, response, white = jax.lax.map(fitted, {k: shrunk(k) for k in shapes})
       source = jnp.einsum("bc,bcf->bf", spatial, frames, precision=HIGHEST)
     # Before the first training batch there is no fit: no source, no whitening (the
     # fit of zero statistics is not finite), an undecided selector.
