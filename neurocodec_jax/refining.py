@@ -70,7 +70,8 @@ def collect_streams(run, state: dict, split: str, n: int) -> dict[str, np.ndarra
 
 def fields(config) -> list[str]:
   """The split fields :func:`collect_streams` reads."""
-  return steps.mix_fields(config) + ["eeg", "clean", "noisy", "unattended"]
+  return (steps.mix_fields(config) + ["eeg", "clean", "noisy", "unattended"]
+          + steps.subject_fields(config))
 
 
 def carried_talker(streams: dict, sample_rate: int, chunk: int = 64) -> np.ndarray:

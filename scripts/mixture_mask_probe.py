@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     k, v = item.split("=", 1)
     _set(config, k, _parse_value(v))
   fields = steps.mix_fields(config) + ["clean_codes", "unattended_codes", "eeg", "clean",
-                                       "noisy", "unattended"]
+                                       "noisy", "unattended"] + steps.subject_fields(config)
   run = build_run(config, {args.split: fields})
   state, where = run.restore_generator(workdir=args.workdir, which=args.which)
   n_q, sr = config.codec.n_quantizers_eval, config.codec.arch.sample_rate

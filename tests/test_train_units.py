@@ -109,7 +109,7 @@ def test_noise_cue_replaces_eeg_with_matched_noise(tiny_dataset):
 
 def test_shuffle_eeg_gives_another_trials_eeg(tiny_dataset):
   _, config = tiny_dataset
-  source = open_split(config, "test", fields=("eeg", "index"))
+  source = open_split(config, "test", fields=("eeg", "subject", "index"))
   ablated = EEGAblation(source, "shuffle_eeg", seed=1)
   partners = []
   for i in range(len(source)):
@@ -117,6 +117,7 @@ def test_shuffle_eeg_gives_another_trials_eeg(tiny_dataset):
     j = int(ablated.partner[i])
     assert j != i
     np.testing.assert_array_equal(eeg, source[j]["eeg"])
+    assert ablated[i]["subject"] == source[j]["subject"]    # the EEG's subject goes with it
     assert ablated[i]["index"] == i                  # everything else is the trial's own
     partners.append(j)
   assert sorted(partners) == list(range(len(source)))
