@@ -41,10 +41,11 @@ def segments(run: Run) -> tuple[int, int]:
 
 
 def make_window_batch(run: Run, mixture: np.ndarray, eeg: np.ndarray,
-                      starts: list[int]) -> dict:
+                      starts: list[int], subject: int = -1) -> dict:
   """The model's inputs for the windows at ``starts`` (audio samples): ``noisy_codes``
-  (and ``noisy_latent``) from the codec, ``eeg [n, C, T_eeg]``, and the windows'
-  audio ``noisy [n, 1, T]``."""
+  (and ``noisy_latent``) from the codec, ``eeg [n, C, T_eeg]``, the windows' audio
+  ``noisy [n, 1, T]``, and for per-subject models ``subject [n]`` (-1: a listener the
+  model was not trained on, who gets the pooled fit)."""
   config = run.config
   n_audio, n_eeg = segments(run)
   sr, rate = config.codec.arch.sample_rate, config.data.eeg_rate
@@ -58,6 +59,8 @@ def make_window_batch(run: Run, mixture: np.ndarray, eeg: np.ndarray,
     cue[i, :, :part.shape[1]] = part
   codes, _, latent = run.codec.encode(audio)
   batch = {"noisy_codes": np.asarray(codes, np.int32), "eeg": cue, "noisy": audio}
+  if steps.subject_fields(config):
+    batch["subject"] = np.full(len(starts), subject, np.int32)
   if "noisy_latent" in steps.mix_fields(config):
     batch["noisy_latent"] = np.asarray(latent, np.float32)
   return batch
@@ -95,7 +98,8 @@ def _programs(run: Run):
   return predict, output
 
 
-def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict:
+def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray,
+            subject: int = -1) -> dict:
   """The attended talker from a whole recording.
 
   Args:
@@ -103,6 +107,8 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
     state: its generator (``run.restore_generator``).
     mixture: ``[T]`` audio at the codec's rate.
     eeg: ``[C, T_eeg]`` microvolts at ``data.eeg_rate``, covering the audio.
+    subject: the listener's id in the training data (``model.encoding_subjects``);
+      -1, a new listener.
 
   Returns:
     ``{"wave": [T], "cue": [frames] or None}``: the extracted audio and, with the
@@ -121,7 +127,7 @@ def extract(run: Run, state: dict, mixture: np.ndarray, eeg: np.ndarray) -> dict
   has_cue = False
   for i in range(0, len(starts), b):
     chunk = starts[i:i + b]
-    batch = pad_batch(make_window_batch(run, mixture, eeg, chunk), b)
+    batch = pad_batch(make_window_batch(run, mixture, eeg, chunk, subject), b)
     audio = batch.pop("noisy")[:, 0]
     z, competing, cue, margin = predict(state, batch, run.frozen)
     wave = np.asarray(output(run.frozen["decoder"], run.frozen.get("refiner"), z, competing,

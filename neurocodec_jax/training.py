@@ -26,8 +26,8 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from neurocodec_jax.data import (DataError, atomic, eval_dataset, find_split_files,
-                                 open_split, steps_per_epoch, train_dataset)
+from neurocodec_jax.data import (DataError, atomic, check_subject_ids, eval_dataset,
+                                 find_split_files, open_split, steps_per_epoch, train_dataset)
 from neurocodec_jax.metrics import make_metrics
 from neurocodec_jax import config_fields
 from neurocodec_jax.run import Run, build_run, shard_batch
@@ -188,6 +188,8 @@ def _train(config, workdir: str, changes: dict, reuse: Run | None,
            stop_after: int | None) -> dict:
   train_split, val_split = config.data.train_split, config.data.val_split
   check_test_split(config)
+  if config.model.encoding_subjects > 0:
+    check_subject_ids(config.root, train_split, config.model.encoding_subjects)
   # "index" names a faulty example in a non-finite step's message; not fed to the step.
   run = build_run(config, {
       train_split: steps.batch_fields(config) + ("index",),

@@ -343,3 +343,20 @@ def test_subject_split_errors_and_atomicity(tmp_path, monkeypatch):
                                  progress=False)
   with pytest.raises(FileExistsError):
     subject_split.split_by_subject(str(tmp_path / "pool"), "all", str(tmp_path / "out"))
+
+
+def test_per_subject_models_need_every_training_trials_subject_in_range(tmp_path):
+  """``model.encoding_subjects``: training refuses, naming the file, a split whose ids
+  fall outside ``[0, N)`` or that has no subjects file."""
+  from neurocodec_jax.data import check_subject_ids  # pylint: disable=g-import-not-at-top
+  write_split(str(tmp_path / "a"))                              # ids 0, 1
+  check_subject_ids(str(tmp_path / "a"), "train", 2)
+  with pytest.raises(DataError, match=r"subjects_train.h5: subject ids must lie in \[0, 1\) "
+                                      r"\(model.encoding_subjects=1\); 3 trials have \[1\]"):
+    check_subject_ids(str(tmp_path / "a"), "train", 1)
+  write_split(str(tmp_path / "b"), extra=dict(subjects=np.array([0, -1, 1, 0])))
+  with pytest.raises(DataError, match=r"1 trials have \[-1\]"):
+    check_subject_ids(str(tmp_path / "b"), "train", 2)
+  write_split(str(tmp_path / "c"), skip=("subjects",))
+  with pytest.raises(DataError, match="no subjects_train.h5, but model.encoding_subjects=2"):
+    check_subject_ids(str(tmp_path / "c"), "train", 2)

@@ -150,39 +150,58 @@ def _two_subjects(rng, n, snr=0.3):
 def test_per_subject_statistics_are_each_subjects_own_and_unseen_subjects_get_the_pooled_fit():
   rng = np.random.default_rng(3)
   eeg, env, subject = _two_subjects(rng, 24)
-  batches = [(eeg[i:i + 8], env[i:i + 8], subject[i:i + 8]) for i in range(0, 48, 8)]
+  # Subjects 1 and 2 in uneven shares per batch, four trials of unknown (-1) or
+  # out-of-range (7) subjects that only the pooled statistics may take; 0 never seen.
+  ids = np.asarray(subject) + 1
+  ids[[5, 17]], ids[[30, 41]] = -1, 7
+  order = rng.permutation(48)
+  eeg, env, ids = eeg[order], env[order], jnp.asarray(ids[order])
+  batches = [(eeg[i:i + 8], env[i:i + 8], ids[i:i + 8]) for i in range(0, 48, 8)]
   model = encoding.EncodingModel(FRAME_SECONDS, RATE, subjects=3)
-  v, _ = _train(model, batches)
+  v, sources = _train(model, batches)
   stats = v["batch_stats"]
-  pooled, _ = _train(encoding.EncodingModel(FRAME_SECONDS, RATE), [b[:2] for b in batches])
-  np.testing.assert_array_equal(stats["subject_count"], [24.0, 24.0, 0.0])
+  # The second call's source is what the first batch's statistics give (never its own).
+  v_first, _ = _train(model, batches[:1])
+  expect, _ = model.apply(v_first, batches[1][0], None, FRAMES, train=False,
+                          subject=batches[1][2])
+  np.testing.assert_allclose(sources[1], expect, rtol=1e-5, atol=1e-6)
+  pooled_model = encoding.EncodingModel(FRAME_SECONDS, RATE)
+  pooled, _ = _train(pooled_model, [b[:2] for b in batches])
+  alone = {s: _train(pooled_model, [(eeg[ids == s], env[ids == s])])[0]["batch_stats"]
+           for s in (1, 2)}
+  np.testing.assert_array_equal(stats["subject_count"],
+                                [0.0, float((ids == 1).sum()), float((ids == 2).sum())])
   for k in encoding.STATISTICS:
     np.testing.assert_allclose(stats[k], pooled["batch_stats"][k], rtol=1e-6, atol=1e-7)
-    for s in (0, 1):
-      alone, _ = _train(encoding.EncodingModel(FRAME_SECONDS, RATE),
-                        [(eeg[subject == s], env[subject == s])])
-      np.testing.assert_allclose(stats[f"subject_{k}"][s], alone["batch_stats"][k],
-                                 rtol=2e-5, atol=1e-6)
-  # A subject never trained on (2), unknown (-1), out of range (7) or no ids: the pooled fit.
+    np.testing.assert_array_equal(stats[f"subject_{k}"][0], 0.0)
+    for s in (1, 2):
+      np.testing.assert_allclose(stats[f"subject_{k}"][s], alone[s][k], rtol=2e-5, atol=1e-6)
+  # A subject never trained on (0), unknown (-1), out of range (7) or no ids: the pooled fit.
   new, _ = _trials(rng, 4)[:2]
-  want = encoding.EncodingModel(FRAME_SECONDS, RATE).apply(pooled, new, None, FRAMES,
-                                                           train=False)
-  for ids in (jnp.array([2, -1, 7, 2]), None):
-    got = model.apply(v, new, None, FRAMES, train=False, subject=ids)
+  want = pooled_model.apply(pooled, new, None, FRAMES, train=False)
+  for unseen in (jnp.array([0, -1, 7, 0]), None):
+    got = model.apply(v, new, None, FRAMES, train=False, subject=unseen)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got[1]["response"], jnp.broadcast_to(
-        want[1]["response"], got[1]["response"].shape), rtol=1e-4, atol=1e-6)
+    for key in ("response", "whitener"):
+      np.testing.assert_allclose(got[1][key], jnp.broadcast_to(want[1][key], got[1][key].shape),
+                                 rtol=1e-4, atol=1e-6)
   # A known subject's fit: its statistics shrunk toward the pooled ones by PRIOR_TRIALS.
-  w = 24.0 / (24.0 + encoding.PRIOR_TRIALS)
-  shrunk = {k: w * stats[f"subject_{k}"][1] + (1 - w) * stats[k] for k in encoding.STATISTICS}
-  spatial, _ = encoding.fit(shrunk["xtx"], shrunk["xty"], shrunk["lag_cov"][0])
-  source, out = model.apply(v, new, None, FRAMES, train=False, subject=jnp.ones(4, int))
-  frames = jnp.einsum("bct,ft->bcf", cue.standardize(new),
-                      cue.frame_interpolation(FRAMES, T, FRAME_SECONDS, RATE))
-  np.testing.assert_allclose(source, jnp.einsum("c,bcf->bf", spatial, frames), rtol=1e-4,
-                             atol=1e-5)
-  assert out["response"].shape == (4, 2, cue.response_taps(FRAME_SECONDS))
-  assert out["whitener"].shape == (4, cue.WHITEN_ORDER + 1)
+  n = float((ids == 2).sum())
+  w = n / (n + encoding.PRIOR_TRIALS)
+  shrunk = {k: w * stats[f"subject_{k}"][2] + (1 - w) * stats[k] for k in encoding.STATISTICS}
+  want = pooled_model.apply({"batch_stats": dict(shrunk, count=stats["count"])}, new, None,
+                            FRAMES, train=False)
+  got = model.apply(v, new, None, FRAMES, train=False, subject=jnp.full(4, 2))
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+  for key in ("response", "whitener"):
+    assert got[1][key].shape == (4,) + want[1][key].shape
+    np.testing.assert_allclose(got[1][key], jnp.broadcast_to(want[1][key], got[1][key].shape),
+                               rtol=1e-4, atol=1e-6)
+  # Before any training batch: no source, an identity whitener for every trial.
+  fresh = model.init(jax.random.PRNGKey(0), new, None, FRAMES, train=False)
+  source, out = model.apply(fresh, new, None, FRAMES, train=False, subject=jnp.full(4, 2))
+  np.testing.assert_array_equal(source, 0.0)
+  np.testing.assert_array_equal(out["whitener"], np.tile([1.0, 0.0, 0.0, 0.0, 0.0], (4, 1)))
 
 
 def test_per_subject_fits_identify_subjects_a_pooled_fit_blurs():

@@ -130,6 +130,10 @@ def parse(argv):
                       "--output_waveform refined_mask and the back-off chosen for it on val")
   p.add_argument("--block_ms", type=float, default=40.0,
                  help="--stream's block, a multiple of the codec's frame (20 ms)")
+  p.add_argument("--subject", type=int, default=-1,
+                 help="the listener's subject id in the training data, for a run with "
+                      "model.encoding_subjects (its own encoding model); default -1: a "
+                      "new listener, the pooled one")
   args = p.parse_args(argv)
   if bool(args.workdir) == bool(args.checkpoint):
     p.error("pass --workdir, or --checkpoint with --config")
@@ -177,7 +181,7 @@ def main(argv=None) -> int:
           f"({result['cpu_rtf']:.3f} CPU s per audio s)")
     result["cue"] = None
   else:
-    result = extraction.extract(run, state, mixture, eeg)
+    result = extraction.extract(run, state, mixture, eeg, subject=args.subject)
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   tmp = args.out + ".tmp.wav"

@@ -116,6 +116,24 @@ def open_dataset(path: str, stem: str | None = None) -> h5py.Dataset:
   return h5[dataset_key(h5, stem)]
 
 
+def check_subject_ids(root: str, split: str, subjects: int) -> None:
+  """Every trial of ``split`` has a subject id in ``[0, subjects)``: a model that fits
+  each subject (``model.encoding_subjects``) would otherwise train only its pooled fit
+  on the others, silently."""
+  path = find_split_files(root, split).get("subjects")
+  if path is None:
+    raise DataError(f"Split {split!r} under {root}: no subjects_{split}.h5, but "
+                    f"model.encoding_subjects={subjects} fits each subject's trials.")
+  ds = open_dataset(path)
+  ids = np.asarray(ds[...]).reshape(-1)
+  ds.file.close()
+  bad = (ids < 0) | (ids >= subjects)
+  if bad.any():
+    raise DataError(f"{path}: subject ids must lie in [0, {subjects}) "
+                    f"(model.encoding_subjects={subjects}); {int(bad.sum())} trials have "
+                    f"{sorted(set(ids[bad].tolist()))[:5]}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitInfo:
   """What opening a split found: files, keys, sizes, units and scales."""

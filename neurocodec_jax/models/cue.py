@@ -18,8 +18,9 @@ filter is fit per trial, so the forward form reads the whole window: offline onl
 (``model.select_window="trial"``).
 
 ``"encoding"``: the forward form's comparison, with the source, both responses and the
-whitener (one for every trial, or one for each subject) taken from a linear encoding model the model fits by
-regression on its training batches (``models/encoding.py``), not learnt by correlation.
+whitener (one for every trial, or one for each subject) taken from a linear encoding
+model the model fits by regression on its training batches (``models/encoding.py``),
+not learnt by correlation.
 
 Shapes: cues ``[batch, frames]``; envelopes ``[batch, frames, 2]`` (two talkers or
 streams); responses ``[2, L]`` or ``[batch, 2, L]`` (attended, unattended); whiteners

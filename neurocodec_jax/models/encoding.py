@@ -128,6 +128,8 @@ class EncodingModel(nn.Module):
       onehot = jax.nn.one_hot(jnp.asarray(subject, jnp.int32).reshape(b), self.subjects)
 
     def fitted(stats):
+      """``stats`` (``xtx [2 L, 2 L]``, ``xty [2 L, C]``, ``lag_cov [order + 1, C, C]``)
+      -> ``(spatial [C], response [2, L], whitener [order + 1])``."""
       spatial, response = fit(stats["xtx"], stats["xty"], stats["lag_cov"][0], self.ridge)
       acf = jnp.einsum("c,kcd,d->k", spatial, stats["lag_cov"], spatial, precision=HIGHEST)
       return spatial, response.reshape(2, taps), cue_forms.yule_walker(acf)
@@ -136,11 +138,14 @@ class EncodingModel(nn.Module):
       spatial, response, white = fitted({k: v.value for k, v in pooled.items()})
       source = jnp.einsum("c,bcf->bf", spatial, frames, precision=HIGHEST)
     else:
-      n = onehot @ s_count.value                                              # [b]
-      w = (n / (n + PRIOR_TRIALS))[:, None]
-      shrunk = lambda k: (
-          jnp.tensordot(onehot, own[k].value, 1) * w.reshape((b,) + (1,) * len(shapes[k]))
-          + (1.0 - w.reshape((b,) + (1,) * len(shapes[k]))) * pooled[k].value)
+      n = jnp.einsum("bs,s->b", onehot, s_count.value, precision=HIGHEST)      # trials
+      w = n / (n + PRIOR_TRIALS)
+
+      def shrunk(k):
+        weight = w.reshape((b,) + (1,) * len(shapes[k]))
+        own_k = jnp.einsum("bs,s...->b...", onehot, own[k].value, precision=HIGHEST)
+        return weight * own_k + (1.0 - weight) * pooled[k].value
+
       # One trial at a time: the same fits vmapped deadlocked XLA's CPU runtime inside
       # the recipe's train step (every thread waiting, no CPU; a small program ran).
       spatial, response, white = jax.lax.map(fitted, {k: shrunk(k) for k in shapes})
@@ -177,7 +182,7 @@ class EncodingModel(nn.Module):
         m = onehot.sum(0)                                             # [S] trials this batch
         total = s_count.value + m
         for k, var in own.items():
-          sums = jnp.tensordot(onehot.T, trial[k], 1)                 # [S, ...]
+          sums = jnp.einsum("bs,b...->s...", onehot, trial[k], precision=HIGHEST)
           grow = (sums - m.reshape((-1,) + (1,) * len(shapes[k])) * var.value)
           var.value = var.value + grow / jnp.maximum(total, 1.0).reshape(
               (-1,) + (1,) * len(shapes[k]))

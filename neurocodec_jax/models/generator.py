@@ -436,10 +436,10 @@ class NeuroCodec(nn.Module):
     ``z_mix [b, latent, F]`` (for ``model.mixture_consistency``) ->
     ``z [b, latent, F]`` and aux: ``streams [b, 2, latent, F]``, ``stream_env
     [b, F, 2]``, ``weights [b, F, 2]`` (softmax of ``logits [b, F, 2]``), ``cue [b, F]``
-    (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]`` (``[b,
-    2, L]`` with per-subject encoding models) and
-    ``whitener [b, order + 1]``: ``models.cue.compared`` of any envelope with them is what
-    the cue is correlated with), and ``token_logits [b, 2, n, F, K]`` with
+    (as compared: whitened with ``cue_form="forward"``, which adds ``response [2, L]``
+    (``[b, 2, L]`` with per-subject encoding models) and ``whitener [b, order + 1]``:
+    ``models.cue.compared`` of any envelope with them is what the cue is correlated
+    with), and ``token_logits [b, 2, n, F, K]`` with
     ``stream_form="tokens"``. ``encoded``: ``cue_form="encoding"``'s ``(source [b, F],
     {"response", "whitener"})`` (``models/encoding.py``), used in place of ``env``.
     """
