@@ -101,7 +101,10 @@ def main(argv=None) -> int:
   if not args.eval_of:
     run = train_and_evaluate(config, workdir)["run"]
   train_seconds = time.time() - t0
-  modes = ["none"] + (["oracle_cue"] if config.model.selector != "none" else [])
+  # The encoding cue form has no decoded envelope to replace; its perfect-cue
+  # identification is id_oracle_cue, in every evaluation's diagnostics.
+  oracle = config.model.selector != "none" and config.model.cue_form != "encoding"
+  modes = ["none"] + (["oracle_cue"] if oracle else [])
   modes += ["noise_cue", "shuffle_eeg"] if args.ablations else []
   modes += ["oracle_norm"] if args.oracle_norm else []
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
@@ -133,6 +136,10 @@ def paired(base: str, others: list[str], split: str,
   lines = []
   for other in others:
     for cue in ("none", "oracle_cue"):
+      evaluated = lambda name: os.path.isdir(os.path.join("runs", "quality", name, "eval",
+                                                          f"{split}_{cue}"))
+      if cue != "none" and not (evaluated(base) and evaluated(other)):
+        continue
       a, b = load(base, cue), load(other, cue)
       if [r["index"] for r in a] != [r["index"] for r in b]:
         raise ValueError(f"{base} and {other} were evaluated on different {split} trials.")

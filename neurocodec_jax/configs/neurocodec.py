@@ -324,6 +324,12 @@ def get_config(preset: str = "cocktail") -> ml_collections.ConfigDict:
       # the streams err, STOI 0.004 below the mixture on val; floored, 0.009 above it
       # with the same SI-SDR (docs/research-log.md "A floor under the mask", on val).
       c.model.mask_floor = 0.2
+      # The selector's cue from a linear encoding model fit in training
+      # (models/encoding.py): on val 85.2% identification against the backward form's
+      # 81.6%, its EEG decoder 99.6% against the linear decoder's 97.3%; one fit per
+      # subject gave 84.0% (docs/research-log.md "The speech preset with the encoding
+      # cue form").
+      c.model.cue_form = "encoding"
     if preset == "reproduce":
       # `make reproduce`: the demo recipe, longer (within 60 min on 2 CPU cores): a
       # larger separator (1.18 M), trained 3x longer on six times the trials (docs/research-log.md
