@@ -45,11 +45,11 @@ def _train(model, batches):
   """Statistics after a training call on each of ``batches`` (``(eeg, env)`` or ``(eeg,
   env, subject)``), and each call's source."""
   variables = model.init(jax.random.PRNGKey(0), batches[0][0], None, FRAMES, train=False)
+  step = jax.jit(lambda v, eeg, env, subject: model.apply(
+      v, eeg, env, FRAMES, train=True, mutable=["batch_stats"], subject=subject))
   sources = []
   for eeg, env, *subject in batches:
-    (source, _), upd = model.apply(variables, eeg, env, FRAMES, train=True,
-                                   mutable=["batch_stats"],
-                                   subject=subject[0] if subject else None)
+    (source, _), upd = step(variables, eeg, env, subject[0] if subject else None)
     variables = dict(variables, batch_stats=upd["batch_stats"])
     sources.append(source)
   return variables, sources
