@@ -188,11 +188,12 @@ def _make(config, models: steps.Models, batched, local_batch: int, target: str,
       out["oracle_wave"] = oracle[:, 0]
     return out
 
+  host_only = tuple(k for k in HOST_FIELDS if k not in steps.subject_fields(config))
+
   def metrics(state, batch: dict, frozen: dict, oracle_cue: bool, oracle_norm: bool) -> dict:
     n = len(next(iter(batch.values())))
     batch = pad_batch(batch, local_batch)
-    device = {k: v for k, v in batch.items()
-              if k not in HOST_FIELDS or k in steps.subject_fields(config)}
+    device = {k: v for k, v in batch.items() if k not in host_only}
     out = jax.device_get(latent_metrics(state, shard_batch(device, batched), frozen,
                                         np.bool_(oracle_cue), np.bool_(oracle_norm)))
     talkers = ("clean", "unattended") + (("noisy",) if references or mask else ())
