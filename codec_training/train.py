@@ -113,7 +113,8 @@ class CodecSpec:
   mixture_fraction: float = 0.5
   level_db: float = 3.0
   seed: int = 0
-  # A DAC weights file of the same architecture to start the generator from ("": random).
+  # A DAC weights file to start the generator from ("": random): the same architecture,
+  # or fewer codebooks (the added ones start fresh: a bit-rate increase, warm-started).
   init: str = ""
   # Continue the step count ``init``'s file records (this trainer writes it): its run's
   # learning-rate schedule and clip stream go on where they were, e.g. a run carried
@@ -477,6 +478,29 @@ def recorded_step(path: str, meta: dict | None = None) -> int:
   return step
 
 
+def load_init(gen, spec: CodecSpec) -> None:
+  """Copies ``spec.init``'s weights into ``gen``: the same architecture, or one with
+  fewer codebooks, whose quantizers become ``gen``'s first ones (the residual quantizer
+  decodes with any leading subset, so the file's codec is kept exactly at its own bit
+  rate; the added codebooks keep their fresh initialisation)."""
+  init = loading.load_dac(weights=spec.init, device="cpu")
+  have = loading.arch_of(init)
+  want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
+  grows = {**have, "n_codebooks": want["n_codebooks"]} == want and \
+      have["n_codebooks"] < want["n_codebooks"]
+  if have != want and not grows:
+    raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
+                     f"{have}, {want}; only n_codebooks may grow.")
+  missing, unexpected = gen.load_state_dict(init.state_dict(), strict=False)
+  added = {f"quantizer.quantizers.{i}." for i in range(have["n_codebooks"], spec.n_codebooks)}
+  if unexpected or any(not any(k.startswith(a) for a in added) for k in missing):
+    raise ValueError(f"--init {spec.init}: weights that do not fit the run: missing "
+                     f"{missing}, unexpected {unexpected}.")
+  if grows:
+    logging.info("--init %s: %d codebooks copied, %d added.", spec.init,
+                 have["n_codebooks"], spec.n_codebooks - have["n_codebooks"])
+
+
 RESUME_FREE = ("steps", "init", "continue_init")   # CodecSpec fields a resume may change
 
 
@@ -490,12 +514,7 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   state_path = os.path.join(out, "train_state.pt")
   gen, disc = build(spec)
   if spec.init and not os.path.exists(state_path):
-    init = loading.load_dac(weights=spec.init, device="cpu")
-    want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
-    if loading.arch_of(init) != want:
-      raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
-                       f"{loading.arch_of(init)}, {want}.")
-    gen.load_state_dict(init.state_dict())
+    load_init(gen, spec)
   obj = Objectives(spec, disc)
   opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
   opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))

@@ -125,6 +125,39 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
     train_codec.train(dataclasses.replace(tuned, decoder_dim=32), str(tmp_path / "third"))
 
 
+def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_path):
+  """A file with fewer codebooks warm-starts a run with more: its codebooks come first,
+  so decoding with the file's count reproduces the file's codec exactly; the added
+  codebooks are the run's fresh ones; any other change of size is refused."""
+  torch.set_num_threads(1)
+  spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
+  first = str(tmp_path / "first")
+  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
+  src = os.path.join(first, "weights.pth")
+  grown = dataclasses.replace(spec, init=src, n_codebooks=3)
+  gen, _ = train_codec.build(grown)
+  fresh = {k: v.clone() for k, v in gen.state_dict().items()}
+  train_codec.load_init(gen, grown)
+  old = codec_bridge.load_dac("16khz", weights=src, device="cpu").eval()
+  for k, v in gen.state_dict().items():
+    if k.startswith("quantizer.quantizers.2."):
+      assert torch.equal(v, fresh[k]), k
+    else:
+      assert torch.equal(v, old.state_dict()[k]), k
+  gen.eval()
+  x = torch.from_numpy(train_codec.clip(spec, 0, 0))[None, None]
+  with torch.no_grad():
+    want = old(x, 16000)["audio"]
+    got = gen(x, 16000, n_quantizers=2)["audio"]
+    third = gen(x, 16000)["audio"]
+  torch.testing.assert_close(got, want, rtol=0, atol=0)
+  assert float((third - want).abs().max()) > 0      # the added codebook is used
+  with pytest.raises(ValueError, match="only n_codebooks may grow"):
+    train_codec.load_init(gen, dataclasses.replace(grown, n_codebooks=1))
+  with pytest.raises(ValueError, match="only n_codebooks may grow"):
+    train_codec.load_init(gen, dataclasses.replace(grown, codebook_size=32))
+
+
 def test_pre_emphasis_is_a_first_order_high_pass():
   """Known answers: a constant vanishes at coefficient 1; at 0.97 a 4 kHz tone keeps ~800
   times the power a 100 Hz tone keeps (|1 - c e^{-jw}|^2)."""
