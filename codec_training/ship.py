@@ -18,8 +18,8 @@ what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 
   python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 32]
 
-only scores a shipped file (means and standard errors over the clips) and, against
-another, the paired difference on the same clips.
+only scores a weights file, shipped or a run's (means and standard errors over the
+clips) and, against another, the paired difference on the same clips.
 """
 
 from __future__ import annotations
@@ -265,6 +265,20 @@ def compare(spec, gen, against=None, n: int = 32) -> dict:
   return {k: round(v, 4) for k, v in out.items()}
 
 
+def spec_of(weights: str):
+  """The training spec of a weights file: the one the trainer stores in the file's
+  metadata (a run's ``weights.pth``), else the ``manifest.json`` beside it (shipped)."""
+  meta = torch.load(weights, map_location="cpu", weights_only=True).get("metadata", {})
+  saved = (meta.get("neurocodec") or {}).get("spec")
+  if saved is None:
+    manifest = os.path.join(os.path.dirname(weights), "manifest.json")
+    if not os.path.exists(manifest):
+      raise FileNotFoundError(f"{weights}: no training spec in its metadata and no "
+                              f"{manifest} beside it.")
+    saved = json.load(open(manifest))["spec"]
+  return train_codec.CodecSpec.from_dict(saved)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--src", help="a codec_training.train run directory (required unless --levels)")
@@ -292,8 +306,7 @@ def main(argv=None) -> int:
   if args.against and not args.quality:
     p.error("--against needs --quality WEIGHTS")
   if args.quality:
-    manifest = json.load(open(os.path.join(os.path.dirname(args.quality), "manifest.json")))
-    spec = train_codec.CodecSpec.from_dict(manifest["spec"])
+    spec = spec_of(args.quality)
     gen, other = (loading.load_dac("16khz", weights=w, device="cpu") if w else None
                   for w in (args.quality, args.against))
     print(json.dumps(compare(spec, gen, other, args.n), indent=2))

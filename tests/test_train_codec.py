@@ -134,6 +134,8 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_
   first = str(tmp_path / "first")
   train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
   src = os.path.join(first, "weights.pth")
+  from codec_training import ship  # pylint: disable=g-import-not-at-top
+  assert ship.spec_of(src) == dataclasses.replace(spec, seed=1)   # `ship --quality` reads it
   grown = dataclasses.replace(spec, init=src, n_codebooks=3)
   gen, _ = train_codec.build(grown)
   fresh = {k: v.clone() for k, v in gen.state_dict().items()}
