@@ -266,10 +266,13 @@ def compare(spec, gen, against=None, n: int = 32) -> dict:
 
 
 def spec_of(weights: str):
-  """The training spec of a weights file: the one the trainer stores in the file's
-  metadata (a run's ``weights.pth``), else the ``manifest.json`` beside it (shipped)."""
-  meta = torch.load(weights, map_location="cpu", weights_only=True).get("metadata", {})
-  saved = (meta.get("neurocodec") or {}).get("spec")
+  """The training spec of a weights file: the one the trainer stores in the metadata of
+  the files it writes (``ship`` keeps it), else the ``manifest.json`` beside the file
+  (older files, and forms other than a plain ``.pth``: a folder)."""
+  saved = None
+  if os.path.isfile(weights):
+    meta = torch.load(weights, map_location="cpu", weights_only=True).get("metadata") or {}
+    saved = (meta.get("neurocodec") or {}).get("spec")
   if saved is None:
     manifest = os.path.join(os.path.dirname(weights), "manifest.json")
     if not os.path.exists(manifest):
@@ -293,7 +296,8 @@ def main(argv=None) -> int:
                       "the manifest beside it (hash, size, polarity)")
   p.add_argument("--quality", metavar="WEIGHTS", default=None,
                  help="only print the quality (means and standard errors over --n held-out "
-                      "clips) of a shipped weights file, its spec from the manifest beside it")
+                      "clips) of a weights file, its spec from the file's metadata or the "
+                      "manifest beside it")
   p.add_argument("--against", metavar="WEIGHTS", default=None,
                  help="with --quality: also score these weights on the same clips and print "
                       "the paired difference (quality - against) with its standard error")

@@ -154,6 +154,22 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_
     third = gen(x, 16000)["audio"]
   torch.testing.assert_close(got, want, rtol=0, atol=0)
   assert float((third - want).abs().max()) > 0      # the added codebook is used
+  # The trainer takes the same path: a run from the smaller file trains with 3 codebooks.
+  out = str(tmp_path / "grown")
+  train_codec.train(grown, out, checkpoint_every=1, eval_every=100)
+  state = _state(out)["gen"]
+  assert state["quantizer.quantizers.2.codebook.weight"].shape == (16, 4)
+  moved = float((state["quantizer.quantizers.0.codebook.weight"]
+                 - old.state_dict()["quantizer.quantizers.0.codebook.weight"]).abs().max())
+  assert moved < 0.1, moved
+  # A file without the trainer's metadata: its spec comes from the manifest beside it.
+  bare = tmp_path / "shipped" / "bare.pth"
+  bare.parent.mkdir()
+  torch.save({"state_dict": old.state_dict(), "metadata": None}, bare)
+  with pytest.raises(FileNotFoundError, match="manifest.json"):
+    ship.spec_of(str(bare))
+  (bare.parent / "manifest.json").write_text(json.dumps({"spec": dataclasses.asdict(spec)}))
+  assert ship.spec_of(str(bare)) == spec
   with pytest.raises(ValueError, match="only n_codebooks may grow"):
     train_codec.load_init(gen, dataclasses.replace(grown, n_codebooks=1))
   with pytest.raises(ValueError, match="only n_codebooks may grow"):
