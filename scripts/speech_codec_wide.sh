@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A wider speech codec (encoder 16, decoder 256 channels; the shipped one is 8 and 128),
-# the lever docs/codec.md measured (it plateaued near 8.3 dB from 54,250 steps; 12
-# codebooks: scripts/speech_codec_codebooks.sh). Background, one thread, resumable:
+# A wider speech codec (encoder 16, decoder 256 channels; the narrow one is 8 and 128),
+# the lever docs/codec.md measured. At 8 codebooks it plateaued near 8.3 dB from 54,250
+# steps; since 55,250 it trains with 12 (6 kbit/s, DAC's 16 kHz setting; the measured
+# comparison: scripts/speech_codec_codebooks.sh). Background, one thread, resumable:
 # re-running resumes from
 # runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
 # shipped wide weights when they exist (--init, at the step they record), else starts
@@ -17,6 +18,6 @@ INIT=()
 if [ ! -f "$OUT/train_state.pt" ] && [ -f "$SHIPPED" ]; then INIT=(--init "$SHIPPED" --continue_init true); fi
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.train \
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
-  --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \
+  --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 --n_codebooks 12 \
   --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99997 --gan_start 1000000 --lambda_sisdr 1.0 \
   --eval_every 1000 --checkpoint_every 250
