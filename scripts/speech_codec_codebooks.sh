@@ -5,15 +5,16 @@
 # `--init` grows the quantizer). One change between the arms; both start from INIT at
 # the step it records with fresh optimizer moments, on the same learning-rate schedule
 # and clip stream. Background, one thread each, resumable (re-run the same command):
-#   CODEBOOKS=12 nohup scripts/speech_codec_codebooks.sh > logs/codebooks12.log 2>&1 &
-#   CODEBOOKS=8  nohup scripts/speech_codec_codebooks.sh > logs/codebooks8.log 2>&1 &
+#   INIT=... CODEBOOKS=12 nohup scripts/speech_codec_codebooks.sh > logs/codebooks12.log 2>&1 &
+#   INIT=... CODEBOOKS=8  nohup scripts/speech_codec_codebooks.sh > logs/codebooks8.log 2>&1 &
 # Score the pair on the same 64 held-out clips:
 #   python -m codec_training.ship --quality runs/codec/bitrate/cb12/weights.pth \
 #       --against runs/codec/bitrate/cb8/weights.pth --n 64
-# INIT: the wide codec's weights (default: the shipped file); EXTRA: steps to train.
+# INIT: 8-codebook wide-codec weights (the measured run: the wide run's 55,250-step
+# weights.pth; the shipped file has 12 codebooks since); EXTRA: steps to train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-INIT=${INIT:-codec_bridge/weights/speech_wide/speech_codec_wide_16khz.pth}
+INIT=${INIT:?set INIT to 8-codebook wide-codec weights}
 CODEBOOKS=${CODEBOOKS:?set CODEBOOKS=8 or 12}
 OUT=runs/codec/bitrate/cb$CODEBOOKS
 START=$(.venv/bin/python -c "from codec_training import train; print(train.recorded_step('$INIT'))")
