@@ -129,16 +129,16 @@ def paired(base: str, others: list[str], split: str,
            keys=("si_sdr", "stoi", "estoi")) -> str:
   """Per-trial differences ``other - base`` of the rows' evaluations on the same trials
   (their ``per_example.csv``): mean ± standard error, per cue."""
+  def path(name, cue):
+    return os.path.join("runs", "quality", name, "eval", f"{split}_{cue}", "per_example.csv")
+
   def load(name, cue):
-    path = os.path.join("runs", "quality", name, "eval", f"{split}_{cue}", "per_example.csv")
-    with open(path) as f:
+    with open(path(name, cue)) as f:
       return list(csv.DictReader(f))
   lines = []
   for other in others:
     for cue in ("none", "oracle_cue"):
-      evaluated = lambda name: os.path.isdir(os.path.join("runs", "quality", name, "eval",
-                                                          f"{split}_{cue}"))
-      if cue != "none" and not (evaluated(base) and evaluated(other)):
+      if cue != "none" and not all(os.path.exists(path(n, cue)) for n in (base, other)):
         continue
       a, b = load(base, cue), load(other, cue)
       if [r["index"] for r in a] != [r["index"] for r in b]:
