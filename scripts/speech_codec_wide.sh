@@ -2,7 +2,7 @@
 # A wider speech codec (encoder 16, decoder 256 channels; the narrow one is 8 and 128),
 # the lever docs/codec.md measured. At 8 codebooks it plateaued near 8.3 dB from 54,250
 # steps; since 55,250 it trains with 12 (6 kbit/s, DAC's 16 kHz setting; the measured
-# comparison: scripts/speech_codec_codebooks.sh). Background, one thread, resumable:
+# comparison: scripts/speech_codec_arm.sh). Background, one thread, resumable:
 # re-running resumes from
 # runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
 # shipped wide weights when they exist (--init, at the step they record), else starts

@@ -465,6 +465,7 @@ def test_selector_trial_window_uses_one_weight_per_trial():
   np.testing.assert_allclose(w, np.broadcast_to(w[:, -1:], w.shape), rtol=1e-6)
 
 
+@pytest.mark.slow     # a refuted option no preset uses (31 s); its math: test_cue.py
 def test_selector_forward_cue_form_compares_whitened_predicted_responses():
   """``model.cue_form="forward"``: the cue is whitened by each trial's own fit and
   correlated with the response predicted from the stream envelopes with each stream
