@@ -4,9 +4,9 @@
 # steps; since 55,250 it trains with 12 (6 kbit/s, DAC's 16 kHz setting), and since
 # 62,000 without quantizer dropout (the demo decodes with every codebook); the measured
 # comparisons: scripts/speech_codec_arm.sh. Background, one thread, resumable:
-# re-running resumes from runs/codec/speech_wide/train_state.pt; on a machine without it, it continues from the
-# shipped wide weights when they exist (--init, at the step they record), else starts
-# from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16
+# re-running resumes from runs/codec/speech_wide/train_state.pt; on a machine without
+# it, it continues from the shipped wide weights when they exist (--init, at the step
+# they record), else starts from scratch; STEPS=N stops it at step N. Ship at the end of a session (float16
 # keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
 #       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 64
