@@ -498,7 +498,9 @@ def load_init(gen, spec: CodecSpec) -> None:
                  have["n_codebooks"], spec.n_codebooks - have["n_codebooks"])
 
 
-RESUME_FREE = ("steps", "init", "continue_init")   # CodecSpec fields a resume may change
+# CodecSpec fields a resume may change: the run's length, where it started, and its
+# learning-rate schedule (a run continued at another rate, as the model's trainer allows).
+RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay")
 
 
 def train(spec: CodecSpec, out: str, *, threads: int | None = None,
@@ -519,8 +521,9 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   if os.path.exists(state_path):
     st = torch.load(state_path, map_location="cpu", weights_only=False)
     # ``steps`` may change (extend or cut a run: nothing else depends on it), and so
-    # may where a run started (``init``, ``continue_init``): a resumed run continues
-    # its own state. Fields added since a run was saved take their defaults.
+    # may where a run started (``init``, ``continue_init``: a resumed run continues
+    # its own state) and the schedule. Fields added since a run was saved take their
+    # defaults.
     saved = {**dataclasses.asdict(CodecSpec()), **st["spec"]}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     diff = {k: (saved[k], v) for k, v in dataclasses.asdict(spec).items()
@@ -535,12 +538,13 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     torch.set_rng_state(st["torch_rng"])
     start, seconds = st["step"], st["seconds"]
     logging.info("Resumed %s at step %d.", out, start)
-  else:
-    if spec.init and spec.continue_init:
-      start = recorded_step(spec.init)
-      logging.info("Continuing %s's run at step %d.", spec.init, start)
-    with open(os.path.join(out, "spec.json"), "w") as f:
-      json.dump(dataclasses.asdict(spec), f, indent=2)
+  elif spec.init and spec.continue_init:
+    start = recorded_step(spec.init)
+    logging.info("Continuing %s's run at step %d.", spec.init, start)
+  spec_path = os.path.join(out, "spec.json")         # the spec it trains with from now
+  with open(spec_path + ".tmp", "w") as f:
+    json.dump(dataclasses.asdict(spec), f, indent=2)
+  os.replace(spec_path + ".tmp", spec_path)
   n_params = sum(p.numel() for p in gen.parameters())
   logging.info("DAC %s: %.2fM parameters; discriminator %.2fM.", spec.arch, n_params / 1e6,
                sum(p.numel() for p in disc.parameters()) / 1e6)
