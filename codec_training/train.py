@@ -512,13 +512,14 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   os.makedirs(out, exist_ok=True)
   state_path = os.path.join(out, "train_state.pt")
   gen, disc = build(spec)
-  if spec.init and not os.path.exists(state_path):
+  resumed = os.path.exists(state_path)
+  if spec.init and not resumed:
     load_init(gen, spec)
   obj = Objectives(spec, disc)
   opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
   opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))
   start, seconds = 0, 0.0
-  if os.path.exists(state_path):
+  if resumed:
     st = torch.load(state_path, map_location="cpu", weights_only=False)
     # ``steps`` may change (extend or cut a run: nothing else depends on it), and so
     # may where a run started (``init``, ``continue_init``: a resumed run continues
@@ -541,9 +542,15 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   elif spec.init and spec.continue_init:
     start = recorded_step(spec.init)
     logging.info("Continuing %s's run at step %d.", spec.init, start)
-  spec_path = os.path.join(out, "spec.json")         # the spec it trains with from now
+  # spec.json: the spec the run trains with from now on, where it started kept from
+  # its first start (a resume needs no --init; ship reads it for the run's history).
+  spec_path = os.path.join(out, "spec.json")
+  written = dataclasses.asdict(spec)
+  if resumed and os.path.exists(spec_path):
+    first = json.load(open(spec_path))
+    written.update({k: first[k] for k in ("init", "continue_init") if k in first})
   with open(spec_path + ".tmp", "w") as f:
-    json.dump(dataclasses.asdict(spec), f, indent=2)
+    json.dump(written, f, indent=2)
   os.replace(spec_path + ".tmp", spec_path)
   n_params = sum(p.numel() for p in gen.parameters())
   logging.info("DAC %s: %.2fM parameters; discriminator %.2fM.", spec.arch, n_params / 1e6,

@@ -102,6 +102,11 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   assert row["lr"] == pytest.approx(train_codec.learning_rate(slower, spec.lr, 4))
   assert row["lr"] != pytest.approx(train_codec.learning_rate(spec, spec.lr, 4))
   assert json.load(open(os.path.join(parts, "spec.json")))["lr_decay"] == 0.5
+  # Where a continued run started stays in its spec.json when a resume omits --init.
+  resumed = dataclasses.replace(more, steps=7, init="", continue_init=False)
+  train_codec.train(resumed, str(tmp_path / "more"), checkpoint_every=1, eval_every=100)
+  written = json.load(open(os.path.join(tmp_path, "more", "spec.json")))
+  assert (written["init"], written["continue_init"], written["steps"]) == (halved, True, 7)
 
 
 def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
