@@ -21,5 +21,5 @@ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.trai
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
   --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \
   --n_codebooks 12 --quantizer_dropout 0 \
-  --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99997 --gan_start 1000000 --lambda_sisdr 1.0 \
+  --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99995 --gan_start 1000000 --lambda_sisdr 1.0 \
   --eval_every 1000 --checkpoint_every 250 "$@"
