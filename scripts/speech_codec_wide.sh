@@ -7,19 +7,20 @@
 # re-running resumes from runs/codec/speech_wide/train_state.pt; on a machine without
 # it, it continues from the shipped wide weights when they exist (--init, at the step
 # they record), else starts from scratch. STEPS=N stops it at step N; OUT=DIR trains a
-# copy of the run there; flags after the script's name change the recipe (a resume may
-# change the schedule). Ship at the end of a session (float16 keeps the file at 5 MB):
+# copy of the run there (INIT=FILE: a new run from those weights); flags after the
+# script's name change the recipe (a resume may change the schedule). Ship at the end of a session (float16 keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
 #       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/codec/speech_wide}
-SHIPPED=codec_bridge/weights/speech_wide/speech_codec_wide_16khz.pth
-INIT=()
-if [ ! -f "$OUT/train_state.pt" ] && [ -f "$SHIPPED" ]; then INIT=(--init "$SHIPPED" --continue_init true); fi
+# Where a run without a state starts: INIT=FILE, else the shipped weights when they exist.
+FROM=${INIT:-codec_bridge/weights/speech_wide/speech_codec_wide_16khz.pth}
+START=()
+if [ ! -f "$OUT/train_state.pt" ] && [ -f "$FROM" ]; then START=(--init "$FROM" --continue_init true); fi
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.train \
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
-  --holdout_voices ru_f "${INIT[@]}" --encoder_dim 16 --decoder_dim 256 \
+  --holdout_voices ru_f "${START[@]}" --encoder_dim 16 --decoder_dim 256 \
   --n_codebooks 12 --quantizer_dropout 0 \
   --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99995 --gan_start 1000000 --lambda_sisdr 1.0 \
   --eval_every 1000 --checkpoint_every 250 "$@"
