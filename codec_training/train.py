@@ -498,9 +498,11 @@ def load_init(gen, spec: CodecSpec) -> None:
                  have["n_codebooks"], spec.n_codebooks - have["n_codebooks"])
 
 
-# CodecSpec fields a resume may change: the run's length, where it started, and its
-# learning-rate schedule (a run continued at another rate, as the model's trainer allows).
-RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay")
+# CodecSpec fields a resume may change: the run's length, where it started, its
+# learning-rate schedule (a run continued at another rate, as the model's trainer allows)
+# and the objective's weights (a fine-tune of the same networks under another weighting).
+RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay") + tuple(
+    f.name for f in dataclasses.fields(CodecSpec) if f.name.startswith("lambda_"))
 
 
 def train(spec: CodecSpec, out: str, *, threads: int | None = None,

@@ -61,7 +61,7 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   assert dac_model.neurocodec_identity["random"] is False
   assert dac_model.latent_dim == 16 and dac_model.n_codebooks == 2
   with pytest.raises(ValueError, match="another spec"):
-    train_codec.train(dataclasses.replace(spec, lambda_mel=0.5), parts)
+    train_codec.train(dataclasses.replace(spec, clip_seconds=0.2), parts)
   # Shipping the run: the weights and a manifest that hashes them, with its measures.
   from codec_training import ship as ship_codec  # pylint: disable=g-import-not-at-top
   shipped = str(tmp_path / "shipped")
@@ -93,15 +93,18 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   torch.save({"state_dict": stored, "metadata": {"kwargs": {}}}, str(tmp_path / "bare.pth"))
   with pytest.raises(ValueError, match="metadata.neurocodec.step"):
     train_codec.recorded_step(str(tmp_path / "bare.pth"))
-  # A resume may change the schedule: the next step runs at the new rate, and the
-  # run's spec.json records the spec it trains with.
-  slower = dataclasses.replace(spec, steps=5, lr_decay=0.5)
+  # A resume may change the schedule and the loss weights: the next step runs at the
+  # new rate with the new term, and the run's spec.json records the spec it trains with.
+  slower = dataclasses.replace(spec, steps=5, lr_decay=0.5, lambda_waveform=1.0)
   train_codec.train(slower, parts, checkpoint_every=1, eval_every=100)
-  row = [json.loads(line) for line in open(os.path.join(parts, "log.jsonl"))][-1]
+  rows = [json.loads(line) for line in open(os.path.join(parts, "log.jsonl"))]
+  row = rows[-1]
   assert row["step"] == 5
   assert row["lr"] == pytest.approx(train_codec.learning_rate(slower, spec.lr, 4))
   assert row["lr"] != pytest.approx(train_codec.learning_rate(spec, spec.lr, 4))
-  assert json.load(open(os.path.join(parts, "spec.json")))["lr_decay"] == 0.5
+  assert "waveform" in row and "waveform" not in rows[0]   # the term the resume added
+  written = json.load(open(os.path.join(parts, "spec.json")))
+  assert (written["lr_decay"], written["lambda_waveform"]) == (0.5, 1.0)
   # Where a continued run started stays in its spec.json when a resume omits --init.
   resumed = dataclasses.replace(more, steps=7, init="", continue_init=False)
   train_codec.train(resumed, str(tmp_path / "more"), checkpoint_every=1, eval_every=100)
