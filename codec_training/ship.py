@@ -7,7 +7,9 @@ Copies ``<src>/weights.pth`` (DAC's own format) to ``<out>/<name>`` and writes
 ``<out>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
 weights), steps and wall time, the file's SHA-256, and its quality on fresh
 held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
-distance, STOI and ESTOI for single talkers and for two-talker mixtures, and
+distance, STOI and ESTOI for single talkers and for two-talker mixtures (speech data:
+``quality`` on the val split, where recipes are chosen, ``quality_test`` on the test
+split, where the chosen codec is reported), and
 ``latent_structure``'s additivity, id_copy and id_gate in the continuous and the
 quantized latent space, and where the quantized space loses additivity: the same
 measures of the quantizer's projections without the codebook rounding
@@ -16,7 +18,7 @@ and the quantized additivity per number of codebooks. ``test_floors`` (the
 measured values minus a margin) are
 what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 
-  python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 32]
+  python -m codec_training.ship --quality WEIGHTS [--against OTHER] [--n 32] [--split test]
 
 only scores a weights file, shipped or a run's (means and standard errors over the
 clips) and, against another, the paired difference on the same clips.
@@ -192,6 +194,8 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")   # what ships, measured
   load_seconds = time.perf_counter() - t0
   quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
+  # Recipes are chosen on the val clips; the test clips report the chosen codec.
+  quality_test = train_codec.quality(spec, dac_model, n=n, stoi=True, split="test")
   mix, a, b = train_codec.heldout(spec, n, kind="parts")
   latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
   rounding = rounding_breakdown(dac_model, mix, a, b)
@@ -215,6 +219,7 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
       heldout_clips=n,
       polarity=polarity,
       quality={k: round(v, 4) for k, v in quality.items()},
+      quality_test={k: round(v, 4) for k, v in quality_test.items()},
       latent_structure={s: ({k: round(v, 4) for k, v in d.items()} if isinstance(d, dict)
                             else round(d, 4)) for s, d in latent.items()},
       quantizer_rounding=rounding,
@@ -250,15 +255,16 @@ def fix_shipped_polarity(weights: str) -> dict:
   return manifest["polarity"]
 
 
-def compare(spec, gen, against=None, n: int = 32) -> dict:
+def compare(spec, gen, against=None, n: int = 32, split: str = "val") -> dict:
   """Quality of the codec ``gen`` on ``n`` held-out clips (means and standard errors)
   and, with another codec ``against``, the paired differences on the same clips
   (``diff_*``: gen - against; the clip-to-clip spread cancels, so a small change can be
-  resolved)."""
-  scores = train_codec.clip_scores(spec, gen, n=n, stoi=True)
+  resolved). ``split``: the training voices' "val" clips (where recipes are chosen) or
+  "test" (where the chosen codec is reported)."""
+  scores = train_codec.clip_scores(spec, gen, n=n, stoi=True, split=split)
   out = train_codec.summarize(scores)
   if against is not None:
-    other = train_codec.clip_scores(spec, against, n=n, stoi=True)
+    other = train_codec.clip_scores(spec, against, n=n, stoi=True, split=split)
     for key, v in scores.items():
       if np.ndim(v) and not key.endswith("_polarity"):
         out.update(train_codec.mean_se("diff_" + key, v - other[key]))
@@ -301,6 +307,10 @@ def main(argv=None) -> int:
   p.add_argument("--against", metavar="WEIGHTS", default=None,
                  help="with --quality: also score these weights on the same clips and print "
                       "the paired difference (quality - against) with its standard error")
+  p.add_argument("--split", choices=("val", "test"), default="val",
+                 help="with --quality: the training voices' clips from the val split "
+                      "(where recipes are chosen) or the test split (where the chosen "
+                      "codec is reported)")
   p.add_argument("--levels", metavar="WEIGHTS", default=None,
                  help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
@@ -313,7 +323,7 @@ def main(argv=None) -> int:
     spec = spec_of(args.quality)
     gen, other = (loading.load_dac("16khz", weights=w, device="cpu") if w else None
                   for w in (args.quality, args.against))
-    print(json.dumps(compare(spec, gen, other, args.n), indent=2))
+    print(json.dumps(compare(spec, gen, other, args.n, args.split), indent=2))
     return 0
   if args.levels:
     model = loading.load_dac("16khz", weights=args.levels, device="cpu")
@@ -323,8 +333,9 @@ def main(argv=None) -> int:
   if not args.src:
     p.error("--src is required (or --levels WEIGHTS)")
   m = ship(args.src, args.out, args.name, args.n, half=args.half)
-  print(json.dumps({k: m[k] for k in ("file", "sha256", "steps", "train_seconds", "quality",
-                                      "latent_structure", "quantizer_rounding")}, indent=2))
+  keys = ("file", "sha256", "steps", "train_seconds", "quality", "quality_test",
+          "latent_structure", "quantizer_rounding")
+  print(json.dumps({k: m[k] for k in keys}, indent=2))
   return 0
 
 

@@ -184,16 +184,17 @@ def batch(spec: CodecSpec, step: int) -> torch.Tensor:
   return torch.from_numpy(np.stack([clip(spec, step, i) for i in range(spec.batch_size)])[:, None])
 
 
-def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=None):
+def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=None,
+                    split: str = "val"):
   """A held-out excerpt: a fresh synthetic talker, or a recorded clip training never
-  saw (the val split of a training voice, or the test split of a held-out voice)."""
+  saw (the ``split`` of a training voice, or the test split of a held-out voice)."""
   if spec.data == "synthetic":
     return synthetic.talker(rng, length, spec.sample_rate), None
   c = corpus(spec)
   if unseen:
     voices, split = list(spec.holdout_voices), "test"
   else:
-    voices, split = training_voices(spec), "val"
+    voices = training_voices(spec)
   voices = [v for v in voices if exclude is None or c.talker(v) != c.talker(exclude)] or voices
   voice = voices[int(rng.integers(len(voices)))]
   x = c.segment(rng, split, voice, length)
@@ -201,20 +202,24 @@ def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=Non
 
 
 def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture",
-            unseen: bool = False):
+            unseen: bool = False, split: str = "val"):
   """Held-out clips (a seed stream disjoint from training's): ``[n, T]``.
 
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
   ``(mixture, a, b)`` as the demo's trials (sources at their level in the mixture).
-  ``unseen`` (speech data): the single talker is a held-out voice.
+  ``unseen`` (speech data): the single talker is a held-out voice. ``split`` (speech
+  data): the training voices' clips come from "val" (where recipes are chosen) or "test"
+  (where the chosen codec is reported).
   """
+  if split not in ("val", "test"):
+    raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
   length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []
   for i in range(n):
     rng = np.random.default_rng([spec.seed, 10 ** 9, i])    # never a training id
-    a, voice = _heldout_source(spec, rng, length, unseen)
+    a, voice = _heldout_source(spec, rng, length, unseen, split=split)
     b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(
-        spec, rng, length, False, exclude=voice)[0]
+        spec, rng, length, False, exclude=voice, split=split)[0]
     if kind == "single":
       out.append(a / np.abs(a).max() * 0.9)
       continue
@@ -393,20 +398,21 @@ def invert_output(gen) -> None:
   conv.bias.neg_()
 
 
-def clip_scores(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
+def clip_scores(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True,
+                split: str = "val") -> dict:
   """Per-clip reconstruction scores on fresh held-out 2 s clips: ``{"<set>_<metric>":
   [n]}`` for the sets ``single`` and ``mixture`` (with speech data also ``unseen``,
   single clips of the held-out voices) and the metrics ``si_sdr`` (no alignment),
   ``polarity`` (input/output correlation), ``stoi`` and ``estoi``; ``<set>_mel`` is the
   set's mel loss (a scalar). Clip ``i`` is the same for any ``n`` > ``i``, so two codecs
-  scored with the same spec can be compared clip by clip."""
+  scored with the same spec can be compared clip by clip. ``split``: :func:`heldout`'s."""
   mel = obj.mel if obj is not None else mel_loss()
   res = {}
   kinds = [("single", "single", False), ("mixture", "mixture", False)]
   if spec.data != "synthetic" and spec.holdout_voices:
     kinds.append(("unseen", "single", True))
   for name, kind, unseen in kinds:
-    x = heldout(spec, n, kind=kind, unseen=unseen)
+    x = heldout(spec, n, kind=kind, unseen=unseen, split=split)
     y = reconstruct(gen, x)
     res[f"{name}_si_sdr"] = si_sdr_db(x, y)
     res[f"{name}_polarity"] = polarity(x, y)
@@ -421,11 +427,12 @@ def clip_scores(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) 
   return res
 
 
-def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True) -> dict:
+def quality(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True,
+            split: str = "val") -> dict:
   """:func:`clip_scores` summarized: means over the ``n`` clips, and ``*_se``, their
   standard errors (SI-SDR, STOI, ESTOI), without which a target a few thousandths away
   cannot be called met or missed."""
-  return summarize(clip_scores(spec, gen, obj, n, stoi))
+  return summarize(clip_scores(spec, gen, obj, n, stoi, split))
 
 
 def summarize(scores: dict) -> dict:

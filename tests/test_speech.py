@@ -119,7 +119,7 @@ def test_missing_corpus_and_missing_apt_say_what_to_do(tmp_path, monkeypatch):
     speech.fetch(str(tmp_path))
 
 
-def test_codec_training_draws_speech_and_holds_out_a_voice(corpus):
+def test_codec_training_draws_speech_and_holds_out_a_voice(corpus, monkeypatch):
   out, _ = corpus
   from codec_training import train  # pylint: disable=g-import-not-at-top
   spec = train.CodecSpec(data="speech", speech_root=str(out), holdout_voices=("cs_b",),
@@ -131,6 +131,25 @@ def test_codec_training_draws_speech_and_holds_out_a_voice(corpus):
   unseen = train.heldout(spec, 2, seconds=0.4, kind="single", unseen=True)
   seen = train.heldout(spec, 2, seconds=0.4, kind="single")
   assert unseen.shape == seen.shape == (2, 6400)
+  # Recipes are chosen on the training voices' val clips, the codec reported on their
+  # test clips; the held-out voice's clips are its test split's either way.
+  drawn = []
+  def segment(self, rng, split, voice, length):   # the fixture's en_a has no test clip
+    drawn.append((split, voice))
+    return rng.standard_normal(length).astype(np.float32)
+  monkeypatch.setattr(speech.SpeechCorpus, "segment", segment)
+  for split in ("val", "test"):
+    for unseen in (False, True):
+      drawn.clear()
+      train.heldout(spec, 2, seconds=0.4, kind="mixture" if not unseen else "single",
+                    unseen=unseen, split=split)
+      first = ("test", "cs_b") if unseen else (split, "en_a")
+      assert drawn == [first, (split, "en_a")] * 2, (split, unseen, drawn)  # a, then b
+  with pytest.raises(ValueError, match="split='train'"):
+    train.heldout(spec, 1, split="train")
+  monkeypatch.undo()
+  with pytest.raises(speech.SpeechSourceError, match="'en_a' has no clips in the test split"):
+    speech.SpeechCorpus(str(out)).segment(np.random.default_rng(0), "test", "en_a", 100)
   with pytest.raises(ValueError, match="not in"):
     train.training_voices(train.CodecSpec(data="speech", speech_root=str(out),
                                           holdout_voices=("zz",)))

@@ -68,6 +68,7 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   manifest = ship_codec.ship(parts, shipped, "tiny.pth", n=2)
   written = json.load(open(os.path.join(shipped, "manifest.json")))
   assert written["sha256"] == manifest["sha256"] and written["spec"] == manifest["spec"]
+  assert set(written["quality_test"]) == set(written["quality"])   # the test split's too
   with open(os.path.join(shipped, "tiny.pth"), "rb") as f:
     assert hashlib.sha256(f.read()).hexdigest() == manifest["sha256"]
   assert -1 <= manifest["latent_structure"]["quantization_cosine"] <= 1

@@ -318,6 +318,9 @@ class SpeechCorpus:
   def segment(self, rng: np.random.Generator, split: str, voice: str, length: int):
     """A random ``[length]`` float32 excerpt of the voice's stream in ``split``."""
     audio = self.stream(split, voice)
+    if not len(audio):
+      raise SpeechSourceError(f"{self.dir}: voice {voice!r} has no clips in the {split} "
+                              f"split (a corpus too small for the split rule).")
     if len(audio) <= length:
       audio = np.tile(audio, length // max(len(audio), 1) + 1)
     start = int(rng.integers(0, len(audio) - length + 1))
