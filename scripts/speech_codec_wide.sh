@@ -2,7 +2,8 @@
 # A wider speech codec (encoder 16, decoder 256 channels; the narrow one is 8 and 128),
 # the lever docs/codec.md measured. At 8 codebooks it plateaued near 8.3 dB from 54,250
 # steps; since 55,250 it trains with 12 (6 kbit/s, DAC's 16 kHz setting), and since
-# 62,000 without quantizer dropout (the demo decodes with every codebook); the measured
+# 62,000 without quantizer dropout (the demo decodes with every codebook), since 68,750
+# at a quarter of the rate and since 72,000 with the SI-SDR term x5; the measured
 # comparisons: scripts/speech_codec_arm.sh. Background, one thread, resumable:
 # re-running resumes from runs/codec/speech_wide/train_state.pt; on a machine without
 # it, it continues from the shipped wide weights when they exist (--init, at the step
@@ -23,5 +24,5 @@ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec .venv/bin/python -m codec_training.trai
   --out "$OUT" --threads 1 --data speech --speech_root data/speech \
   --holdout_voices ru_f "${START[@]}" --encoder_dim 16 --decoder_dim 256 \
   --n_codebooks 12 --quantizer_dropout 0 \
-  --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99995 --gan_start 1000000 --lambda_sisdr 1.0 \
+  --steps "${STEPS:-80000}" --lr 0.0008 --lr_decay 0.99995 --gan_start 1000000 --lambda_sisdr 5.0 \
   --eval_every 1000 --checkpoint_every 250 "$@"
