@@ -207,16 +207,18 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
 
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
   ``(mixture, a, b)`` as the demo's trials (sources at their level in the mixture).
-  ``unseen`` (speech data): the single talker is a held-out voice. ``split`` (speech
-  data): the training voices' clips come from "val" (where recipes are chosen) or "test"
-  (where the chosen codec is reported).
+  ``unseen`` (speech data): the single talker is a held-out voice. ``split``: "val"
+  (where recipes are chosen) or "test" (where the chosen codec is reported), each its
+  own seed stream; with speech data the training voices' clips come from that split
+  (the held-out voice's always from its test split).
   """
   if split not in ("val", "test"):
     raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
   length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []
   for i in range(n):
-    rng = np.random.default_rng([spec.seed, 10 ** 9, i])    # never a training id
+    # Never a training id; the test clips their own stream (val's is what it always was).
+    rng = np.random.default_rng([spec.seed, 10 ** 9 + (split == "test"), i])
     a, voice = _heldout_source(spec, rng, length, unseen, split=split)
     b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(
         spec, rng, length, False, exclude=voice, split=split)[0]
@@ -530,10 +532,8 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   start, seconds = 0, 0.0
   if resumed:
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    # ``steps`` may change (extend or cut a run: nothing else depends on it), and so
-    # may where a run started (``init``, ``continue_init``: a resumed run continues
-    # its own state) and the schedule. Fields added since a run was saved take their
-    # defaults.
+    # RESUME_FREE fields may change (a resumed run continues its own state, whatever
+    # --init says). Fields added since a run was saved take their defaults.
     saved = {**dataclasses.asdict(CodecSpec()), **st["spec"]}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     diff = {k: (saved[k], v) for k, v in dataclasses.asdict(spec).items()

@@ -137,17 +137,17 @@ def test_codec_training_draws_speech_and_holds_out_a_voice(corpus, monkeypatch):
   def segment(self, rng, split, voice, length):   # the fixture's en_a has no test clip
     drawn.append((split, voice))
     return rng.standard_normal(length).astype(np.float32)
-  monkeypatch.setattr(speech.SpeechCorpus, "segment", segment)
-  for split in ("val", "test"):
-    for unseen in (False, True):
-      drawn.clear()
-      train.heldout(spec, 2, seconds=0.4, kind="mixture" if not unseen else "single",
-                    unseen=unseen, split=split)
-      first = ("test", "cs_b") if unseen else (split, "en_a")
-      assert drawn == [first, (split, "en_a")] * 2, (split, unseen, drawn)  # a, then b
-  with pytest.raises(ValueError, match="split='train'"):
-    train.heldout(spec, 1, split="train")
-  monkeypatch.undo()
+  with monkeypatch.context() as m:
+    m.setattr(speech.SpeechCorpus, "segment", segment)
+    for split in ("val", "test"):
+      for unseen in (False, True):
+        drawn.clear()
+        train.heldout(spec, 2, seconds=0.4, kind="mixture" if not unseen else "single",
+                      unseen=unseen, split=split)
+        first = ("test", "cs_b") if unseen else (split, "en_a")
+        assert drawn == [first, (split, "en_a")] * 2, (split, unseen, drawn)  # a, then b
+    with pytest.raises(ValueError, match="split='train'"):
+      train.heldout(spec, 1, split="train")
   with pytest.raises(speech.SpeechSourceError, match="'en_a' has no clips in the test split"):
     speech.SpeechCorpus(str(out)).segment(np.random.default_rng(0), "test", "en_a", 100)
   with pytest.raises(ValueError, match="not in"):

@@ -227,7 +227,7 @@ class _KnownSdrCodec(torch.nn.Module):
     return {"audio": torch.from_numpy(x + e).float()[:, None]}
 
 
-def test_quality_reports_means_and_standard_errors_over_clips():
+def test_quality_reports_means_and_standard_errors_over_clips(monkeypatch):
   """Known answers: clips at SI-SDR 0, 5, 10, 15 dB give 7.5 dB, standard error 3.227 dB;
   against the same clips 1 dB lower, the paired difference is 1 dB with no spread."""
   sdr = [0.0, 5.0, 10.0, 15.0]
@@ -240,6 +240,16 @@ def test_quality_reports_means_and_standard_errors_over_clips():
                          _KnownSdrCodec([s - 1.0 for s in sdr]), n=4)
   np.testing.assert_allclose([d["diff_single_si_sdr"], d["diff_single_si_sdr_se"]], [1.0, 0.0],
                              atol=2e-3)
+  # The test clips are their own stream, and the split reaches them from both.
+  spec = train_codec.CodecSpec(**TINY)
+  val, test = (train_codec.heldout(spec, 2, seconds=0.1, split=s) for s in ("val", "test"))
+  assert not np.allclose(val, test)
+  asked, heldout = [], train_codec.heldout
+  monkeypatch.setattr(train_codec, "heldout",
+                      lambda *a, **k: asked.append(k["split"]) or heldout(*a, **k))
+  train_codec.quality(spec, _KnownSdrCodec(sdr), n=4, stoi=False, split="test")
+  ship_codec.compare(spec, _KnownSdrCodec(sdr), _KnownSdrCodec(sdr), n=4, split="test")
+  assert asked and set(asked) == {"test"}
 
 
 def _script(name):

@@ -322,7 +322,7 @@ class SpeechCorpus:
       raise SpeechSourceError(f"{self.dir}: voice {voice!r} has no clips in the {split} "
                               f"split (a corpus too small for the split rule).")
     if len(audio) <= length:
-      audio = np.tile(audio, length // max(len(audio), 1) + 1)
+      audio = np.tile(audio, length // len(audio) + 1)
     start = int(rng.integers(0, len(audio) - length + 1))
     return audio[start:start + length].astype(np.float32) / 32767
 
