@@ -470,6 +470,8 @@ def test_shipped_wide_codec_is_a_resumable_float16_checkpoint():
   assert manifest["spec"]["encoder_dim"] == 16 and manifest["spec"]["decoder_dim"] == 256
   assert train_codec.recorded_step(path) == manifest["steps"] > 0
   assert manifest["polarity"]["correlation"] > 0
+  # Scored on the val clips (recipes' choice) and the test clips (the report).
+  assert {"single_si_sdr", "single_stoi", "single_estoi"} <= set(manifest["quality_test"])
   # Its manifest covers the whole run, not only the last machine's part of it.
   steps = [r["step"] for r in manifest["curve"]]
   assert steps == sorted(set(steps)) and steps[0] <= 1000 and steps[-1] <= manifest["steps"]
