@@ -6,11 +6,11 @@
 Copies ``<src>/weights.pth`` (DAC's own format) to ``<out>/<name>`` and writes
 ``<out>/manifest.json``: the command that trained it, its spec (seed, sizes, loss
 weights: the ones it last trained with, as a resume may change the schedule and the
-loss weights; the docs record the run's history), steps and wall time, the file's SHA-256, and its quality on fresh
-held-out clips (a seed stream training never draws): reconstruction SI-SDR, mel
-distance, STOI and ESTOI for single talkers and for two-talker mixtures (speech data:
-``quality`` on the val clips, where recipes are chosen, ``quality_test`` on the test
-clips, where the chosen codec is reported), and
+loss weights; the docs record the run's history), steps and wall time, the file's
+SHA-256, and its quality on fresh held-out clips (a seed stream training never draws):
+reconstruction SI-SDR, mel distance, STOI and ESTOI for single talkers and for
+two-talker mixtures (``quality`` on the val clips, where recipes are chosen,
+``quality_test`` on the test clips, where the chosen codec is reported), and
 ``latent_structure``'s additivity, id_copy and id_gate in the continuous and the
 quantized latent space, and where the quantized space loses additivity: the same
 measures of the quantizer's projections without the codebook rounding

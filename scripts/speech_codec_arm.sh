@@ -7,11 +7,11 @@
 # (re-run the same command). The measured experiments (docs/codec.md) ran with the
 # recipe of their day, which their commands name:
 #   bit rate, from the 8-codebook weights at 55,250 steps:
-#     NAME=cb8 ... --n_codebooks 8 --quantizer_dropout 0.5 --lr_decay 0.99997
-#     NAME=cb12 ...             --quantizer_dropout 0.5 --lr_decay 0.99997
+#     NAME=cb8 ... --n_codebooks 8 --quantizer_dropout 0.5 --lr_decay 0.99997 --lambda_sisdr 1
+#     NAME=cb12 ...             --quantizer_dropout 0.5 --lr_decay 0.99997 --lambda_sisdr 1
 #   quantizer dropout, from the weights at 62,000 steps:
-#     NAME=qd05 ... --quantizer_dropout 0.5 --lr_decay 0.99997
-#     NAME=qd0 ...  --quantizer_dropout 0   --lr_decay 0.99997
+#     NAME=qd05 ... --quantizer_dropout 0.5 --lr_decay 0.99997 --lambda_sisdr 1
+#     NAME=qd0 ...  --quantizer_dropout 0   --lr_decay 0.99997 --lambda_sisdr 1
 # e.g.  INIT=runs/codec/speech_wide/weights.pth NAME=qd0 nohup scripts/speech_codec_arm.sh \
 #         --quantizer_dropout 0 --lr_decay 0.99997 > logs/qd0.log 2>&1 &
 # Score a pair on the same 64 held-out clips:
