@@ -202,7 +202,7 @@ def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=Non
 
 
 def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture",
-            unseen: bool = False, split: str = "val"):
+            unseen: bool = False, split: str = "val", voices: list | None = None):
   """Held-out clips (a seed stream disjoint from training's): ``[n, T]``.
 
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
@@ -210,7 +210,8 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   ``unseen`` (speech data): the single talker is a held-out voice. ``split``: "val"
   (where recipes are chosen) or "test" (where the chosen codec is reported), each its
   own seed stream; with speech data the training voices' clips come from that split
-  (the held-out voice's always from its test split).
+  (the held-out voice's always from its test split). ``voices``: a list that receives
+  each clip's (first) voice, None for synthetic talkers.
   """
   if split not in ("val", "test"):
     raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
@@ -220,6 +221,8 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
     # Never a training id; the test clips their own stream (val's is what it always was).
     rng = np.random.default_rng([spec.seed, 10 ** 9 + (split == "test"), i])
     a, voice = _heldout_source(spec, rng, length, unseen, split=split)
+    if voices is not None:
+      voices.append(voice)
     b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(
         spec, rng, length, False, exclude=voice, split=split)[0]
     if kind == "single":

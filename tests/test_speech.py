@@ -137,6 +137,9 @@ def test_codec_training_draws_speech_and_holds_out_a_voice(corpus, monkeypatch):
   def segment(self, rng, split, voice, length):   # the fixture's en_a has no test clip
     drawn.append((split, voice))
     return rng.standard_normal(length).astype(np.float32)
+  voices = []
+  train.heldout(spec, 3, seconds=0.4, kind="single", unseen=True, voices=voices)
+  assert voices == ["cs_b"] * 3          # each clip's voice, for a score broken down by voice
   with monkeypatch.context() as m:
     m.setattr(speech.SpeechCorpus, "segment", segment)
     for split in ("val", "test"):

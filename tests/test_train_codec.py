@@ -252,6 +252,22 @@ def test_quality_reports_means_and_standard_errors_over_clips(monkeypatch):
   assert asked and set(asked) == {"test"}
 
 
+def test_codec_by_voice_breaks_a_score_down_by_voice():
+  """Known answers: voice a's two clips at 2 and 4 dB and b's one at 12 give an overall
+  mean of 6 dB and a voice-balanced one of 7.5; a 6 kHz tone has its energy above 4 kHz,
+  a constant at DC, a half-silent clip half its samples near silence."""
+  tool = _script("codec_by_voice")
+  got = tool.by_voice(["a", "a", "b"], dict(si_sdr=np.array([2.0, 4.0, 12.0])))
+  assert got["voices"] == dict(a=dict(clips=2, si_sdr=3.0), b=dict(clips=1, si_sdr=12.0))
+  assert got["overall"] == dict(si_sdr=6.0) and got["balanced"] == dict(si_sdr=7.5)
+  t = np.arange(16000) / 16000
+  tone = tool.clip_traits(0.5 * np.sin(2 * np.pi * 6000 * t), 16000)
+  assert tone["above_4khz"] > 0.99 and tone["dc"] < 1e-6 and tone["near_silent"] < 0.01
+  assert tool.clip_traits(np.full(16000, 0.3), 16000)["dc"] > 0.99
+  half = np.concatenate([np.zeros(8000), 0.5 * np.sin(2 * np.pi * 200 * t[:8000])])
+  assert abs(tool.clip_traits(half, 16000)["near_silent"] - 0.5) < 0.01
+
+
 def _script(name):
   import importlib.util  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", name + ".py")

@@ -1,0 +1,80 @@
+"""Which voices and clips a codec's held-out score is made of.
+
+  python scripts/codec_by_voice.py --weights <shipped .pth> [--n 64] [--split test]
+
+Scores the codec on the same held-out single-talker clips as ``codec_training.ship
+--quality`` (training voices, val or test split) and breaks the means down by the voice
+each clip was drawn from: where voices code at different levels, the random draw of
+voices moves the overall mean, and the voice-balanced mean (each voice's mean,
+averaged) does not. Then lists the clips below ``--flag_stoi`` with what makes them
+unlike wideband speech: the share of their energy above 4 kHz, at DC, and in near-silent
+samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from codec_bridge import loading  # pylint: disable=wrong-import-position
+from codec_training import ship  # pylint: disable=wrong-import-position
+from codec_training import train as train_codec  # pylint: disable=wrong-import-position
+
+
+def by_voice(voices: list, scores: dict) -> dict:
+  """Per-voice means of per-clip ``scores`` (``{metric: [n]}``), their overall means and
+  the voice-balanced means (each voice's mean, averaged over voices)."""
+  v = np.asarray(voices)
+  names = sorted(set(voices))
+  per = {u: dict(clips=int((v == u).sum()),
+                 **{k: float(np.mean(np.asarray(s)[v == u])) for k, s in scores.items()})
+         for u in names}
+  return dict(voices=per,
+              overall={k: float(np.mean(s)) for k, s in scores.items()},
+              balanced={k: float(np.mean([per[u][k] for u in names])) for k in scores})
+
+
+def clip_traits(x: np.ndarray, sample_rate: int) -> dict:
+  """What a clip ``[T]`` is made of: shares of its energy above 4 kHz and at DC, and of
+  its samples below 1% of full scale."""
+  power = np.abs(np.fft.rfft(x)) ** 2
+  freqs = np.fft.rfftfreq(len(x), 1 / sample_rate)
+  total = power.sum() + 1e-12
+  return dict(above_4khz=float(power[freqs > 4000].sum() / total),
+              dc=float(power[0] / total), near_silent=float(np.mean(np.abs(x) < 0.01)))
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--weights", required=True)
+  p.add_argument("--n", type=int, default=64)
+  p.add_argument("--split", choices=("val", "test"), default="val")
+  p.add_argument("--flag_stoi", type=float, default=0.8)
+  args = p.parse_args(argv)
+  from pystoi import stoi  # pylint: disable=g-import-not-at-top
+  spec = ship.spec_of(args.weights)
+  gen = loading.load_dac("16khz", weights=args.weights, device="cpu")
+  voices = []
+  x = train_codec.heldout(spec, args.n, kind="single", split=args.split, voices=voices)
+  y = train_codec.reconstruct(gen, x)
+  sr = spec.sample_rate
+  scores = dict(si_sdr=train_codec.si_sdr_db(x, y),
+                stoi=np.array([stoi(a, b, sr) for a, b in zip(x, y)]),
+                estoi=np.array([stoi(a, b, sr, extended=True) for a, b in zip(x, y)]))
+  out = by_voice(voices, scores)
+  out["flagged"] = [dict(clip=i, voice=voices[i], **{k: round(float(s[i]), 3)
+                                                     for k, s in scores.items()},
+                         **{k: round(v, 3) for k, v in clip_traits(x[i], sr).items()})
+                    for i in range(args.n) if scores["stoi"][i] < args.flag_stoi]
+  print(json.dumps(out, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
