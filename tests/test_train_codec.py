@@ -265,7 +265,7 @@ def test_codec_by_voice_breaks_a_score_down_by_voice():
   assert tone["above_4khz"] > 0.99 and tone["dc"] < 1e-6
   assert tool.clip_traits(np.full(16000, 0.3), 16000)["dc"] > 0.99
   half = np.concatenate([np.zeros(8000), 0.5 * np.sin(2 * np.pi * 200 * t[:8000])])
-  assert abs(tool.clip_traits(half, 16000)["near_silent"] - 0.5) < 0.01
+  assert 0.5 <= tool.clip_traits(half, 16000)["near_silent"] < 0.52   # and the zero crossings
 
 
 def _script(name):
