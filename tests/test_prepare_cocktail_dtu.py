@@ -536,8 +536,11 @@ def test_dtu_v73_reads_as_v5(tmp_path, dtu_recs):
 
 # ------------------------------------------------- through prepare to the layout ----
 
-@pytest.mark.parametrize("dataset, option", [("cocktail", ["--cocktail_bad_channels", "auto"]),
-                                             ("dtu", ["--dtu_bad_z", "6"])])
+# The two run the same prepare -> layout -> train path; the cocktail reader's own cases
+# are above, so its end-to-end run is in the slow tier (make test's 15-minute budget).
+@pytest.mark.parametrize("dataset, option", [
+    pytest.param("cocktail", ["--cocktail_bad_channels", "auto"], marks=pytest.mark.slow),
+    ("dtu", ["--dtu_bad_z", "6"])])
 def test_prepare_layout_opens_and_trains(dataset, option, cocktail_src, dtu_src, tmp_path):
   from neurocodec_jax.data import open_split  # pylint: disable=g-import-not-at-top
   from neurocodec_jax.data.prepare import build  # pylint: disable=g-import-not-at-top
