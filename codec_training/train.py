@@ -385,6 +385,13 @@ def polarity(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
   return (ref * est).sum(1) / np.sqrt((ref ** 2).sum(1) * (est ** 2).sum(1) + 1e-12)
 
 
+def intelligibility(ref: np.ndarray, est: np.ndarray, sample_rate: int):
+  """``([n], [n])``: STOI and ESTOI of each output row against its input."""
+  from pystoi import stoi  # pylint: disable=g-import-not-at-top
+  return (np.array([stoi(a, b, sample_rate) for a, b in zip(ref, est)]),
+          np.array([stoi(a, b, sample_rate, extended=True) for a, b in zip(ref, est)]))
+
+
 def output_conv(gen) -> torch.nn.Module:
   """The decoder's last convolution (its output goes through tanh to the waveform)."""
   convs = [m for m in gen.decoder.modules() if isinstance(m, torch.nn.Conv1d)]
@@ -425,10 +432,7 @@ def clip_scores(spec: CodecSpec, gen, obj=None, n: int = 16, stoi: bool = True,
       res[f"{name}_mel"] = float(mel(_signal(torch.from_numpy(y)[:, None], spec.sample_rate),
                                      _signal(torch.from_numpy(x)[:, None], spec.sample_rate)))
     if stoi:
-      from pystoi import stoi as stoi_fn  # pylint: disable=g-import-not-at-top
-      res[f"{name}_stoi"] = np.array([stoi_fn(a, b, spec.sample_rate) for a, b in zip(x, y)])
-      res[f"{name}_estoi"] = np.array([stoi_fn(a, b, spec.sample_rate, extended=True)
-                                       for a, b in zip(x, y)])
+      res[f"{name}_stoi"], res[f"{name}_estoi"] = intelligibility(x, y, spec.sample_rate)
   return res
 
 

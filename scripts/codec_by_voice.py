@@ -57,16 +57,14 @@ def main(argv=None) -> int:
   p.add_argument("--split", choices=("val", "test"), default="val")
   p.add_argument("--flag_stoi", type=float, default=0.8)
   args = p.parse_args(argv)
-  from pystoi import stoi  # pylint: disable=g-import-not-at-top
   spec = ship.spec_of(args.weights)
   gen = loading.load_dac("16khz", weights=args.weights, device="cpu")
   voices = []
   x = train_codec.heldout(spec, args.n, kind="single", split=args.split, voices=voices)
   y = train_codec.reconstruct(gen, x)
   sr = spec.sample_rate
-  scores = dict(si_sdr=train_codec.si_sdr_db(x, y),
-                stoi=np.array([stoi(a, b, sr) for a, b in zip(x, y)]),
-                estoi=np.array([stoi(a, b, sr, extended=True) for a, b in zip(x, y)]))
+  scores = dict(si_sdr=train_codec.si_sdr_db(x, y))
+  scores["stoi"], scores["estoi"] = train_codec.intelligibility(x, y, sr)
   out = by_voice(voices, scores)
   out["flagged"] = [dict(clip=i, voice=voices[i], **{k: round(float(s[i]), 3)
                                                      for k, s in scores.items()},
