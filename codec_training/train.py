@@ -185,9 +185,10 @@ def batch(spec: CodecSpec, step: int) -> torch.Tensor:
 
 
 def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=None,
-                    split: str = "val"):
+                    split: str = "val", turn: int | None = None):
   """A held-out excerpt: a fresh synthetic talker, or a recorded clip training never
-  saw (the ``split`` of a training voice, or the test split of a held-out voice)."""
+  saw (the ``split`` of a training voice, or the test split of a held-out voice).
+  ``turn``: the voice is the candidates' ``turn``-th in rotation, else a random one."""
   if spec.data == "synthetic":
     return synthetic.talker(rng, length, spec.sample_rate), None
   c = corpus(spec)
@@ -196,7 +197,7 @@ def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=Non
   else:
     voices = training_voices(spec)
   voices = [v for v in voices if exclude is None or c.talker(v) != c.talker(exclude)] or voices
-  voice = voices[int(rng.integers(len(voices)))]
+  voice = voices[turn % len(voices) if turn is not None else int(rng.integers(len(voices)))]
   x = c.segment(rng, split, voice, length)
   return x / (np.abs(x).max() + 1e-8), voice
 
@@ -210,8 +211,10 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   ``unseen`` (speech data): the single talker is a held-out voice. ``split``: "val"
   (where recipes are chosen) or "test" (where the chosen codec is reported), each its
   own seed stream; with speech data the training voices' clips come from that split
-  (the held-out voice's always from its test split). ``voices``: a list that receives
-  each clip's (first) voice, None for synthetic talkers.
+  (the held-out voice's always from its test split). Clip ``i``'s (first) talker is the
+  voices' ``i``-th in rotation: every voice has the same share of the clips on either
+  split (a random draw let the split decide the mix of voices, which differ by 10 dB).
+  ``voices``: a list that receives each clip's (first) voice, None for synthetic talkers.
   """
   if split not in ("val", "test"):
     raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
@@ -220,7 +223,7 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   for i in range(n):
     # Never a training id; the test clips their own stream (val's is what it always was).
     rng = np.random.default_rng([spec.seed, 10 ** 9 + (split == "test"), i])
-    a, voice = _heldout_source(spec, rng, length, unseen, split=split)
+    a, voice = _heldout_source(spec, rng, length, unseen, split=split, turn=i)
     if voices is not None:
       voices.append(voice)
     b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(

@@ -62,6 +62,12 @@ def corpus(tmp_path_factory):
     write_ogg(str(level / f"lvl{i % 3}-b-{i}.ogg"),
               _padded(_voiced(1.0, 110, 100 + i, 22050), 22050),
               22050)
+  # Not speech, as the Asterisk packages hold them: a codec's idle noise, a hiss.
+  (g722 / "sounds" / "a" / "silence").mkdir()
+  rng = np.random.default_rng(0)
+  write_g722(str(g722 / "sounds/a/silence/1.g722"), 1e-4 * rng.standard_normal(SR))
+  t = np.arange(SR // 2) / SR
+  write_g722(str(g722 / "sounds/a/hiss.g722"), 0.3 * np.sin(2 * np.pi * 6000 * t))
   (g722 / "usr/share/doc/pkg-g722").mkdir(parents=True)
   (g722 / "usr/share/doc/pkg-g722/copyright").write_text("License: CC-BY-SA-3.0\n")
   out = root / "out"
@@ -85,6 +91,32 @@ def test_build_decodes_trims_resamples_and_splits_by_clip(corpus):
   assert speech.split_of("en_a", "sounds/a/p3.g722") == speech.split_of("en_a", "sounds/a/p3.g722")
   fractions = np.mean([speech.split_of("v", f"clip{i}") == "train" for i in range(4000)])
   assert abs(fractions - speech.SPLIT_FRACTIONS[0]) < 0.02
+
+
+def test_clips_that_are_not_speech_are_dropped_and_listed(corpus):
+  _, manifest = corpus
+  reasons = {d["path"]: d["reason"] for d in manifest["dropped"]}
+  assert sorted(reasons) == ["sounds/a/hiss.g722", "sounds/a/silence/1.g722"], reasons
+  assert reasons["sounds/a/silence/1.g722"].startswith("near-silent")
+  assert reasons["sounds/a/hiss.g722"].startswith("not speech")
+  assert [v["dropped"] for v in manifest["voices"]] == [2, 0]
+  assert manifest["rule"]["min_rms_db"] == speech.MIN_RMS_DB
+  # Each rule on a known case; voiced speech passes every one, at 16 and at 8 kHz.
+  voiced = _voiced(1.0, 150, 0)
+  assert speech.screen(voiced, SR) is None
+  assert speech.screen(_voiced(1.0, 150, 0, 8000), 8000) is None
+  assert speech.screen(voiced * 10 ** (-70 / 20), SR).startswith("near-silent")
+  assert speech.screen(voiced + 0.1, SR).startswith("DC offset")
+  noise = np.random.default_rng(1).standard_normal(SR).astype(np.float32) * 0.1
+  hiss = signal_highpass(noise, 4500)
+  assert speech.screen(hiss, SR).startswith("not speech")
+  assert speech.screen(hiss[::2], 8000) is None        # no band above 4 kHz to judge
+
+
+def signal_highpass(x: np.ndarray, cutoff: float) -> np.ndarray:
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  sos = signal.butter(8, cutoff, "highpass", fs=SR, output="sos")
+  return signal.sosfilt(sos, x).astype(np.float32)
 
 
 def test_decoded_audio_is_the_written_audio(tmp_path):
@@ -151,6 +183,14 @@ def test_codec_training_draws_speech_and_holds_out_a_voice(corpus, monkeypatch):
         assert drawn == [first, (split, "en_a")] * 2, (split, unseen, drawn)  # a, then b
     with pytest.raises(ValueError, match="split='train'"):
       train.heldout(spec, 1, split="train")
+  # Held-out clips take the voices in rotation: the same share of each on every split.
+  both = train.CodecSpec(data="speech", speech_root=str(out), holdout_voices=())
+  with monkeypatch.context() as m:
+    m.setattr(speech.SpeechCorpus, "segment", segment)
+    for split in ("val", "test"):
+      voices = []
+      train.heldout(both, 5, seconds=0.4, kind="mixture", split=split, voices=voices)
+      assert voices == ["en_a", "cs_b", "en_a", "cs_b", "en_a"], (split, voices)
   with pytest.raises(speech.SpeechSourceError, match="'en_a' has no clips in the test split"):
     speech.SpeechCorpus(str(out)).segment(np.random.default_rng(0), "test", "en_a", 100)
   with pytest.raises(ValueError, match="not in"):

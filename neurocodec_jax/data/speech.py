@@ -5,15 +5,17 @@
 Fetches the packages below with ``apt-get download`` into ``<out>/debs`` (no other
 network is needed), unpacks them with ``dpkg -x``, decodes every clip (G.722 with
 PyAV, ogg with soundfile), downmixes, resamples to ``sample_rate``, trims leading
-and trailing silence, and splits by clip into train / val / test with a fixed rule
-(:func:`split_of`: a hash of the voice and the clip's path), so no clip is in two
-splits and a rerun gives the same split. Writes, atomically:
+and trailing silence, drops clips that are not speech (near-silent, a DC offset,
+mostly above 4 kHz: :func:`screen`), and splits by clip into train / val / test with
+a fixed rule (:func:`split_of`: a hash of the voice and the clip's path), so no clip is
+in two splits and a rerun gives the same split. Writes, atomically:
 
   <out>/<split>.npz      per voice: ``<voice>.audio`` int16 ``[samples]`` (the
                          split's clips back to back, each followed by GAP_SECONDS
                          of silence) and ``<voice>.bounds`` int64 ``[clips, 2]``
   <out>/manifest.json    packages (version, sha256, license), voices (talker,
-                         sex, language, seconds per split), the rule, the rate
+                         sex, language, seconds per split), the rule, the rate,
+                         and the clips dropped as not speech (:func:`screen`) with why
 
 The project redistributes none of this audio; only this code, and weights trained
 on it. Licenses: the Asterisk prompts are CC-BY-SA-3.0, the Fish Fillets voices
@@ -47,6 +49,10 @@ SPLITS = ("train", "val", "test")
 GAP_SECONDS = 0.05          # silence after each clip in a split's stream
 TRIM_DB = 40.0              # trim frames this far below the clip's loudest frame
 MIN_CLIP_SECONDS = 0.3      # shorter clips (clicks, single phones) are dropped
+# Clips that are not speech (:func:`screen`); speech's thresholds are far from them:
+MIN_RMS_DB = -60.0          # dBFS; a codec's idle noise (Asterisk's silence/*: -80 dBFS)
+MAX_HF_SHARE = 0.5          # energy above 4 kHz; speech 0.001-0.12, tones and hiss higher
+MAX_DC = 0.05               # |mean| / rms; speech's 99th percentile is 0.005
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 
 
@@ -189,6 +195,25 @@ def trim(x: np.ndarray, sample_rate: int, top_db: float = TRIM_DB) -> np.ndarray
   return x[loud[0] * hop:(loud[-1] + 1) * hop]
 
 
+def screen(x: np.ndarray, sample_rate: int) -> str | None:
+  """Why a trimmed clip ``[T]`` is not speech, or None when it may be: near-silent (its
+  RMS under MIN_RMS_DB: every excerpt is peak-normalized downstream, which would turn an
+  idle codec's noise into full-scale hiss), a DC offset, or most of its energy above
+  4 kHz (tones, hiss; checked where the rate codes that band)."""
+  rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+  if rms < 10 ** (MIN_RMS_DB / 20):
+    return f"near-silent (rms {20 * np.log10(rms + 1e-12):.0f} dBFS < {MIN_RMS_DB:.0f})"
+  if abs(float(x.mean())) > MAX_DC * rms:
+    return f"DC offset (|mean| {abs(float(x.mean())) / rms:.2f} x rms > {MAX_DC})"
+  if sample_rate > 8000:
+    power = np.abs(np.fft.rfft(x - x.mean())) ** 2
+    share = float(power[np.fft.rfftfreq(len(x), 1 / sample_rate) > 4000].sum() /
+                  max(power.sum(), 1e-30))
+    if share > MAX_HF_SHARE:
+      return f"not speech ({share:.0%} of its energy above 4 kHz > {MAX_HF_SHARE:.0%})"
+  return None
+
+
 def split_of(voice: str, relpath: str) -> str:
   """The clip's split: a fixed hash rule (SPLIT_FRACTIONS), stable across runs."""
   h = int(hashlib.sha1(f"{voice}/{relpath}".encode()).hexdigest()[:8], 16) / 16 ** 8
@@ -209,7 +234,7 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES,
   else:
     debs = {p: None for p in unpacked}
   streams = {s: {} for s in SPLITS}
-  voice_rows = []
+  voice_rows, dropped = [], []
   gap = np.zeros(int(GAP_SECONDS * sample_rate), np.float32)
   for v in voices:
     root = unpacked[v.package]
@@ -222,8 +247,14 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES,
       x = trim(decode(path, sample_rate), sample_rate)
       if len(x) < MIN_CLIP_SECONDS * sample_rate:
         continue
+      why = screen(x, sample_rate)
+      if why:
+        dropped.append(dict(voice=v.name, path=rel, seconds=round(len(x) / sample_rate, 2),
+                            reason=why))
+        continue
       parts[split_of(v.name, rel)].append(x)
-    row = dict(dataclasses.asdict(v), clips={}, seconds={})
+    row = dict(dataclasses.asdict(v), clips={}, seconds={},
+               dropped=sum(d["voice"] == v.name for d in dropped))
     for s in SPLITS:
       bounds, pos, chunks = [], 0, []
       for x in parts[s]:
@@ -244,7 +275,9 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES,
       voices=voice_rows,
       rule=dict(split="sha1('<voice>/<path in package>') -> train/val/test at "
                       f"{SPLIT_FRACTIONS}", trim_db=TRIM_DB, min_clip_seconds=MIN_CLIP_SECONDS,
-                gap_seconds=GAP_SECONDS))
+                gap_seconds=GAP_SECONDS, min_rms_db=MIN_RMS_DB, max_hf_share=MAX_HF_SHARE,
+                max_dc=MAX_DC),
+      dropped=dropped)
   with atomic_directory(os.path.join(out, "corpus"), overwrite=True) as tmp:
     for s in SPLITS:
       np.savez(os.path.join(tmp, f"{s}.npz"), **streams[s])
@@ -339,7 +372,7 @@ def main(argv=None) -> int:
     return 2
   for v in manifest["voices"]:
     print(f"{v['name']:<12} {v['talker']:<8} {v['sex']} {v['language']}  clips "
-          f"{v['clips']}  seconds {v['seconds']}")
+          f"{v['clips']}  seconds {v['seconds']}  dropped {v['dropped']}")
   print(f"wrote {os.path.join(args.out, 'corpus')}")
   return 0
 
