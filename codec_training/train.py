@@ -203,7 +203,8 @@ def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=Non
 
 
 def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture",
-            unseen: bool = False, split: str = "val", voices: list | None = None):
+            unseen: bool = False, split: str = "val", voices: list | None = None,
+            rotate: bool = True):
   """Held-out clips (a seed stream disjoint from training's): ``[n, T]``.
 
   ``kind``: "single" (one talker), "mixture" (two), or "parts": returns
@@ -213,8 +214,8 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   own seed stream; with speech data the training voices' clips come from that split
   (the held-out voice's always from its test split). Clip ``i``'s (first) talker is the
   voices' ``i``-th in rotation: every voice has the same share of the clips on either
-  split (a random draw let the split decide the mix of voices, which differ by 10 dB).
-  ``voices``: a list that receives each clip's (first) voice, None for synthetic talkers.
+  split (a random draw let the split decide the mix of voices, which differ by 10 dB;
+  ``rotate=False`` draws so, as scores before 2026-12-07 did). ``voices``: a list that receives each clip's (first) voice, None for synthetic talkers.
   """
   if split not in ("val", "test"):
     raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
@@ -223,7 +224,8 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   for i in range(n):
     # Never a training id; the test clips their own stream (val's is what it always was).
     rng = np.random.default_rng([spec.seed, 10 ** 9 + (split == "test"), i])
-    a, voice = _heldout_source(spec, rng, length, unseen, split=split, turn=i)
+    a, voice = _heldout_source(spec, rng, length, unseen, split=split,
+                               turn=i if rotate else None)
     if voices is not None:
       voices.append(voice)
     b = 10 ** (rng.uniform(-spec.level_db, spec.level_db) / 20) * _heldout_source(

@@ -14,6 +14,7 @@ samples.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -56,11 +57,19 @@ def main(argv=None) -> int:
   p.add_argument("--n", type=int, default=64)
   p.add_argument("--split", choices=("val", "test"), default="val")
   p.add_argument("--flag_stoi", type=float, default=0.8)
+  p.add_argument("--speech_root", default=None,
+                 help="another corpus than the weights' own (e.g. one built before a rule)")
+  p.add_argument("--random_voices", action="store_true",
+                 help="each clip's voice drawn at random (scores before 2026-12-07), not in "
+                      "rotation")
   args = p.parse_args(argv)
   spec = ship.spec_of(args.weights)
+  if args.speech_root:
+    spec = dataclasses.replace(spec, speech_root=args.speech_root)
   gen = loading.load_dac("16khz", weights=args.weights, device="cpu")
   voices = []
-  x = train_codec.heldout(spec, args.n, kind="single", split=args.split, voices=voices)
+  x = train_codec.heldout(spec, args.n, kind="single", split=args.split, voices=voices,
+                          rotate=not args.random_voices)
   y = train_codec.reconstruct(gen, x)
   sr = spec.sample_rate
   scores = dict(si_sdr=train_codec.si_sdr_db(x, y))

@@ -44,7 +44,7 @@ def write_ogg(path: str, x: np.ndarray, rate: int):
   sf.write(path, np.stack([x, x], 1), rate, format="OGG", subtype="VORBIS")   # stereo
 
 
-VOICES = (speech.Voice("en_a", "pkg-g722", "sounds/a/**/*.g722", "a", "f", "en"),
+VOICES = (speech.Voice("en_a", "pkg-g722", "sounds/a/**/*.g722", "a", "f", "en", ("chime",)),
           speech.Voice("cs_b", "pkg-ogg", "sound/*/cs/*-b-*.ogg", "b", "m", "cs"))
 
 
@@ -68,6 +68,7 @@ def corpus(tmp_path_factory):
   write_g722(str(g722 / "sounds/a/silence/1.g722"), 1e-4 * rng.standard_normal(SR))
   t = np.arange(SR // 2) / SR
   write_g722(str(g722 / "sounds/a/hiss.g722"), 0.3 * np.sin(2 * np.pi * 6000 * t))
+  write_g722(str(g722 / "sounds/a/chime.g722"), _voiced(1.0, 440, 99))   # named an effect
   (g722 / "usr/share/doc/pkg-g722").mkdir(parents=True)
   (g722 / "usr/share/doc/pkg-g722/copyright").write_text("License: CC-BY-SA-3.0\n")
   out = root / "out"
@@ -96,10 +97,12 @@ def test_build_decodes_trims_resamples_and_splits_by_clip(corpus):
 def test_clips_that_are_not_speech_are_dropped_and_listed(corpus):
   _, manifest = corpus
   reasons = {d["path"]: d["reason"] for d in manifest["dropped"]}
-  assert sorted(reasons) == ["sounds/a/hiss.g722", "sounds/a/silence/1.g722"], reasons
+  assert sorted(reasons) == ["sounds/a/chime.g722", "sounds/a/hiss.g722",
+                             "sounds/a/silence/1.g722"], reasons
+  assert reasons["sounds/a/chime.g722"].startswith("a sound effect")
   assert reasons["sounds/a/silence/1.g722"].startswith("near-silent")
   assert reasons["sounds/a/hiss.g722"].startswith("not speech")
-  assert [v["dropped"] for v in manifest["voices"]] == [2, 0]
+  assert [v["dropped"] for v in manifest["voices"]] == [3, 0]
   assert manifest["rule"]["min_rms_db"] == speech.MIN_RMS_DB
   # Each rule on a known case; voiced speech passes every one, at 16 and at 8 kHz.
   voiced = _voiced(1.0, 150, 0)

@@ -6,7 +6,8 @@ Fetches the packages below with ``apt-get download`` into ``<out>/debs`` (no oth
 network is needed), unpacks them with ``dpkg -x``, decodes every clip (G.722 with
 PyAV, ogg with soundfile), downmixes, resamples to ``sample_rate``, trims leading
 and trailing silence, drops clips that are not speech (near-silent, a DC offset,
-mostly above 4 kHz: :func:`screen`), and splits by clip into train / val / test with
+mostly above 4 kHz: :func:`screen`; the sound effects a package ships among its
+prompts, by name), and splits by clip into train / val / test with
 a fixed rule (:func:`split_of`: a hash of the voice and the clip's path), so no clip is
 in two splits and a rerun gives the same split. Writes, atomically:
 
@@ -64,21 +65,27 @@ class Voice:
   talker: str
   sex: str
   language: str
+  effects: tuple = ()     # file names (no extension) of sound effects among the clips
 
 
 _AST = "usr/share/asterisk/sounds"
+# The Asterisk packages ship these sound effects among their prompts, the same names in
+# every language: tones, and a recording of monkeys (``tt-monkeys``). No signal rule
+# tells a two-tone chime from a short word, so they are named.
+_AST_EFFECTS = ("beep", "beeperr", "ascending-2tone", "descending-2tone", "confbridge-join",
+                "confbridge-leave", "tt-monkeys")
 _FNG = "usr/share/games/fillets-ng/sound"
 VOICES = (
     Voice("en_allison", "asterisk-core-sounds-en-g722", f"{_AST}/en_US_f_Allison/**/*.g722",
-          "allison", "f", "en"),
+          "allison", "f", "en", _AST_EFFECTS),
     Voice("es_allison", "asterisk-core-sounds-es-g722", f"{_AST}/es_MX_f_Allison/**/*.g722",
-          "allison", "f", "es"),
+          "allison", "f", "es", _AST_EFFECTS),
     Voice("fr_june", "asterisk-core-sounds-fr-g722", f"{_AST}/fr_CA_f_June/**/*.g722",
-          "june", "f", "fr"),
+          "june", "f", "fr", _AST_EFFECTS),
     Voice("it_carlo", "asterisk-core-sounds-it-g722", f"{_AST}/it_IT_m_Carlo/**/*.g722",
-          "carlo", "m", "it"),
+          "carlo", "m", "it", _AST_EFFECTS),
     Voice("ru_f", "asterisk-core-sounds-ru-g722", f"{_AST}/ru_RU_f_IvrvoiceRU/**/*.g722",
-          "ru_f", "f", "ru"),
+          "ru_f", "f", "ru", _AST_EFFECTS),
     Voice("cs_m", "fillets-ng-data-cs", f"{_FNG}/*/cs/*-m-*.ogg", "cs_m", "f", "cs"),
     Voice("cs_v", "fillets-ng-data-cs", f"{_FNG}/*/cs/*-v-*.ogg", "cs_v", "m", "cs"),
 )
@@ -248,12 +255,14 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES,
       if len(x) < MIN_CLIP_SECONDS * sample_rate:
         continue
       why = screen(x, sample_rate)
+      if os.path.splitext(os.path.basename(path))[0] in v.effects:
+        why = "a sound effect (the voice's list of them)"
       if why:
         dropped.append(dict(voice=v.name, path=rel, seconds=round(len(x) / sample_rate, 2),
                             reason=why))
         continue
       parts[split_of(v.name, rel)].append(x)
-    row = dict(dataclasses.asdict(v), clips={}, seconds={},
+    row = dict(dataclasses.asdict(v), effects=list(v.effects), clips={}, seconds={},
                dropped=sum(d["voice"] == v.name for d in dropped))
     for s in SPLITS:
       bounds, pos, chunks = [], 0, []
