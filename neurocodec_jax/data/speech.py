@@ -51,9 +51,9 @@ GAP_SECONDS = 0.05          # silence after each clip in a split's stream
 TRIM_DB = 40.0              # trim frames this far below the clip's loudest frame
 MIN_CLIP_SECONDS = 0.3      # shorter clips (clicks, single phones) are dropped
 # Clips that are not speech (:func:`screen`); speech's thresholds are far from them:
-MIN_RMS_DB = -60.0          # dBFS; a codec's idle noise (Asterisk's silence/*: -80 dBFS)
-MAX_HF_SHARE = 0.5          # energy above 4 kHz; speech 0.001-0.12, tones and hiss higher
-MAX_DC = 0.05               # |mean| / rms; speech's 99th percentile is 0.005
+MIN_RMS_DB = -60.0          # dBFS; speech -27 to -11, a codec's idle noise -80 (silence/*)
+MAX_HF_SHARE = 0.5          # energy above 4 kHz; speech's 99th percentile 0.13, hiss higher
+MAX_DC = 0.05               # |mean| / rms; speech's 99th percentile 0.004
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 
 
