@@ -196,6 +196,7 @@ def _heldout_source(spec: CodecSpec, rng, length: int, unseen: bool, exclude=Non
     voices, split = list(spec.holdout_voices), "test"
   else:
     voices = training_voices(spec)
+  assert turn is None or exclude is None, "a rotation over a filtered list would be uneven"
   voices = [v for v in voices if exclude is None or c.talker(v) != c.talker(exclude)] or voices
   voice = voices[turn % len(voices) if turn is not None else int(rng.integers(len(voices)))]
   x = c.segment(rng, split, voice, length)
@@ -212,17 +213,19 @@ def heldout(spec: CodecSpec, n: int, seconds: float = 2.0, kind: str = "mixture"
   ``unseen`` (speech data): the single talker is a held-out voice. ``split``: "val"
   (where recipes are chosen) or "test" (where the chosen codec is reported), each its
   own seed stream; with speech data the training voices' clips come from that split
-  (the held-out voice's always from its test split). Clip ``i``'s (first) talker is the
-  voices' ``i``-th in rotation: every voice has the same share of the clips on either
-  split (a random draw let the split decide the mix of voices, which differ by 10 dB;
-  ``rotate=False`` draws so, as scores before 2026-12-07 did). ``voices``: a list that receives each clip's (first) voice, None for synthetic talkers.
+  (the held-out voice's always from its test split). Clip ``i``'s single (or first)
+  talker is the voices' ``i``-th in rotation: every voice has the same share of the
+  single clips on either split (a random draw let the split decide the mix of voices,
+  which code 10 dB apart); a mixture's second talker is drawn at random. ``rotate=False``:
+  the random draw, to compare with scores taken so. ``voices``: a list that receives each
+  clip's (first) voice, None for synthetic talkers.
   """
   if split not in ("val", "test"):
     raise ValueError(f"split={split!r}: expected 'val' or 'test'.")
   length = codec.frame_count(spec, seconds) * codec.hop_length(spec)
   out = []
   for i in range(n):
-    # Never a training id; the test clips their own stream (val's is what it always was).
+    # Never a training id; val and test each their own stream.
     rng = np.random.default_rng([spec.seed, 10 ** 9 + (split == "test"), i])
     a, voice = _heldout_source(spec, rng, length, unseen, split=split,
                                turn=i if rotate else None)

@@ -4,11 +4,13 @@
 
 Scores the codec on the same held-out single-talker clips as ``codec_training.ship
 --quality`` (training voices, val or test split) and breaks the means down by the voice
-each clip was drawn from: where voices code at different levels, the random draw of
-voices moves the overall mean, and the voice-balanced mean (each voice's mean,
-averaged) does not. Then lists the clips below ``--flag_stoi`` with what makes them
-unlike wideband speech: the share of their energy above 4 kHz, at DC, and in near-silent
-samples.
+each clip was drawn from, with the voice-balanced means (each voice's mean, averaged):
+the voices code at different levels, so the mix of voices moves an overall mean. The
+clips take the voices in rotation; ``--random_voices`` draws them at random, and
+``--speech_root`` scores on another corpus (to compare with scores taken so). Then
+lists the clips below ``--flag_stoi`` with what makes them unlike wideband speech: the
+share of their energy above 4 kHz, their DC ratio (the corpus rule's measures,
+``neurocodec_jax.data.speech``), and their share of near-silent samples.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from codec_bridge import loading  # pylint: disable=wrong-import-position
 from codec_training import ship  # pylint: disable=wrong-import-position
 from codec_training import train as train_codec  # pylint: disable=wrong-import-position
+from neurocodec_jax.data import speech  # pylint: disable=wrong-import-position
 
 
 def by_voice(voices: list, scores: dict) -> dict:
@@ -42,13 +45,10 @@ def by_voice(voices: list, scores: dict) -> dict:
 
 
 def clip_traits(x: np.ndarray, sample_rate: int) -> dict:
-  """What a clip ``[T]`` is made of: shares of its energy above 4 kHz and at DC, and of
-  its samples below 1% of full scale."""
-  power = np.abs(np.fft.rfft(x)) ** 2
-  freqs = np.fft.rfftfreq(len(x), 1 / sample_rate)
-  total = power.sum() + 1e-12
-  return dict(above_4khz=float(power[freqs > 4000].sum() / total),
-              dc=float(power[0] / total), near_silent=float(np.mean(np.abs(x) < 0.01)))
+  """What a clip ``[T]`` is made of: its share of energy above 4 kHz and DC ratio (as
+  the corpus rule measures them), and its share of samples below 1% of full scale."""
+  return dict(above_4khz=speech.hf_share(x, sample_rate), dc=speech.dc_ratio(x),
+              near_silent=float(np.mean(np.abs(x) < 0.01)))
 
 
 def main(argv=None) -> int:
@@ -58,10 +58,10 @@ def main(argv=None) -> int:
   p.add_argument("--split", choices=("val", "test"), default="val")
   p.add_argument("--flag_stoi", type=float, default=0.8)
   p.add_argument("--speech_root", default=None,
-                 help="another corpus than the weights' own (e.g. one built before a rule)")
+                 help="another corpus than the weights' own (e.g. one built before its rule)")
   p.add_argument("--random_voices", action="store_true",
-                 help="each clip's voice drawn at random (scores before 2026-12-07), not in "
-                      "rotation")
+                 help="each clip's voice drawn at random, not in rotation (to compare with "
+                      "scores taken so)")
   args = p.parse_args(argv)
   spec = ship.spec_of(args.weights)
   if args.speech_root:

@@ -202,22 +202,32 @@ def trim(x: np.ndarray, sample_rate: int, top_db: float = TRIM_DB) -> np.ndarray
   return x[loud[0] * hop:(loud[-1] + 1) * hop]
 
 
+def hf_share(x: np.ndarray, sample_rate: int) -> float:
+  """The share of ``x``'s ``[T]`` energy above 4 kHz (its mean removed)."""
+  power = np.abs(np.fft.rfft(x - x.mean())) ** 2
+  return float(power[np.fft.rfftfreq(len(x), 1 / sample_rate) > 4000].sum() /
+               max(power.sum(), 1e-30))
+
+
+def dc_ratio(x: np.ndarray) -> float:
+  """``|mean| / rms`` of ``x`` ``[T]``: 1 for a constant, 0 for a zero-mean signal."""
+  return abs(float(x.mean())) / max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))),
+                                    1e-30)
+
+
 def screen(x: np.ndarray, sample_rate: int) -> str | None:
   """Why a trimmed clip ``[T]`` is not speech, or None when it may be: near-silent (its
   RMS under MIN_RMS_DB: every excerpt is peak-normalized downstream, which would turn an
   idle codec's noise into full-scale hiss), a DC offset, or most of its energy above
-  4 kHz (tones, hiss; checked where the rate codes that band)."""
+  4 kHz (tones, hiss; none at rates that do not code that band)."""
   rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
   if rms < 10 ** (MIN_RMS_DB / 20):
     return f"near-silent (rms {20 * np.log10(rms + 1e-12):.0f} dBFS < {MIN_RMS_DB:.0f})"
-  if abs(float(x.mean())) > MAX_DC * rms:
-    return f"DC offset (|mean| {abs(float(x.mean())) / rms:.2f} x rms > {MAX_DC})"
-  if sample_rate > 8000:
-    power = np.abs(np.fft.rfft(x - x.mean())) ** 2
-    share = float(power[np.fft.rfftfreq(len(x), 1 / sample_rate) > 4000].sum() /
-                  max(power.sum(), 1e-30))
-    if share > MAX_HF_SHARE:
-      return f"not speech ({share:.0%} of its energy above 4 kHz > {MAX_HF_SHARE:.0%})"
+  if dc_ratio(x) > MAX_DC:
+    return f"DC offset (|mean| {dc_ratio(x):.2f} x rms > {MAX_DC})"
+  share = hf_share(x, sample_rate)
+  if share > MAX_HF_SHARE:
+    return f"not speech ({share:.0%} of its energy above 4 kHz > {MAX_HF_SHARE:.0%})"
   return None
 
 
@@ -252,11 +262,12 @@ def build(out: str, sample_rate: int = 16000, voices=VOICES,
     for path in tqdm(paths, desc=f"speech {v.name}", unit="clip", leave=False):
       rel = os.path.relpath(path, root)
       x = trim(decode(path, sample_rate), sample_rate)
-      if len(x) < MIN_CLIP_SECONDS * sample_rate:
-        continue
-      why = screen(x, sample_rate)
       if os.path.splitext(os.path.basename(path))[0] in v.effects:
         why = "a sound effect (the voice's list of them)"
+      elif len(x) < MIN_CLIP_SECONDS * sample_rate:
+        continue
+      else:
+        why = screen(x, sample_rate)
       if why:
         dropped.append(dict(voice=v.name, path=rel, seconds=round(len(x) / sample_rate, 2),
                             reason=why))
