@@ -23,6 +23,11 @@ what ``tests/test_train_codec.py`` asserts. Both files are written atomically.
 
 only scores a weights file, shipped or a run's (means and standard errors over the
 clips) and, against another, the paired difference on the same clips.
+
+  python -m codec_training.ship --rescore WEIGHTS [--n 64]
+
+measures a shipped file again where the measure (the held-out draw, the corpus)
+changed, and rewrites its manifest's quality.
 """
 
 from __future__ import annotations
@@ -226,17 +231,46 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
       quantizer_rounding=rounding,
       curve=before["curve"] + [{k: r[k] for k in r if k in CURVE_KEYS}
                                for r in rows if "single_si_sdr" in r],
-      test_floors=dict(
-          single_stoi=round(quality["single_stoi"] - STOI_MARGIN, 3),
-          mixture_stoi=round(quality["mixture_stoi"] - STOI_MARGIN, 3),
-          single_si_sdr=round(quality["single_si_sdr"] - SI_SDR_MARGIN_DB, 2),
-          mixture_si_sdr=round(quality["mixture_si_sdr"] - SI_SDR_MARGIN_DB, 2)),
+      test_floors=quality_floors(quality),
       test_floors_latent=dict(
           additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
   )
   with open(path + ".tmp", "w") as f:
     json.dump(manifest, f, indent=2)
   os.replace(path + ".tmp", path)
+  return manifest
+
+
+def quality_floors(quality: dict) -> dict:
+  """What the tests assert of a shipped codec: its measured ``quality`` minus margins."""
+  return dict(single_stoi=round(quality["single_stoi"] - STOI_MARGIN, 3),
+              mixture_stoi=round(quality["mixture_stoi"] - STOI_MARGIN, 3),
+              single_si_sdr=round(quality["single_si_sdr"] - SI_SDR_MARGIN_DB, 2),
+              mixture_si_sdr=round(quality["mixture_si_sdr"] - SI_SDR_MARGIN_DB, 2))
+
+
+def rescore(weights: str, n: int) -> dict:
+  """A shipped file's ``quality`` and ``quality_test`` (and the test floors from them)
+  measured again on ``n`` clips of the current held-out draw and corpus, written into
+  the manifest beside it: for a measure that changed under unchanged weights. Refuses
+  a file that is not the one its manifest hashes."""
+  manifest_path = os.path.join(os.path.dirname(weights), "manifest.json")
+  manifest = json.load(open(manifest_path))
+  digest = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+  if digest != manifest["sha256"]:
+    raise ValueError(f"{weights}: sha256 {digest[:12]}..., not the {manifest_path}'s "
+                     f"{manifest['sha256'][:12]}...; ship it instead.")
+  spec = train_codec.CodecSpec.from_dict(manifest["spec"])
+  dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
+  quality = {k: round(v, 4) for k, v in
+             train_codec.quality(spec, dac_model, n=n, stoi=True).items()}
+  quality_test = {k: round(v, 4) for k, v in
+                  train_codec.quality(spec, dac_model, n=n, stoi=True, split="test").items()}
+  manifest.update(heldout_clips=n, quality=quality, quality_test=quality_test,
+                  test_floors=quality_floors(quality))
+  with open(manifest_path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=2)
+  os.replace(manifest_path + ".tmp", manifest_path)
   return manifest
 
 
@@ -301,6 +335,10 @@ def main(argv=None) -> int:
   p.add_argument("--fix_polarity", metavar="WEIGHTS", default=None,
                  help="correct the polarity of a shipped weights file in place and update "
                       "the manifest beside it (hash, size, polarity)")
+  p.add_argument("--rescore", metavar="WEIGHTS", default=None,
+                 help="measure a shipped file's quality and quality_test again on --n clips "
+                      "(the current held-out draw and corpus) and rewrite them in the "
+                      "manifest beside it")
   p.add_argument("--quality", metavar="WEIGHTS", default=None,
                  help="only print the quality (means and standard errors over --n held-out "
                       "clips) of a weights file, its spec from the file's metadata or the "
@@ -317,6 +355,10 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.fix_polarity:
     print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
+    return 0
+  if args.rescore:
+    m = rescore(args.rescore, args.n)
+    print(json.dumps({k: m[k] for k in ("file", "quality", "quality_test")}, indent=2))
     return 0
   if args.against and not args.quality:
     p.error("--against needs --quality WEIGHTS")

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -73,6 +74,23 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
     assert hashlib.sha256(f.read()).hexdigest() == manifest["sha256"]
   assert -1 <= manifest["latent_structure"]["quantization_cosine"] <= 1
   assert manifest["polarity"]["correlation"] >= 0
+  # Rescored on more clips: the manifest's quality is the new measure's, the rest kept;
+  # a file its manifest does not hash is refused.
+  rescored = ship_codec.rescore(os.path.join(shipped, "tiny.pth"), n=3)
+  assert rescored == json.load(open(os.path.join(shipped, "manifest.json")))
+  assert rescored["heldout_clips"] == 3 and rescored["sha256"] == manifest["sha256"]
+  assert rescored["quality"] == {k: round(v, 4) for k, v in train_codec.quality(
+      spec, codec_bridge.load_dac("16khz", weights=os.path.join(shipped, "tiny.pth"),
+                                  device="cpu"), n=3, stoi=True).items()}
+  assert rescored["quality"] != manifest["quality"]
+  assert rescored["test_floors"] == ship_codec.quality_floors(rescored["quality"])
+  assert rescored["latent_structure"] == manifest["latent_structure"]
+  other = tmp_path / "other"
+  other.mkdir()
+  shutil.copyfile(os.path.join(shipped, "manifest.json"), other / "manifest.json")
+  shutil.copyfile(os.path.join(parts, "weights.pth"), other / "tiny.pth")   # unpolarized
+  with pytest.raises(ValueError, match="not the"):
+    ship_codec.rescore(str(other / "tiny.pth"), n=2)
   # Shipped in float16 (half the bytes) it loads as float32 weights equal to the
   # float16 rounding, and a run continued from it takes up the step count it records.
   half = ship_codec.ship(parts, str(tmp_path / "half"), "tiny.pth", n=2, half=True)
