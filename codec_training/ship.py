@@ -27,7 +27,7 @@ clips) and, against another, the paired difference on the same clips.
   python -m codec_training.ship --rescore WEIGHTS [--n 64]
 
 measures a shipped file again where the measure (the held-out draw, the corpus)
-changed, and rewrites its manifest's quality.
+changed, and rewrites its manifest's measures.
 """
 
 from __future__ import annotations
@@ -199,15 +199,10 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
   t0 = time.perf_counter()
   dac_model = loading.load_dac("16khz", weights=out, device="cpu")   # what ships, measured
   load_seconds = time.perf_counter() - t0
-  quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
-  # Recipes are chosen on the val clips; the test clips report the chosen codec.
-  quality_test = train_codec.quality(spec, dac_model, n=n, stoi=True, split="test")
-  mix, a, b = train_codec.heldout(spec, n, kind="parts")
-  latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
-  rounding = rounding_breakdown(dac_model, mix, a, b)
+  measured = measures(spec, dac_model, n)
   manifest = dict(
       file=name,
-      sha256=hashlib.sha256(open(out, "rb").read()).hexdigest(),
+      sha256=_sha256(out),
       bytes=os.path.getsize(out),
       format="DAC.save(package=False): {'state_dict', 'metadata': {'kwargs'}} (DAC's release format)"
              + (", weights stored as float16 (loaded into float32)" if half else ""),
@@ -222,23 +217,46 @@ def ship(src: str, out_dir: str, name: str, n: int = 32, half: bool = False) -> 
       machine="2 CPU cores, torch 1 thread, sharing the machine with other jobs",
       parameters=sum(p.numel() for p in dac_model.parameters()),
       load_seconds=round(load_seconds, 3),
-      heldout_clips=n,
       polarity=polarity,
+      curve=before["curve"] + [{k: r[k] for k in r if k in CURVE_KEYS}
+                               for r in rows if "single_si_sdr" in r],
+      **measured,
+  )
+  _write_json(path, manifest)
+  return manifest
+
+
+def measures(spec, dac_model, n: int) -> dict:
+  """The manifest's measures of a codec on ``n`` held-out clips: ``quality`` (val clips,
+  where recipes are chosen), ``quality_test`` (test clips, where the chosen codec is
+  reported), the latent structure of two-talker mixtures and its rounding breakdown,
+  and the floors the tests assert (each measure minus a margin)."""
+  quality = train_codec.quality(spec, dac_model, n=n, stoi=True)
+  quality_test = train_codec.quality(spec, dac_model, n=n, stoi=True, split="test")
+  mix, a, b = train_codec.heldout(spec, n, kind="parts")
+  latent = latent_structure.measure_arrays(FrozenDAC(dac_model), mix, a, b)
+  return dict(
+      heldout_clips=n,
       quality={k: round(v, 4) for k, v in quality.items()},
       quality_test={k: round(v, 4) for k, v in quality_test.items()},
       latent_structure={s: ({k: round(v, 4) for k, v in d.items()} if isinstance(d, dict)
                             else round(d, 4)) for s, d in latent.items()},
-      quantizer_rounding=rounding,
-      curve=before["curve"] + [{k: r[k] for k in r if k in CURVE_KEYS}
-                               for r in rows if "single_si_sdr" in r],
+      quantizer_rounding=rounding_breakdown(dac_model, mix, a, b),
       test_floors=quality_floors(quality),
       test_floors_latent=dict(
-          additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)),
-  )
+          additivity=round(latent["quantized"]["additivity"] - ADDITIVITY_MARGIN, 3)))
+
+
+def _write_json(path: str, obj: dict) -> None:
+  """``obj`` to ``path`` atomically (a temporary file, then a rename)."""
   with open(path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=2)
+    json.dump(obj, f, indent=2)
   os.replace(path + ".tmp", path)
-  return manifest
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 def quality_floors(quality: dict) -> dict:
@@ -249,29 +267,23 @@ def quality_floors(quality: dict) -> dict:
               mixture_si_sdr=round(quality["mixture_si_sdr"] - SI_SDR_MARGIN_DB, 2))
 
 
-def rescore(weights: str, n: int) -> dict:
-  """A shipped file's ``quality`` and ``quality_test`` (and the test floors from them)
-  measured again on ``n`` clips of the current held-out draw and corpus, written into
-  the manifest beside it: for a measure that changed under unchanged weights. Refuses
-  a file that is not the one its manifest hashes."""
+def rescore(weights: str, n: int | None = None) -> dict:
+  """A shipped file's :func:`measures` taken again on ``n`` clips (default: as many as
+  its manifest's) of the current held-out draw and corpus, written into the manifest
+  beside it: for a measure that changed under unchanged weights. Refuses a file that is
+  not the one its manifest hashes."""
   manifest_path = os.path.join(os.path.dirname(weights), "manifest.json")
-  manifest = json.load(open(manifest_path))
-  digest = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  digest = _sha256(weights)
   if digest != manifest["sha256"]:
     raise ValueError(f"{weights}: sha256 {digest[:12]}..., not the {manifest_path}'s "
                      f"{manifest['sha256'][:12]}...; ship it instead.")
   spec = train_codec.CodecSpec.from_dict(manifest["spec"])
   dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
-  quality = {k: round(v, 4) for k, v in
-             train_codec.quality(spec, dac_model, n=n, stoi=True).items()}
-  quality_test = {k: round(v, 4) for k, v in
-                  train_codec.quality(spec, dac_model, n=n, stoi=True, split="test").items()}
-  manifest.update(heldout_clips=n, quality=quality, quality_test=quality_test,
-                  test_floors=quality_floors(quality))
-  with open(manifest_path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(manifest_path + ".tmp", manifest_path)
-  return manifest
+  manifest.update(measures(spec, dac_model, n or manifest["heldout_clips"]))
+  _write_json(manifest_path, manifest)
+  return json.loads(json.dumps(manifest))       # as written (JSON's keys are strings)
 
 
 def fix_shipped_polarity(weights: str) -> dict:
@@ -282,11 +294,9 @@ def fix_shipped_polarity(weights: str) -> dict:
   spec = train_codec.CodecSpec.from_dict(manifest["spec"])
   dac_model = loading.load_dac("16khz", weights=weights, device="cpu")
   manifest["polarity"] = correct_polarity(dac_model, spec, weights)
-  manifest["sha256"] = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+  manifest["sha256"] = _sha256(weights)
   manifest["bytes"] = os.path.getsize(weights)
-  with open(manifest_path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(manifest_path + ".tmp", manifest_path)
+  _write_json(manifest_path, manifest)
   return manifest["polarity"]
 
 
@@ -328,7 +338,8 @@ def main(argv=None) -> int:
   p.add_argument("--src", help="a codec_training.train run directory (required unless --levels)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights"))
   p.add_argument("--name", default="demo_codec_16khz.pth")
-  p.add_argument("--n", type=int, default=32)
+  p.add_argument("--n", type=int, default=None,
+                 help="held-out clips (default 32; with --rescore, the manifest's count)")
   p.add_argument("--half", action="store_true",
                  help="store the weights as float16 (half the bytes; quality is measured "
                       "on the stored weights)")
@@ -353,12 +364,14 @@ def main(argv=None) -> int:
   p.add_argument("--levels", metavar="WEIGHTS", default=None,
                  help="only print level_response of this DAC weights file (single talkers)")
   args = p.parse_args(argv)
-  if args.fix_polarity:
-    print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
-    return 0
   if args.rescore:
     m = rescore(args.rescore, args.n)
-    print(json.dumps({k: m[k] for k in ("file", "quality", "quality_test")}, indent=2))
+    print(json.dumps({k: m[k] for k in ("file", "heldout_clips", "quality", "quality_test")},
+                     indent=2))
+    return 0
+  args.n = args.n or 32
+  if args.fix_polarity:
+    print(json.dumps(fix_shipped_polarity(args.fix_polarity), indent=2))
     return 0
   if args.against and not args.quality:
     p.error("--against needs --quality WEIGHTS")

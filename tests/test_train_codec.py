@@ -79,12 +79,19 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   rescored = ship_codec.rescore(os.path.join(shipped, "tiny.pth"), n=3)
   assert rescored == json.load(open(os.path.join(shipped, "manifest.json")))
   assert rescored["heldout_clips"] == 3 and rescored["sha256"] == manifest["sha256"]
-  assert rescored["quality"] == {k: round(v, 4) for k, v in train_codec.quality(
-      spec, codec_bridge.load_dac("16khz", weights=os.path.join(shipped, "tiny.pth"),
-                                  device="cpu"), n=3, stoi=True).items()}
-  assert rescored["quality"] != manifest["quality"]
-  assert rescored["test_floors"] == ship_codec.quality_floors(rescored["quality"])
-  assert rescored["latent_structure"] == manifest["latent_structure"]
+  tiny = codec_bridge.load_dac("16khz", weights=os.path.join(shipped, "tiny.pth"),
+                               device="cpu")
+  for key, split in (("quality", "val"), ("quality_test", "test")):
+    assert rescored[key] == {k: round(v, 4) for k, v in train_codec.quality(
+        spec, tiny, n=3, stoi=True, split=split).items()}, key
+    assert rescored[key] != manifest[key], key
+  assert rescored["quality"] != rescored["quality_test"]
+  assert rescored["test_floors"]["single_stoi"] == round(
+      rescored["quality"]["single_stoi"] - ship_codec.STOI_MARGIN, 3)
+  assert rescored["test_floors"]["mixture_si_sdr"] == round(
+      rescored["quality"]["mixture_si_sdr"] - ship_codec.SI_SDR_MARGIN_DB, 2)
+  assert rescored["steps"] == manifest["steps"] and rescored["curve"] == manifest["curve"]
+  assert ship_codec.rescore(os.path.join(shipped, "tiny.pth"))["heldout_clips"] == 3
   other = tmp_path / "other"
   other.mkdir()
   shutil.copyfile(os.path.join(shipped, "manifest.json"), other / "manifest.json")
