@@ -347,9 +347,9 @@ def main(argv=None) -> int:
                  help="correct the polarity of a shipped weights file in place and update "
                       "the manifest beside it (hash, size, polarity)")
   p.add_argument("--rescore", metavar="WEIGHTS", default=None,
-                 help="measure a shipped file's quality and quality_test again on --n clips "
-                      "(the current held-out draw and corpus) and rewrite them in the "
-                      "manifest beside it")
+                 help="take a shipped file's measures (quality, quality_test, latent "
+                      "structure, floors) again on --n clips of the current held-out draw "
+                      "and corpus and rewrite them in the manifest beside it")
   p.add_argument("--quality", metavar="WEIGHTS", default=None,
                  help="only print the quality (means and standard errors over --n held-out "
                       "clips) of a weights file, its spec from the file's metadata or the "

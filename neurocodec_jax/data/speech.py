@@ -209,10 +209,13 @@ def hf_share(x: np.ndarray, sample_rate: int) -> float:
                max(power.sum(), 1e-30))
 
 
+def _rms(x: np.ndarray) -> float:
+  return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 def dc_ratio(x: np.ndarray) -> float:
   """``|mean| / rms`` of ``x`` ``[T]``: 1 for a constant, 0 for a zero-mean signal."""
-  return abs(float(x.mean())) / max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))),
-                                    1e-30)
+  return abs(float(x.mean())) / max(_rms(x), 1e-30)
 
 
 def screen(x: np.ndarray, sample_rate: int) -> str | None:
@@ -220,11 +223,12 @@ def screen(x: np.ndarray, sample_rate: int) -> str | None:
   RMS under MIN_RMS_DB: every excerpt is peak-normalized downstream, which would turn an
   idle codec's noise into full-scale hiss), a DC offset, or most of its energy above
   4 kHz (tones, hiss; none at rates that do not code that band)."""
-  rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+  rms = _rms(x)
   if rms < 10 ** (MIN_RMS_DB / 20):
     return f"near-silent (rms {20 * np.log10(rms + 1e-12):.0f} dBFS < {MIN_RMS_DB:.0f})"
-  if dc_ratio(x) > MAX_DC:
-    return f"DC offset (|mean| {dc_ratio(x):.2f} x rms > {MAX_DC})"
+  dc = dc_ratio(x)
+  if dc > MAX_DC:
+    return f"DC offset (|mean| {dc:.2f} x rms > {MAX_DC})"
   share = hf_share(x, sample_rate)
   if share > MAX_HF_SHARE:
     return f"not speech ({share:.0%} of its energy above 4 kHz > {MAX_HF_SHARE:.0%})"
