@@ -57,6 +57,7 @@ import torch
 from tqdm import tqdm
 
 from codec_bridge import loading
+from codec_training import widen
 from neurocodec_jax import codec
 from neurocodec_jax.data import speech, synthetic
 
@@ -503,23 +504,33 @@ def recorded_step(path: str, meta: dict | None = None) -> int:
 
 
 def load_init(gen, spec: CodecSpec) -> None:
-  """Copies ``spec.init``'s weights into ``gen``: the same architecture, or one with
-  fewer codebooks, whose quantizers become ``gen``'s first ones (the residual quantizer
-  decodes with any leading subset, so the file's codec is kept exactly at its own bit
-  rate; the added codebooks keep their fresh initialisation)."""
+  """Copies ``spec.init``'s weights into ``gen``: the same architecture, or one that
+  grows. More codebooks: the file's quantizers become ``gen``'s first ones (the residual
+  quantizer decodes with any leading subset, so the file's codec is kept exactly at its
+  own bit rate; the added codebooks keep their fresh initialisation). A wider decoder:
+  the file's decoder widened by :func:`widen.widen_decoder` (its function kept up to
+  the copies' symmetry-breaking noise, :data:`WIDEN_NOISE`)."""
   init = loading.load_dac(weights=spec.init, device="cpu")
   have = loading.arch_of(init)
   want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
-  grows = {**have, "n_codebooks": want["n_codebooks"]} == want and \
-      have["n_codebooks"] < want["n_codebooks"]
-  if have != want and not grows:
+  grown = {k: want[k] for k in ("n_codebooks", "decoder_dim") if want[k] > have[k]}
+  if {**have, **grown} != want:
     raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
-                     f"{have}, {want}; only n_codebooks may grow.")
+                     f"{have}, {want}; only n_codebooks and decoder_dim may grow.")
+  state = init.state_dict()
+  if "decoder_dim" in grown:
+    state = widen.widen_decoder(state, have["decoder_dim"], want["decoder_dim"],
+                                noise=WIDEN_NOISE, seed=spec.seed)
   # Only the added quantizers' weights are missing from the file (the sizes match).
-  gen.load_state_dict(init.state_dict(), strict=not grows)
-  if grows:
-    logging.info("--init %s: %d codebooks copied, %d added.", spec.init,
-                 have["n_codebooks"], spec.n_codebooks - have["n_codebooks"])
+  gen.load_state_dict(state, strict="n_codebooks" not in grown)
+  if grown:
+    logging.info("--init %s: grown %s.", spec.init,
+                 {k: (have[k], v) for k, v in grown.items()})
+
+
+# The widened decoder's copies: 1% multiplicative noise on their incoming weights
+# changed a test decoder's output by about 0.5% of its peak.
+WIDEN_NOISE = 0.01
 
 
 # CodecSpec fields a resume may change: the run's length, where it started, its

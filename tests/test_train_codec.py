@@ -165,7 +165,7 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
                     eval_every=100)
   assert _state(second)["step"] == 2
   with pytest.raises(ValueError, match="another architecture"):
-    train_codec.train(dataclasses.replace(tuned, decoder_dim=32), str(tmp_path / "third"))
+    train_codec.train(dataclasses.replace(tuned, encoder_dim=8), str(tmp_path / "third"))
 
 
 def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_path):
@@ -213,10 +213,51 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_
     ship.spec_of(str(bare))
   (bare.parent / "manifest.json").write_text(json.dumps({"spec": dataclasses.asdict(spec)}))
   assert ship.spec_of(str(bare)) == spec
-  with pytest.raises(ValueError, match="only n_codebooks may grow"):
+  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
     train_codec.load_init(gen, dataclasses.replace(grown, n_codebooks=1))
-  with pytest.raises(ValueError, match="only n_codebooks may grow"):
+  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
     train_codec.load_init(gen, dataclasses.replace(grown, codebook_size=32))
+
+
+def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path):
+  """A file with a narrower decoder warm-starts a run with a wider one (Net2WiderNet):
+  without noise the widened decoder computes the file's function; the trainer's copies
+  carry a small noise that parts them from their originals; the decoder may not shrink."""
+  from codec_training import widen  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(1)
+  spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
+  first = str(tmp_path / "first")
+  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
+  src = os.path.join(first, "weights.pth")
+  old = codec_bridge.load_dac("16khz", weights=src, device="cpu").eval()
+  wide = dataclasses.replace(spec, init=src, decoder_dim=32)
+  gen, _ = train_codec.build(wide)
+  gen.eval()
+  z = torch.randn(2, TINY["latent_dim"], 12, generator=torch.Generator().manual_seed(0))
+  with torch.no_grad():
+    want = old.decoder(z)
+    gen.load_state_dict(widen.widen_decoder(old.state_dict(), 16, 32, noise=0.0))
+    exact = gen.decoder(z)
+    train_codec.load_init(gen, wide)
+    noisy = gen.decoder(z)
+  torch.testing.assert_close(exact, want, rtol=0, atol=1e-6)
+  change = float((noisy - want).abs().max() / want.abs().max())
+  assert 0 < change < 0.05, change
+  state = gen.state_dict()
+  for k, v in old.state_dict().items():
+    if not k.startswith("decoder."):
+      assert torch.equal(state[k], v), k
+  # Stage 0's 32 channels copy the file's 16: equal biases, parted incoming weights.
+  assert torch.equal(state["decoder.model.0.bias"][16:], state["decoder.model.0.bias"][:16])
+  v = state["decoder.model.0.weight_v"]
+  assert v.shape[0] == 32 and not torch.allclose(v[16:], v[:16])
+  out = str(tmp_path / "wide")
+  train_codec.train(wide, out, checkpoint_every=1, eval_every=100)
+  assert _state(out)["gen"]["decoder.model.0.bias"].shape == (32,)
+  with pytest.raises(ValueError, match="may only grow"):
+    widen.widen_decoder(old.state_dict(), 16, 8)
+  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
+    train_codec.load_init(gen, dataclasses.replace(wide, decoder_dim=8))
 
 
 def test_pre_emphasis_is_a_first_order_high_pass():
@@ -300,6 +341,36 @@ def _script(name):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def test_codec_headroom_knows_its_answers(tmp_path):
+  """scripts/codec_headroom.py: decoding the quantized latent with every codebook is the
+  codec's own reconstruction; a soup of a file with itself is that file, and of two files
+  their mean, in DAC's format."""
+  torch.set_num_threads(1)
+  tool = _script("codec_headroom")
+  spec = train_codec.CodecSpec(**TINY)
+  files = []
+  for seed in (0, 1):
+    gen, _ = train_codec.build(dataclasses.replace(spec, seed=seed))
+    files.append(str(tmp_path / f"w{seed}.pth"))
+    train_codec.save_weights(gen, files[-1], spec, 0)
+  gen = codec_bridge.load_dac("16khz", weights=files[0], device="cpu")
+  audio = train_codec.heldout(spec, 3, seconds=0.2)
+  scores = tool.by_latent(gen, audio)
+  assert set(scores) == {"continuous", "unrounded", "q1", "q2"}
+  np.testing.assert_allclose(scores["q2"], train_codec.si_sdr_db(
+      audio, train_codec.reconstruct(gen, audio)), atol=1e-4)
+  same, mean = str(tmp_path / "same.pth"), str(tmp_path / "mean.pth")
+  tool.soup([files[0], files[0]], same)
+  tool.soup(files, mean)
+  a, b = (torch.load(f, weights_only=True)["state_dict"] for f in files)
+  got = codec_bridge.load_dac("16khz", weights=same, device="cpu").state_dict()
+  assert all(torch.equal(got[k], v) for k, v in a.items())
+  got = torch.load(mean, weights_only=True)
+  torch.testing.assert_close(got["state_dict"]["decoder.model.0.bias"],
+                             (a["decoder.model.0.bias"] + b["decoder.model.0.bias"]) / 2)
+  assert got["metadata"]["averaged"] == [os.path.abspath(f) for f in files]
 
 
 def test_codec_bitrate_band_measures_know_their_answers():
