@@ -138,14 +138,23 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   assert (written["init"], written["continue_init"], written["steps"]) == (halved, True, 7)
 
 
-def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
+@pytest.fixture(scope="module")
+def one_step_file(tmp_path_factory):
+  """The weights a tiny run (seed 1: another initialisation than the tests' seed 0)
+  writes after one step: the file the ``--init`` tests start from."""
+  torch.set_num_threads(1)
+  first = str(tmp_path_factory.mktemp("first"))
+  spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100, "seed": 1})
+  train_codec.train(spec, first, checkpoint_every=1, eval_every=100)
+  return os.path.join(first, "weights.pth")
+
+
+def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path, one_step_file):
   """``init`` copies a DAC file's weights (same sizes only); ``lambda_stft`` adds DAC's
   term, ``lambda_cstft`` and ``lambda_sisdr_pre`` theirs."""
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
-  first = str(tmp_path / "first")       # another seed: another initialisation
-  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
-  src = os.path.join(first, "weights.pth")
+  src = one_step_file
   tuned = dataclasses.replace(spec, init=src, lambda_stft=1.0, lambda_cstft=1.0,
                               lambda_sisdr_pre=1.0, stft_windows=(128, 32))
   gen, _ = train_codec.build(tuned)
@@ -155,7 +164,7 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
   train_codec.train(tuned, second, checkpoint_every=1, eval_every=100)
   row = json.loads(open(os.path.join(second, "log.jsonl")).readline())
   assert row["stft"] > 0 and row["cstft"] > 0 and np.isfinite(row["sisdr_pre"])
-  assert "stft" not in json.loads(open(os.path.join(first, "log.jsonl")).readline())
+  assert "stft" not in json.loads(open(os.path.join(os.path.dirname(src), "log.jsonl")).readline())
   # One step from the file stays near it, far nearer than a fresh initialisation is.
   after = _state(second)["gen"]
   moved = max(float((after[k] - trained[k]).abs().max()) for k in trained)
@@ -168,15 +177,14 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path):
     train_codec.train(dataclasses.replace(tuned, encoder_dim=8), str(tmp_path / "third"))
 
 
-def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_path):
+def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
+    tmp_path, one_step_file):
   """A file with fewer codebooks warm-starts a run with more: its codebooks come first,
   so decoding with the file's count reproduces the file's codec exactly; the added
   codebooks are the run's fresh ones; any other change of size is refused."""
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
-  first = str(tmp_path / "first")
-  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
-  src = os.path.join(first, "weights.pth")
+  src = one_step_file
   from codec_training import ship  # pylint: disable=g-import-not-at-top
   assert ship.spec_of(src) == dataclasses.replace(spec, seed=1)   # `ship --quality` reads it
   grown = dataclasses.replace(spec, init=src, n_codebooks=3)
@@ -219,16 +227,14 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(tmp_
     train_codec.load_init(gen, dataclasses.replace(grown, codebook_size=32))
 
 
-def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path):
+def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path, one_step_file):
   """A file with a narrower decoder warm-starts a run with a wider one (Net2WiderNet):
   without noise the widened decoder computes the file's function; the trainer's copies
   carry a small noise that parts them from their originals; the decoder may not shrink."""
   from codec_training import widen  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
-  first = str(tmp_path / "first")
-  train_codec.train(dataclasses.replace(spec, seed=1), first, checkpoint_every=1, eval_every=100)
-  src = os.path.join(first, "weights.pth")
+  src = one_step_file
   old = codec_bridge.load_dac("16khz", weights=src, device="cpu").eval()
   wide = dataclasses.replace(spec, init=src, decoder_dim=32)
   gen, _ = train_codec.build(wide)
