@@ -115,7 +115,8 @@ class CodecSpec:
   level_db: float = 3.0
   seed: int = 0
   # A DAC weights file to start the generator from ("": random): the same architecture,
-  # or fewer codebooks (the added ones start fresh: a bit-rate increase, warm-started).
+  # fewer codebooks (the added ones start fresh: a bit-rate increase, warm-started) or a
+  # narrower decoder (widened, its function kept: load_init).
   init: str = ""
   # Continue the step count ``init``'s file records (this trainer writes it): its run's
   # learning-rate schedule and clip stream go on where they were, e.g. a run carried

@@ -39,10 +39,17 @@ def _weight(state: dict, prefix: str) -> torch.Tensor:
   return g * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
 
 
-def _put(out: dict, prefix: str, w: torch.Tensor, like: torch.Tensor) -> None:
-  """Stores ``w`` as a weight-norm pair with the same (g, v) convention."""
-  out[prefix + "weight_v"] = w.to(like.dtype)
-  out[prefix + "weight_g"] = w.norm(dim=tuple(range(1, w.dim())), keepdim=True).to(like.dtype)
+def _put(out: dict, prefix: str, w: torch.Tensor, like: torch.Tensor,
+         rows: torch.Tensor | None) -> None:
+  """Stores ``w`` as a weight-norm pair whose directions ``v`` keep the norms of the old
+  rows they copy (``rows``: the old row of each new one; None: the same rows): under
+  weight norm a step moves the weight by about lr / |v|, so the norms set the rate."""
+  v_norm = like.double().norm(dim=tuple(range(1, like.dim())), keepdim=True)
+  if rows is not None:
+    v_norm = v_norm[rows]
+  w_norm = w.norm(dim=tuple(range(1, w.dim())), keepdim=True)
+  out[prefix + "weight_v"] = (w / w_norm * v_norm).to(like.dtype)
+  out[prefix + "weight_g"] = w_norm.to(like.dtype)
 
 
 def widen_decoder(state: dict, old_dim: int, new_dim: int, noise: float = 0.0,
@@ -50,10 +57,10 @@ def widen_decoder(state: dict, old_dim: int, new_dim: int, noise: float = 0.0,
   """``state`` (a DAC state dict with a ``decoder_dim`` ``old_dim`` decoder) with the
   decoder widened to ``new_dim``; other entries unchanged. With ``noise`` 0 the
   widened decoder computes the same function (to float rounding)."""
-  if new_dim < old_dim or new_dim % 2 ** 4 or old_dim % 2 ** 4:
-    raise ValueError(f"widen_decoder: decoder_dim {old_dim} -> {new_dim}: it may only grow, "
-                     f"and each must halve over the decoder's stages (a multiple of 16).")
   n_blocks = len({int(m.group(1)) for k in state if (m := _BLOCK.match(k))})
+  if new_dim < old_dim or new_dim % 2 ** n_blocks or old_dim % 2 ** n_blocks:
+    raise ValueError(f"widen_decoder: decoder_dim {old_dim} -> {new_dim}: it may only grow, "
+                     f"and each must halve over the decoder's {n_blocks} stages.")
   maps = _stage_maps(old_dim, new_dim, n_blocks)
   copies = [torch.bincount(g).double() for g in maps]
   gen = torch.Generator().manual_seed(seed)
@@ -79,7 +86,9 @@ def widen_decoder(state: dict, old_dim: int, new_dim: int, noise: float = 0.0,
       out[prefix + "bias"] = state[prefix + "bias"][maps[s_out]]
     else:
       out[prefix + "bias"] = state[prefix + "bias"]
-    _put(out, prefix, w, state[prefix + "weight_v"])
+    # Weight norm's rows are axis 0: the output channels, or a transposed conv's inputs.
+    s_row = s_in if transposed else s_out
+    _put(out, prefix, w, state[prefix + "weight_v"], None if s_row is None else maps[s_row])
 
   def snake(prefix: str, s: int):
     out[prefix + "alpha"] = state[prefix + "alpha"][:, maps[s]]

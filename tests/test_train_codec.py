@@ -181,7 +181,7 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
     tmp_path, one_step_file):
   """A file with fewer codebooks warm-starts a run with more: its codebooks come first,
   so decoding with the file's count reproduces the file's codec exactly; the added
-  codebooks are the run's fresh ones; any other change of size is refused."""
+  codebooks are the run's fresh ones; a change of another size is refused."""
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
   src = one_step_file
@@ -257,11 +257,29 @@ def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path, one_step_fi
   assert torch.equal(state["decoder.model.0.bias"][16:], state["decoder.model.0.bias"][:16])
   v = state["decoder.model.0.weight_v"]
   assert v.shape[0] == 32 and not torch.allclose(v[16:], v[:16])
+  # Uneven copying (32 -> 48: one or two copies per channel), with trained-like weight
+  # norms (|v| unlike g): the function and every row's |v| are kept.
+  narrow, _ = train_codec.build(dataclasses.replace(spec, decoder_dim=32))
+  wider, _ = train_codec.build(dataclasses.replace(spec, decoder_dim=48))
+  narrow.double().eval(), wider.double().eval()    # float64: the algebra, not the rounding
+  with torch.no_grad():
+    for p in narrow.decoder.parameters():
+      p.mul_(1 + 0.5 * torch.rand_like(p)).add_(0.05 * torch.randn_like(p))
+    grown = widen.widen_decoder(narrow.state_dict(), 32, 48)
+    wider.load_state_dict(grown)
+    torch.testing.assert_close(wider.decoder(z.double()), narrow.decoder(z.double()),
+                               rtol=0, atol=1e-12)
+  v_old = narrow.state_dict()["decoder.model.1.block.1.weight_v"]    # transposed: rows = inputs
+  v_new = grown["decoder.model.1.block.1.weight_v"]
+  norms = lambda v: v.flatten(1).norm(dim=1)
+  torch.testing.assert_close(norms(v_new), norms(v_old)[torch.arange(48) % 32])
   out = str(tmp_path / "wide")
   train_codec.train(wide, out, checkpoint_every=1, eval_every=100)
   assert _state(out)["gen"]["decoder.model.0.bias"].shape == (32,)
   with pytest.raises(ValueError, match="may only grow"):
     widen.widen_decoder(old.state_dict(), 16, 8)
+  with pytest.raises(ValueError, match="halve"):
+    widen.widen_decoder(old.state_dict(), 16, 24)
   with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
     train_codec.load_init(gen, dataclasses.replace(wide, decoder_dim=8))
 
@@ -374,8 +392,9 @@ def test_codec_headroom_knows_its_answers(tmp_path):
   got = codec_bridge.load_dac("16khz", weights=same, device="cpu").state_dict()
   assert all(torch.equal(got[k], v) for k, v in a.items())
   got = torch.load(mean, weights_only=True)
-  torch.testing.assert_close(got["state_dict"]["decoder.model.0.bias"],
-                             (a["decoder.model.0.bias"] + b["decoder.model.0.bias"]) / 2)
+  key = "decoder.model.0.weight_v"                 # seeded: the two files differ there
+  assert not torch.allclose(a[key], b[key])
+  torch.testing.assert_close(got["state_dict"][key], (a[key] + b[key]) / 2)
   assert got["metadata"]["averaged"] == [os.path.abspath(f) for f in files]
 
 
