@@ -116,7 +116,7 @@ class CodecSpec:
   seed: int = 0
   # A DAC weights file to start the generator from ("": random): the same architecture,
   # fewer codebooks (the added ones start fresh: a bit-rate increase, warm-started) or a
-  # narrower decoder (widened, its function kept: load_init).
+  # narrower encoder or decoder (widened, its function kept: load_init).
   init: str = ""
   # Continue the step count ``init``'s file records (this trainer writes it): its run's
   # learning-rate schedule and clip stream go on where they were, e.g. a run carried
@@ -508,20 +508,22 @@ def load_init(gen, spec: CodecSpec) -> None:
   """Copies ``spec.init``'s weights into ``gen``: the same architecture, or one that
   grows. More codebooks: the file's quantizers become ``gen``'s first ones (the residual
   quantizer decodes with any leading subset, so the file's codec is kept exactly at its
-  own bit rate; the added codebooks keep their fresh initialisation). A wider decoder:
-  the file's decoder widened by :func:`widen.widen_decoder` (its function kept up to
-  the copies' symmetry-breaking noise, :data:`WIDEN_NOISE`)."""
+  own bit rate; the added codebooks keep their fresh initialisation). A wider encoder
+  or decoder: the file's widened by :mod:`widen` (its function kept up to the copies'
+  symmetry-breaking noise, :data:`WIDEN_NOISE`)."""
   init = loading.load_dac(weights=spec.init, device="cpu")
   have = loading.arch_of(init)
   want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
-  grown = {k: want[k] for k in ("n_codebooks", "decoder_dim") if want[k] > have[k]}
+  grown = {k: want[k] for k in ("n_codebooks", "encoder_dim", "decoder_dim")
+           if want[k] > have[k]}
   if {**have, **grown} != want:
     raise ValueError(f"--init {spec.init}: a DAC of another architecture (file, run): "
-                     f"{have}, {want}; only n_codebooks and decoder_dim may grow.")
+                     f"{have}, {want}; only n_codebooks, encoder_dim and decoder_dim may "
+                     f"grow.")
   state = init.state_dict()
-  if "decoder_dim" in grown:
-    state = widen.widen_decoder(state, have["decoder_dim"], want["decoder_dim"],
-                                noise=WIDEN_NOISE, seed=spec.seed)
+  for part, grow in (("encoder_dim", widen.widen_encoder), ("decoder_dim", widen.widen_decoder)):
+    if part in grown:
+      state = grow(state, have[part], want[part], noise=WIDEN_NOISE, seed=spec.seed)
   # Only the added quantizers' weights are missing from the file (the sizes match).
   gen.load_state_dict(state, strict="n_codebooks" not in grown)
   if grown:
@@ -529,7 +531,7 @@ def load_init(gen, spec: CodecSpec) -> None:
                  {k: (have[k], v) for k, v in grown.items()})
 
 
-# The widened decoder's copies: 1% multiplicative noise on their incoming weights
+# The widened layers' copies: 1% multiplicative noise on their incoming weights
 # changed a test decoder's output by about 0.5% of its peak.
 WIDEN_NOISE = 0.01
 

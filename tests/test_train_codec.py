@@ -174,7 +174,7 @@ def test_init_starts_from_a_weights_file_and_the_stft_term_is_trained(tmp_path, 
                     eval_every=100)
   assert _state(second)["step"] == 2
   with pytest.raises(ValueError, match="another architecture"):
-    train_codec.train(dataclasses.replace(tuned, encoder_dim=8), str(tmp_path / "third"))
+    train_codec.train(dataclasses.replace(tuned, latent_dim=32), str(tmp_path / "third"))
 
 
 def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
@@ -221,16 +221,17 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
     ship.spec_of(str(bare))
   (bare.parent / "manifest.json").write_text(json.dumps({"spec": dataclasses.asdict(spec)}))
   assert ship.spec_of(str(bare)) == spec
-  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
+  with pytest.raises(ValueError, match="only n_codebooks, encoder_dim and decoder_dim may"):
     train_codec.load_init(gen, dataclasses.replace(grown, n_codebooks=1))
-  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
+  with pytest.raises(ValueError, match="only n_codebooks, encoder_dim and decoder_dim may"):
     train_codec.load_init(gen, dataclasses.replace(grown, codebook_size=32))
 
 
-def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path, one_step_file):
-  """A file with a narrower decoder warm-starts a run with a wider one (Net2WiderNet):
-  without noise the widened decoder computes the file's function; the trainer's copies
-  carry a small noise that parts them from their originals; the decoder may not shrink."""
+def test_init_widens_the_codec_and_keeps_the_files_function(tmp_path, one_step_file):
+  """A file with a narrower decoder (or encoder) warm-starts a run with a wider one
+  (Net2WiderNet): without noise the widened part computes the file's function; the
+  trainer's copies carry a small noise that parts them from their originals; neither
+  may shrink."""
   from codec_training import widen  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
@@ -273,6 +274,24 @@ def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path, one_step_fi
   v_new = grown["decoder.model.1.block.1.weight_v"]
   norms = lambda v: v.flatten(1).norm(dim=1)
   torch.testing.assert_close(norms(v_new), norms(v_old)[torch.arange(48) % 32])
+  # The encoder likewise (4 -> 6: one or two copies per channel), the latent unchanged.
+  broad, _ = train_codec.build(dataclasses.replace(spec, decoder_dim=32, encoder_dim=6))
+  broad.double().eval()
+  x = torch.randn(2, 1, 640, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+  with torch.no_grad():
+    for p in narrow.encoder.parameters():
+      p.mul_(1 + 0.5 * torch.rand_like(p)).add_(0.05 * torch.randn_like(p))
+    broad.load_state_dict(widen.widen_encoder(narrow.state_dict(), 4, 6))
+    torch.testing.assert_close(broad.encoder(x), narrow.encoder(x), rtol=0, atol=1e-12)
+  # Both grown from the file at once, through load_init (with the copies' noise).
+  both = dataclasses.replace(wide, encoder_dim=6)
+  gen2, _ = train_codec.build(both)
+  train_codec.load_init(gen2, both)
+  gen2.eval()
+  with torch.no_grad():
+    ref = old.encoder(x.float())
+    change = float((gen2.encoder(x.float()) - ref).abs().max() / ref.abs().max())
+  assert 0 < change < 0.05, change
   out = str(tmp_path / "wide")
   train_codec.train(wide, out, checkpoint_every=1, eval_every=100)
   assert _state(out)["gen"]["decoder.model.0.bias"].shape == (32,)
@@ -280,7 +299,9 @@ def test_init_widens_the_decoder_and_keeps_the_files_codec(tmp_path, one_step_fi
     widen.widen_decoder(old.state_dict(), 16, 8)
   with pytest.raises(ValueError, match="halve"):
     widen.widen_decoder(old.state_dict(), 16, 24)
-  with pytest.raises(ValueError, match="only n_codebooks and decoder_dim may grow"):
+  with pytest.raises(ValueError, match="may only grow"):
+    widen.widen_encoder(old.state_dict(), 4, 2)
+  with pytest.raises(ValueError, match="only n_codebooks, encoder_dim and decoder_dim may"):
     train_codec.load_init(gen, dataclasses.replace(wide, decoder_dim=8))
 
 
