@@ -87,6 +87,9 @@ class CodecSpec:
   d_lr: float = 1e-4
   warmup: int = 100
   lr_decay: float = 0.9995           # per step after warm-up (DAC: 0.999996)
+  # A warm restart: from this step on (0: none) the rate starts again at lr and decays
+  # from there (a continued run may take a new cycle, e.g. to train a widened network).
+  lr_restart: int = 0
   gan_start: int = 1000              # steps of reconstruction-only training first
   # Loss weights (DAC's conf/base.yml, plus the extras named in the docstring).
   lambda_mel: float = 15.0
@@ -312,7 +315,11 @@ def pre_emphasize(x: torch.Tensor, coefficient: float) -> torch.Tensor:
   return x[..., 1:] - coefficient * x[..., :-1]
 
 
-def learning_rate(spec: CodecSpec, base: float, step: int) -> float:
+def learning_rate(spec: CodecSpec, base: float, step: int, restart: int = 0) -> float:
+  """Linear warm-up, then ``lr_decay`` per step; from step ``restart`` (0: never) the
+  decay starts again at ``base`` (a warm restart)."""
+  if restart and step >= restart:
+    return base * spec.lr_decay ** (step - restart)
   if step < spec.warmup:
     return base * (step + 1) / spec.warmup
   return base * spec.lr_decay ** (step - spec.warmup)
@@ -323,7 +330,7 @@ def train_step(spec, gen, disc, obj, opt_g, opt_d, audio, step) -> dict:
   sr = spec.sample_rate
   gan_on = step >= spec.gan_start and (spec.lambda_gen > 0 or spec.lambda_feat > 0)
   for group in opt_g.param_groups:
-    group["lr"] = learning_rate(spec, spec.lr, step)
+    group["lr"] = learning_rate(spec, spec.lr, step, spec.lr_restart)
   for group in opt_d.param_groups:
     group["lr"] = learning_rate(spec, spec.d_lr, max(step - spec.gan_start, 0))
   gen.train()
@@ -539,7 +546,7 @@ WIDEN_NOISE = 0.01
 # CodecSpec fields a resume may change: the run's length, where it started, its
 # learning-rate schedule (a run continued at another rate, as the model's trainer allows)
 # and the objective's weights (a fine-tune of the same networks under another weighting).
-RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay") + tuple(
+RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay", "lr_restart") + tuple(
     f.name for f in dataclasses.fields(CodecSpec) if f.name.startswith("lambda_"))
 
 

@@ -129,6 +129,10 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
   assert row["lr"] == pytest.approx(train_codec.learning_rate(slower, spec.lr, 4))
   assert row["lr"] != pytest.approx(train_codec.learning_rate(spec, spec.lr, 4))
   assert "waveform" in row and "waveform" not in rows[0]   # the term the resume added
+  # A warm restart at step 5: the decay starts again there.
+  restarted = dataclasses.replace(spec, lr_decay=0.5, lr_restart=5)
+  assert [train_codec.learning_rate(restarted, 1.0, s, 5) for s in (4, 5, 7)] == \
+      [0.5 ** 2, 1.0, 0.25]
   written = json.load(open(os.path.join(parts, "spec.json")))
   assert (written["lr_decay"], written["lambda_waveform"]) == (0.5, 1.0)
   # Where a continued run started stays in its spec.json when a resume omits --init.
