@@ -8,9 +8,11 @@
 # re-running resumes from runs/codec/speech_wide/train_state.pt; on a machine without
 # it, it continues from the shipped wide weights when they exist (--init, at the step
 # they record), else starts from scratch. STEPS=N stops it at step N; OUT=DIR trains a
-# copy of the run there (INIT=FILE: a new run from those weights); flags after the
-# script's name change the recipe (a resume may change the schedule and the loss
-# weights). Ship at the end of a session (float16 keeps the file at 5 MB):
+# copy of the run there (INIT=FILE: a new run from those weights; a file with a
+# narrower encoder or decoder is widened to the sizes asked, codec_training/widen.py);
+# flags after the script's name change the recipe (a resume may change the schedule,
+# --lr_restart included, and the loss weights). Ship at the end of a session (float16
+# keeps the file at 5 MB):
 #   python -m codec_training.ship --src runs/codec/speech_wide --half \
 #       --out codec_bridge/weights/speech_wide --name speech_codec_wide_16khz.pth --n 64
 set -euo pipefail

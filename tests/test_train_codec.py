@@ -121,18 +121,19 @@ def test_trainer_resumes_exactly_and_writes_dac_format(tmp_path):
     train_codec.recorded_step(str(tmp_path / "bare.pth"))
   # A resume may change the schedule and the loss weights: the next step runs at the
   # new rate with the new term, and the run's spec.json records the spec it trains with.
-  slower = dataclasses.replace(spec, steps=5, lr_decay=0.5, lambda_waveform=1.0)
+  # (Here a warm restart at step 4: the step runs at the full rate again.)
+  slower = dataclasses.replace(spec, steps=5, lr_decay=0.5, lr_restart=4, lambda_waveform=1.0)
   train_codec.train(slower, parts, checkpoint_every=1, eval_every=100)
   rows = [json.loads(line) for line in open(os.path.join(parts, "log.jsonl"))]
   row = rows[-1]
   assert row["step"] == 5
-  assert row["lr"] == pytest.approx(train_codec.learning_rate(slower, spec.lr, 4))
+  assert row["lr"] == pytest.approx(spec.lr)
   assert row["lr"] != pytest.approx(train_codec.learning_rate(spec, spec.lr, 4))
   assert "waveform" in row and "waveform" not in rows[0]   # the term the resume added
   # A warm restart at step 5: the decay starts again there.
   restarted = dataclasses.replace(spec, lr_decay=0.5, lr_restart=5)
-  assert [train_codec.learning_rate(restarted, 1.0, s, 5) for s in (4, 5, 7)] == \
-      [0.5 ** 2, 1.0, 0.25]
+  assert [train_codec.learning_rate(restarted, 1.0, s, restarted.lr_restart)
+          for s in (4, 5, 7)] == [0.5 ** 2, 1.0, 0.25]
   written = json.load(open(os.path.join(parts, "spec.json")))
   assert (written["lr_decay"], written["lambda_waveform"]) == (0.5, 1.0)
   # Where a continued run started stays in its spec.json when a resume omits --init.
