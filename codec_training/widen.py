@@ -31,10 +31,15 @@ import torch
 _BLOCK = re.compile(r"(?:decoder\.model|encoder\.block)\.(\d+)\.block\.\d+")
 
 
+def _row_norm(t: torch.Tensor) -> torch.Tensor:
+  """Weight norm's norm: over every axis but 0, kept as ``[rows, 1, ...]``."""
+  return t.norm(dim=tuple(range(1, t.dim())), keepdim=True)
+
+
 def _weight(state: dict, prefix: str) -> torch.Tensor:
-  """A weight-normed layer's weight, ``g * v / |v|`` (the norm over every axis but 0)."""
+  """A weight-normed layer's weight, ``g * v / |v|``."""
   g, v = state[prefix + "weight_g"].double(), state[prefix + "weight_v"].double()
-  return g * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+  return g * v / _row_norm(v)
 
 
 def _put(out: dict, prefix: str, w: torch.Tensor, like: torch.Tensor,
@@ -42,10 +47,10 @@ def _put(out: dict, prefix: str, w: torch.Tensor, like: torch.Tensor,
   """Stores ``w`` as a weight-norm pair whose directions ``v`` keep the norms of the old
   rows they copy (``rows``: the old row of each new one; None: the same rows): under
   weight norm a step moves the weight by about lr / |v|, so the norms set the rate."""
-  v_norm = like.double().norm(dim=tuple(range(1, like.dim())), keepdim=True)
+  v_norm = _row_norm(like.double())
   if rows is not None:
     v_norm = v_norm[rows]
-  w_norm = w.norm(dim=tuple(range(1, w.dim())), keepdim=True)
+  w_norm = _row_norm(w)
   out[prefix + "weight_v"] = (w / w_norm * v_norm).to(like.dtype)
   out[prefix + "weight_g"] = w_norm.to(like.dtype)
 
