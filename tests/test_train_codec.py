@@ -186,7 +186,8 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
     tmp_path, one_step_file):
   """A file with fewer codebooks warm-starts a run with more: its codebooks come first,
   so decoding with the file's count reproduces the file's codec exactly; the added
-  codebooks are the run's fresh ones; a change of another size is refused."""
+  codebooks are the run's fresh ones, silent (the grown codec decodes as the file's)
+  until training opens them; a change of another size is refused."""
   torch.set_num_threads(1)
   spec = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100})
   src = one_step_file
@@ -197,8 +198,11 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
   fresh = {k: v.clone() for k, v in gen.state_dict().items()}
   train_codec.load_init(gen, grown)
   old = codec_bridge.load_dac("16khz", weights=src, device="cpu").eval()
+  silent = ("quantizer.quantizers.2.out_proj.weight_g", "quantizer.quantizers.2.out_proj.bias")
   for k, v in gen.state_dict().items():
-    if k.startswith("quantizer.quantizers.2."):
+    if k in silent:
+      assert not v.any(), k
+    elif k.startswith("quantizer.quantizers.2."):
       assert torch.equal(v, fresh[k]), k
     else:
       assert torch.equal(v, old.state_dict()[k]), k
@@ -209,12 +213,14 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
     got = gen(x, 16000, n_quantizers=2)["audio"]
     third = gen(x, 16000)["audio"]
   torch.testing.assert_close(got, want, rtol=0, atol=0)
-  assert float((third - want).abs().max()) > 0      # the added codebook is used
-  # The trainer takes the same path: a run from the smaller file trains with 3 codebooks.
+  torch.testing.assert_close(third, want, rtol=0, atol=0)      # the added codebook silent
+  # The trainer takes the same path: a run from the smaller file trains with 3 codebooks,
+  # and its first step opens the added one (the gain's gradient is nonzero at zero).
   out = str(tmp_path / "grown")
   train_codec.train(grown, out, checkpoint_every=1, eval_every=100)
   state = _state(out)["gen"]
   assert state["quantizer.quantizers.2.codebook.weight"].shape == (16, 4)
+  assert state[silent[0]].abs().min() > 0
   moved = float((state["quantizer.quantizers.0.codebook.weight"]
                  - old.state_dict()["quantizer.quantizers.0.codebook.weight"]).abs().max())
   assert moved < 0.1, moved
