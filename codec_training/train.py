@@ -90,6 +90,10 @@ class CodecSpec:
   # A warm restart: from this step on (0: none) the rate starts again at lr and decays
   # from there (a continued run may take a new cycle, e.g. to train a widened network).
   lr_restart: int = 0
+  # The peak rate of the codebooks ``init`` adds (0: the run's ``lr``), on the run's
+  # schedule. They start silent, and an annealed run's rate barely opens them (at 5e-5
+  # their output gains reached 0.5% of the trained codebooks' in 1500 steps).
+  added_codebook_lr: float = 0.0
   gan_start: int = 1000              # steps of reconstruction-only training first
   # Loss weights (DAC's conf/base.yml, plus the extras named in the docstring).
   lambda_mel: float = 15.0
@@ -118,7 +122,7 @@ class CodecSpec:
   level_db: float = 3.0
   seed: int = 0
   # A DAC weights file to start the generator from ("": random): the same architecture,
-  # fewer codebooks (the added ones start fresh: a bit-rate increase, warm-started) or a
+  # fewer codebooks (the added ones start silent: a bit-rate increase, warm-started) or a
   # narrower encoder or decoder (widened, its function kept: load_init).
   init: str = ""
   # Continue the step count ``init``'s file records (this trainer writes it): its run's
@@ -329,8 +333,9 @@ def train_step(spec, gen, disc, obj, opt_g, opt_d, audio, step) -> dict:
   """One DAC training step (discriminator first, then generator); returns floats."""
   sr = spec.sample_rate
   gan_on = step >= spec.gan_start and (spec.lambda_gen > 0 or spec.lambda_feat > 0)
-  for group in opt_g.param_groups:
-    group["lr"] = learning_rate(spec, spec.lr, step, spec.lr_restart)
+  # Groups (generator_groups): the generator, then the codebooks --init added.
+  for group, base in zip(opt_g.param_groups, (spec.lr, spec.added_codebook_lr)):
+    group["lr"] = learning_rate(spec, base, step, spec.lr_restart)
   for group in opt_d.param_groups:
     group["lr"] = learning_rate(spec, spec.d_lr, max(step - spec.gan_start, 0))
   gen.train()
@@ -546,6 +551,24 @@ def load_init(gen, spec: CodecSpec) -> None:
                  {k: (have[k], v) for k, v in grown.items()})
 
 
+def generator_groups(gen, spec: CodecSpec, init: str) -> list[dict]:
+  """The generator's optimizer groups: every parameter, or with ``added_codebook_lr``
+  the parameters of the quantizers ``init``'s file lacks in a second group."""
+  params = dict(gen.named_parameters())
+  if not spec.added_codebook_lr:
+    return [dict(params=list(params.values()))]
+  if not init:
+    raise ValueError("--added_codebook_lr: the rate of the codebooks --init adds, but the "
+                     "run has no --init file.")
+  first = loading.arch_of(loading.load_dac(weights=init, device="cpu"))["n_codebooks"]
+  if first >= spec.n_codebooks:
+    raise ValueError(f"--added_codebook_lr: --init {init} has {first} codebooks, the run "
+                     f"{spec.n_codebooks}: none added.")
+  added = tuple(f"quantizer.quantizers.{i}." for i in range(first, spec.n_codebooks))
+  return [dict(params=[p for n, p in params.items() if not n.startswith(added)]),
+          dict(params=[p for n, p in params.items() if n.startswith(added)])]
+
+
 # The widened layers' copies: 1% multiplicative noise on their incoming weights
 # changed a test decoder's output by about 0.5% of its peak.
 WIDEN_NOISE = 0.01
@@ -566,14 +589,14 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     torch.set_num_threads(threads)
   os.makedirs(out, exist_ok=True)
   state_path = os.path.join(out, "train_state.pt")
+  spec_path = os.path.join(out, "spec.json")
   gen, disc = build(spec)
   resumed = os.path.exists(state_path)
   if spec.init and not resumed:
     load_init(gen, spec)
   obj = Objectives(spec, disc)
-  opt_g = torch.optim.AdamW(gen.parameters(), lr=spec.lr, betas=(0.8, 0.99))
   opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))
-  start, seconds = 0, 0.0
+  start, seconds, init = 0, 0.0, spec.init
   if resumed:
     st = torch.load(state_path, map_location="cpu", weights_only=False)
     # RESUME_FREE fields may change (a resumed run continues its own state, whatever
@@ -585,6 +608,10 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     if diff:
       raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
                        f"Use another --out or delete the folder.")
+    # The file the run first started from (spec.json keeps it; a resume needs no --init).
+    init = json.load(open(spec_path))["init"] if os.path.exists(spec_path) else saved["init"]
+  opt_g = torch.optim.AdamW(generator_groups(gen, spec, init), lr=spec.lr, betas=(0.8, 0.99))
+  if resumed:
     gen.load_state_dict(st["gen"])
     disc.load_state_dict(st["disc"])
     opt_g.load_state_dict(st["opt_g"])
@@ -597,7 +624,6 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     logging.info("Continuing %s's run at step %d.", spec.init, start)
   # spec.json: the spec the run trains with from now on, where it started kept from
   # its first start (a resume needs no --init; ship reads it for the run's history).
-  spec_path = os.path.join(out, "spec.json")
   written = dataclasses.asdict(spec)
   if resumed and os.path.exists(spec_path):
     first = json.load(open(spec_path))

@@ -221,6 +221,25 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
   state = _state(out)["gen"]
   assert state["quantizer.quantizers.2.codebook.weight"].shape == (16, 4)
   assert state[silent[0]].abs().min() > 0
+  # --added_codebook_lr: the added quantizer in a second group at its own rate (Adam's
+  # first step moves each entry by about the rate: 100x here), kept when resumed.
+  fast = dataclasses.replace(grown, added_codebook_lr=100 * grown.lr)
+  train_codec.train(fast, str(tmp_path / "fast"), checkpoint_every=1, eval_every=100)
+  saved = _state(str(tmp_path / "fast"))
+  lrs = [g["lr"] for g in saved["opt_g"]["param_groups"]]
+  assert lrs == pytest.approx([train_codec.learning_rate(fast, base, 0)
+                               for base in (fast.lr, fast.added_codebook_lr)])
+  assert len(saved["opt_g"]["param_groups"][1]["params"]) == len(
+      [k for k in state if k.startswith("quantizer.quantizers.2.")])
+  ratio = saved["gen"][silent[0]].abs().mean() / state[silent[0]].abs().mean()
+  assert 30 < ratio < 300, ratio
+  train_codec.train(dataclasses.replace(fast, steps=2, init=""), str(tmp_path / "fast"),
+                    checkpoint_every=1, eval_every=100)
+  assert len(_state(str(tmp_path / "fast"))["opt_g"]["param_groups"]) == 2
+  with pytest.raises(ValueError, match="no --init file"):
+    train_codec.train(dataclasses.replace(fast, init=""), str(tmp_path / "no_init"))
+  with pytest.raises(ValueError, match="none added"):
+    train_codec.train(dataclasses.replace(fast, n_codebooks=2), str(tmp_path / "none"))
   moved = float((state["quantizer.quantizers.0.codebook.weight"]
                  - old.state_dict()["quantizer.quantizers.0.codebook.weight"]).abs().max())
   assert moved < 0.1, moved
