@@ -90,9 +90,10 @@ class CodecSpec:
   # A warm restart: from this step on (0: none) the rate starts again at lr and decays
   # from there (a continued run may take a new cycle, e.g. to train a widened network).
   lr_restart: int = 0
-  # The peak rate of the codebooks ``init`` adds (0: the run's ``lr``), on the run's
-  # schedule. They start silent, and an annealed run's rate barely opens them (at 5e-5
-  # their output gains reached 0.5% of the trained codebooks' in 1500 steps).
+  # The peak rate of the codebooks the run's first ``init`` file lacks (0: the run's
+  # ``lr``), on the run's schedule. They start silent, and an annealed run's rate barely
+  # opens them (at 5e-5 their output gains reached 0.5% of the trained codebooks' in
+  # 1500 steps).
   added_codebook_lr: float = 0.0
   gan_start: int = 1000              # steps of reconstruction-only training first
   # Loss weights (DAC's conf/base.yml, plus the extras named in the docstring).
@@ -516,7 +517,7 @@ def recorded_step(path: str, meta: dict | None = None) -> int:
   return step
 
 
-def load_init(gen, spec: CodecSpec) -> None:
+def load_init(gen, spec: CodecSpec) -> int:
   """Copies ``spec.init``'s weights into ``gen``: the same architecture, or one that
   grows. More codebooks: the file's quantizers become ``gen``'s first ones (the residual
   quantizer decodes with any leading subset, so the file's codec is kept exactly at its
@@ -525,7 +526,8 @@ def load_init(gen, spec: CodecSpec) -> None:
   training opens them through the gain's gradient; freshly initialised, four added to a
   trained codec's twelve cost it 0.4 dB that 1000 steps did not win back). A wider
   encoder or decoder: the file's widened by :mod:`widen` (its function kept up to the
-  copies' symmetry-breaking noise, :data:`WIDEN_NOISE`)."""
+  copies' symmetry-breaking noise, :data:`WIDEN_NOISE`). Returns the file's codebook
+  count."""
   init = loading.load_dac(weights=spec.init, device="cpu")
   have = loading.arch_of(init)
   want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.arch.items()}
@@ -549,21 +551,20 @@ def load_init(gen, spec: CodecSpec) -> None:
   if grown:
     logging.info("--init %s: grown %s.", spec.init,
                  {k: (have[k], v) for k, v in grown.items()})
+  return have["n_codebooks"]
 
 
-def generator_groups(gen, spec: CodecSpec, init: str) -> list[dict]:
+def generator_groups(gen, spec: CodecSpec, first: int) -> list[dict]:
   """The generator's optimizer groups: every parameter, or with ``added_codebook_lr``
-  the parameters of the quantizers ``init``'s file lacks in a second group."""
+  the parameters of the quantizers after the ``first`` (the run's --init file's) in a
+  second group."""
   params = dict(gen.named_parameters())
   if not spec.added_codebook_lr:
     return [dict(params=list(params.values()))]
-  if not init:
-    raise ValueError("--added_codebook_lr: the rate of the codebooks --init adds, but the "
-                     "run has no --init file.")
-  first = loading.arch_of(loading.load_dac(weights=init, device="cpu"))["n_codebooks"]
   if first >= spec.n_codebooks:
-    raise ValueError(f"--added_codebook_lr: --init {init} has {first} codebooks, the run "
-                     f"{spec.n_codebooks}: none added.")
+    raise ValueError(f"--added_codebook_lr: the rate of the codebooks --init adds, but the "
+                     f"run's {spec.n_codebooks} codebooks add none to the {first} it "
+                     f"started from.")
   added = tuple(f"quantizer.quantizers.{i}." for i in range(first, spec.n_codebooks))
   return [dict(params=[p for n, p in params.items() if not n.startswith(added)]),
           dict(params=[p for n, p in params.items() if n.startswith(added)])]
@@ -577,6 +578,7 @@ WIDEN_NOISE = 0.01
 # CodecSpec fields a resume may change: the run's length, where it started, its
 # learning-rate schedule (a run continued at another rate, as the model's trainer allows)
 # and the objective's weights (a fine-tune of the same networks under another weighting).
+# Not added_codebook_lr: turning it on or off changes the optimizer's groups.
 RESUME_FREE = ("steps", "init", "continue_init", "lr", "lr_decay", "lr_restart") + tuple(
     f.name for f in dataclasses.fields(CodecSpec) if f.name.startswith("lambda_"))
 
@@ -592,11 +594,12 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
   spec_path = os.path.join(out, "spec.json")
   gen, disc = build(spec)
   resumed = os.path.exists(state_path)
-  if spec.init and not resumed:
-    load_init(gen, spec)
+  # The codebooks the run started with (its --init file's): those after them are the
+  # added ones (added_codebook_lr); a checkpoint records the count.
+  first = load_init(gen, spec) if spec.init and not resumed else spec.n_codebooks
   obj = Objectives(spec, disc)
   opt_d = torch.optim.AdamW(disc.parameters(), lr=spec.d_lr, betas=(0.8, 0.99))
-  start, seconds, init = 0, 0.0, spec.init
+  start, seconds = 0, 0.0
   if resumed:
     st = torch.load(state_path, map_location="cpu", weights_only=False)
     # RESUME_FREE fields may change (a resumed run continues its own state, whatever
@@ -609,8 +612,8 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
       raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
                        f"Use another --out or delete the folder.")
     # The file the run first started from (spec.json keeps it; a resume needs no --init).
-    init = json.load(open(spec_path))["init"] if os.path.exists(spec_path) else saved["init"]
-  opt_g = torch.optim.AdamW(generator_groups(gen, spec, init), lr=spec.lr, betas=(0.8, 0.99))
+    first = st.get("first_codebooks", spec.n_codebooks)
+  opt_g = torch.optim.AdamW(generator_groups(gen, spec, first), lr=spec.lr, betas=(0.8, 0.99))
   if resumed:
     gen.load_state_dict(st["gen"])
     disc.load_state_dict(st["disc"])
@@ -660,7 +663,8 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
         _atomic_torch_save(dict(step=done, seconds=time.perf_counter() - t0,
                                 spec=dataclasses.asdict(spec), gen=gen.state_dict(),
                                 disc=disc.state_dict(), opt_g=opt_g.state_dict(),
-                                opt_d=opt_d.state_dict(), torch_rng=torch.get_rng_state()),
+                                opt_d=opt_d.state_dict(), torch_rng=torch.get_rng_state(),
+                                first_codebooks=first),
                            state_path)
         save_weights(gen, os.path.join(out, "weights.pth"), spec, done)
       if stop_after is not None and done >= stop_after:

@@ -221,25 +221,6 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
   state = _state(out)["gen"]
   assert state["quantizer.quantizers.2.codebook.weight"].shape == (16, 4)
   assert state[silent[0]].abs().min() > 0
-  # --added_codebook_lr: the added quantizer in a second group at its own rate (Adam's
-  # first step moves each entry by about the rate: 100x here), kept when resumed.
-  fast = dataclasses.replace(grown, added_codebook_lr=100 * grown.lr)
-  train_codec.train(fast, str(tmp_path / "fast"), checkpoint_every=1, eval_every=100)
-  saved = _state(str(tmp_path / "fast"))
-  lrs = [g["lr"] for g in saved["opt_g"]["param_groups"]]
-  assert lrs == pytest.approx([train_codec.learning_rate(fast, base, 0)
-                               for base in (fast.lr, fast.added_codebook_lr)])
-  assert len(saved["opt_g"]["param_groups"][1]["params"]) == len(
-      [k for k in state if k.startswith("quantizer.quantizers.2.")])
-  ratio = saved["gen"][silent[0]].abs().mean() / state[silent[0]].abs().mean()
-  assert 30 < ratio < 300, ratio
-  train_codec.train(dataclasses.replace(fast, steps=2, init=""), str(tmp_path / "fast"),
-                    checkpoint_every=1, eval_every=100)
-  assert len(_state(str(tmp_path / "fast"))["opt_g"]["param_groups"]) == 2
-  with pytest.raises(ValueError, match="no --init file"):
-    train_codec.train(dataclasses.replace(fast, init=""), str(tmp_path / "no_init"))
-  with pytest.raises(ValueError, match="none added"):
-    train_codec.train(dataclasses.replace(fast, n_codebooks=2), str(tmp_path / "none"))
   moved = float((state["quantizer.quantizers.0.codebook.weight"]
                  - old.state_dict()["quantizer.quantizers.0.codebook.weight"]).abs().max())
   assert moved < 0.1, moved
@@ -255,6 +236,39 @@ def test_init_grows_the_quantizer_and_keeps_the_files_codec_at_its_bit_rate(
     train_codec.load_init(gen, dataclasses.replace(grown, n_codebooks=1))
   with pytest.raises(ValueError, match="only n_codebooks, encoder_dim and decoder_dim may"):
     train_codec.load_init(gen, dataclasses.replace(grown, codebook_size=32))
+
+
+def test_added_codebook_lr_trains_the_added_quantizers_at_their_own_rate(
+    tmp_path, one_step_file):
+  """--added_codebook_lr puts the quantizers the --init file lacks in a second optimizer
+  group at their own rate (Adam's first step moves each entry by about the rate: 100x
+  here), and a resume keeps the groups; a run that adds no codebooks is refused."""
+  torch.set_num_threads(1)
+  grown = train_codec.CodecSpec(**{**TINY, "steps": 1, "gan_start": 100,
+                                   "init": one_step_file, "n_codebooks": 3})
+  fast = dataclasses.replace(grown, added_codebook_lr=100 * grown.lr)
+  gain = "quantizer.quantizers.2.out_proj.weight_g"
+  states = {}
+  for name, spec in (("plain", grown), ("fast", fast)):
+    train_codec.train(spec, str(tmp_path / name), checkpoint_every=1, eval_every=100)
+    states[name] = _state(str(tmp_path / name))
+  groups = states["fast"]["opt_g"]["param_groups"]
+  assert [g["lr"] for g in groups] == pytest.approx(
+      [train_codec.learning_rate(fast, base, 0) for base in (fast.lr, fast.added_codebook_lr)])
+  assert len(groups[1]["params"]) == len(
+      [k for k in states["fast"]["gen"] if k.startswith("quantizer.quantizers.2.")])
+  assert len(states["plain"]["opt_g"]["param_groups"]) == 1
+  ratio = states["fast"]["gen"][gain].abs().mean() / states["plain"]["gen"][gain].abs().mean()
+  assert 30 < ratio < 300, ratio
+  # A resume (no --init given) keeps the two groups and their rates.
+  train_codec.train(dataclasses.replace(fast, steps=2, init=""), str(tmp_path / "fast"),
+                    checkpoint_every=1, eval_every=100)
+  groups = _state(str(tmp_path / "fast"))["opt_g"]["param_groups"]
+  assert [g["lr"] for g in groups] == pytest.approx(
+      [train_codec.learning_rate(fast, base, 1) for base in (fast.lr, fast.added_codebook_lr)])
+  for spec in (dataclasses.replace(fast, init=""), dataclasses.replace(fast, n_codebooks=2)):
+    with pytest.raises(ValueError, match="add none"):
+      train_codec.train(spec, str(tmp_path / "none"))
 
 
 def test_init_widens_the_codec_and_keeps_the_files_function(tmp_path, one_step_file):
