@@ -1,6 +1,6 @@
 """Where a trained codec's missing decibels could come from, two cheap measures.
 
-  python scripts/codec_headroom.py --weights <.pth> [--n 64] [--split val]
+  python scripts/codec_headroom.py --weights <.pth> [--n 64] [--split val] [--codebooks 8 12]
   python scripts/codec_headroom.py --soup A.pth B.pth [...] --out SOUP.pth [--weights OTHER]
 
 The first decodes the same held-out single-talker clips as ``codec_training.ship
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
   p.add_argument("--out", help="with --soup: where the averaged file goes")
   p.add_argument("--n", type=int, default=64)
   p.add_argument("--split", choices=("val", "test"), default="val")
+  p.add_argument("--codebooks", type=int, nargs="*", default=None,
+                 help="the codebook counts to decode with (default: half, all but 2, all)")
   args = p.parse_args(argv)
   if args.soup:
     if not args.out:
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
   spec = ship.spec_of(args.weights)
   gen = loading.load_dac("16khz", weights=args.weights, device="cpu")
   audio = train_codec.heldout(spec, args.n, kind="single", split=args.split)
-  scores = by_latent(gen, audio)
+  scores = by_latent(gen, audio, args.codebooks)
   summary = {}
   for name, v in scores.items():
     summary.update(train_codec.mean_se(name, v))
