@@ -5,7 +5,8 @@
 # 62,000 without quantizer dropout (the demo decodes with every codebook), since 68,750
 # at a quarter of the rate and since 72,000 with the SI-SDR term x5; since 80,000 with
 # 16 codebooks (8 kbit/s; the 4 added at their own rate, --added_codebook_lr 0.001, in a
-# warm-restarted cycle: --lr 0.00005 --lr_decay 0.9995 --lr_restart 80000); the measured
+# warm-restarted cycle: --lr 0.00005 --lr_decay 0.9995 --lr_restart 80000, flags to pass
+# to continue that cycle: the defaults below are the run's schedule before it); the measured
 # comparisons: scripts/speech_codec_arm.sh and docs/research-log.md. Background, one
 # thread, resumable: re-running resumes from runs/codec/speech_wide/train_state.pt; on
 # a machine without it, it continues from the shipped wide weights when they exist
