@@ -591,7 +591,6 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     torch.set_num_threads(threads)
   os.makedirs(out, exist_ok=True)
   state_path = os.path.join(out, "train_state.pt")
-  spec_path = os.path.join(out, "spec.json")
   gen, disc = build(spec)
   resumed = os.path.exists(state_path)
   # The codebooks the run started with (its --init file's): those after them are the
@@ -611,7 +610,8 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     if diff:
       raise ValueError(f"{state_path}: a run with another spec (saved, requested): {diff}. "
                        f"Use another --out or delete the folder.")
-    # The file the run first started from (spec.json keeps it; a resume needs no --init).
+    # The codebook count the run started with (its checkpoint records it; a resume needs
+    # no --init file).
     first = st.get("first_codebooks", spec.n_codebooks)
   opt_g = torch.optim.AdamW(generator_groups(gen, spec, first), lr=spec.lr, betas=(0.8, 0.99))
   if resumed:
@@ -627,10 +627,11 @@ def train(spec: CodecSpec, out: str, *, threads: int | None = None,
     logging.info("Continuing %s's run at step %d.", spec.init, start)
   # spec.json: the spec the run trains with from now on, where it started kept from
   # its first start (a resume needs no --init; ship reads it for the run's history).
+  spec_path = os.path.join(out, "spec.json")
   written = dataclasses.asdict(spec)
   if resumed and os.path.exists(spec_path):
-    first = json.load(open(spec_path))
-    written.update({k: first[k] for k in ("init", "continue_init") if k in first})
+    began = json.load(open(spec_path))
+    written.update({k: began[k] for k in ("init", "continue_init") if k in began})
   with open(spec_path + ".tmp", "w") as f:
     json.dump(written, f, indent=2)
   os.replace(spec_path + ".tmp", spec_path)

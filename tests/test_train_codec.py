@@ -263,7 +263,9 @@ def test_added_codebook_lr_trains_the_added_quantizers_at_their_own_rate(
   # A resume (no --init given) keeps the two groups and their rates.
   train_codec.train(dataclasses.replace(fast, steps=2, init=""), str(tmp_path / "fast"),
                     checkpoint_every=1, eval_every=100)
-  groups = _state(str(tmp_path / "fast"))["opt_g"]["param_groups"]
+  resumed = _state(str(tmp_path / "fast"))
+  assert resumed["first_codebooks"] == 2             # recorded again for the next resume
+  groups = resumed["opt_g"]["param_groups"]
   assert [g["lr"] for g in groups] == pytest.approx(
       [train_codec.learning_rate(fast, base, 1) for base in (fast.lr, fast.added_codebook_lr)])
   for spec in (dataclasses.replace(fast, init=""), dataclasses.replace(fast, n_codebooks=2)):
